@@ -1,0 +1,2 @@
+//! The bridge. (Being built: see the bridge issue.)
+#![forbid(unsafe_code)]

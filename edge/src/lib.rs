@@ -1,0 +1,2 @@
+//! The edge. (Being built: see the edge issue.)
+#![forbid(unsafe_code)]
