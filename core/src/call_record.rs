@@ -1,0 +1,257 @@
+//! The call record: everything Pulsara knows about one finished call, assembled by the bridge at
+//! call end and stored by the dashboard (`POST /v1/calls`, idempotency key = `call_sid`).
+//!
+//! One type shared by the bridge (producer), the outbox (durable delivery) and the dashboard
+//! (storage, summary, sentiment, notifications), so the wire shape cannot drift between them.
+//!
+//! Evolution rule: fields are only ever added, with `#[serde(default)]`, so an older reader accepts a
+//! newer record. Times are RFC 3339 UTC strings at the top level and milliseconds since the start of
+//! the Media Stream (`at_ms`) inside the call.
+
+use serde::{Deserialize, Serialize};
+
+/// One finished call.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Twilio CallSid; the idempotency key of the record.
+    pub call_sid: String,
+    #[serde(default)]
+    pub stream_sid: String,
+    pub restaurant_id: String,
+    /// The configuration version the call ran with (from the handoff token).
+    #[serde(default)]
+    pub config_version: u64,
+    /// The caller's number (`From`), E.164 when Twilio knows it.
+    #[serde(default)]
+    pub caller: String,
+    /// The number dialled (`To`).
+    #[serde(default)]
+    pub called: String,
+    /// RFC 3339 UTC, when the Media Stream started.
+    pub started_at: String,
+    /// RFC 3339 UTC, when the bridge finalised the call.
+    pub ended_at: String,
+    #[serde(default)]
+    pub duration_ms: u64,
+    pub end_reason: EndReason,
+    /// What was said, in order. Agent lines are cut to what the caller actually heard.
+    #[serde(default)]
+    pub transcript: Vec<TranscriptLine>,
+    #[serde(default)]
+    pub tool_runs: Vec<ToolRun>,
+    /// `record_order` action payloads, as returned by the ordering policy.
+    #[serde(default)]
+    pub orders: Vec<serde_json::Value>,
+    /// `record_booking` action payloads, as returned by the booking policy.
+    #[serde(default)]
+    pub bookings: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
+    #[serde(default)]
+    pub dtmf: Vec<DtmfEvent>,
+    #[serde(default)]
+    pub voicemail: Option<Voicemail>,
+    /// Filled by the dashboard (sentiment model); the bridge leaves it empty.
+    #[serde(default)]
+    pub sentiment: Option<serde_json::Value>,
+    /// Filled by the dashboard (structured summary, ElevenLabs' summary beside it).
+    #[serde(default)]
+    pub summary: Option<serde_json::Value>,
+    #[serde(default)]
+    pub elevenlabs_conversation_id: Option<String>,
+    /// Notifications requested during the call (policy actions) or sent for it.
+    #[serde(default)]
+    pub notifications: Vec<Notification>,
+    /// When the agent was unreachable and the restaurant fallback was played instead.
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+    /// Audio format the agent used (`ulaw_8000` = pass-through, anything else = transcoded).
+    #[serde(default)]
+    pub agent_audio_format: Option<String>,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Twilio sent `stop` or closed the socket.
+    #[default]
+    CallerHungUp,
+    /// Transferred to staff (DTMF or tool action).
+    Transfer,
+    /// The agent (a tool's `end_call` action, a DTMF `EndCall`) ended it.
+    AgentEnded,
+    /// ElevenLabs could not be reached or dropped; the restaurant fallback was played.
+    AgentFailed,
+    /// The bridge shut down and ended the call politely after the grace period.
+    BridgeShutdown,
+    /// The restaurant's (or the bridge's) concurrency cap was reached; the busy message was played.
+    Busy,
+    /// The stream was refused (bad handoff token, bad signature, unknown restaurant).
+    Rejected,
+    /// Anything else that stopped the call.
+    Error,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller_hung_up",
+            EndReason::Transfer => "transfer",
+            EndReason::AgentEnded => "agent_ended",
+            EndReason::AgentFailed => "agent_failed",
+            EndReason::BridgeShutdown => "bridge_shutdown",
+            EndReason::Busy => "busy",
+            EndReason::Rejected => "rejected",
+            EndReason::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Agent,
+    Caller,
+}
+
+/// One utterance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    pub role: Role,
+    /// For agent lines: the part the caller heard (the whole line unless `cut`).
+    pub text: String,
+    /// Milliseconds since the stream started.
+    pub at_ms: u64,
+    /// Agent lines: whether any of it reached the caller. Caller lines: always true.
+    #[serde(default = "yes")]
+    pub heard: bool,
+    /// Agent lines: the caller interrupted and `text` was cut to the heard part.
+    #[serde(default)]
+    pub cut: bool,
+    /// Agent lines that were cut: what the agent meant to say in full.
+    #[serde(default)]
+    pub full_text: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One tool (policy) execution, replayable from its module hash and input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolRun {
+    pub tool: String,
+    #[serde(default)]
+    pub tool_call_id: String,
+    pub input: serde_json::Value,
+    /// The result text handed back to the agent (or the error message).
+    pub output: String,
+    #[serde(default)]
+    pub is_error: bool,
+    pub duration_us: u64,
+    #[serde(default)]
+    pub fuel_used: Option<u64>,
+    #[serde(default)]
+    pub module_sha256: Option<String>,
+    /// Milliseconds since the stream started.
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The number dialled.
+    pub to: String,
+    pub reason: String,
+    pub at_ms: u64,
+    /// Whether Twilio accepted the call update.
+    #[serde(default = "yes")]
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DtmfEvent {
+    pub digit: String,
+    pub at_ms: u64,
+    /// What the bridge did: `transfer_to_staff`, `say`, `end_call`, `contextual_update`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Voicemail {
+    #[serde(default)]
+    pub recording_url: Option<String>,
+    #[serde(default)]
+    pub duration_secs: Option<u32>,
+    #[serde(default)]
+    pub transcript: Option<String>,
+}
+
+/// A notification requested for this call (an SMS to the caller, an email to the restaurant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// `sms` or `email`.
+    pub channel: String,
+    pub to: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub body: String,
+    /// `requested`, `sent`, `failed`.
+    #[serde(default = "requested")]
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+fn requested() -> String {
+    "requested".to_owned()
+}
+
+/// The restaurant fallback played when the agent was unavailable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// `dial` (staff/fallback number) or `voicemail` (apology + record) or `apology`.
+    pub kind: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    pub reason: String,
+    pub at_ms: u64,
+    #[serde(default = "yes")]
+    pub ok: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_record_parses_with_defaults_and_round_trips() {
+        let json = r#"{"call_sid":"CA1","restaurant_id":"r1","started_at":"2026-01-01T12:00:00Z",
+            "ended_at":"2026-01-01T12:01:00Z","end_reason":"transfer",
+            "transcript":[{"role":"agent","text":"Hello","at_ms":5}]}"#;
+        let rec: CallRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(rec.end_reason, EndReason::Transfer);
+        assert!(rec.transcript[0].heard && !rec.transcript[0].cut);
+        assert!(rec.tool_runs.is_empty() && rec.transfer.is_none());
+        let back: CallRecord = serde_json::from_str(&serde_json::to_string(&rec).unwrap()).unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn end_reason_wire_names_match_as_str() {
+        for r in [
+            EndReason::CallerHungUp,
+            EndReason::Transfer,
+            EndReason::AgentEnded,
+            EndReason::AgentFailed,
+            EndReason::BridgeShutdown,
+            EndReason::Busy,
+            EndReason::Rejected,
+            EndReason::Error,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert!(serde_json::from_str::<EndReason>("\"nope\"").is_err());
+    }
+}
