@@ -8,6 +8,16 @@
 //!   API (`api/openapi.yaml`). Every restaurant-specific value lives here; nothing is hard-coded.
 //! - [`handoff`]: the signed token the edge puts into the Stream TwiML and the bridge verifies.
 //! - [`secret`]: a wrapper for secrets whose `Debug`/`Display` never print the value.
+//! - [`twilio`]: `X-Twilio-Signature` validation (form and JSON bodies) and bounded form parsing.
+//! - [`phone`]: E.164 normalisation, so the dialled number finds its restaurant.
+//! - [`hours`]: open/closed at an instant (spans, closures, last call, DST) and the next opening.
+//! - [`twiml`]: escaped TwiML documents: stream to the bridge, after-hours modes, fallbacks.
+//! - [`webhooks`]: Standard Webhooks and ElevenLabs webhook signatures, plus [`webhooks::ReplayGuard`].
+//! - [`request_auth`]: signing and verifying edge/bridge → dashboard requests.
+//!
+//! Data flow for a voice webhook at the edge: [`twilio::parse_form`] → [`twilio::validate`] →
+//! [`phone::normalize_e164`] (find the restaurant's [`config::RestaurantConfig`]) →
+//! [`hours::status`] → [`twiml::stream`] with a [`handoff`] token, or [`twiml::after_hours`].
 //!
 //! Time is always passed in (`now`), never read here.
 #![forbid(unsafe_code)]
@@ -15,4 +25,12 @@
 pub mod call_record;
 pub mod config;
 pub mod handoff;
+pub mod hours;
+pub mod phone;
+pub mod request_auth;
 pub mod secret;
+pub mod twilio;
+pub mod twiml;
+pub mod webhooks;
+
+mod crypto;

@@ -1,0 +1,308 @@
+//! Verifying (and producing) signed webhooks: the dashboard's Standard Webhooks to the edge and
+//! the bridge, and ElevenLabs' post-call webhook to the edge. A forged webhook could invalidate
+//! caches at will or inject call data, so both fail closed.
+//!
+//! - Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` = space-separated
+//!   `v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`; the key is the base64 part of
+//!   `whsec_<base64>`. Several secrets are tried (rotation), ±[`TOLERANCE_SECS`].
+//! - ElevenLabs: `ElevenLabs-Signature: t=<unix>,v0=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+//!
+//! Replay protection is the caller's job: [`ReplayGuard`] is a small bounded memory of ids for it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::crypto::{ct_eq, hex, hmac_sha256};
+use crate::secret::Secret;
+
+/// Standard Webhooks' timestamp tolerance, both directions.
+pub const TOLERANCE_SECS: i64 = 5 * 60;
+/// ElevenLabs' usual tolerance for post-call webhooks.
+pub const ELEVENLABS_TOLERANCE_SECS: i64 = 30 * 60;
+/// Longest webhook id accepted (ids are remembered for replay protection).
+pub const MAX_ID_LEN: usize = 256;
+/// Longest signature header worth parsing.
+const MAX_SIGNATURE_HEADER: usize = 4096;
+
+/// Why a webhook was refused. Messages never contain secrets or signatures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no webhook secret is configured; refusing all webhooks")]
+    NoSecret,
+    #[error("webhook secret is malformed; expected whsec_<base64>")]
+    BadSecret,
+    #[error("webhook header {0} is missing")]
+    MissingHeader(&'static str),
+    #[error("webhook id is empty or longer than {MAX_ID_LEN} characters")]
+    BadId,
+    #[error("webhook timestamp is not unix seconds")]
+    BadTimestamp,
+    #[error("webhook timestamp is {0} s old; outside the tolerance (check clocks, or a replay)")]
+    Stale(i64),
+    #[error("webhook timestamp is {0} s in the future; outside the tolerance (check clocks)")]
+    Future(i64),
+    #[error("webhook signature header is malformed")]
+    MalformedSignature,
+    #[error("webhook signature header has no signature of a supported version")]
+    NoSupportedSignature,
+    #[error("webhook signature does not match any configured secret")]
+    Mismatch,
+}
+
+/// A remembered id was seen again before it expired.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("id was already used; refusing the replay")]
+    Replayed,
+    #[error("id is empty or longer than {MAX_ID_LEN} characters")]
+    BadId,
+}
+
+/// Checks a Standard Webhooks delivery against any of `secrets` (`whsec_<base64>`; the prefix is
+/// optional).
+///
+/// # Errors
+/// A [`WebhookError`] per reason: no usable secret, missing header, bad id or timestamp, stale or
+/// future timestamp (±[`TOLERANCE_SECS`]), no `v1` entry, or no matching signature. Entries of
+/// other versions are ignored; `v1,` with an empty or wrong-length signature never matches.
+pub fn verify(
+    secrets: &[Secret],
+    id: Option<&str>,
+    timestamp: Option<&str>,
+    signature_header: Option<&str>,
+    body: &[u8],
+    now_unix: i64,
+) -> Result<(), WebhookError> {
+    let keys = secrets
+        .iter()
+        .map(decode_secret)
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err(WebhookError::NoSecret);
+    }
+    let id = id.ok_or(WebhookError::MissingHeader("webhook-id"))?;
+    let timestamp = timestamp.ok_or(WebhookError::MissingHeader("webhook-timestamp"))?;
+    let header = signature_header.ok_or(WebhookError::MissingHeader("webhook-signature"))?;
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(WebhookError::BadId);
+    }
+    let ts = parse_ts(timestamp)?;
+    check_window(ts, now_unix, TOLERANCE_SECS)?;
+    if header.len() > MAX_SIGNATURE_HEADER {
+        return Err(WebhookError::MalformedSignature);
+    }
+    let mut candidates = Vec::new();
+    for entry in header.split_whitespace() {
+        let Some((version, sig)) = entry.split_once(',') else {
+            return Err(WebhookError::MalformedSignature);
+        };
+        if version == "v1" {
+            candidates.push(STANDARD.decode(sig).unwrap_or_default());
+        }
+    }
+    if candidates.is_empty() {
+        return Err(WebhookError::NoSupportedSignature);
+    }
+    let ts_str = ts.to_string();
+    let mut ok = false;
+    for key in &keys {
+        let expected = hmac_sha256(key, &[id.as_bytes(), b".", ts_str.as_bytes(), b".", body]);
+        for c in &candidates {
+            ok |= ct_eq(&expected, c);
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(WebhookError::Mismatch)
+    }
+}
+
+/// The `webhook-signature` value (`v1,<base64>`) for a delivery.
+///
+/// # Errors
+/// [`WebhookError::NoSecret`] / [`WebhookError::BadSecret`] for an unusable secret.
+pub fn sign(
+    secret: &Secret,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, WebhookError> {
+    let key = decode_secret(secret)?;
+    let ts = timestamp.to_string();
+    let mac = hmac_sha256(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    Ok(format!("v1,{}", STANDARD.encode(mac)))
+}
+
+fn decode_secret(secret: &Secret) -> Result<Vec<u8>, WebhookError> {
+    let raw = secret.expose().trim();
+    if raw.is_empty() {
+        return Err(WebhookError::NoSecret);
+    }
+    let b64 = raw.strip_prefix("whsec_").unwrap_or(raw);
+    let key = STANDARD.decode(b64).map_err(|_| WebhookError::BadSecret)?;
+    if key.is_empty() {
+        return Err(WebhookError::BadSecret);
+    }
+    Ok(key)
+}
+
+fn parse_ts(raw: &str) -> Result<i64, WebhookError> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > 12 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(WebhookError::BadTimestamp);
+    }
+    raw.parse().map_err(|_| WebhookError::BadTimestamp)
+}
+
+fn check_window(ts: i64, now: i64, tolerance: i64) -> Result<(), WebhookError> {
+    let age = now.saturating_sub(ts);
+    if age > tolerance {
+        return Err(WebhookError::Stale(age));
+    }
+    if -age > tolerance {
+        return Err(WebhookError::Future(-age));
+    }
+    Ok(())
+}
+
+/// Checks an ElevenLabs post-call webhook's `ElevenLabs-Signature` header.
+///
+/// # Errors
+/// [`WebhookError::NoSecret`] when `secret` is empty (fail closed), a missing or malformed header,
+/// a timestamp outside `tolerance_secs` either way, or no matching `v0` signature.
+pub fn verify_elevenlabs(
+    secret: &Secret,
+    header: Option<&str>,
+    body: &[u8],
+    now_unix: i64,
+    tolerance_secs: i64,
+) -> Result<(), WebhookError> {
+    if secret.expose().is_empty() {
+        return Err(WebhookError::NoSecret);
+    }
+    let header = header.ok_or(WebhookError::MissingHeader("ElevenLabs-Signature"))?;
+    if header.len() > MAX_SIGNATURE_HEADER {
+        return Err(WebhookError::MalformedSignature);
+    }
+    let mut ts = None;
+    let mut sigs = Vec::new();
+    for part in header.split(',') {
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or(WebhookError::MalformedSignature)?;
+        match k {
+            "t" => ts = Some(v),
+            "v0" => sigs.push(v),
+            _ => {}
+        }
+    }
+    let ts_raw = ts.ok_or(WebhookError::MalformedSignature)?;
+    let ts = parse_ts(ts_raw)?;
+    check_window(ts, now_unix, tolerance_secs)?;
+    if sigs.is_empty() {
+        return Err(WebhookError::NoSupportedSignature);
+    }
+    let expected = hex(&hmac_sha256(
+        secret.expose().as_bytes(),
+        &[ts_raw.trim().as_bytes(), b".", body],
+    ));
+    let mut ok = false;
+    for s in sigs {
+        ok |= ct_eq(
+            expected.as_bytes(),
+            s.trim().to_ascii_lowercase().as_bytes(),
+        );
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(WebhookError::Mismatch)
+    }
+}
+
+/// The `ElevenLabs-Signature` value for `body` at `timestamp` (tests, emulators).
+pub fn sign_elevenlabs(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    let mac = hmac_sha256(secret.expose().as_bytes(), &[ts.as_bytes(), b".", body]);
+    format!("t={ts},v0={}", hex(&mac))
+}
+
+/// A bounded memory of recently seen ids (webhook ids, request nonces, handoff tokens), each kept
+/// until its expiry. Pure: every call takes `now`.
+///
+/// When full, expired ids are evicted first; if none has expired, the id closest to expiry is
+/// dropped (the bound wins over perfect memory; size it for the expected rate × window).
+#[derive(Debug, Clone)]
+pub struct ReplayGuard {
+    capacity: usize,
+    expiry: HashMap<String, i64>,
+    by_expiry: BTreeSet<(i64, String)>,
+}
+
+impl ReplayGuard {
+    /// A guard remembering at most `capacity` ids (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            expiry: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+        }
+    }
+
+    /// Records `id` until `expires_at` (unix s).
+    ///
+    /// # Errors
+    /// [`ReplayError::Replayed`] when `id` is already remembered and not expired at `now`;
+    /// [`ReplayError::BadId`] for an empty or over-long id.
+    pub fn check_and_insert(
+        &mut self,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), ReplayError> {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(ReplayError::BadId);
+        }
+        self.evict_expired(now);
+        if self.expiry.contains_key(id) {
+            return Err(ReplayError::Replayed);
+        }
+        while self.expiry.len() >= self.capacity {
+            let Some(first) = self.by_expiry.pop_first() else {
+                break;
+            };
+            self.expiry.remove(&first.1);
+        }
+        self.expiry.insert(id.to_owned(), expires_at);
+        self.by_expiry.insert((expires_at, id.to_owned()));
+        Ok(())
+    }
+
+    /// Whether `id` is remembered and not expired at `now`.
+    pub fn contains(&self, id: &str, now: i64) -> bool {
+        self.expiry.get(id).is_some_and(|&e| e > now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.expiry.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expiry.is_empty()
+    }
+
+    fn evict_expired(&mut self, now: i64) {
+        while let Some((exp, _)) = self.by_expiry.first() {
+            if *exp > now {
+                break;
+            }
+            if let Some((_, id)) = self.by_expiry.pop_first() {
+                self.expiry.remove(&id);
+            }
+        }
+    }
+}
