@@ -1,0 +1,2 @@
+//! Loopback emulators (work in progress).
+#![forbid(unsafe_code)]
