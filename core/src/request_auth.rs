@@ -161,3 +161,348 @@ pub fn verify(
         Err(ReplayError::BadId) => Err(RequestAuthError::MalformedHeader(HEADER_NONCE)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "dash-secret-0123456789";
+    const NOW: i64 = 1_700_000_000;
+    const BODY: &[u8] = br#"{"call_sid":"CA1"}"#;
+
+    fn lookup(id: &str) -> Option<Secret> {
+        match id {
+            "edge-1" => Some(Secret::new(SECRET)),
+            "revoked" => Some(Secret::new("")),
+            _ => None,
+        }
+    }
+
+    fn headers_of<'a>(list: &'a [(&'static str, String)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name: &str| {
+            list.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    fn signed(
+        method: &str,
+        path: &str,
+        ts: i64,
+        nonce: &str,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        sign(
+            "edge-1",
+            &Secret::new(SECRET),
+            method,
+            path,
+            ts,
+            nonce,
+            body,
+        )
+    }
+
+    #[test]
+    fn known_answers_computed_with_python_hmac() {
+        let h = signed("post", "/v1/calls?x=1", NOW, "n-0001", BODY);
+        assert_eq!(
+            h,
+            vec![
+                (HEADER_KEY_ID, "edge-1".to_owned()),
+                (HEADER_TIMESTAMP, "1700000000".to_owned()),
+                (HEADER_NONCE, "n-0001".to_owned()),
+                (
+                    HEADER_SIGNATURE,
+                    "iO7cZ6CeEYBbHkUJWig2kDfHnDOQbmvNXzD0aR8dAkk=".to_owned()
+                ),
+            ]
+        );
+        let h = signed(
+            "GET",
+            "/v1/restaurants/by-number/%2B390612345678",
+            NOW,
+            "abc",
+            b"",
+        );
+        assert_eq!(h[3].1, "8ih215bK1q138dOFXtH4g7NEjUzqd02ywhpEhEzrFas=");
+    }
+
+    #[test]
+    fn valid_request_is_accepted_once() {
+        let h = signed("POST", "/v1/calls?x=1", NOW, "n-0001", BODY);
+        let mut guard = ReplayGuard::new(100);
+        let id = verify(
+            lookup,
+            "POST",
+            "/v1/calls?x=1",
+            &headers_of(&h),
+            BODY,
+            NOW + 10,
+            &mut guard,
+        )
+        .unwrap();
+        assert_eq!(id, "edge-1");
+        assert_eq!(
+            verify(
+                lookup,
+                "POST",
+                "/v1/calls?x=1",
+                &headers_of(&h),
+                BODY,
+                NOW + 20,
+                &mut guard
+            ),
+            Err(RequestAuthError::ReplayedNonce)
+        );
+        // Still refused at the far edge of the window.
+        assert_eq!(
+            verify(
+                lookup,
+                "POST",
+                "/v1/calls?x=1",
+                &headers_of(&h),
+                BODY,
+                NOW + TOLERANCE_SECS,
+                &mut guard
+            ),
+            Err(RequestAuthError::ReplayedNonce)
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_headers() {
+        let h = signed("POST", "/v1/calls", NOW, "n1", BODY);
+        let mut guard = ReplayGuard::new(100);
+        for (i, name) in [
+            HEADER_KEY_ID,
+            HEADER_TIMESTAMP,
+            HEADER_NONCE,
+            HEADER_SIGNATURE,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut partial = h.clone();
+            partial.remove(i);
+            assert_eq!(
+                verify(
+                    lookup,
+                    "POST",
+                    "/v1/calls",
+                    &headers_of(&partial),
+                    BODY,
+                    NOW,
+                    &mut guard
+                ),
+                Err(RequestAuthError::MissingHeader(name))
+            );
+            let mut empty = h.clone();
+            empty[i].1 = String::new();
+            assert_eq!(
+                verify(
+                    lookup,
+                    "POST",
+                    "/v1/calls",
+                    &headers_of(&empty),
+                    BODY,
+                    NOW,
+                    &mut guard
+                ),
+                Err(RequestAuthError::MalformedHeader(name))
+            );
+        }
+        let mut bad_ts = h.clone();
+        bad_ts[1].1 = "17e8".into();
+        assert_eq!(
+            verify(
+                lookup,
+                "POST",
+                "/v1/calls",
+                &headers_of(&bad_ts),
+                BODY,
+                NOW,
+                &mut guard
+            ),
+            Err(RequestAuthError::BadTimestamp)
+        );
+        assert!(
+            guard.is_empty(),
+            "nothing is remembered for refused requests"
+        );
+    }
+
+    #[test]
+    fn stale_future_unknown_and_revoked_keys() {
+        let mut guard = ReplayGuard::new(100);
+        let h = signed("GET", "/v1/x", NOW, "n1", b"");
+        verify(
+            lookup,
+            "GET",
+            "/v1/x",
+            &headers_of(&h),
+            b"",
+            NOW + TOLERANCE_SECS,
+            &mut guard,
+        )
+        .unwrap();
+        let h = signed("GET", "/v1/x", NOW, "n2", b"");
+        assert_eq!(
+            verify(
+                lookup,
+                "GET",
+                "/v1/x",
+                &headers_of(&h),
+                b"",
+                NOW + TOLERANCE_SECS + 1,
+                &mut guard
+            ),
+            Err(RequestAuthError::Stale(TOLERANCE_SECS + 1))
+        );
+        assert_eq!(
+            verify(
+                lookup,
+                "GET",
+                "/v1/x",
+                &headers_of(&h),
+                b"",
+                NOW - TOLERANCE_SECS - 1,
+                &mut guard
+            ),
+            Err(RequestAuthError::Future(TOLERANCE_SECS + 1))
+        );
+        for kid in ["nobody", "revoked"] {
+            let h = sign(kid, &Secret::new(SECRET), "GET", "/v1/x", NOW, "n3", b"");
+            assert_eq!(
+                verify(
+                    lookup,
+                    "GET",
+                    "/v1/x",
+                    &headers_of(&h),
+                    b"",
+                    NOW,
+                    &mut guard
+                ),
+                Err(RequestAuthError::UnknownKey(kid.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn any_change_breaks_the_signature() {
+        let mut guard = ReplayGuard::new(100);
+        let h = signed("POST", "/v1/calls", NOW, "n1", BODY);
+        let bad = |method: &str,
+                   path: &str,
+                   body: &[u8],
+                   hs: &[(&'static str, String)],
+                   g: &mut ReplayGuard| {
+            verify(lookup, method, path, &headers_of(hs), body, NOW, g)
+        };
+        assert_eq!(
+            bad("PUT", "/v1/calls", BODY, &h, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        assert_eq!(
+            bad("POST", "/v1/calls?a=1", BODY, &h, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        assert_eq!(
+            bad("POST", "/v1/calls", b"{}", &h, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        let mut other_nonce = h.clone();
+        other_nonce[2].1 = "n2".into();
+        assert_eq!(
+            bad("POST", "/v1/calls", BODY, &other_nonce, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        let mut other_ts = h.clone();
+        other_ts[1].1 = (NOW + 1).to_string();
+        assert_eq!(
+            bad("POST", "/v1/calls", BODY, &other_ts, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        let wrong_secret = sign(
+            "edge-1",
+            &Secret::new("another-secret-value"),
+            "POST",
+            "/v1/calls",
+            NOW,
+            "n1",
+            BODY,
+        );
+        assert_eq!(
+            bad("POST", "/v1/calls", BODY, &wrong_secret, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        let mut empty_sig = h.clone();
+        empty_sig[3].1 = "AAAA".into();
+        assert_eq!(
+            bad("POST", "/v1/calls", BODY, &empty_sig, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        let mut not_b64 = h.clone();
+        not_b64[3].1 = "%%%".into();
+        assert_eq!(
+            bad("POST", "/v1/calls", BODY, &not_b64, &mut guard),
+            Err(RequestAuthError::BadSignature)
+        );
+        // Forged attempts did not burn the nonce: the genuine request still goes through.
+        assert!(guard.is_empty());
+        bad("POST", "/v1/calls", BODY, &h, &mut guard).unwrap();
+        // Method case does not matter.
+        let h2 = signed("POST", "/v1/calls", NOW, "n9", BODY);
+        bad("post", "/v1/calls", BODY, &h2, &mut guard).unwrap();
+    }
+
+    #[test]
+    fn nonces_are_per_key() {
+        let lookup2 = |id: &str| match id {
+            "a" => Some(Secret::new("secret-a-123456")),
+            "b" => Some(Secret::new("secret-b-123456")),
+            _ => None,
+        };
+        let mut guard = ReplayGuard::new(100);
+        let ha = sign(
+            "a",
+            &Secret::new("secret-a-123456"),
+            "GET",
+            "/",
+            NOW,
+            "same",
+            b"",
+        );
+        let hb = sign(
+            "b",
+            &Secret::new("secret-b-123456"),
+            "GET",
+            "/",
+            NOW,
+            "same",
+            b"",
+        );
+        verify(lookup2, "GET", "/", &headers_of(&ha), b"", NOW, &mut guard).unwrap();
+        verify(lookup2, "GET", "/", &headers_of(&hb), b"", NOW, &mut guard).unwrap();
+    }
+
+    #[test]
+    fn errors_never_contain_the_secret() {
+        let mut guard = ReplayGuard::new(10);
+        let h = sign(
+            "edge-1",
+            &Secret::new("wrong-secret-xyz"),
+            "GET",
+            "/",
+            NOW,
+            "n",
+            b"",
+        );
+        let err = verify(lookup, "GET", "/", &headers_of(&h), b"", NOW, &mut guard).unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(
+            !text.contains(SECRET) && !text.contains("wrong-secret-xyz") && !text.contains(&h[3].1)
+        );
+    }
+}

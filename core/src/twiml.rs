@@ -288,3 +288,383 @@ fn escape_into(out: &mut String, s: &str) {
 fn is_xml_char(c: char) -> bool {
     matches!(c, '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal, strict XML reader for the subset TwiML uses: declaration, elements, attributes in
+    /// double quotes, text, the five named entities and numeric character references. Anything
+    /// else is an error, so a well-formedness slip in the writer fails these tests.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Node {
+        El {
+            name: String,
+            attrs: Vec<(String, String)>,
+            children: Vec<Node>,
+        },
+        Text(String),
+    }
+
+    impl Node {
+        fn name(&self) -> &str {
+            match self {
+                Node::El { name, .. } => name,
+                Node::Text(_) => "#text",
+            }
+        }
+        fn attr(&self, key: &str) -> Option<&str> {
+            match self {
+                Node::El { attrs, .. } => attrs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str()),
+                Node::Text(_) => None,
+            }
+        }
+        fn children(&self) -> &[Node] {
+            match self {
+                Node::El { children, .. } => children,
+                Node::Text(_) => &[],
+            }
+        }
+        fn text(&self) -> String {
+            match self {
+                Node::Text(t) => t.clone(),
+                Node::El { children, .. } => children.iter().map(Node::text).collect(),
+            }
+        }
+        fn names(&self) -> Vec<&str> {
+            self.children().iter().map(Node::name).collect()
+        }
+    }
+
+    struct Reader<'a> {
+        s: &'a str,
+        pos: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn rest(&self) -> &'a str {
+            &self.s[self.pos..]
+        }
+        fn eat(&mut self, p: &str) -> bool {
+            if self.rest().starts_with(p) {
+                self.pos += p.len();
+                true
+            } else {
+                false
+            }
+        }
+        fn name(&mut self) -> Result<String, String> {
+            let n: String = self
+                .rest()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if n.is_empty() {
+                return Err(format!("expected a name at {}", self.pos));
+            }
+            self.pos += n.len();
+            Ok(n)
+        }
+        fn decode(raw: &str) -> Result<String, String> {
+            let mut out = String::new();
+            let mut it = raw.split('&');
+            out.push_str(it.next().unwrap_or(""));
+            for part in it {
+                let (ent, tail) = part.split_once(';').ok_or("unterminated entity")?;
+                let c = match ent {
+                    "amp" => '&',
+                    "lt" => '<',
+                    "gt" => '>',
+                    "quot" => '"',
+                    "apos" => '\'',
+                    e if e.starts_with('#') => {
+                        char::from_u32(e[1..].parse::<u32>().map_err(|_| "bad char ref")?)
+                            .ok_or("bad char")?
+                    }
+                    _ => return Err(format!("unknown entity {ent}")),
+                };
+                out.push(c);
+                out.push_str(tail);
+            }
+            Ok(out)
+        }
+        fn element(&mut self) -> Result<Node, String> {
+            if !self.eat("<") {
+                return Err(format!("expected '<' at {}", self.pos));
+            }
+            let name = self.name()?;
+            let mut attrs = Vec::new();
+            loop {
+                if self.eat("/>") {
+                    return Ok(Node::El {
+                        name,
+                        attrs,
+                        children: vec![],
+                    });
+                }
+                if self.eat(">") {
+                    break;
+                }
+                if !self.eat(" ") {
+                    return Err(format!("expected space at {}", self.pos));
+                }
+                let key = self.name()?;
+                if !self.eat("=\"") {
+                    return Err("attribute without =\"".into());
+                }
+                let end = self.rest().find('"').ok_or("unterminated attribute")?;
+                let raw = &self.rest()[..end];
+                if raw.contains('<') {
+                    return Err("'<' in attribute".into());
+                }
+                attrs.push((key, Self::decode(raw)?));
+                self.pos += end + 1;
+            }
+            let mut children = Vec::new();
+            loop {
+                if self.eat("</") {
+                    let close = self.name()?;
+                    if close != name || !self.eat(">") {
+                        return Err(format!("mismatched </{close}> for <{name}>"));
+                    }
+                    return Ok(Node::El {
+                        name,
+                        attrs,
+                        children,
+                    });
+                }
+                if self.rest().starts_with('<') {
+                    children.push(self.element()?);
+                } else {
+                    let end = self.rest().find('<').ok_or("unterminated element")?;
+                    let raw = &self.rest()[..end];
+                    if raw.contains('>') {
+                        return Err("raw '>' in text".into());
+                    }
+                    children.push(Node::Text(Self::decode(raw)?));
+                    self.pos += end;
+                }
+            }
+        }
+    }
+
+    fn parse(doc: &str) -> Node {
+        let mut r = Reader { s: doc, pos: 0 };
+        assert!(r.eat(XML_DECL), "missing declaration: {doc}");
+        let root = r.element().unwrap_or_else(|e| panic!("{e}: {doc}"));
+        assert_eq!(r.rest(), "", "trailing content: {doc}");
+        assert_eq!(root.name(), "Response");
+        root
+    }
+
+    const NASTY: &str = "Tom & Jerry's <b>\"café\"</b> ]]> \u{0}\u{1b}\ttab\nline";
+    const NASTY_CLEAN: &str = "Tom & Jerry's <b>\"café\"</b> ]]> \ttab\nline";
+
+    #[test]
+    fn stream_document_round_trips_parameters() {
+        let doc = stream(
+            "wss://bridge.example.com/media",
+            &[
+                ("handoff", "v1.k1.abc.def"),
+                ("caller", "+1 <&> \"'"),
+                ("evil", NASTY),
+            ],
+        )
+        .unwrap();
+        let root = parse(&doc);
+        assert_eq!(root.names(), ["Connect"]);
+        let s = &root.children()[0].children()[0];
+        assert_eq!(s.name(), "Stream");
+        assert_eq!(s.attr("url"), Some("wss://bridge.example.com/media"));
+        let params: Vec<(&str, &str)> = s
+            .children()
+            .iter()
+            .map(|p| (p.attr("name").unwrap(), p.attr("value").unwrap()))
+            .collect();
+        assert_eq!(
+            params,
+            [
+                ("handoff", "v1.k1.abc.def"),
+                ("caller", "+1 <&> \"'"),
+                ("evil", NASTY_CLEAN)
+            ]
+        );
+        assert!(!doc.contains("<b>") && !doc.contains("Jerry's"));
+    }
+
+    #[test]
+    fn stream_url_rules() {
+        assert_eq!(stream("ws://h/media", &[]), Err(TwimlError::NotWss));
+        assert_eq!(stream("https://h/media", &[]), Err(TwimlError::NotWss));
+        assert_eq!(stream("wss", &[]), Err(TwimlError::NotWss));
+        assert_eq!(stream("", &[]), Err(TwimlError::NotWss));
+        assert_eq!(
+            stream("wss://h/media?token=x", &[]),
+            Err(TwimlError::QueryInUrl)
+        );
+        assert_eq!(stream("wss://h/media#x", &[]), Err(TwimlError::QueryInUrl));
+        assert_eq!(stream("wss:///media", &[]), Err(TwimlError::NoHost));
+        assert_eq!(
+            stream("wss://h/m", &[("", "v")]),
+            Err(TwimlError::EmptyParameterName)
+        );
+        let many: Vec<(&str, &str)> = (0..=MAX_STREAM_PARAMETERS).map(|_| ("k", "v")).collect();
+        assert_eq!(
+            stream("wss://h/m", &many),
+            Err(TwimlError::TooManyParameters(MAX_STREAM_PARAMETERS + 1))
+        );
+        assert!(stream("WSS://h:8443/media", &[]).is_ok());
+        // The url attribute can itself carry markup characters safely.
+        let doc = stream("wss://h/a&b\"c", &[]).unwrap();
+        assert_eq!(
+            parse(&doc).children()[0].children()[0].attr("url"),
+            Some("wss://h/a&b\"c")
+        );
+    }
+
+    #[test]
+    fn say_hangup_escapes_and_sets_language() {
+        let root = parse(&say_hangup(NASTY, "it-IT"));
+        assert_eq!(root.names(), ["Say", "Hangup"]);
+        assert_eq!(root.children()[0].attr("language"), Some("it-IT"));
+        assert_eq!(root.children()[0].text(), NASTY_CLEAN);
+        // Language itself is escaped; empty language is omitted.
+        let root = parse(&say_hangup("hi", "en\"><Hangup/>"));
+        assert_eq!(root.children()[0].attr("language"), Some("en\"><Hangup/>"));
+        assert_eq!(
+            parse(&say_hangup("hi", "")).children()[0].attr("language"),
+            None
+        );
+    }
+
+    #[test]
+    fn say_record_has_beep_length_and_callback() {
+        let root = parse(&say_record(
+            "Leave a message & we'll call back",
+            90,
+            "https://edge.example/rec?a=1&b=2",
+        ));
+        assert_eq!(root.names(), ["Say", "Record", "Hangup"]);
+        let rec = &root.children()[1];
+        assert_eq!(rec.attr("maxLength"), Some("90"));
+        assert_eq!(rec.attr("playBeep"), Some("true"));
+        assert_eq!(
+            rec.attr("recordingStatusCallback"),
+            Some("https://edge.example/rec?a=1&b=2")
+        );
+        assert_eq!(
+            root.children()[0].text(),
+            "Leave a message & we'll call back"
+        );
+        let no_cb = parse(&say_record("m", 0, ""));
+        assert_eq!(no_cb.children()[1].attr("recordingStatusCallback"), None);
+        assert_eq!(no_cb.children()[1].attr("maxLength"), Some("1"));
+    }
+
+    #[test]
+    fn say_dial_variants() {
+        let root = parse(&say_dial(
+            Some("Connecting you <now>"),
+            "+390612345678",
+            Some("+15550001111"),
+            20,
+        ));
+        assert_eq!(root.names(), ["Say", "Dial"]);
+        let dial = &root.children()[1];
+        assert_eq!(dial.text(), "+390612345678");
+        assert_eq!(dial.attr("callerId"), Some("+15550001111"));
+        assert_eq!(dial.attr("timeout"), Some("20"));
+        let root = parse(&say_dial(None, "+1<script>", None, 0));
+        assert_eq!(root.names(), ["Dial"]);
+        assert_eq!(root.children()[0].text(), "+1<script>");
+        assert_eq!(root.children()[0].attr("callerId"), None);
+        assert_eq!(root.children()[0].attr("timeout"), Some("5"));
+        assert_eq!(
+            parse(&say_dial(Some("  "), "+1", None, 30)).names(),
+            ["Dial"]
+        );
+    }
+
+    #[test]
+    fn unknown_number_is_polite_and_hangs_up() {
+        let root = parse(&unknown_number("en-US"));
+        assert_eq!(root.names(), ["Say", "Hangup"]);
+        assert!(root.children()[0].text().starts_with("Sorry"));
+    }
+
+    #[test]
+    fn fallback_dials_when_it_can() {
+        let root = parse(&fallback(Some("+15550001111"), "Sorry & goodbye"));
+        assert_eq!(root.names(), ["Dial"]);
+        assert_eq!(root.children()[0].text(), "+15550001111");
+        for none in [None, Some(""), Some(" ")] {
+            let root = parse(&fallback(none, "Sorry & goodbye"));
+            assert_eq!(root.names(), ["Say", "Hangup"]);
+            assert_eq!(root.children()[0].text(), "Sorry & goodbye");
+        }
+    }
+
+    #[test]
+    fn busy_forwards_or_hangs_up() {
+        assert_eq!(
+            parse(&busy("All lines busy", Some("+15550001111"))).names(),
+            ["Say", "Dial"]
+        );
+        let root = parse(&busy("All <lines> busy", None));
+        assert_eq!(root.names(), ["Say", "Hangup"]);
+        assert_eq!(root.children()[0].text(), "All <lines> busy");
+    }
+
+    #[test]
+    fn after_hours_follows_the_mode() {
+        let msg = AfterHours::Message {
+            message: "We're closed".into(),
+        };
+        let root = parse(&after_hours(&msg, "en-US", "https://e/rec"));
+        assert_eq!(root.names(), ["Say", "Hangup"]);
+        assert_eq!(root.children()[0].attr("language"), Some("en-US"));
+        assert_eq!(root.children()[0].text(), "We're closed");
+
+        let vm = AfterHours::Voicemail {
+            message: "Leave a message".into(),
+            max_length_secs: 60,
+        };
+        let root = parse(&after_hours(&vm, "it-IT", "https://e/rec"));
+        assert_eq!(root.names(), ["Say", "Record", "Hangup"]);
+        assert_eq!(root.children()[0].attr("language"), Some("it-IT"));
+        assert_eq!(root.children()[1].attr("maxLength"), Some("60"));
+        assert_eq!(
+            root.children()[1].attr("recordingStatusCallback"),
+            Some("https://e/rec")
+        );
+
+        let fwd = AfterHours::Forward {
+            message: Some("Forwarding".into()),
+            number: "+81312345678".into(),
+        };
+        let root = parse(&after_hours(&fwd, "ja-JP", ""));
+        assert_eq!(root.names(), ["Say", "Dial"]);
+        assert_eq!(root.children()[1].text(), "+81312345678");
+        let fwd = AfterHours::Forward {
+            message: None,
+            number: "+81312345678".into(),
+        };
+        assert_eq!(parse(&after_hours(&fwd, "ja-JP", "")).names(), ["Dial"]);
+    }
+
+    #[test]
+    fn every_document_is_well_formed_for_arbitrary_text() {
+        use proptest::prelude::*;
+        proptest!(ProptestConfig::with_cases(200), |(text in any::<String>(), value in any::<String>())| {
+            let doc = say_hangup(&text, &value);
+            let root = parse(&doc);
+            let clean: String = text.chars().filter(|c| is_xml_char(*c) || matches!(c, '\t' | '\n' | '\r')).collect();
+            prop_assert_eq!(root.children()[0].text(), clean);
+            let doc = stream("wss://h/m", &[("k", &value)]).unwrap();
+            parse(&doc);
+        });
+    }
+}

@@ -306,3 +306,306 @@ impl ReplayGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const ID: &str = "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk";
+    const TS: i64 = 1649367553;
+    const BODY: &[u8] = br#"{"email":"test@example.com","username":"test_user"}"#;
+    const SIG: &str = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
+
+    fn secrets() -> Vec<Secret> {
+        vec![Secret::new(SECRET)]
+    }
+
+    fn check(sig: &str, now: i64) -> Result<(), WebhookError> {
+        verify(
+            &secrets(),
+            Some(ID),
+            Some(&TS.to_string()),
+            Some(sig),
+            BODY,
+            now,
+        )
+    }
+
+    #[test]
+    fn standard_webhooks_vector() {
+        assert_eq!(sign(&Secret::new(SECRET), ID, TS, BODY).unwrap(), SIG);
+        check(SIG, TS).unwrap();
+        // Without the whsec_ prefix the key is the same.
+        let bare = [Secret::new(SECRET.trim_start_matches("whsec_"))];
+        verify(&bare, Some(ID), Some("1649367553"), Some(SIG), BODY, TS).unwrap();
+    }
+
+    #[test]
+    fn empty_and_wrong_length_signatures_never_match() {
+        assert_eq!(check("v1,", TS), Err(WebhookError::Mismatch));
+        assert_eq!(
+            check("v1,tZ1I4/hDygAJgO5T", TS),
+            Err(WebhookError::Mismatch)
+        );
+        assert_eq!(check("v1,not-base64!", TS), Err(WebhookError::Mismatch));
+        let longer = format!("{}AAAA", SIG.trim_end_matches('='));
+        assert_eq!(check(&longer, TS), Err(WebhookError::Mismatch));
+        assert_eq!(check("", TS), Err(WebhookError::NoSupportedSignature));
+        assert_eq!(check("v1a", TS), Err(WebhookError::MalformedSignature));
+    }
+
+    #[test]
+    fn several_entries_and_unknown_versions() {
+        check(&format!("v1,AAAA v2,whatever {SIG}"), TS).unwrap();
+        check(&format!("v1a,xyz {SIG}"), TS).unwrap();
+        // Only unknown versions: nothing to check against.
+        assert_eq!(
+            check("v2,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=", TS),
+            Err(WebhookError::NoSupportedSignature)
+        );
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_refused() {
+        check(SIG, TS + TOLERANCE_SECS).unwrap();
+        check(SIG, TS - TOLERANCE_SECS).unwrap();
+        assert_eq!(
+            check(SIG, TS + TOLERANCE_SECS + 1),
+            Err(WebhookError::Stale(TOLERANCE_SECS + 1))
+        );
+        assert_eq!(
+            check(SIG, TS - TOLERANCE_SECS - 1),
+            Err(WebhookError::Future(TOLERANCE_SECS + 1))
+        );
+        for bad in ["", "abc", "-5", "1649367553.0", "99999999999999999999"] {
+            assert_eq!(
+                verify(&secrets(), Some(ID), Some(bad), Some(SIG), BODY, TS),
+                Err(WebhookError::BadTimestamp),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_headers_and_secrets() {
+        let ts = TS.to_string();
+        assert_eq!(
+            verify(&secrets(), None, Some(&ts), Some(SIG), BODY, TS),
+            Err(WebhookError::MissingHeader("webhook-id"))
+        );
+        assert_eq!(
+            verify(&secrets(), Some(ID), None, Some(SIG), BODY, TS),
+            Err(WebhookError::MissingHeader("webhook-timestamp"))
+        );
+        assert_eq!(
+            verify(&secrets(), Some(ID), Some(&ts), None, BODY, TS),
+            Err(WebhookError::MissingHeader("webhook-signature"))
+        );
+        assert_eq!(
+            verify(&[], Some(ID), Some(&ts), Some(SIG), BODY, TS),
+            Err(WebhookError::NoSecret)
+        );
+        assert_eq!(
+            verify(&[Secret::new("")], Some(ID), Some(&ts), Some(SIG), BODY, TS),
+            Err(WebhookError::NoSecret)
+        );
+        assert_eq!(
+            verify(
+                &[Secret::new("whsec_!!!")],
+                Some(ID),
+                Some(&ts),
+                Some(SIG),
+                BODY,
+                TS
+            ),
+            Err(WebhookError::BadSecret)
+        );
+        assert_eq!(
+            sign(&Secret::new("whsec_"), ID, TS, BODY),
+            Err(WebhookError::BadSecret)
+        );
+        assert_eq!(
+            verify(&secrets(), Some(""), Some(&ts), Some(SIG), BODY, TS),
+            Err(WebhookError::BadId)
+        );
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let ts = TS.to_string();
+        let other_body = br#"{"email":"evil@example.com","username":"test_user"}"#;
+        assert_eq!(
+            verify(&secrets(), Some(ID), Some(&ts), Some(SIG), other_body, TS),
+            Err(WebhookError::Mismatch)
+        );
+        assert_eq!(
+            verify(
+                &secrets(),
+                Some("msg_other"),
+                Some(&ts),
+                Some(SIG),
+                BODY,
+                TS
+            ),
+            Err(WebhookError::Mismatch)
+        );
+        let ts2 = (TS + 1).to_string();
+        assert_eq!(
+            verify(&secrets(), Some(ID), Some(&ts2), Some(SIG), BODY, TS),
+            Err(WebhookError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn rotation_accepts_either_secret() {
+        let old = Secret::new(SECRET);
+        let new = Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let both = [new.clone(), old.clone()];
+        let ts = TS.to_string();
+        verify(&both, Some(ID), Some(&ts), Some(SIG), BODY, TS).unwrap();
+        let new_sig = sign(&new, ID, TS, BODY).unwrap();
+        verify(&both, Some(ID), Some(&ts), Some(&new_sig), BODY, TS).unwrap();
+        assert_eq!(
+            verify(&[old], Some(ID), Some(&ts), Some(&new_sig), BODY, TS),
+            Err(WebhookError::Mismatch)
+        );
+        // A sender in the middle of rotation sends both signatures.
+        verify(
+            &[new],
+            Some(ID),
+            Some(&ts),
+            Some(&format!("{SIG} {new_sig}")),
+            BODY,
+            TS,
+        )
+        .unwrap();
+    }
+
+    const EL_SECRET: &str = "wsec_test";
+    const EL_BODY: &[u8] = br#"{"type":"post_call_transcription"}"#;
+    // Computed independently with Python's hmac module.
+    const EL_HEX: &str = "8580fe46ca40876a1f93f7a34277501134e83d7dd8472e950b34c3b9c4d1e248";
+
+    #[test]
+    fn elevenlabs_known_answer_and_round_trip() {
+        let header = sign_elevenlabs(&Secret::new(EL_SECRET), 1_700_000_000, EL_BODY);
+        assert_eq!(header, format!("t=1700000000,v0={EL_HEX}"));
+        verify_elevenlabs(
+            &Secret::new(EL_SECRET),
+            Some(&header),
+            EL_BODY,
+            1_700_000_100,
+            ELEVENLABS_TOLERANCE_SECS,
+        )
+        .unwrap();
+        // Order of fields and upper-case hex do not matter.
+        let reordered = format!("v0={} , t=1700000000", EL_HEX.to_uppercase());
+        verify_elevenlabs(
+            &Secret::new(EL_SECRET),
+            Some(&reordered),
+            EL_BODY,
+            1_700_000_000,
+            60,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn elevenlabs_negative_cases() {
+        let s = Secret::new(EL_SECRET);
+        let header = format!("t=1700000000,v0={EL_HEX}");
+        let now = 1_700_000_000;
+        assert_eq!(
+            verify_elevenlabs(&Secret::new(""), Some(&header), EL_BODY, now, 60),
+            Err(WebhookError::NoSecret)
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, None, EL_BODY, now, 60),
+            Err(WebhookError::MissingHeader("ElevenLabs-Signature"))
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some(&header), EL_BODY, now + 61, 60),
+            Err(WebhookError::Stale(61))
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some(&header), EL_BODY, now - 61, 60),
+            Err(WebhookError::Future(61))
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some(&header), b"{}", now, 60),
+            Err(WebhookError::Mismatch)
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some("t=1700000000,v0="), EL_BODY, now, 60),
+            Err(WebhookError::Mismatch)
+        );
+        assert_eq!(
+            verify_elevenlabs(
+                &s,
+                Some(&format!("t=1700000000,v0={}", &EL_HEX[..32])),
+                EL_BODY,
+                now,
+                60
+            ),
+            Err(WebhookError::Mismatch)
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some("t=1700000000"), EL_BODY, now, 60),
+            Err(WebhookError::NoSupportedSignature)
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some(&format!("v0={EL_HEX}")), EL_BODY, now, 60),
+            Err(WebhookError::MalformedSignature)
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some("garbage"), EL_BODY, now, 60),
+            Err(WebhookError::MalformedSignature)
+        );
+        assert_eq!(
+            verify_elevenlabs(&s, Some(&format!("t=abc,v0={EL_HEX}")), EL_BODY, now, 60),
+            Err(WebhookError::BadTimestamp)
+        );
+        assert_eq!(
+            verify_elevenlabs(&Secret::new("other"), Some(&header), EL_BODY, now, 60),
+            Err(WebhookError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn replay_guard_refuses_repeats_until_expiry() {
+        let mut g = ReplayGuard::new(10);
+        g.check_and_insert("a", 100, 0).unwrap();
+        assert_eq!(g.check_and_insert("a", 100, 50), Err(ReplayError::Replayed));
+        assert!(g.contains("a", 99));
+        assert!(!g.contains("a", 100));
+        // Expired: accepted again.
+        g.check_and_insert("a", 200, 100).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g.check_and_insert("", 1, 0), Err(ReplayError::BadId));
+        assert_eq!(
+            g.check_and_insert(&"x".repeat(MAX_ID_LEN + 1), 1, 0),
+            Err(ReplayError::BadId)
+        );
+    }
+
+    #[test]
+    fn replay_guard_is_bounded_and_evicts_expired_first() {
+        let mut g = ReplayGuard::new(3);
+        g.check_and_insert("short", 10, 0).unwrap();
+        g.check_and_insert("long1", 1000, 0).unwrap();
+        g.check_and_insert("long2", 1000, 0).unwrap();
+        // At t=20 "short" has expired and goes first; the live ones stay.
+        g.check_and_insert("new", 1000, 20).unwrap();
+        assert_eq!(g.len(), 3);
+        assert!(g.contains("long1", 20) && g.contains("long2", 20) && g.contains("new", 20));
+        // Full of live ids: the one closest to expiry is dropped, never more than capacity.
+        g.check_and_insert("soon", 500, 30).unwrap();
+        assert_eq!(g.len(), 3);
+        for i in 0..1000 {
+            g.check_and_insert(&format!("id{i}"), 2000 + i, 40).unwrap();
+        }
+        assert_eq!(g.len(), 3);
+        assert!(g.contains("id999", 40));
+    }
+}
