@@ -1,0 +1,222 @@
+//! Prometheus metrics for the bridge, hand-written because the set is small and the hot path
+//! (one counter bump and one histogram observation per 20 ms frame per call) should be a few
+//! relaxed atomic adds, not a label lookup.
+//!
+//! Exposed at `/metrics` in the Prometheus text format (version 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Bucket upper bounds in microseconds for the added-latency histograms.
+const LATENCY_BUCKETS_US: [u64; 14] =
+    [50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
+/// Bucket upper bounds in microseconds for tool-call latency.
+const TOOL_BUCKETS_US: [u64; 10] =
+    [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
+
+/// A fixed-bucket histogram of microsecond values; also keeps exact counts per bucket so the bench
+/// can report quantiles.
+pub struct Histogram {
+    bounds: &'static [u64],
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe_us(&self, us: u64) {
+        let i = self.bounds.iter().position(|&b| us <= b).unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.max_us.fetch_max(us, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    pub fn max_us(&self) -> u64 {
+        self.max_us.load(Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in self.bounds.iter().enumerate() {
+            cum += self.counts[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cum}",
+                *b as f64 / 1e6
+            );
+        }
+        cum += self.counts[self.bounds.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count.load(Relaxed));
+    }
+}
+
+/// All bridge metrics; one instance per process, shared by `Arc`.
+pub struct Metrics {
+    pub frames_in_twilio: AtomicU64,
+    pub frames_out_twilio: AtomicU64,
+    pub frames_in_agent: AtomicU64,
+    pub frames_out_agent: AtomicU64,
+    pub dropped_frames: AtomicU64,
+    pub calls_started: AtomicU64,
+    pub calls_rejected: AtomicU64,
+    /// Caller → agent: from reading the Twilio frame to having written it to ElevenLabs.
+    pub latency_to_agent: Histogram,
+    /// Agent → caller: from reading the ElevenLabs frame to having written it to Twilio.
+    pub latency_to_caller: Histogram,
+    pub tool_latency: Histogram,
+    active: Mutex<BTreeMap<String, i64>>,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    ended: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            frames_in_twilio: AtomicU64::new(0),
+            frames_out_twilio: AtomicU64::new(0),
+            frames_in_agent: AtomicU64::new(0),
+            frames_out_agent: AtomicU64::new(0),
+            dropped_frames: AtomicU64::new(0),
+            calls_started: AtomicU64::new(0),
+            calls_rejected: AtomicU64::new(0),
+            latency_to_agent: Histogram::new(&LATENCY_BUCKETS_US),
+            latency_to_caller: Histogram::new(&LATENCY_BUCKETS_US),
+            tool_latency: Histogram::new(&TOOL_BUCKETS_US),
+            active: Mutex::new(BTreeMap::new()),
+            errors: Mutex::new(BTreeMap::new()),
+            ended: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn call_started(&self, restaurant: &str) {
+        self.calls_started.fetch_add(1, Relaxed);
+        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        *a.entry(restaurant.to_owned()).or_insert(0) += 1;
+    }
+
+    pub fn call_ended(&self, restaurant: &str, reason: &'static str) {
+        {
+            let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = a.get_mut(restaurant) {
+                *n -= 1;
+            }
+        }
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_insert(0) += 1;
+    }
+
+    pub fn errors_of(&self, kind: &str) -> u64 {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).get(kind).copied().unwrap_or(0)
+    }
+
+    pub fn active_total(&self) -> i64 {
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
+    /// Approximate quantile (upper bucket bound, µs) of a histogram; exact enough for reports.
+    pub fn quantile_us(h: &Histogram, q: f64) -> u64 {
+        let total = h.count();
+        if total == 0 {
+            return 0;
+        }
+        let target = ((total as f64) * q).ceil() as u64;
+        let mut cum = 0;
+        for (i, b) in h.bounds.iter().enumerate() {
+            cum += h.counts[i].load(Relaxed);
+            if cum >= target {
+                return *b;
+            }
+        }
+        h.max_us()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        o.push_str("# HELP pulsara_active_calls Live calls per restaurant.\n# TYPE pulsara_active_calls gauge\n");
+        for (r, n) in self.active.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(o, "pulsara_active_calls{{restaurant=\"{}\"}} {n}", escape(r));
+        }
+        o.push_str("# HELP pulsara_frames_total Media frames by direction and side.\n# TYPE pulsara_frames_total counter\n");
+        for (dir, v) in [
+            ("in_twilio", &self.frames_in_twilio),
+            ("out_twilio", &self.frames_out_twilio),
+            ("in_agent", &self.frames_in_agent),
+            ("out_agent", &self.frames_out_agent),
+        ] {
+            let _ = writeln!(o, "pulsara_frames_total{{dir=\"{dir}\"}} {}", v.load(Relaxed));
+        }
+        counter(&mut o, "pulsara_dropped_frames_total", "Media frames dropped (agent not ready, buffer full, after clear).", self.dropped_frames.load(Relaxed));
+        counter(&mut o, "pulsara_calls_started_total", "Streams accepted.", self.calls_started.load(Relaxed));
+        counter(&mut o, "pulsara_calls_rejected_total", "Streams refused (bad token, signature, capacity).", self.calls_rejected.load(Relaxed));
+        o.push_str("# HELP pulsara_added_latency_seconds Time a frame spends inside the bridge.\n# TYPE pulsara_added_latency_seconds histogram\n");
+        self.latency_to_agent.render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_agent\"");
+        self.latency_to_caller.render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_caller\"");
+        o.push_str("# HELP pulsara_tool_call_seconds Tool call latency.\n# TYPE pulsara_tool_call_seconds histogram\n");
+        self.tool_latency.render(&mut o, "pulsara_tool_call_seconds", "");
+        o.push_str("# HELP pulsara_errors_total Errors by kind.\n# TYPE pulsara_errors_total counter\n");
+        for (k, v) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(o, "pulsara_errors_total{{kind=\"{k}\"}} {v}");
+        }
+        o.push_str("# HELP pulsara_calls_ended_total Finished calls by end reason.\n# TYPE pulsara_calls_ended_total counter\n");
+        for (k, v) in self.ended.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(o, "pulsara_calls_ended_total{{reason=\"{k}\"}} {v}");
+        }
+        o
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let m = Metrics::default();
+        m.call_started("r\"1");
+        m.latency_to_agent.observe_us(120);
+        m.latency_to_agent.observe_us(3_000_000);
+        m.error("handoff_rejected");
+        let text = m.render();
+        assert!(text.contains("pulsara_active_calls{restaurant=\"r\\\"1\"} 1"), "{text}");
+        assert!(text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"0.0002\"} 1"));
+        assert!(text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"+Inf\"} 2"));
+        assert!(text.contains("pulsara_errors_total{kind=\"handoff_rejected\"} 1"));
+        m.call_ended("r\"1", "caller_hung_up");
+        assert_eq!(m.active_total(), 0);
+        assert_eq!(Metrics::quantile_us(&m.latency_to_agent, 0.5), 200);
+    }
+}
