@@ -1,12 +1,288 @@
-//! Finding or installing a compiler for `wasm32-unknown-unknown`. (Being built: edge issue.)
+//! Finding or installing everything a `wasm32-unknown-unknown` build needs, so that
+//! `cargo xtask build-wasm` works both on a laptop with rustup and on a fresh Debian 12 machine
+//! whose only network access is the package registries.
+//!
+//! Two ways to get a wasm compiler, in order of preference:
+//! 1. **rustup**: the active toolchain already has the `wasm32-unknown-unknown` target installed.
+//!    Nothing special is needed.
+//! 2. **Debian**: `rustc-web cargo-web rust-web-src lld-22` give `/usr/bin/rustc` with the standard
+//!    library *sources*; `RUSTC_BOOTSTRAP=1` + `CARGO_UNSTABLE_BUILD_STD=std,panic_abort` make cargo
+//!    build std for wasm itself. The packages are installed with apt-get when missing and we run
+//!    as root. `/usr/bin` goes first in `PATH` for these builds only (rustup's shims would
+//!    otherwise win), and the empty `target-libdir` directory worker-build checks for is created.
+//!
+//! Pinned tools (installed with `cargo install` from crates.io when missing or of another
+//! version): `wasm-bindgen-cli` (must equal the `wasm-bindgen` version in `Cargo.lock`) and
+//! `worker-build`. npm packages (`wrangler`, `binaryen` for `wasm-opt`, `esbuild`) come from
+//! `package-lock.json` via `npm ci`. `WASM_BINDGEN_BIN`, `WASM_OPT_BIN` and `ESBUILD_BIN` point
+//! worker-build at these local binaries so that nothing is downloaded from anywhere else.
+//!
+//! Other wasm builds (the policy modules) use [`Wasm::cargo_build_wasm`] or [`Wasm::cargo`].
 
-use anyhow::Result;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// How to invoke cargo for wasm32 builds on this machine.
-pub struct Wasm {}
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+/// The wasm target triple every wasm build here uses.
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// Must equal the `wasm-bindgen` version `worker` pins in `Cargo.lock`.
+pub const WASM_BINDGEN_VERSION: &str = "0.2.130";
+/// The `worker` crate version the edge depends on; worker-build is released in lockstep.
+pub const WORKER_BUILD_VERSION: &str = "0.8.7";
+const DEBIAN_PACKAGES: [&str; 4] = ["rustc-web", "cargo-web", "rust-web-src", "lld-22"];
+
+/// Where the wasm compiler comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiler {
+    /// rustup's active toolchain with the wasm target installed.
+    Rustup,
+    /// Debian's `rustc-web` with `-Zbuild-std`.
+    Debian,
+}
+
+/// How to invoke cargo (and the edge's JS tooling) for wasm32 builds on this machine.
+///
+/// Built once by [`Wasm::prepare`]; cheap to pass around by reference.
+#[derive(Debug, Clone)]
+pub struct Wasm {
+    pub compiler: Compiler,
+    /// The cargo binary to run for wasm builds.
+    pub cargo: PathBuf,
+    /// `PATH` for wasm builds (Debian: `/usr/bin` first).
+    path: OsString,
+    /// Repository root.
+    pub root: PathBuf,
+    /// Installed `wasm-bindgen` CLI (pinned version).
+    pub wasm_bindgen: PathBuf,
+    /// Installed `worker-build` (pinned version).
+    pub worker_build: PathBuf,
+    /// `wasm-opt` from the npm package `binaryen`.
+    pub wasm_opt: PathBuf,
+    /// `esbuild` from npm.
+    pub esbuild: PathBuf,
+}
 
 impl Wasm {
+    /// Finds or installs the compiler, the pinned cargo tools and the npm packages.
+    ///
+    /// # Errors
+    /// When a compiler cannot be found or installed (for example, not root on a machine without
+    /// the Debian packages), or an install fails. The message says what to install by hand.
     pub fn prepare() -> Result<Self> {
-        Ok(Self {})
+        util::step("wasm toolchain");
+        let root = util::root();
+        let host_path = std::env::var_os("PATH").unwrap_or_default();
+        let (compiler, cargo, path) = if rustup_has_wasm_target() {
+            eprintln!("    compiler: rustup toolchain with {WASM_TARGET}");
+            (Compiler::Rustup, PathBuf::from("cargo"), host_path.clone())
+        } else {
+            ensure_debian_compiler()?;
+            let mut paths = vec![PathBuf::from("/usr/bin")];
+            paths.extend(std::env::split_paths(&host_path));
+            let path = std::env::join_paths(paths).context("PATH contains an invalid entry")?;
+            eprintln!("    compiler: Debian rustc-web (/usr/bin/rustc) with -Zbuild-std");
+            (Compiler::Debian, PathBuf::from("/usr/bin/cargo"), path)
+        };
+        let mut tc = Self {
+            compiler,
+            cargo,
+            path,
+            root: root.clone(),
+            wasm_bindgen: PathBuf::new(),
+            worker_build: PathBuf::new(),
+            wasm_opt: root.join("node_modules/.bin/wasm-opt"),
+            esbuild: root.join("node_modules/@esbuild/linux-x64/bin/esbuild"),
+        };
+        if compiler == Compiler::Debian {
+            tc.ensure_target_libdir()?;
+        }
+        tc.wasm_bindgen = ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
+        tc.worker_build = ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION)?;
+        ensure_npm(&root)?;
+        if !tc.wasm_opt.exists() {
+            bail!("{} is missing after `npm ci`; is `binaryen` in package.json?", tc.wasm_opt.display());
+        }
+        if !tc.esbuild.exists() {
+            // Other platforms: fall back to the `esbuild` launcher script.
+            tc.esbuild = root.join("node_modules/.bin/esbuild");
+        }
+        Ok(tc)
     }
+
+    /// The target directory for wasm builds, separate from native ones so the two never
+    /// invalidate each other: `<root>/target/wasm`.
+    pub fn target_dir(&self) -> PathBuf {
+        self.root.join("target").join("wasm")
+    }
+
+    /// Sets the environment a wasm cargo build needs on `cmd` (PATH, build-std for Debian, the
+    /// local wasm-bindgen/wasm-opt/esbuild binaries) and clears what an enclosing `cargo run`
+    /// may have set.
+    pub fn apply_env(&self, cmd: &mut Command) {
+        for var in ["RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("PATH", &self.path)
+            .env("WASM_BINDGEN_BIN", &self.wasm_bindgen)
+            .env("WASM_OPT_BIN", &self.wasm_opt)
+            .env("ESBUILD_BIN", &self.esbuild);
+        if self.compiler == Compiler::Debian {
+            cmd.env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_UNSTABLE_BUILD_STD", "std,panic_abort")
+                .env("RUSTC", "/usr/bin/rustc")
+                .env_remove("RUSTUP_TOOLCHAIN");
+        }
+    }
+
+    /// A `cargo` command for wasm builds with [`Wasm::apply_env`] applied. Add the subcommand and
+    /// `--target wasm32-unknown-unknown` yourself.
+    pub fn cargo(&self) -> Command {
+        let mut cmd = Command::new(&self.cargo);
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    /// `cargo build --target wasm32-unknown-unknown [--release]` for the crate or workspace whose
+    /// `Cargo.toml` is in `manifest_dir`, with its artefacts under
+    /// `target_dir/wasm32-unknown-unknown/{release,debug}/`.
+    ///
+    /// # Errors
+    /// When cargo cannot start or the build fails.
+    pub fn cargo_build_wasm(&self, manifest_dir: &Path, target_dir: &Path, release: bool) -> Result<()> {
+        let mut cmd = self.cargo();
+        cmd.current_dir(manifest_dir)
+            .arg("build")
+            .arg("--target")
+            .arg(WASM_TARGET)
+            .arg("--target-dir")
+            .arg(target_dir);
+        if release {
+            cmd.arg("--release");
+        }
+        util::run(&mut cmd)
+    }
+
+    /// worker-build checks that `rustc --target wasm32-unknown-unknown --print target-libdir`
+    /// exists; with `-Zbuild-std` an empty directory is enough.
+    fn ensure_target_libdir(&self) -> Result<()> {
+        let out = Command::new("/usr/bin/rustc")
+            .args(["--target", WASM_TARGET, "--print", "target-libdir"])
+            .output()
+            .context("could not run /usr/bin/rustc")?;
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.as_os_str().is_empty() || dir.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!("could not create {} (worker-build needs it to exist; create it as root: mkdir -p {})", dir.display(), dir.display())
+        })?;
+        eprintln!("    created empty {}", dir.display());
+        Ok(())
+    }
+}
+
+fn rustup_has_wasm_target() -> bool {
+    let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+        return false;
+    };
+    out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ensure_debian_compiler() -> Result<()> {
+    let have = Path::new("/usr/bin/rustc").exists()
+        && Path::new("/usr/bin/cargo").exists()
+        && Path::new("/usr/lib/rustlib/src/rust/library").exists()
+        && rust_lld_present();
+    if have {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "no wasm32 compiler: install one with `rustup target add {WASM_TARGET}`, or as root \
+             `apt-get install -y {}`",
+            DEBIAN_PACKAGES.join(" ")
+        );
+    }
+    util::step(&format!("apt-get install {}", DEBIAN_PACKAGES.join(" ")));
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "--no-install-recommends"]).args(DEBIAN_PACKAGES).env("DEBIAN_FRONTEND", "noninteractive");
+        util::run(&mut cmd)
+    };
+    if install().is_err() {
+        util::run(Command::new("apt-get").arg("update"))?;
+        install()?;
+    }
+    Ok(())
+}
+
+fn rust_lld_present() -> bool {
+    ["/usr/bin/rust-lld", "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld", "/usr/bin/lld-22"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return PathBuf::from(home).join("bin");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cargo").join("bin")
+}
+
+/// Returns the path of `bin` at `version`, running `cargo install <krate> --version <version>`
+/// when it is missing or reports another version. No `--locked`: wasm-bindgen-cli's lockfile pins
+/// a dependency version the registry index no longer has.
+fn ensure_cargo_tool(krate: &str, bin: &str, version: &str) -> Result<PathBuf> {
+    let path = cargo_bin_dir().join(bin);
+    let current = Command::new(&path)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match current {
+        Some(v) if v.split_whitespace().last() == Some(version) => {
+            eprintln!("    {bin} {version}: {}", path.display());
+            return Ok(path);
+        }
+        Some(v) => util::step(&format!("cargo install {krate} {version} (found {v:?})")),
+        None => util::step(&format!("cargo install {krate} {version} (about 10 minutes on 2 cores)")),
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["install", krate, "--version", version, "--force"]).env_remove("CARGO_TARGET_DIR");
+    util::run(&mut cmd)?;
+    Ok(path)
+}
+
+/// `npm ci` when `node_modules` is missing or older than `package-lock.json`.
+fn ensure_npm(root: &Path) -> Result<()> {
+    let lock = root.join("package-lock.json");
+    let marker = root.join("node_modules/.package-lock.json");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (mtime(&marker), mtime(&lock)) {
+        (Some(installed), Some(locked)) => installed >= locked,
+        _ => false,
+    };
+    if fresh {
+        eprintln!("    npm packages: up to date (node_modules)");
+        return Ok(());
+    }
+    util::step("npm ci (wrangler, binaryen, esbuild from package-lock.json)");
+    let mut cmd = Command::new("npm");
+    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(root).env("WRANGLER_SEND_METRICS", "false");
+    util::run(&mut cmd).context("npm ci failed; Node.js 20+ and npm are needed (apt-get install nodejs npm)")
 }

@@ -1,0 +1,312 @@
+//! The edge's typed settings, validated once from whatever the shell has (Worker `[vars]` and
+//! secrets, or process environment for the native shell), so a bad value stops with a clear message
+//! naming the setting — never the secret's value.
+//!
+//! | name | kind | meaning |
+//! | --- | --- | --- |
+//! | `PUBLIC_BASE_URL` | var | the URL Twilio calls (scheme + host [+ port]), used for signature checks |
+//! | `BRIDGE_URLS` | var | `region=wss://host[/path][,region=…]`; the Stream URL is `…/media` unless a path is given |
+//! | `DEFAULT_REGION` | var | region for restaurants whose region has no bridge |
+//! | `DASHBOARD_URL` | var | base URL of the dashboard API (`…/v1/…` is appended) |
+//! | `DASHBOARD_KEY_ID` | var | key id sent in `X-Pulsara-Key-Id` |
+//! | `CONFIG_TTL_SECS` | var | how long a cached config is used without asking the dashboard (default 300) |
+//! | `CONFIG_STALE_SECS` | var | how long a cached config may still serve calls while the dashboard fails (default 86400) |
+//! | `DASHBOARD_TIMEOUT_MS` | var | dashboard request timeout (default 2000) |
+//! | `HANDOFF_TTL_SECS` | var | handoff token lifetime (default 60, at most 60) |
+//! | `ALLOW_TEST_CLOCK` | var | test only: `1` honours the `X-Pulsara-Test-Now` header for the opening-hours decision; refused unless `PUBLIC_BASE_URL` is loopback |
+//! | `TWILIO_AUTH_TOKEN` | secret | Twilio account auth token |
+//! | `HANDOFF_KEYS` | secret | `kid:secret[,kid:secret]`, first one signs |
+//! | `DASHBOARD_SIGNING_SECRET` | secret | HMAC key for requests to the dashboard |
+//! | `DASHBOARD_WEBHOOK_SECRETS` | secret | `whsec_…[ whsec_…]` (several during rotation; space or comma separated) |
+//! | `ELEVENLABS_WEBHOOK_SECRET` | secret | optional; without it `/webhooks/elevenlabs` refuses everything |
+
+use std::collections::BTreeMap;
+
+use pulsara_core::handoff::{HandoffKeys, MAX_LIFETIME_SECS};
+use pulsara_core::secret::Secret;
+
+/// Default for `CONFIG_TTL_SECS`.
+pub const DEFAULT_CONFIG_TTL_SECS: u64 = 300;
+/// Default for `CONFIG_STALE_SECS`.
+pub const DEFAULT_STALE_SECS: u64 = 86_400;
+/// Default for `DASHBOARD_TIMEOUT_MS`.
+pub const DEFAULT_DASHBOARD_TIMEOUT_MS: u64 = 2_000;
+
+/// Every problem found in the settings, one line each. Never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid edge settings:\n  - {}", .problems.join("\n  - "))]
+pub struct SettingsError {
+    pub problems: Vec<String>,
+}
+
+/// The edge's settings, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Scheme + host [+ port], no trailing slash. Twilio signatures are checked against
+    /// `public_base_url + path`, never against the Host header.
+    pub public_base_url: String,
+    /// Region → Stream URL (`wss://host/media`).
+    pub bridges: BTreeMap<String, String>,
+    pub default_region: String,
+    /// Dashboard API base URL, no trailing slash.
+    pub dashboard_url: String,
+    pub dashboard_key_id: String,
+    pub dashboard_signing_secret: Secret,
+    pub twilio_auth_token: Secret,
+    pub handoff_keys: HandoffKeys,
+    pub dashboard_webhook_secrets: Vec<Secret>,
+    pub elevenlabs_webhook_secret: Option<Secret>,
+    pub config_ttl_secs: u64,
+    pub config_stale_secs: u64,
+    pub dashboard_timeout_ms: u64,
+    pub handoff_ttl_secs: i64,
+    /// Test only (see the module docs).
+    pub allow_test_clock: bool,
+}
+
+impl Settings {
+    /// Reads and validates every setting through `get` (name → value; `None` when unset).
+    ///
+    /// # Errors
+    /// [`SettingsError`] listing every missing or invalid setting.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut problems = Vec::new();
+        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let required = |name: &str, problems: &mut Vec<String>| {
+            get(name).unwrap_or_else(|| {
+                problems.push(format!("{name} is not set"));
+                String::new()
+            })
+        };
+
+        let public_base_url = required("PUBLIC_BASE_URL", &mut problems).trim_end_matches('/').to_owned();
+        if !public_base_url.is_empty() && url_host(&public_base_url, &["https://", "http://"]).is_none() {
+            problems.push("PUBLIC_BASE_URL must be an absolute http(s) URL such as https://edge.example.com".into());
+        } else if public_base_url.contains(['?', '#']) {
+            problems.push("PUBLIC_BASE_URL must not contain a query or fragment".into());
+        }
+
+        let bridges = match parse_bridges(&required("BRIDGE_URLS", &mut problems)) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(e);
+                BTreeMap::new()
+            }
+        };
+        let default_region = required("DEFAULT_REGION", &mut problems);
+        if !default_region.is_empty() && !bridges.is_empty() && !bridges.contains_key(&default_region) {
+            problems.push(format!("DEFAULT_REGION {default_region:?} has no entry in BRIDGE_URLS"));
+        }
+
+        let dashboard_url = required("DASHBOARD_URL", &mut problems).trim_end_matches('/').to_owned();
+        if !dashboard_url.is_empty() && url_host(&dashboard_url, &["https://", "http://"]).is_none() {
+            problems.push("DASHBOARD_URL must be an absolute http(s) URL".into());
+        }
+        let dashboard_key_id = required("DASHBOARD_KEY_ID", &mut problems);
+
+        let secret = |name: &str, problems: &mut Vec<String>| {
+            let s = required(name, problems);
+            Secret::new(s)
+        };
+        let twilio_auth_token = secret("TWILIO_AUTH_TOKEN", &mut problems);
+        let dashboard_signing_secret = secret("DASHBOARD_SIGNING_SECRET", &mut problems);
+        let handoff_spec = secret("HANDOFF_KEYS", &mut problems);
+        let handoff_keys = if handoff_spec.is_empty() {
+            None
+        } else {
+            match HandoffKeys::parse(&handoff_spec) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    problems.push(format!("HANDOFF_KEYS: {e}"));
+                    None
+                }
+            }
+        };
+        let webhook_spec = secret("DASHBOARD_WEBHOOK_SECRETS", &mut problems);
+        let dashboard_webhook_secrets: Vec<Secret> = webhook_spec
+            .expose()
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect();
+        if dashboard_webhook_secrets.iter().any(|s| !s.expose().starts_with("whsec_")) {
+            problems.push("DASHBOARD_WEBHOOK_SECRETS entries must look like whsec_<base64>".into());
+        }
+        let elevenlabs_webhook_secret = get("ELEVENLABS_WEBHOOK_SECRET").map(Secret::new);
+
+        let mut number = |name: &str, default: u64, min: u64, max: u64| match get(name) {
+            None => default,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(v) if (min..=max).contains(&v) => v,
+                _ => {
+                    problems.push(format!("{name} must be a whole number from {min} to {max}, not {raw:?}"));
+                    default
+                }
+            },
+        };
+        let config_ttl_secs = number("CONFIG_TTL_SECS", DEFAULT_CONFIG_TTL_SECS, 0, 86_400);
+        let config_stale_secs = number("CONFIG_STALE_SECS", DEFAULT_STALE_SECS, 0, 30 * 86_400);
+        let dashboard_timeout_ms = number("DASHBOARD_TIMEOUT_MS", DEFAULT_DASHBOARD_TIMEOUT_MS, 100, 10_000);
+        let handoff_ttl_secs = number("HANDOFF_TTL_SECS", MAX_LIFETIME_SECS as u64, 5, MAX_LIFETIME_SECS as u64) as i64;
+
+        let allow_test_clock = matches!(get("ALLOW_TEST_CLOCK").as_deref(), Some("1" | "true"));
+        if allow_test_clock && !is_loopback(&public_base_url) {
+            problems.push("ALLOW_TEST_CLOCK is for tests only and requires a loopback PUBLIC_BASE_URL (http://127.0.0.1:…)".into());
+        }
+
+        let handoff_keys = match handoff_keys {
+            Some(k) if problems.is_empty() => k,
+            _ => return Err(SettingsError { problems }),
+        };
+        Ok(Self {
+            public_base_url,
+            bridges,
+            default_region,
+            dashboard_url,
+            dashboard_key_id,
+            dashboard_signing_secret,
+            twilio_auth_token,
+            handoff_keys,
+            dashboard_webhook_secrets,
+            elevenlabs_webhook_secret,
+            config_ttl_secs,
+            config_stale_secs,
+            dashboard_timeout_ms,
+            handoff_ttl_secs,
+            allow_test_clock,
+        })
+    }
+
+    /// The Stream URL and region for a restaurant's region: its own bridge when one is configured,
+    /// otherwise the default region's.
+    pub fn bridge_for(&self, region: &str) -> (&str, &str) {
+        match self.bridges.get_key_value(region) {
+            Some((r, url)) => (r.as_str(), url.as_str()),
+            None => {
+                let url = self.bridges.get(&self.default_region).map(String::as_str).unwrap_or("");
+                (self.default_region.as_str(), url)
+            }
+        }
+    }
+
+    /// The URL Twilio signed for a request to `path_and_query` on this edge.
+    pub fn public_url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.public_base_url, path_and_query)
+    }
+}
+
+/// The host part of `url` when it starts with one of `schemes` and has a non-empty host.
+fn url_host<'a>(url: &'a str, schemes: &[&str]) -> Option<&'a str> {
+    let lower = url.to_ascii_lowercase();
+    let scheme = schemes.iter().find(|s| lower.starts_with(*s))?;
+    let rest = &url[scheme.len()..];
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then_some(host)
+}
+
+fn is_loopback(url: &str) -> bool {
+    let Some(host) = url_host(url, &["http://", "https://"]) else { return false };
+    let name = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// Parses `region=wss://host[/path][,region=…]`.
+fn parse_bridges(spec: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (region, url) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("BRIDGE_URLS entry {entry:?} is not region=wss://host"))?;
+        let (region, url) = (region.trim(), url.trim().trim_end_matches('/'));
+        if region.is_empty() {
+            return Err(format!("BRIDGE_URLS entry {entry:?} has no region"));
+        }
+        let Some(host) = url_host(url, &["wss://"]) else {
+            return Err(format!("BRIDGE_URLS entry for {region:?} must be a wss:// URL (Twilio streams only connect over TLS)"));
+        };
+        if url.contains(['?', '#']) {
+            return Err(format!("BRIDGE_URLS entry for {region:?} must not carry a query string (Twilio forbids it)"));
+        }
+        let has_path = url.len() > "wss://".len() + host.len();
+        let stream = if has_path { url.to_owned() } else { format!("{url}/media") };
+        if out.insert(region.to_owned(), stream).is_some() {
+            return Err(format!("BRIDGE_URLS names region {region:?} twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("BRIDGE_URLS has no entries".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn vars() -> BTreeMap<&'static str, &'static str> {
+        BTreeMap::from([
+            ("PUBLIC_BASE_URL", "https://edge.example.com/"),
+            ("BRIDGE_URLS", "eu-west=wss://eu.bridge.example.com, us-east=wss://us.bridge.example.com/custom"),
+            ("DEFAULT_REGION", "eu-west"),
+            ("DASHBOARD_URL", "http://127.0.0.1:9/"),
+            ("DASHBOARD_KEY_ID", "edge-1"),
+            ("DASHBOARD_SIGNING_SECRET", "dashboard-signing-secret-0123"),
+            ("TWILIO_AUTH_TOKEN", "12345"),
+            ("HANDOFF_KEYS", "k1:handoff-secret-0123456789"),
+            ("DASHBOARD_WEBHOOK_SECRETS", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"),
+            ("ELEVENLABS_WEBHOOK_SECRET", "el-secret"),
+        ])
+    }
+
+    pub(crate) fn settings_from(v: &BTreeMap<&str, &str>) -> Result<Settings, SettingsError> {
+        Settings::from_lookup(|k| v.get(k).map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn valid_settings_parse_with_defaults() {
+        let s = settings_from(&vars()).unwrap();
+        assert_eq!(s.public_base_url, "https://edge.example.com");
+        assert_eq!(s.public_url("/twilio/voice"), "https://edge.example.com/twilio/voice");
+        assert_eq!(s.bridge_for("eu-west"), ("eu-west", "wss://eu.bridge.example.com/media"));
+        assert_eq!(s.bridge_for("us-east"), ("us-east", "wss://us.bridge.example.com/custom"));
+        assert_eq!(s.bridge_for("ap-south"), ("eu-west", "wss://eu.bridge.example.com/media"));
+        assert_eq!(s.config_ttl_secs, DEFAULT_CONFIG_TTL_SECS);
+        assert_eq!(s.dashboard_timeout_ms, 2_000);
+        assert_eq!(s.handoff_ttl_secs, 60);
+        assert!(!s.allow_test_clock);
+    }
+
+    #[test]
+    fn every_problem_is_listed_and_no_secret_printed() {
+        let mut v = vars();
+        v.remove("TWILIO_AUTH_TOKEN");
+        v.insert("BRIDGE_URLS", "eu-west=https://not-wss.example.com");
+        v.insert("HANDOFF_KEYS", "k1:short");
+        v.insert("CONFIG_TTL_SECS", "soon");
+        v.insert("DASHBOARD_WEBHOOK_SECRETS", "plain-secret-value");
+        let err = settings_from(&v).unwrap_err();
+        let text = err.to_string();
+        for needle in ["TWILIO_AUTH_TOKEN is not set", "wss://", "HANDOFF_KEYS", "CONFIG_TTL_SECS", "whsec_"] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert!(!text.contains("plain-secret-value") && !text.contains("k1:short"), "{text}");
+        assert_eq!(err.problems.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn test_clock_requires_loopback() {
+        let mut v = vars();
+        v.insert("ALLOW_TEST_CLOCK", "1");
+        assert!(settings_from(&v).unwrap_err().to_string().contains("ALLOW_TEST_CLOCK"));
+        v.insert("PUBLIC_BASE_URL", "http://127.0.0.1:8787");
+        assert!(settings_from(&v).unwrap().allow_test_clock);
+    }
+
+    #[test]
+    fn bridge_urls_refuse_queries_and_duplicates() {
+        assert!(parse_bridges("a=wss://h/media?x=1").unwrap_err().contains("query"));
+        assert!(parse_bridges("a=wss://h,a=wss://g").unwrap_err().contains("twice"));
+        assert!(parse_bridges("wss://h").is_err());
+        assert!(parse_bridges(" , ").is_err());
+    }
+}
