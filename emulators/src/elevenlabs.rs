@@ -1,0 +1,925 @@
+//! ElevenLabs Conversational AI emulator: the signed-URL endpoint and the conversation
+//! WebSocket, driven by [`Scenario`] agent scripts, recording everything it receives.
+//!
+//! Routes:
+//! - `GET /v1/convai/conversation/get-signed-url?agent_id=…` with `xi-api-key` → 200
+//!   `{"signed_url":"ws://HOST:PORT/v1/convai/conversation?agent_id=…&conversation_signature=…"}`;
+//!   401 without/with a wrong key, 404 for an unknown agent, 503 while a `refuse_signed_url`
+//!   fault lasts.
+//! - `GET /v1/convai/conversation?agent_id=…[&conversation_signature=…]` → WebSocket. A bad or
+//!   foreign signature is refused (403); the public form without signature is accepted unless
+//!   `require_signed_url` is set.
+//! - `GET /emulator/conversations` → JSON of every [`ConversationRecord`].
+//!
+//! Conversation behaviour (see [`Engine`], which is sans-IO): after the client's optional
+//! `conversation_initiation_client_data` (waited for up to 2 s) the emulator picks the script
+//! of the agent whose `[call] from` equals the `caller_number` dynamic variable (else the
+//! agent's first script), sends `conversation_initiation_metadata` and the greeting
+//! (`agent_response` + `audio`). Caller utterances are found by [`Vad`] on the decoded
+//! `user_audio_chunk`s; each consumes the next turn: `user_transcript`, the turn's
+//! `client_tool_call`s one at a time (waiting for each `client_tool_result`), then
+//! `agent_response` and the reply audio in 250 ms chunks.
+//!
+//! Clock: the emulator's "now" is the amount of user audio received (ms). Twilio streams audio
+//! continuously, so this is the call's time, at any simulation speed. Agent audio is "playing"
+//! from the moment it is sent until its duration has elapsed on that clock (queued after any
+//! audio still playing); caller speech starting while it plays causes `interruption` and an
+//! `agent_response_correction` whose corrected text is cut at the word reached.
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use pulsara_media::audio::Format;
+use pulsara_media::convai::{self, ClientMessage, InitiationMetadata, ServerMessage, ToolCall};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::scenario::{AgentScript, Scenario};
+use crate::synth::{self, Voice};
+use crate::vad::{Vad, VadEvent};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Raw user audio kept per conversation for assertions (pass-through byte checks).
+const MAX_RECORDED_AUDIO: usize = 4 * 1024 * 1024;
+const MAX_RECORDED_EVENTS: usize = 2000;
+const AUDIO_CHUNK_MS: usize = 250;
+
+/// Emulator settings.
+#[derive(Debug, Clone)]
+pub struct ElevenLabsConfig {
+    /// The `xi-api-key` the signed-URL endpoint accepts.
+    pub api_key: String,
+    pub scenarios: Vec<Scenario>,
+    /// Base of the signed URLs (`ws://host:port`); default: the listener's address.
+    pub ws_base: Option<String>,
+    pub require_signed_url: bool,
+    /// Keep the raw user audio of each conversation (up to 4 MiB); off for load tests.
+    pub record_audio: bool,
+    pub max_conversations: usize,
+}
+
+impl ElevenLabsConfig {
+    pub fn new(api_key: impl Into<String>, scenarios: Vec<Scenario>) -> Self {
+        ElevenLabsConfig {
+            api_key: api_key.into(),
+            scenarios,
+            ws_base: None,
+            require_signed_url: false,
+            record_audio: true,
+            max_conversations: 10_000,
+        }
+    }
+}
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
+}
+
+/// A signed-URL request as received.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedUrlRequest {
+    pub agent_id: String,
+    pub status: u16,
+}
+
+/// A tool result the client sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolResultRecord {
+    pub tool_name: String,
+    pub tool_call_id: String,
+    pub parameters: Value,
+    pub result: String,
+    pub is_error: bool,
+    pub latency_ms: u64,
+}
+
+/// An interruption the emulator signalled.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterruptionRecord {
+    pub at_ms: u64,
+    pub original: String,
+    pub corrected: String,
+}
+
+/// A timeline entry (audio and pings are counted, not listed).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub at_ms: u64,
+    /// `in` = from the client, `out` = sent by the emulator.
+    pub dir: &'static str,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Everything one conversation saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConversationRecord {
+    pub conversation_id: String,
+    pub agent_id: String,
+    pub scenario: Option<String>,
+    pub via_signed_url: bool,
+    pub initiation: Option<Value>,
+    pub dynamic_variables: BTreeMap<String, Value>,
+    pub events: Vec<EventRecord>,
+    pub user_audio_chunks: u64,
+    pub user_audio_bytes: u64,
+    /// Raw user audio as received (input format), capped.
+    #[serde(skip)]
+    pub user_audio: Vec<u8>,
+    pub agent_audio_chunks: u64,
+    pub agent_audio_bytes: u64,
+    pub agent_responses: Vec<String>,
+    pub user_transcripts: Vec<String>,
+    pub tool_results: Vec<ToolResultRecord>,
+    pub contextual_updates: Vec<String>,
+    pub user_messages: Vec<String>,
+    pub user_activity: u64,
+    pub pings_sent: u64,
+    pub pongs_ok: u64,
+    pub pongs_wrong: Vec<u64>,
+    pub pongs_missing: Vec<u64>,
+    pub interruptions: Vec<InterruptionRecord>,
+    pub turns_completed: usize,
+    pub unscripted_utterances: usize,
+    /// Scenario expectations that failed (tool results, timeouts, unknown tool call ids).
+    pub failures: Vec<String>,
+    pub malformed: Vec<String>,
+    pub unknown_types: Vec<String>,
+    pub ended: Option<String>,
+    pub dropped_by_fault: bool,
+}
+
+/// Shared record of everything the emulator received; hand an `Arc` of it to tests.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    conversations: Mutex<Vec<Arc<Mutex<ConversationRecord>>>>,
+    signed_urls: Mutex<Vec<SignedUrlRequest>>,
+    changed: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Recorder::default())
+    }
+
+    /// Snapshot of every conversation so far.
+    pub fn conversations(&self) -> Vec<ConversationRecord> {
+        lock(&self.conversations).iter().map(|c| lock(c).clone()).collect()
+    }
+
+    /// Snapshot of the conversation with this id.
+    pub fn conversation(&self, conversation_id: &str) -> Option<ConversationRecord> {
+        lock(&self.conversations).iter().map(|c| lock(c).clone()).find(|c| c.conversation_id == conversation_id)
+    }
+
+    /// Every signed-URL request with the status answered.
+    pub fn signed_url_requests(&self) -> Vec<SignedUrlRequest> {
+        lock(&self.signed_urls).clone()
+    }
+
+    /// Wait until at least `n` conversations have ended (or `timeout`), then snapshot.
+    pub async fn wait_ended(&self, n: usize, timeout: Duration) -> Vec<ConversationRecord> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            let all = self.conversations();
+            if all.iter().filter(|c| c.ended.is_some()).count() >= n {
+                return all;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.conversations();
+            }
+        }
+    }
+
+    fn add(&self, rec: ConversationRecord) -> Arc<Mutex<ConversationRecord>> {
+        let rec = Arc::new(Mutex::new(rec));
+        lock(&self.conversations).push(rec.clone());
+        self.changed.notify_waiters();
+        rec
+    }
+}
+
+struct ElState {
+    api_key: String,
+    agents: HashMap<String, Vec<Scenario>>,
+    ws_base: String,
+    require_signed_url: bool,
+    record_audio: bool,
+    max_conversations: usize,
+    recorder: Arc<Recorder>,
+    signatures: Mutex<HashMap<String, String>>,
+    refusals: Mutex<HashMap<String, u32>>,
+    counter: AtomicU64,
+    live: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Serve the emulator on `listener` until `shutdown` resolves; live conversations are closed
+/// with a normal close frame at shutdown.
+///
+/// # Errors
+/// Accept-loop I/O errors.
+pub async fn run(
+    listener: TcpListener,
+    config: ElevenLabsConfig,
+    recorder: Arc<Recorder>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let mut agents: HashMap<String, Vec<Scenario>> = HashMap::new();
+    let mut refusals = HashMap::new();
+    for s in config.scenarios {
+        if s.agent.faults.refuse_signed_url > 0 {
+            *refusals.entry(s.agent.agent_id.clone()).or_insert(0) += s.agent.faults.refuse_signed_url;
+        }
+        agents.entry(s.agent.agent_id.clone()).or_default().push(s);
+    }
+    let state = Arc::new(ElState {
+        api_key: config.api_key,
+        agents,
+        ws_base: config.ws_base.unwrap_or_else(|| format!("ws://{addr}")),
+        require_signed_url: config.require_signed_url,
+        record_audio: config.record_audio,
+        max_conversations: config.max_conversations,
+        recorder,
+        signatures: Mutex::new(HashMap::new()),
+        refusals: Mutex::new(refusals),
+        counter: AtomicU64::new(0),
+        live: AtomicU64::new(0),
+        shutdown: rx,
+    });
+    let app = Router::new()
+        .route("/v1/convai/conversation/get-signed-url", get(signed_url))
+        .route("/v1/convai/conversation", get(conversation_ws))
+        .route("/emulator/conversations", get(list_conversations))
+        .route("/emulator/healthz", get(|| async { "ok" }))
+        .with_state(state);
+    tracing::info!(%addr, "ElevenLabs emulator listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await
+}
+
+/// A running emulator started by [`spawn`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub recorder: Arc<Recorder>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:PORT`, the value for the bridge's `ELEVENLABS_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting and close live conversations.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Start the emulator on `127.0.0.1:0` in the background.
+///
+/// # Errors
+/// Binding the listener.
+pub async fn spawn(config: ElevenLabsConfig) -> std::io::Result<Running> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let recorder = Recorder::new();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, config, recorder.clone(), async move {
+        let _ = rx.await;
+    }));
+    Ok(Running { addr, recorder, stop: Some(stop), task })
+}
+
+/// One-line entry for `pulsara emulate elevenlabs --listen ADDR`: load every scenario in
+/// `scenarios_dir` and serve until `shutdown`.
+///
+/// # Errors
+/// Scenario loading and bind/accept errors.
+pub async fn serve(
+    listen: SocketAddr,
+    scenarios_dir: &Path,
+    api_key: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EmulatorError> {
+    let scenarios = Scenario::load_dir(scenarios_dir)?;
+    let listener = TcpListener::bind(listen).await?;
+    run(listener, ElevenLabsConfig::new(api_key, scenarios), Recorder::new(), shutdown).await?;
+    Ok(())
+}
+
+fn detail(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"detail": {"status": status.as_str(), "message": message}}))).into_response()
+}
+
+async fn signed_url(
+    State(st): State<Arc<ElState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let agent_id = q.get("agent_id").cloned().unwrap_or_default();
+    let record = |status: StatusCode| {
+        lock(&st.recorder.signed_urls).push(SignedUrlRequest { agent_id: agent_id.clone(), status: status.as_u16() });
+    };
+    let key_ok = headers
+        .get("xi-api-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|k| constant_time_eq(k.as_bytes(), st.api_key.as_bytes()));
+    if !key_ok {
+        record(StatusCode::UNAUTHORIZED);
+        return detail(StatusCode::UNAUTHORIZED, "invalid_api_key");
+    }
+    if !st.agents.contains_key(&agent_id) {
+        record(StatusCode::NOT_FOUND);
+        return detail(StatusCode::NOT_FOUND, "agent not found");
+    }
+    {
+        let mut refusals = lock(&st.refusals);
+        if let Some(n) = refusals.get_mut(&agent_id).filter(|n| **n > 0) {
+            *n -= 1;
+            drop(refusals);
+            record(StatusCode::SERVICE_UNAVAILABLE);
+            return detail(StatusCode::SERVICE_UNAVAILABLE, "service temporarily unavailable (injected fault)");
+        }
+    }
+    let n = st.counter.fetch_add(1, Ordering::Relaxed);
+    let signature = format!("sig{:016x}{:08x}", hash64(&format!("{agent_id}/{n}/{}", st.api_key.len())), n);
+    lock(&st.signatures).insert(signature.clone(), agent_id.clone());
+    record(StatusCode::OK);
+    let url = format!("{}/v1/convai/conversation?agent_id={}&conversation_signature={}", st.ws_base, agent_id, signature);
+    Json(json!({ "signed_url": url })).into_response()
+}
+
+fn hash64(s: &str) -> u64 {
+    // FNV-1a: only needs to make signatures look opaque, not be secret.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn list_conversations(State(st): State<Arc<ElState>>) -> Json<Vec<ConversationRecord>> {
+    Json(st.recorder.conversations())
+}
+
+async fn conversation_ws(
+    State(st): State<Arc<ElState>>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let agent_id = q.get("agent_id").cloned().unwrap_or_default();
+    if !st.agents.contains_key(&agent_id) {
+        return detail(StatusCode::NOT_FOUND, "agent not found");
+    }
+    let signature = q.get("conversation_signature").or_else(|| q.get("token"));
+    let via_signed_url = match signature {
+        Some(sig) => {
+            if lock(&st.signatures).get(sig) != Some(&agent_id) {
+                return detail(StatusCode::FORBIDDEN, "invalid conversation signature");
+            }
+            true
+        }
+        None if st.require_signed_url => return detail(StatusCode::FORBIDDEN, "this agent requires a signed URL"),
+        None => false,
+    };
+    if st.live.load(Ordering::Relaxed) as usize >= st.max_conversations {
+        return detail(StatusCode::TOO_MANY_REQUESTS, "too many concurrent conversations");
+    }
+    ws.max_message_size(convai::MAX_CLIENT_BYTES)
+        .max_frame_size(convai::MAX_CLIENT_BYTES)
+        .on_upgrade(move |socket| async move {
+            st.live.fetch_add(1, Ordering::Relaxed);
+            conversation(st.clone(), socket, agent_id, via_signed_url).await;
+            st.live.fetch_sub(1, Ordering::Relaxed);
+        })
+}
+
+fn pick_script<'a>(scripts: &'a [Scenario], vars: &BTreeMap<String, Value>) -> &'a Scenario {
+    let digits = |s: &str| s.chars().filter(|c| c.is_ascii_digit()).collect::<String>();
+    let caller = vars.get("caller_number").and_then(Value::as_str).map(digits).unwrap_or_default();
+    scripts
+        .iter()
+        .find(|s| !caller.is_empty() && digits(&s.call.from) == caller)
+        .or_else(|| scripts.iter().find(|s| s.call.from.is_empty()))
+        .unwrap_or(&scripts[0])
+}
+
+/// What the shell must do after feeding the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this text frame.
+    Send(String),
+    /// Drop the socket without a close frame after this delay (fault injection).
+    DropAfter(Duration),
+}
+
+struct PendingTool {
+    turn: usize,
+    index: usize,
+    call: ToolCall,
+    sent_at: Instant,
+    deadline: Instant,
+}
+
+/// The conversation state machine, sans-IO: feed it client messages and timer events with
+/// `now`, get frames to send.
+pub struct Engine {
+    script: AgentScript,
+    vars: BTreeMap<String, Value>,
+    record: Arc<Mutex<ConversationRecord>>,
+    record_audio: bool,
+    vad: Vad,
+    next_event_id: u64,
+    /// Audio-clock ms at which the agent audio already sent finishes playing.
+    playing_until_ms: u64,
+    /// The reply currently playing: text, start, duration (audio-clock ms), last audio event id.
+    playing: Option<(String, u64, u64, u64)>,
+    next_turn: usize,
+    pending: Option<PendingTool>,
+    last_result: String,
+    outstanding_pings: BTreeMap<u64, Instant>,
+    last_rtt_ms: Option<u64>,
+    decoded: Vec<i16>,
+}
+
+impl Engine {
+    /// A conversation for `script`, with the client's dynamic variables.
+    pub fn new(script: AgentScript, vars: BTreeMap<String, Value>, record: Arc<Mutex<ConversationRecord>>, record_audio: bool) -> Self {
+        let vad = Vad::new(script.input_format.sample_rate());
+        Engine {
+            script,
+            vars,
+            record,
+            record_audio,
+            vad,
+            next_event_id: 1,
+            playing_until_ms: 0,
+            playing: None,
+            next_turn: 0,
+            pending: None,
+            last_result: String::new(),
+            outstanding_pings: BTreeMap::new(),
+            last_rtt_ms: None,
+            decoded: Vec::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.vad.now_ms()
+    }
+
+    fn event(&self, dir: &'static str, kind: &str, detail: impl Into<String>) {
+        let mut r = lock(&self.record);
+        if r.events.len() < MAX_RECORDED_EVENTS {
+            r.events.push(EventRecord { at_ms: self.now_ms(), dir, kind: kind.to_owned(), detail: detail.into() });
+        }
+    }
+
+    fn fail(&self, message: String) {
+        tracing::warn!(%message, "emulated conversation expectation failed");
+        lock(&self.record).failures.push(message);
+    }
+
+    fn substitute(&self, text: &str) -> String {
+        let mut out = text.replace("{result}", &self.last_result);
+        for (k, v) in &self.vars {
+            let val = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out = out.replace(&format!("{{{{{k}}}}}"), &val);
+        }
+        out
+    }
+
+    /// The opening frames: metadata and the greeting.
+    pub fn start(&mut self, conversation_id: &str, first_message_override: Option<String>) -> Vec<Output> {
+        let meta = ServerMessage::ConversationInitiationMetadata(InitiationMetadata {
+            conversation_id: conversation_id.to_owned(),
+            agent_output_audio_format: self.script.output_format.to_string(),
+            user_input_audio_format: self.script.input_format.to_string(),
+        });
+        let mut out = vec![Output::Send(meta.to_json())];
+        let greeting = first_message_override
+            .filter(|_| self.script.allow_overrides)
+            .or_else(|| self.script.greeting.clone())
+            .unwrap_or_else(|| "Hello, how can I help you?".to_owned());
+        let greeting = self.substitute(&greeting);
+        self.speak(&greeting, &mut out);
+        out
+    }
+
+    fn speak(&mut self, text: &str, out: &mut Vec<Output>) {
+        out.push(Output::Send(ServerMessage::AgentResponse { text: text.to_owned() }.to_json()));
+        self.event("out", "agent_response", text);
+        lock(&self.record).agent_responses.push(text.to_owned());
+        if self.script.faults.mute {
+            return;
+        }
+        let fmt = self.script.output_format;
+        let samples = synth::synthesize(text, Voice::AGENT, fmt.sample_rate());
+        let mut bytes = Vec::with_capacity(samples.len() * 2);
+        fmt.encode(&samples, &mut bytes);
+        let dur = fmt.duration_ms(bytes.len());
+        let chunk = fmt.bytes_per_second() * AUDIO_CHUNK_MS / 1000;
+        let mut last_id = 0;
+        for c in bytes.chunks(chunk.max(2)) {
+            last_id = self.next_event_id;
+            self.next_event_id += 1;
+            let b64 = B64.encode(c);
+            // Encoding our own base64 cannot fail validation.
+            if let Ok(frame) = convai::audio_json(&b64, last_id) {
+                out.push(Output::Send(frame));
+            }
+        }
+        {
+            let mut r = lock(&self.record);
+            r.agent_audio_chunks += bytes.chunks(chunk.max(2)).count() as u64;
+            r.agent_audio_bytes += bytes.len() as u64;
+        }
+        let start = self.playing_until_ms.max(self.now_ms());
+        self.playing_until_ms = start + dur;
+        self.playing = Some((text.to_owned(), start, dur, last_id));
+    }
+
+    /// A ping to send now.
+    pub fn ping(&mut self, now: Instant) -> Vec<Output> {
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        self.outstanding_pings.insert(id, now);
+        lock(&self.record).pings_sent += 1;
+        vec![Output::Send(ServerMessage::Ping { event_id: id, ping_ms: self.last_rtt_ms }.to_json())]
+    }
+
+    /// When the pending tool call times out, if any.
+    pub fn tool_deadline(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.deadline)
+    }
+
+    /// The pending tool call's deadline passed.
+    pub fn on_tool_timeout(&mut self, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        if let Some(p) = self.pending.take_if(|p| now >= p.deadline) {
+            self.fail(format!(
+                "turn {}: no client_tool_result for {} ({}) within {} ms",
+                p.turn + 1,
+                p.call.tool_name,
+                p.call.tool_call_id,
+                self.script.tool_timeout_ms
+            ));
+            self.last_result = String::new();
+            self.speak("Sorry, I could not complete that right now.", &mut out);
+            self.finish_turn(p.turn, &mut out);
+        }
+        out
+    }
+
+    /// Feed one text frame from the client.
+    pub fn on_text(&mut self, text: &str, now: Instant) -> Vec<Output> {
+        match convai::parse_client(text) {
+            Ok(msg) => self.on_message(msg, now),
+            Err(e) => {
+                let mut r = lock(&self.record);
+                if r.malformed.len() < 100 {
+                    r.malformed.push(format!("{e}: {}", text.chars().take(120).collect::<String>()));
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: ClientMessage<'_>, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        match msg {
+            ClientMessage::UserAudioChunk { audio_b64 } => {
+                let Ok(bytes) = B64.decode(audio_b64.as_bytes()) else {
+                    lock(&self.record).malformed.push("user_audio_chunk: undecodable base64".into());
+                    return out;
+                };
+                {
+                    let mut r = lock(&self.record);
+                    r.user_audio_chunks += 1;
+                    r.user_audio_bytes += bytes.len() as u64;
+                    if self.record_audio && r.user_audio.len() + bytes.len() <= MAX_RECORDED_AUDIO {
+                        r.user_audio.extend_from_slice(&bytes);
+                    }
+                }
+                self.decoded.clear();
+                self.script.input_format.decode(&bytes, &mut self.decoded);
+                let samples = std::mem::take(&mut self.decoded);
+                for ev in self.vad.push(&samples) {
+                    match ev {
+                        VadEvent::SpeechStart { at_ms } => self.on_speech_start(at_ms, &mut out),
+                        VadEvent::SpeechEnd { .. } => self.on_speech_end(now, &mut out),
+                    }
+                }
+                self.decoded = samples;
+            }
+            ClientMessage::Pong { event_id } => {
+                let mut r = lock(&self.record);
+                match self.outstanding_pings.remove(&event_id) {
+                    Some(sent) => {
+                        r.pongs_ok += 1;
+                        self.last_rtt_ms = Some(now.saturating_duration_since(sent).as_millis() as u64);
+                    }
+                    None => r.pongs_wrong.push(event_id),
+                }
+            }
+            ClientMessage::ClientToolResult { tool_call_id, result, is_error } => {
+                self.event("in", "client_tool_result", format!("{tool_call_id}: {result}"));
+                match self.pending.take_if(|p| p.call.tool_call_id == tool_call_id) {
+                    Some(p) => self.on_tool_result(p, result, is_error, now, &mut out),
+                    None => self.fail(format!("client_tool_result for unknown or late tool_call_id {tool_call_id}")),
+                }
+            }
+            ClientMessage::ContextualUpdate { text } => {
+                self.event("in", "contextual_update", text.clone());
+                lock(&self.record).contextual_updates.push(text);
+            }
+            ClientMessage::UserMessage { text } => {
+                self.event("in", "user_message", text.clone());
+                lock(&self.record).user_messages.push(text);
+            }
+            ClientMessage::UserActivity => lock(&self.record).user_activity += 1,
+            ClientMessage::ConversationInitiationClientData(_) => {
+                self.fail("conversation_initiation_client_data sent twice".into());
+            }
+            ClientMessage::Unknown { kind } => lock(&self.record).unknown_types.push(kind),
+        }
+        out
+    }
+
+    fn on_speech_start(&mut self, at_ms: u64, out: &mut Vec<Output>) {
+        self.event("in", "speech_start", "");
+        if at_ms >= self.playing_until_ms {
+            return;
+        }
+        let Some((text, start, dur, last_id)) = self.playing.take() else { return };
+        let heard = at_ms.saturating_sub(start) as f64 / dur.max(1) as f64;
+        let corrected = cut_text(&text, heard);
+        self.playing_until_ms = at_ms;
+        out.push(Output::Send(ServerMessage::Interruption { event_id: last_id }.to_json()));
+        out.push(Output::Send(
+            ServerMessage::AgentResponseCorrection { original: text.clone(), corrected: corrected.clone() }.to_json(),
+        ));
+        self.event("out", "interruption", corrected.clone());
+        lock(&self.record).interruptions.push(InterruptionRecord { at_ms, original: text, corrected });
+    }
+
+    fn on_speech_end(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.pending.is_some() {
+            self.event("in", "utterance_during_tool_call", "");
+            return;
+        }
+        let Some(turn) = self.script.turns.get(self.next_turn).cloned() else {
+            lock(&self.record).unscripted_utterances += 1;
+            out.push(Output::Send(ServerMessage::UserTranscript { text: "...".into() }.to_json()));
+            self.speak("Sorry, could you say that again?", out);
+            return;
+        };
+        let idx = self.next_turn;
+        self.next_turn += 1;
+        out.push(Output::Send(ServerMessage::UserTranscript { text: turn.user.clone() }.to_json()));
+        self.event("out", "user_transcript", turn.user.clone());
+        lock(&self.record).user_transcripts.push(turn.user.clone());
+        self.next_tool_or_reply(idx, 0, now, out);
+    }
+
+    fn next_tool_or_reply(&mut self, turn: usize, index: usize, now: Instant, out: &mut Vec<Output>) {
+        let t = &self.script.turns[turn];
+        if let Some(call) = t.tool_calls.get(index) {
+            let id = format!("toolu_{:02}_{:02}_{}", turn + 1, index + 1, self.next_event_id);
+            let tc = ToolCall { tool_name: call.tool.clone(), tool_call_id: id, parameters: call.params.clone() };
+            out.push(Output::Send(ServerMessage::ClientToolCall(tc.clone()).to_json()));
+            self.event("out", "client_tool_call", format!("{} {}", tc.tool_name, tc.parameters));
+            self.pending = Some(PendingTool {
+                turn,
+                index,
+                call: tc,
+                sent_at: now,
+                deadline: now + Duration::from_millis(self.script.tool_timeout_ms),
+            });
+            return;
+        }
+        let reply = self.substitute(&t.agent);
+        self.speak(&reply, out);
+        self.finish_turn(turn, out);
+    }
+
+    fn finish_turn(&mut self, turn: usize, out: &mut Vec<Output>) {
+        let done = {
+            let mut r = lock(&self.record);
+            r.turns_completed += 1;
+            r.turns_completed
+        };
+        if self.script.faults.drop_after_turn == Some(turn + 1) || self.script.faults.drop_after_turn == Some(done) {
+            out.push(Output::DropAfter(Duration::from_millis(self.script.faults.drop_delay_ms)));
+        }
+    }
+
+    fn on_tool_result(&mut self, p: PendingTool, result: String, is_error: bool, now: Instant, out: &mut Vec<Output>) {
+        let spec = &self.script.turns[p.turn].tool_calls[p.index];
+        for want in &spec.expect_result_contains {
+            if !result.to_lowercase().contains(&want.to_lowercase()) {
+                self.fail(format!("turn {}: {} result lacks {want:?}: {result}", p.turn + 1, spec.tool));
+            }
+        }
+        if let Some(e) = spec.expect_error {
+            if e != is_error {
+                self.fail(format!("turn {}: {} is_error {is_error}, expected {e}", p.turn + 1, spec.tool));
+            }
+        }
+        lock(&self.record).tool_results.push(ToolResultRecord {
+            tool_name: p.call.tool_name.clone(),
+            tool_call_id: p.call.tool_call_id.clone(),
+            parameters: p.call.parameters.clone(),
+            result: result.clone(),
+            is_error,
+            latency_ms: now.saturating_duration_since(p.sent_at).as_millis() as u64,
+        });
+        self.last_result = result.chars().take(400).collect();
+        self.next_tool_or_reply(p.turn, p.index + 1, now, out);
+    }
+
+    /// The conversation ended: record why, and which pings were never answered.
+    pub fn finish(&mut self, reason: &str) {
+        let mut r = lock(&self.record);
+        r.pongs_missing = self.outstanding_pings.keys().copied().collect();
+        if r.ended.is_none() {
+            r.ended = Some(reason.to_owned());
+        }
+    }
+}
+
+/// The prefix of `text` a listener heard after `fraction` of its audio, cut at a word boundary.
+pub fn cut_text(text: &str, fraction: f64) -> String {
+    let fraction = fraction.clamp(0.0, 1.0);
+    let target = (text.chars().count() as f64 * fraction).round() as usize;
+    let mut out = String::new();
+    for w in text.split_whitespace() {
+        if out.chars().count() + w.chars().count() > target {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
+}
+
+async fn conversation(st: Arc<ElState>, mut socket: WebSocket, agent_id: String, via_signed_url: bool) {
+    let n = st.counter.fetch_add(1, Ordering::Relaxed);
+    let conversation_id = format!("conv_emu_{n:06}");
+    let mut shutdown = st.shutdown.clone();
+    // Optional initiation data first.
+    let mut first_audio: Option<String> = None;
+    let mut initiation = None;
+    match tokio::time::timeout(Duration::from_secs(2), next_text(&mut socket)).await {
+        Ok(Some(text)) => match convai::parse_client(&text) {
+            Ok(ClientMessage::ConversationInitiationClientData(d)) => initiation = Some(d),
+            _ => first_audio = Some(text),
+        },
+        Ok(None) => return,
+        Err(_) => {}
+    }
+    let scripts = &st.agents[&agent_id];
+    let vars = initiation.as_ref().map(|d| d.dynamic_variables.clone()).unwrap_or_default();
+    let script = pick_script(scripts, &vars);
+    let override_first = initiation
+        .as_ref()
+        .and_then(|d| d.conversation_config_override.as_ref())
+        .and_then(|o| o.agent.as_ref())
+        .and_then(|a| a.first_message.clone());
+    let record = st.recorder.add(ConversationRecord {
+        conversation_id: conversation_id.clone(),
+        agent_id: agent_id.clone(),
+        scenario: Some(script.name.clone()),
+        via_signed_url,
+        initiation: initiation.as_ref().map(|d| {
+            serde_json::from_str(&ClientMessage::ConversationInitiationClientData(d.clone()).to_json()).unwrap_or(Value::Null)
+        }),
+        dynamic_variables: vars.clone(),
+        ..Default::default()
+    });
+    tracing::info!(%conversation_id, %agent_id, scenario = %script.name, "emulated conversation started");
+    let mut engine = Engine::new(script.agent.clone(), vars, record.clone(), st.record_audio);
+    let ping_every = script.agent.ping_interval_ms;
+    let mut outputs = engine.start(&conversation_id, override_first);
+    if let Some(text) = first_audio {
+        outputs.extend(engine.on_text(&text, Instant::now()));
+    }
+    let mut ping = tokio::time::interval(Duration::from_millis(ping_every.max(10)));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut drop_at: Option<tokio::time::Instant> = None;
+    let reason = loop {
+        for o in outputs.drain(..) {
+            match o {
+                Output::Send(text) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Output::DropAfter(d) => drop_at = Some(tokio::time::Instant::now() + d),
+            }
+        }
+        let tool_deadline = engine.tool_deadline();
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => outputs = engine.on_text(t.as_str(), Instant::now()),
+                Some(Ok(Message::Binary(_))) => lock(&record).malformed.push("binary frame".into()),
+                Some(Ok(Message::Close(_))) | None => break "client closed",
+                Some(Ok(_)) => {}
+                Some(Err(_)) => break "client connection error",
+            },
+            _ = ping.tick(), if ping_every > 0 => outputs = engine.ping(Instant::now()),
+            _ = sleep_until_opt(tool_deadline) => outputs = engine.on_tool_timeout(Instant::now()),
+            _ = sleep_until_opt(drop_at.map(|d| d.into_std())) => {
+                lock(&record).dropped_by_fault = true;
+                engine.finish("dropped by fault injection");
+                st.recorder.changed.notify_waiters();
+                // Dropping the socket closes TCP without a close frame.
+                return;
+            }
+            _ = shutdown.changed() => {
+                let _ = socket.send(Message::Close(None)).await;
+                break "emulator shutdown";
+            }
+        }
+    };
+    engine.finish(reason);
+    st.recorder.changed.notify_waiters();
+    tracing::info!(%conversation_id, reason, "emulated conversation ended");
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_text(socket: &mut WebSocket) -> Option<String> {
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(t)) => return Some(t.as_str().to_owned()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// The format helpers the shell and tests share.
+pub fn formats_of(script: &AgentScript) -> (Format, Format) {
+    (script.input_format, script.output_format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_text_at_word_boundaries() {
+        let t = "We open at nine tomorrow morning";
+        assert_eq!(cut_text(t, 0.0), "");
+        assert_eq!(cut_text(t, 0.35), "We open at");
+        assert_eq!(cut_text(t, 1.0), t);
+        assert_eq!(cut_text(t, 7.0), t);
+    }
+}

@@ -1,0 +1,454 @@
+//! Scenario files: one TOML file per simulated call, read by the ElevenLabs emulator (the
+//! `[agent]` part, written from the agent's side), by the Twilio caller simulator (the `[caller]`
+//! part) and by the demo (`[call]` and `[expect]`).
+//!
+//! ```toml
+//! name = "trattoria-order"                 # unique; used for output file names
+//! description = "Takeaway order with a modifier and an 86'd item"
+//! restaurant = "trattoria-roma"            # restaurants/<id>
+//!
+//! [call]
+//! from = "+393331110001"                   # caller number (E.164); it also selects this
+//!                                          # script in the emulator via the `caller_number`
+//!                                          # dynamic variable the bridge sends
+//! to = "+390612345678"                     # the restaurant's number
+//!
+//! [agent]
+//! agent_id = "agent_trattoria_roma"
+//! input_format = "ulaw_8000"               # user_input_audio_format (what the bridge must send)
+//! output_format = "ulaw_8000"              # agent_output_audio_format (what the emulator sends)
+//! greeting = "Buongiorno!"                 # optional; a first_message override wins when
+//!                                          # allow_overrides is true (default)
+//! ping_interval_ms = 2000                  # 0 = no pings
+//! tool_timeout_ms = 10000                  # wait for client_tool_result this long
+//!
+//! [[agent.turns]]                          # consumed one per caller utterance, in order
+//! user = "I'd like a large margherita."    # sent as user_transcript when the utterance ends
+//! agent = "Sure. {result}"                 # reply; {result} = last tool result text,
+//!                                          # {{name}} = dynamic variable from the bridge
+//! [[agent.turns.tool_calls]]               # optional, sent before the reply, in order
+//! tool = "take_order"
+//! params = { items = [{ name = "Margherita", quantity = 1, modifiers = ["Large"] }], fulfillment = "pickup", pickup_time = "19:30", customer_name = "Marco" }
+//! expect_result_contains = ["Margherita"]  # recorded as failures when missing
+//! expect_error = false                     # optional: the expected is_error
+//!
+//! [agent.faults]
+//! drop_after_turn = 2                      # drop the socket (no close frame) after turn 2's reply
+//! drop_delay_ms = 300
+//! refuse_signed_url = 1                    # refuse the first N signed-URL requests for the agent (503)
+//!
+//! [caller]
+//! max_duration_ms = 90000
+//! [[caller.steps]]                         # run in order; exactly one trigger and one action
+//! after_agent_ms = 400                     # trigger: the agent spoke since the previous step
+//!                                          # and has been silent (playback empty) this long
+//! say = "Hi, I'd like to order for pickup."
+//! [[caller.steps]]
+//! after_agent_starts_ms = 800              # trigger: agent audio has been playing this long (barge-in)
+//! say = "Sorry, actually..."
+//! [[caller.steps]]
+//! at_ms = 12000                            # trigger: absolute time since the stream started
+//! dtmf = "0"
+//! [[caller.steps]]
+//! after_ms = 500                           # trigger: time since the previous step finished
+//! hangup = true
+//!
+//! [expect]                                 # for the demo's checks; all optional
+//! tools = ["take_order"]                   # tool names called, in order
+//! transcript_contains = ["Margherita"]
+//! transferred = false
+//! interrupted = false
+//! fallback = false                         # the call ended in the restaurant's fallback
+//! ```
+//!
+//! Audio: caller utterances are synthesized ([`crate::synth`]) with the caller voice as μ-law
+//! 8 kHz; agent replies with the agent voice in `output_format`.
+//!
+//! Tool parameter shapes used by the shipped scenarios (the built-in policies accept these):
+//! - `take_order`: `{"items":[{"name","quantity","modifiers":[…]}],"fulfillment":"pickup"|"delivery","pickup_time":"HH:MM","postcode","customer_name"}`
+//! - `book_table`: `{"date":"YYYY-MM-DD","time":"HH:MM","party_size":N,"name":"…"}`
+//! - `answer_question`: `{"question":"…"}`
+//! - `transfer_to_staff`: `{"reason":"…"}`
+//! - `send_confirmation`: `{"channel":"sms"|"email"}`
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pulsara_media::audio::Format;
+use serde::{Deserialize, Serialize};
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("parsing {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("scenario {name}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+/// One simulated call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub restaurant: String,
+    #[serde(default)]
+    pub call: CallInfo,
+    pub agent: AgentScript,
+    #[serde(default)]
+    pub caller: CallerScript,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// Numbers of the call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallInfo {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+}
+
+fn default_format() -> Format {
+    Format::Ulaw8000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_ping() -> u64 {
+    2000
+}
+fn default_tool_timeout() -> u64 {
+    10_000
+}
+fn default_drop_delay() -> u64 {
+    300
+}
+
+/// The agent's side of a call, played by the ElevenLabs emulator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentScript {
+    pub agent_id: String,
+    #[serde(default = "default_format")]
+    pub input_format: Format,
+    #[serde(default = "default_format")]
+    pub output_format: Format,
+    #[serde(default)]
+    pub greeting: Option<String>,
+    /// Honour `conversation_config_override` (first message, prompt, language).
+    #[serde(default = "default_true")]
+    pub allow_overrides: bool,
+    #[serde(default = "default_ping")]
+    pub ping_interval_ms: u64,
+    #[serde(default = "default_tool_timeout")]
+    pub tool_timeout_ms: u64,
+    #[serde(default)]
+    pub turns: Vec<Turn>,
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+/// One exchange: a caller utterance and the agent's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    pub user: String,
+    #[serde(default)]
+    pub tool_calls: Vec<ScriptedToolCall>,
+    pub agent: String,
+}
+
+/// A client tool call the agent makes during a turn.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedToolCall {
+    pub tool: String,
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+    #[serde(default)]
+    pub expect_result_contains: Vec<String>,
+    #[serde(default)]
+    pub expect_error: Option<bool>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Fault injection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Drop the WebSocket (no close frame) after this turn's reply (1-based).
+    #[serde(default)]
+    pub drop_after_turn: Option<usize>,
+    #[serde(default = "default_drop_delay")]
+    pub drop_delay_ms: u64,
+    /// Refuse the first N signed-URL requests for this agent with 503.
+    #[serde(default)]
+    pub refuse_signed_url: u32,
+    /// Send replies as text only, with no audio (a silent agent).
+    #[serde(default)]
+    pub mute: bool,
+}
+
+/// The caller's side, played by the Twilio caller simulator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerScript {
+    #[serde(default = "default_max_duration")]
+    pub max_duration_ms: u64,
+    /// A step waiting for the agent gives up after this long and proceeds (noted in the result).
+    #[serde(default = "default_step_timeout")]
+    pub step_timeout_ms: u64,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+impl Default for CallerScript {
+    fn default() -> Self {
+        CallerScript { max_duration_ms: default_max_duration(), step_timeout_ms: default_step_timeout(), steps: Vec::new() }
+    }
+}
+
+fn default_max_duration() -> u64 {
+    120_000
+}
+fn default_step_timeout() -> u64 {
+    20_000
+}
+
+/// One caller action with its trigger.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    // Triggers (exactly one).
+    #[serde(default)]
+    pub at_ms: Option<u64>,
+    #[serde(default)]
+    pub after_ms: Option<u64>,
+    #[serde(default)]
+    pub after_agent_ms: Option<u64>,
+    #[serde(default)]
+    pub after_agent_starts_ms: Option<u64>,
+    // Actions (exactly one).
+    #[serde(default)]
+    pub say: Option<String>,
+    #[serde(default)]
+    pub dtmf: Option<String>,
+    #[serde(default)]
+    pub hangup: bool,
+}
+
+/// The trigger of a step, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    At(u64),
+    After(u64),
+    AfterAgent(u64),
+    AfterAgentStarts(u64),
+}
+
+/// The action of a step, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Say(String),
+    Dtmf(String),
+    Hangup,
+}
+
+impl Step {
+    /// The step's trigger and action.
+    ///
+    /// # Errors
+    /// A message when the step has not exactly one trigger and one action.
+    pub fn parts(&self) -> Result<(Trigger, Action), String> {
+        let triggers: Vec<Trigger> = [
+            self.at_ms.map(Trigger::At),
+            self.after_ms.map(Trigger::After),
+            self.after_agent_ms.map(Trigger::AfterAgent),
+            self.after_agent_starts_ms.map(Trigger::AfterAgentStarts),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let actions: Vec<Action> = [
+            self.say.clone().map(Action::Say),
+            self.dtmf.clone().map(Action::Dtmf),
+            self.hangup.then_some(Action::Hangup),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match (triggers.as_slice(), actions.as_slice()) {
+            ([t], [a]) => Ok((*t, a.clone())),
+            _ => Err(format!(
+                "a step needs exactly one trigger (at_ms, after_ms, after_agent_ms, after_agent_starts_ms) and one action (say, dtmf, hangup); got {} and {}",
+                triggers.len(),
+                actions.len()
+            )),
+        }
+    }
+}
+
+/// What the demo checks after the call. Free-form extra keys are kept for other checkers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Expect {
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub transcript_contains: Vec<String>,
+    #[serde(default)]
+    pub transferred: Option<bool>,
+    #[serde(default)]
+    pub interrupted: Option<bool>,
+    #[serde(default)]
+    pub fallback: Option<bool>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, toml::Value>,
+}
+
+impl Scenario {
+    /// Parse and validate one scenario from TOML text.
+    ///
+    /// # Errors
+    /// TOML errors with the location; invalid steps; a DTMF string with non-DTMF characters.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario =
+            toml::from_str(text).map_err(|e| ScenarioError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Load one scenario file.
+    ///
+    /// # Errors
+    /// As [`Scenario::from_toml`], plus I/O errors.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Io { path: path.display().to_string(), source })?;
+        Scenario::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Load every `*.toml` in a directory, sorted by file name.
+    ///
+    /// # Errors
+    /// The first file that fails, or duplicate scenario names.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
+        let rd = std::fs::read_dir(dir).map_err(|source| ScenarioError::Io { path: dir.display().to_string(), source })?;
+        let mut paths: Vec<_> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        let mut out: Vec<Scenario> = Vec::new();
+        for p in paths {
+            let s = Scenario::load(&p)?;
+            if out.iter().any(|o| o.name == s.name) {
+                return Err(ScenarioError::Invalid { name: s.name, message: "duplicate scenario name".into() });
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |message: String| ScenarioError::Invalid { name: self.name.clone(), message };
+        if self.name.is_empty() {
+            return Err(bad("name is empty".into()));
+        }
+        if self.agent.agent_id.is_empty() {
+            return Err(bad("agent.agent_id is empty".into()));
+        }
+        for (i, step) in self.caller.steps.iter().enumerate() {
+            let (_, action) = step.parts().map_err(|m| bad(format!("caller.steps[{i}]: {m}")))?;
+            if let Action::Dtmf(d) = action {
+                if d.is_empty() || !d.chars().all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')) {
+                    return Err(bad(format!("caller.steps[{i}]: `{d}` is not a DTMF digit string")));
+                }
+            }
+        }
+        for (i, t) in self.agent.turns.iter().enumerate() {
+            for c in &t.tool_calls {
+                if !c.params.is_object() {
+                    return Err(bad(format!("agent.turns[{i}]: tool `{}` params must be a table", c.tool)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+name = "t"
+[call]
+from = "+15550001"
+to = "+15550002"
+[agent]
+agent_id = "a1"
+output_format = "pcm_16000"
+[[agent.turns]]
+user = "hi"
+agent = "hello {result}"
+[[agent.turns.tool_calls]]
+tool = "book_table"
+params = { date = "2026-12-05", time = "19:30", party_size = 4, name = "Kim" }
+expect_result_contains = ["19:30"]
+[caller]
+[[caller.steps]]
+after_agent_ms = 300
+say = "hi"
+[[caller.steps]]
+after_ms = 100
+dtmf = "0"
+[expect]
+tools = ["book_table"]
+custom_check = 3
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let s = Scenario::from_toml(EXAMPLE, "inline").unwrap();
+        assert_eq!(s.agent.input_format, Format::Ulaw8000);
+        assert_eq!(s.agent.output_format, Format::Pcm(16000));
+        assert_eq!(s.agent.turns[0].tool_calls[0].params["party_size"], 4);
+        assert_eq!(s.caller.steps[0].parts().unwrap(), (Trigger::AfterAgent(300), Action::Say("hi".into())));
+        assert_eq!(s.caller.steps[1].parts().unwrap(), (Trigger::After(100), Action::Dtmf("0".into())));
+        assert_eq!(s.expect.tools, vec!["book_table"]);
+        assert_eq!(s.expect.extra["custom_check"].as_integer(), Some(3));
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let two_actions = EXAMPLE.replace("dtmf = \"0\"", "dtmf = \"0\"\nsay = \"x\"");
+        assert!(matches!(Scenario::from_toml(&two_actions, "x"), Err(ScenarioError::Invalid { .. })));
+        let bad_dtmf = EXAMPLE.replace("dtmf = \"0\"", "dtmf = \"0x\"");
+        assert!(matches!(Scenario::from_toml(&bad_dtmf, "x"), Err(ScenarioError::Invalid { .. })));
+        let bad_fmt = EXAMPLE.replace("pcm_16000", "mp3_44100");
+        assert!(matches!(Scenario::from_toml(&bad_fmt, "x"), Err(ScenarioError::Parse { .. })));
+        let typo = EXAMPLE.replace("after_agent_ms = 300", "after_agnt_ms = 300");
+        assert!(matches!(Scenario::from_toml(&typo, "x"), Err(ScenarioError::Parse { .. })));
+    }
+
+    #[test]
+    fn shipped_scenarios_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let all = Scenario::load_dir(&dir).unwrap();
+        assert!(all.len() >= 6, "{} scenarios", all.len());
+        for s in &all {
+            assert!(!s.caller.steps.is_empty(), "{}", s.name);
+            assert!(!s.call.from.is_empty(), "{}", s.name);
+        }
+    }
+}
