@@ -872,6 +872,10 @@ async fn conversation(st: Arc<ElState>, mut socket: WebSocket, agent_id: String,
             _ = sleep_until_opt(tool_deadline) => outputs = engine.on_tool_timeout(Instant::now()),
             _ = sleep_until_opt(drop_at.map(|d| d.into_std())) => {
                 lock(&record).dropped_by_fault = true;
+                let refuse = script.agent.faults.refuse_signed_url_after_drop;
+                if refuse > 0 {
+                    *lock(&st.refusals).entry(agent_id.clone()).or_insert(0) += refuse;
+                }
                 engine.finish("dropped by fault injection");
                 st.recorder.changed.notify_waiters();
                 // Dropping the socket closes TCP without a close frame.

@@ -36,6 +36,8 @@
 //! drop_after_turn = 2                      # drop the socket (no close frame) after turn 2's reply
 //! drop_delay_ms = 300
 //! refuse_signed_url = 1                    # refuse the first N signed-URL requests for the agent (503)
+//! refuse_signed_url_after_drop = 3         # after the drop, refuse the next N (reconnects fail)
+//! mute = false                             # replies as text only, no audio
 //!
 //! [caller]
 //! max_duration_ms = 90000
@@ -194,6 +196,10 @@ pub struct Faults {
     /// Refuse the first N signed-URL requests for this agent with 503.
     #[serde(default)]
     pub refuse_signed_url: u32,
+    /// After a `drop_after_turn` drop, refuse the next N signed-URL requests for this agent
+    /// (so a client's reconnect fails too and its fallback path runs).
+    #[serde(default)]
+    pub refuse_signed_url_after_drop: u32,
     /// Send replies as text only, with no audio (a silent agent).
     #[serde(default)]
     pub mute: bool,
