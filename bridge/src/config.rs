@@ -206,12 +206,14 @@ impl BridgeConfig {
             self.limits.max_calls = v.parse().map_err(|e| invalid("PULSARA_MAX_CALLS", e))?;
         }
         if let Some(v) = get("PULSARA_TOOL_TIMEOUT_MS") {
-            self.limits.tool_timeout_ms =
-                v.parse().map_err(|e| invalid("PULSARA_TOOL_TIMEOUT_MS", e))?;
+            self.limits.tool_timeout_ms = v
+                .parse()
+                .map_err(|e| invalid("PULSARA_TOOL_TIMEOUT_MS", e))?;
         }
         if let Some(v) = get("PULSARA_SHUTDOWN_GRACE_MS") {
-            self.limits.shutdown_grace_ms =
-                v.parse().map_err(|e| invalid("PULSARA_SHUTDOWN_GRACE_MS", e))?;
+            self.limits.shutdown_grace_ms = v
+                .parse()
+                .map_err(|e| invalid("PULSARA_SHUTDOWN_GRACE_MS", e))?;
         }
         if let Some(v) = get("PULSARA_METRICS") {
             self.metrics = parse_bool("PULSARA_METRICS", &v)?;
@@ -256,7 +258,10 @@ impl BridgeConfig {
             return Err(invalid("limits.max_calls", "must be at least 1"));
         }
         if l.ws_max_message_bytes < 4096 || l.ws_max_frame_bytes < 4096 {
-            return Err(invalid("limits.ws_max_message_bytes", "must be at least 4096"));
+            return Err(invalid(
+                "limits.ws_max_message_bytes",
+                "must be at least 4096",
+            ));
         }
         if l.tool_timeout_ms == 0 || l.tool_timeout_ms > 60_000 {
             return Err(invalid("limits.tool_timeout_ms", "must be 1..=60000"));
@@ -272,7 +277,10 @@ impl BridgeConfig {
     /// # Errors
     /// As [`HandoffKeys::parse`].
     pub fn handoff_ring(&self) -> Result<HandoffKeys, ConfigFileError> {
-        let keys = self.handoff_keys.as_ref().ok_or_else(|| invalid("HANDOFF_KEYS", "missing"))?;
+        let keys = self
+            .handoff_keys
+            .as_ref()
+            .ok_or_else(|| invalid("HANDOFF_KEYS", "missing"))?;
         HandoffKeys::parse(keys).map_err(|e| invalid("HANDOFF_KEYS", e))
     }
 
@@ -293,7 +301,10 @@ impl BridgeConfig {
 }
 
 fn invalid(name: &'static str, reason: impl std::fmt::Display) -> ConfigFileError {
-    ConfigFileError::Invalid { name, reason: reason.to_string() }
+    ConfigFileError::Invalid {
+        name,
+        reason: reason.to_string(),
+    }
 }
 
 fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigFileError> {
@@ -328,8 +339,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -359,13 +372,23 @@ mod tests {
     fn bad_values_name_the_setting_without_the_secret() {
         let mut pairs = GOOD.to_vec();
         pairs[0] = ("HANDOFF_KEYS", "k1:short");
-        let err = BridgeConfig::load(None, env(&pairs)).unwrap_err().to_string();
-        assert!(err.contains("HANDOFF_KEYS") && !err.contains("short\""), "{err}");
-        let err = BridgeConfig::load(None, env(&GOOD[1..])).unwrap_err().to_string();
+        let err = BridgeConfig::load(None, env(&pairs))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HANDOFF_KEYS") && !err.contains("short\""),
+            "{err}"
+        );
+        let err = BridgeConfig::load(None, env(&GOOD[1..]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("HANDOFF_KEYS"), "{err}");
         let mut pairs = GOOD.to_vec();
         pairs.push(("PULSARA_LISTEN", "nonsense"));
-        assert!(BridgeConfig::load(None, env(&pairs)).unwrap_err().to_string().contains("PULSARA_LISTEN"));
+        assert!(BridgeConfig::load(None, env(&pairs))
+            .unwrap_err()
+            .to_string()
+            .contains("PULSARA_LISTEN"));
         let mut pairs = GOOD.to_vec();
         pairs.push(("ELEVENLABS_BASE_URL", "ftp://x"));
         assert!(BridgeConfig::load(None, env(&pairs)).is_err());
@@ -381,10 +404,19 @@ mod tests {
         .unwrap();
         let cfg = BridgeConfig::load(Some(&path), env(&GOOD[1..])).unwrap();
         assert_eq!((cfg.region.as_str(), cfg.limits.max_calls), ("eu-west", 7));
-        std::fs::write(&path, "handoff_keys = \"k1:file-secret-0123456789\"\nbogus = 1\n").unwrap();
-        let err = BridgeConfig::load(Some(&path), env(&GOOD[1..])).unwrap_err().to_string();
+        std::fs::write(
+            &path,
+            "handoff_keys = \"k1:file-secret-0123456789\"\nbogus = 1\n",
+        )
+        .unwrap();
+        let err = BridgeConfig::load(Some(&path), env(&GOOD[1..]))
+            .unwrap_err()
+            .to_string();
         let _ = std::fs::remove_file(&path);
-        assert!(err.contains("bogus") && !err.contains("file-secret"), "{err}");
+        assert!(
+            err.contains("bogus") && !err.contains("file-secret"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -393,6 +425,9 @@ mod tests {
             public_base_url: Some("https://bridge.example.com/".into()),
             ..Default::default()
         };
-        assert_eq!(cfg.media_ws_url().unwrap(), "wss://bridge.example.com/media");
+        assert_eq!(
+            cfg.media_ws_url().unwrap(),
+            "wss://bridge.example.com/media"
+        );
     }
 }

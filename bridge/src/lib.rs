@@ -1,15 +1,33 @@
 //! The bridge: Twilio Media Streams ⇄ ElevenLabs Conversational AI, with tool policies and call
 //! records.
 //!
-//! Modules:
+//! Modules, in the order data flows through them:
+//! - [`server`]: shared state ([`server::App`]), the axum [`server::router`] (`/media`, `/healthz`,
+//!   `/readyz`, `/metrics`) and [`server::run`] with graceful draining.
+//! - [`session`]: one task per Media Stream — authenticate `start`, admit under the caps, connect
+//!   the agent, pump frames, run tools, transfer / fall back, deliver the record.
+//! - [`machine`]: the sans-IO per-call state machine (audio routing, barge-in, marks, transcript,
+//!   DTMF, tool bookkeeping, the call record) the session drives.
+//! - [`agent`]: ElevenLabs signed URL + ConvAI WebSocket set-up. [`twilio_rest`]: call updates.
+//! - [`vars`]: dynamic variables and prompt overrides for the agent.
+//! - [`replay`]: single use of handoff tokens. [`metrics`]: Prometheus text exposition.
 //! - [`ports`]: the async traits the bridge depends on (configuration, tools, call-record sink).
 //! - [`config`]: typed settings (file + env), validated at start-up.
-//! - [`machine`]: the sans-IO per-call state machine (audio routing, barge-in, marks, transcript,
-//!   DTMF, tool bookkeeping, the call record).
-//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`bench`]: the load harness behind `pulsara bench`; [`testkit`]: tiny loopback fakes of the
+//!   agent, the Twilio caller and Twilio REST for the bridge's tests and the bench.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod machine;
 pub mod metrics;
 pub mod ports;
+pub mod replay;
+pub mod server;
+pub mod session;
+pub mod testkit;
+pub mod twilio_rest;
+pub mod vars;
+
+pub use server::{router, run, run_router, App};

@@ -46,7 +46,11 @@ pub enum Out {
     /// A text frame for ElevenLabs.
     ToAgent(String),
     /// Run a tool; answer with [`CallMachine::on_tool_done`].
-    RunTool { tool_call_id: String, tool: String, params: serde_json::Value },
+    RunTool {
+        tool_call_id: String,
+        tool: String,
+        params: serde_json::Value,
+    },
     /// Dial a human through Twilio's REST API; answer with [`CallMachine::on_transfer_done`].
     Transfer { to: String, reason: String },
     /// Transfer wanted but no staff number is configured: tell the agent instead.
@@ -94,7 +98,11 @@ pub struct MachineLimits {
 
 impl Default for MachineLimits {
     fn default() -> Self {
-        MachineLimits { early_audio_frames: 100, max_transcript_lines: 2000, max_tool_runs: 200 }
+        MachineLimits {
+            early_audio_frames: 100,
+            max_transcript_lines: 2000,
+            max_tool_runs: 200,
+        }
     }
 }
 
@@ -217,7 +225,8 @@ impl CallMachine {
             .agent_output_audio_format
             .parse()
             .map_err(|e| format!("agent agent_output_audio_format: {e}"))?;
-        self.to_agent = (input != Format::Ulaw8000).then(|| Converter::new(Format::Ulaw8000, input));
+        self.to_agent =
+            (input != Format::Ulaw8000).then(|| Converter::new(Format::Ulaw8000, input));
         self.to_caller =
             (output != Format::Ulaw8000).then(|| Converter::new(output, Format::Ulaw8000));
         self.agent_out_format = output;
@@ -337,7 +346,11 @@ impl CallMachine {
             }
         };
         if self.dtmf.len() < 1000 {
-            self.dtmf.push(DtmfEvent { digit, at_ms: now_ms, action: name.to_owned() });
+            self.dtmf.push(DtmfEvent {
+                digit,
+                at_ms: now_ms,
+                action: name.to_owned(),
+            });
         }
     }
 
@@ -351,9 +364,13 @@ impl CallMachine {
         if self.leaving {
             return;
         }
-        match self.info.restaurant.staff_number.clone().or_else(|| {
-            self.info.restaurant.fallback_number.clone()
-        }) {
+        match self
+            .info
+            .restaurant
+            .staff_number
+            .clone()
+            .or_else(|| self.info.restaurant.fallback_number.clone())
+        {
             Some(to) => {
                 self.leaving = true;
                 out.push(Out::Transfer { to, reason });
@@ -378,7 +395,12 @@ impl CallMachine {
 
     /// Result of the REST call update for a transfer.
     pub fn on_transfer_done(&mut self, to: String, reason: String, ok: bool, now_ms: u64) {
-        self.transfer = Some(Transfer { to, reason, at_ms: now_ms, ok });
+        self.transfer = Some(Transfer {
+            to,
+            reason,
+            at_ms: now_ms,
+            ok,
+        });
         if ok {
             self.end = Some(EndReason::Transfer);
         } else {
@@ -392,8 +414,21 @@ impl CallMachine {
     }
 
     /// The agent could not be reached; the restaurant fallback was played.
-    pub fn on_fallback(&mut self, kind: &str, to: Option<String>, reason: String, ok: bool, now_ms: u64) {
-        self.fallback = Some(Fallback { kind: kind.to_owned(), to, reason, at_ms: now_ms, ok });
+    pub fn on_fallback(
+        &mut self,
+        kind: &str,
+        to: Option<String>,
+        reason: String,
+        ok: bool,
+        now_ms: u64,
+    ) {
+        self.fallback = Some(Fallback {
+            kind: kind.to_owned(),
+            to,
+            reason,
+            at_ms: now_ms,
+            ok,
+        });
         self.end = Some(EndReason::AgentFailed);
     }
 
@@ -411,7 +446,10 @@ impl CallMachine {
     pub fn on_agent(&mut self, msg: ServerMessage<'_>, now_ms: u64, out: &mut Vec<Out>) {
         match msg {
             ServerMessage::ConversationInitiationMetadata(_) => {}
-            ServerMessage::Audio { audio_b64, event_id } => {
+            ServerMessage::Audio {
+                audio_b64,
+                event_id,
+            } => {
                 self.stats.agent_frames += 1;
                 if self.interrupted_up_to.is_some_and(|up| event_id <= up) || self.leaving {
                     self.stats.dropped_frames += 1;
@@ -439,7 +477,10 @@ impl CallMachine {
                     }
                 }
             }
-            ServerMessage::AgentResponseCorrection { original, corrected } => {
+            ServerMessage::AgentResponseCorrection {
+                original,
+                corrected,
+            } => {
                 if let Some(line) = self
                     .transcript
                     .iter_mut()
@@ -458,8 +499,16 @@ impl CallMachine {
             ServerMessage::Ping { event_id, .. } => {
                 out.push(Out::ToAgent(convai::pong_json(event_id)));
             }
-            ServerMessage::ClientToolCall(ToolCall { tool_name, tool_call_id, parameters }) => {
-                out.push(Out::RunTool { tool_call_id, tool: tool_name, params: parameters });
+            ServerMessage::ClientToolCall(ToolCall {
+                tool_name,
+                tool_call_id,
+                parameters,
+            }) => {
+                out.push(Out::RunTool {
+                    tool_call_id,
+                    tool: tool_name,
+                    params: parameters,
+                });
             }
             ServerMessage::VadScore { .. }
             | ServerMessage::InternalTentativeAgentResponse { .. }
@@ -487,7 +536,10 @@ impl CallMachine {
         let (payload, ms) = match &mut self.to_caller {
             None => {
                 let bytes = b64_len(audio_b64);
-                (std::borrow::Cow::Borrowed(audio_b64), Format::Ulaw8000.duration_ms(bytes))
+                (
+                    std::borrow::Cow::Borrowed(audio_b64),
+                    Format::Ulaw8000.duration_ms(bytes),
+                )
             }
             Some(conv) => {
                 let Ok(raw) = B64.decode(audio_b64) else {
@@ -510,7 +562,10 @@ impl CallMachine {
         let turn = match self.current_turn {
             Some(t) => t,
             None => {
-                self.turns.push(Turn { line: self.unassigned_line.take(), ..Default::default() });
+                self.turns.push(Turn {
+                    line: self.unassigned_line.take(),
+                    ..Default::default()
+                });
                 let t = self.turns.len() - 1;
                 self.current_turn = Some(t);
                 t
@@ -524,7 +579,10 @@ impl CallMachine {
         }
         self.pending_marks.push_back((seq, turn, ms));
         out.push(Out::ToTwilio(frame));
-        out.push(Out::ToTwilio(tw::mark_json(&self.info.stream_sid, &seq.to_string())));
+        out.push(Out::ToTwilio(tw::mark_json(
+            &self.info.stream_sid,
+            &seq.to_string(),
+        )));
     }
 
     /// A tool finished (or failed, or timed out). Sends the `client_tool_result`, records the run
@@ -541,7 +599,14 @@ impl CallMachine {
         out: &mut Vec<Out>,
     ) {
         let (text, is_error, fuel, sha, actions, output) = match result {
-            Ok(o) => (o.result, o.is_error, o.fuel_used, o.module_sha256, o.actions, o.output),
+            Ok(o) => (
+                o.result,
+                o.is_error,
+                o.fuel_used,
+                o.module_sha256,
+                o.actions,
+                o.output,
+            ),
             Err(e) => (e.speakable(), true, None, None, Vec::new(), None),
         };
         self.to_agent_text(
@@ -557,7 +622,10 @@ impl CallMachine {
                 if self.earlier.len() >= MAX_EARLIER {
                     self.earlier.remove(0);
                 }
-                self.earlier.push(EarlierResult { tool: tool.clone(), output: o });
+                self.earlier.push(EarlierResult {
+                    tool: tool.clone(),
+                    output: o,
+                });
             }
         }
         if self.tool_runs.len() < self.limits.max_tool_runs {
@@ -582,18 +650,22 @@ impl CallMachine {
         match action {
             Action::RecordOrder(o) => {
                 if self.orders.len() < 50 {
-                    self.orders.push(serde_json::to_value(o).unwrap_or_default());
+                    self.orders
+                        .push(serde_json::to_value(o).unwrap_or_default());
                 }
             }
             Action::RecordBooking(b) => {
                 if self.bookings.len() < 50 {
-                    self.bookings.push(serde_json::to_value(b).unwrap_or_default());
+                    self.bookings
+                        .push(serde_json::to_value(b).unwrap_or_default());
                 }
             }
             Action::TransferToStaff { reason } => self.request_transfer(reason, out),
             Action::EndCall { reason } => self.request_end(reason, out),
             Action::SendSms { to, body } => self.notify("sms", to, None, body),
-            Action::SendEmail { to, subject, body } => self.notify("email", to, Some(subject), body),
+            Action::SendEmail { to, subject, body } => {
+                self.notify("email", to, Some(subject), body)
+            }
         }
     }
 
@@ -614,7 +686,9 @@ impl CallMachine {
     pub fn finish(mut self, ended_at: String, duration_ms: u64) -> CallRecord {
         let mut has_turn = vec![false; self.transcript.len()];
         for t in &self.turns {
-            let Some(line) = t.line.and_then(|i| self.transcript.get_mut(i)) else { continue };
+            let Some(line) = t.line.and_then(|i| self.transcript.get_mut(i)) else {
+                continue;
+            };
             has_turn[t.line.unwrap_or(0)] = true;
             // Marks arrive per chunk; allow one 20 ms frame of slack for rounding.
             if t.heard_ms + 20 >= t.sent_ms {
@@ -707,7 +781,10 @@ mod tests {
                 called: "+15550001111".into(),
                 started_at: "2026-01-01T00:00:00Z".into(),
             },
-            MachineLimits { early_audio_frames: 3, ..Default::default() },
+            MachineLimits {
+                early_audio_frames: 3,
+                ..Default::default()
+            },
         )
     }
 
@@ -730,7 +807,9 @@ mod tests {
     }
 
     fn mark(name: &str) -> String {
-        format!(r#"{{"event":"mark","streamSid":"MZ1","sequenceNumber":"9","mark":{{"name":"{name}"}}}}"#)
+        format!(
+            r#"{{"event":"mark","streamSid":"MZ1","sequenceNumber":"9","mark":{{"name":"{name}"}}}}"#
+        )
     }
 
     fn to_twilio(out: &[Out]) -> Vec<String> {
@@ -750,18 +829,29 @@ mod tests {
         for _ in 0..5 {
             m.on_twilio(parse_inbound(&media(&frame)).unwrap(), 10, &mut out);
         }
-        assert!(out.is_empty(), "nothing goes to the agent before it is ready");
-        assert_eq!(m.stats.dropped_frames, 2, "early buffer is bounded to 3 frames");
+        assert!(
+            out.is_empty(),
+            "nothing goes to the agent before it is ready"
+        );
+        assert_eq!(
+            m.stats.dropped_frames, 2,
+            "early buffer is bounded to 3 frames"
+        );
         m.on_agent_connected(&meta("ulaw_8000"), &mut out).unwrap();
         assert!(m.is_pass_through());
         assert_eq!(out.len(), 3);
-        assert_eq!(out[0], Out::ToAgent(format!("{{\"user_audio_chunk\":\"{frame}\"}}")));
+        assert_eq!(
+            out[0],
+            Out::ToAgent(format!("{{\"user_audio_chunk\":\"{frame}\"}}"))
+        );
         out.clear();
         let agent = B64.encode([0x11u8; 800]);
         m.on_agent(parse_server(&agent_audio(&agent, 1)).unwrap(), 20, &mut out);
         let frames = to_twilio(&out);
         let sent = tw::parse_outbound(&frames[0]).unwrap();
-        assert!(matches!(sent, tw::Outbound::Media { ref payload_b64, .. } if payload_b64 == &agent));
+        assert!(
+            matches!(sent, tw::Outbound::Media { ref payload_b64, .. } if payload_b64 == &agent)
+        );
         assert!(frames[1].contains("\"mark\""));
     }
 
@@ -780,7 +870,9 @@ mod tests {
             .map(|o| match o {
                 Out::ToAgent(s) => {
                     let v: serde_json::Value = serde_json::from_str(s).unwrap();
-                    B64.decode(v["user_audio_chunk"].as_str().unwrap()).unwrap().len()
+                    B64.decode(v["user_audio_chunk"].as_str().unwrap())
+                        .unwrap()
+                        .len()
                 }
                 _ => 0,
             })
@@ -791,11 +883,15 @@ mod tests {
         let pcm = B64.encode(vec![0u8; 3200]); // 100 ms at 16 kHz
         m.on_agent(parse_server(&agent_audio(&pcm, 1)).unwrap(), 20, &mut out);
         let frames = to_twilio(&out);
-        let tw::Outbound::Media { payload_b64, .. } = tw::parse_outbound(&frames[0]).unwrap() else {
+        let tw::Outbound::Media { payload_b64, .. } = tw::parse_outbound(&frames[0]).unwrap()
+        else {
             panic!("expected media")
         };
         let n = B64.decode(payload_b64.as_ref()).unwrap().len();
-        assert!((700..=800).contains(&n), "100 ms of μ-law ≈ 800 bytes, got {n}");
+        assert!(
+            (700..=800).contains(&n),
+            "100 ms of μ-law ≈ 800 bytes, got {n}"
+        );
     }
 
     #[test]
@@ -807,12 +903,20 @@ mod tests {
         m.on_agent(parse_server(&format!(r#"{{"type":"agent_response","agent_response_event":{{"agent_response":"{text}"}}}}"#)).unwrap(), 100, &mut out);
         let chunk = B64.encode([0x55u8; 800]); // 100 ms each
         for _ in 0..10 {
-            m.on_agent(parse_server(&agent_audio(&chunk, 4)).unwrap(), 110, &mut out);
+            m.on_agent(
+                parse_server(&agent_audio(&chunk, 4)).unwrap(),
+                110,
+                &mut out,
+            );
         }
         // The caller heard three chunks (marks 1..=3), then spoke.
         m.on_twilio(parse_inbound(&mark("3")).unwrap(), 400, &mut out);
         out.clear();
-        m.on_agent(parse_server(r#"{"type":"interruption","interruption_event":{"event_id":4}}"#).unwrap(), 420, &mut out);
+        m.on_agent(
+            parse_server(r#"{"type":"interruption","interruption_event":{"event_id":4}}"#).unwrap(),
+            420,
+            &mut out,
+        );
         assert!(matches!(&out[..], [Out::ClearTwilio(s)] if s.contains("clear")));
         out.clear();
         // Twilio echoes the pending marks after a clear: they prove nothing.
@@ -820,10 +924,18 @@ mod tests {
             m.on_twilio(parse_inbound(&mark(&n.to_string())).unwrap(), 430, &mut out);
         }
         // Late audio of the interrupted response is dropped.
-        m.on_agent(parse_server(&agent_audio(&chunk, 4)).unwrap(), 440, &mut out);
+        m.on_agent(
+            parse_server(&agent_audio(&chunk, 4)).unwrap(),
+            440,
+            &mut out,
+        );
         assert!(out.is_empty(), "{out:?}");
         // A new response plays again.
-        m.on_agent(parse_server(&agent_audio(&chunk, 5)).unwrap(), 500, &mut out);
+        m.on_agent(
+            parse_server(&agent_audio(&chunk, 5)).unwrap(),
+            500,
+            &mut out,
+        );
         assert_eq!(to_twilio(&out).len(), 2);
         let rec = m.finish("2026-01-01T00:00:01Z".into(), 1000);
         let line = &rec.transcript[0];
@@ -843,9 +955,23 @@ mod tests {
         m.on_agent(parse_server(&agent_audio(&chunk, 1)).unwrap(), 6, &mut out);
         m.on_twilio(parse_inbound(&mark("2")).unwrap(), 50, &mut out);
         out.clear();
-        m.on_agent(parse_server(r#"{"type":"ping","ping_event":{"event_id":77,"ping_ms":5}}"#).unwrap(), 60, &mut out);
-        assert_eq!(out, [Out::ToAgent(r#"{"type":"pong","event_id":77}"#.into())]);
-        m.on_agent(parse_server(r#"{"type":"user_transcript","user_transcription_event":{"user_transcript":"Hi"}}"#).unwrap(), 70, &mut out);
+        m.on_agent(
+            parse_server(r#"{"type":"ping","ping_event":{"event_id":77,"ping_ms":5}}"#).unwrap(),
+            60,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [Out::ToAgent(r#"{"type":"pong","event_id":77}"#.into())]
+        );
+        m.on_agent(
+            parse_server(
+                r#"{"type":"user_transcript","user_transcription_event":{"user_transcript":"Hi"}}"#,
+            )
+            .unwrap(),
+            70,
+            &mut out,
+        );
         let rec = m.finish("t".into(), 100);
         assert_eq!(rec.transcript[0].text, "Hello there");
         assert!(!rec.transcript[0].cut && rec.transcript[0].heard);
@@ -858,22 +984,45 @@ mod tests {
         let mut m = machine();
         let mut out = Vec::new();
         m.on_agent_connected(&meta("ulaw_8000"), &mut out).unwrap();
-        let dtmf = |d: &str| format!(r#"{{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{{"track":"inbound_track","digit":"{d}"}}}}"#);
+        let dtmf = |d: &str| {
+            format!(
+                r#"{{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{{"track":"inbound_track","digit":"{d}"}}}}"#
+            )
+        };
         m.on_twilio(parse_inbound(&dtmf("5")).unwrap(), 10, &mut out);
-        assert!(matches!(&out[0], Out::ToAgent(s) if s.contains("contextual_update") && s.contains("key 5")));
+        assert!(
+            matches!(&out[0], Out::ToAgent(s) if s.contains("contextual_update") && s.contains("key 5"))
+        );
         out.clear();
         m.on_twilio(parse_inbound(&dtmf("9")).unwrap(), 11, &mut out);
         assert!(matches!(&out[0], Out::ToAgent(s) if s.contains("menu please")));
         out.clear();
         m.on_twilio(parse_inbound(&dtmf("0")).unwrap(), 12, &mut out);
-        assert_eq!(out, [Out::Transfer { to: "+15550002222".into(), reason: "caller pressed 0".into() }]);
+        assert_eq!(
+            out,
+            [Out::Transfer {
+                to: "+15550002222".into(),
+                reason: "caller pressed 0".into()
+            }]
+        );
         out.clear();
         m.on_twilio(parse_inbound(&dtmf("0")).unwrap(), 13, &mut out);
         assert!(out.is_empty(), "a second transfer is not requested");
         m.on_transfer_done("+15550002222".into(), "caller pressed 0".into(), true, 14);
         let rec = m.finish("t".into(), 20);
         assert_eq!(rec.end_reason, EndReason::Transfer);
-        assert_eq!(rec.dtmf.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(), ["contextual_update", "say", "transfer_to_staff", "transfer_to_staff"]);
+        assert_eq!(
+            rec.dtmf
+                .iter()
+                .map(|d| d.action.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "contextual_update",
+                "say",
+                "transfer_to_staff",
+                "transfer_to_staff"
+            ]
+        );
         assert_eq!(rec.transfer.unwrap().to, "+15550002222");
     }
 
@@ -883,22 +1032,57 @@ mod tests {
         let mut out = Vec::new();
         m.on_agent_connected(&meta("ulaw_8000"), &mut out).unwrap();
         m.on_agent(parse_server(r#"{"type":"client_tool_call","client_tool_call":{"tool_name":"take_order","tool_call_id":"t1","parameters":{"items":["pizza"]}}}"#).unwrap(), 10, &mut out);
-        let Out::RunTool { tool_call_id, tool, params } = out.remove(0) else { panic!() };
+        let Out::RunTool {
+            tool_call_id,
+            tool,
+            params,
+        } = out.remove(0)
+        else {
+            panic!()
+        };
         assert_eq!((tool_call_id.as_str(), tool.as_str()), ("t1", "take_order"));
         let outcome = ToolOutcome {
             result: "One pizza, 10 euros".into(),
             actions: vec![
-                Action::SendSms { to: "+1555".into(), body: "ok".into() },
-                Action::EndCall { reason: "done".into() },
+                Action::SendSms {
+                    to: "+1555".into(),
+                    body: "ok".into(),
+                },
+                Action::EndCall {
+                    reason: "done".into(),
+                },
             ],
             fuel_used: Some(1234),
             ..Default::default()
         };
-        m.on_tool_done(tool_call_id, tool, params.clone(), Ok(outcome), 900, 20, &mut out);
-        assert!(matches!(&out[0], Out::ToAgent(s) if s.contains("client_tool_result") && s.contains("\"is_error\":false")));
-        assert_eq!(out[1], Out::EndCall { reason: "done".into() });
+        m.on_tool_done(
+            tool_call_id,
+            tool,
+            params.clone(),
+            Ok(outcome),
+            900,
+            20,
+            &mut out,
+        );
+        assert!(
+            matches!(&out[0], Out::ToAgent(s) if s.contains("client_tool_result") && s.contains("\"is_error\":false"))
+        );
+        assert_eq!(
+            out[1],
+            Out::EndCall {
+                reason: "done".into()
+            }
+        );
         out.clear();
-        m.on_tool_done("t2".into(), "nope".into(), serde_json::Value::Null, Err(ToolError::UnknownTool("nope".into())), 5, 30, &mut out);
+        m.on_tool_done(
+            "t2".into(),
+            "nope".into(),
+            serde_json::Value::Null,
+            Err(ToolError::UnknownTool("nope".into())),
+            5,
+            30,
+            &mut out,
+        );
         assert!(matches!(&out[0], Out::ToAgent(s) if s.contains("\"is_error\":true")));
         m.on_end_done();
         let rec = m.finish("t".into(), 40);

@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Bucket upper bounds in microseconds for the added-latency histograms.
-const LATENCY_BUCKETS_US: [u64; 14] =
-    [50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
+const LATENCY_BUCKETS_US: [u64; 14] = [
+    50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000,
+];
 /// Bucket upper bounds in microseconds for tool-call latency.
-const TOOL_BUCKETS_US: [u64; 10] =
-    [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
+const TOOL_BUCKETS_US: [u64; 10] = [
+    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000,
+];
 
 /// A fixed-bucket histogram of microsecond values; also keeps exact counts per bucket so the bench
 /// can report quantiles.
@@ -38,7 +40,11 @@ impl Histogram {
     }
 
     pub fn observe_us(&self, us: u64) {
-        let i = self.bounds.iter().position(|&b| us <= b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_us.fetch_add(us, Relaxed);
         self.count.fetch_add(1, Relaxed);
@@ -66,7 +72,11 @@ impl Histogram {
         }
         cum += self.counts[self.bounds.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_us.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count.load(Relaxed));
     }
 }
@@ -124,19 +134,38 @@ impl Metrics {
                 *n -= 1;
             }
         }
-        *self.ended.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_insert(0) += 1;
+        *self
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_insert(0) += 1;
     }
 
     pub fn error(&self, kind: &'static str) {
-        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_insert(0) += 1;
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_insert(0) += 1;
     }
 
     pub fn errors_of(&self, kind: &str) -> u64 {
-        self.errors.lock().unwrap_or_else(|e| e.into_inner()).get(kind).copied().unwrap_or(0)
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kind)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn active_total(&self) -> i64 {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 
     /// Approximate quantile (upper bucket bound, µs) of a histogram; exact enough for reports.
@@ -164,7 +193,11 @@ impl Metrics {
         };
         o.push_str("# HELP pulsara_active_calls Live calls per restaurant.\n# TYPE pulsara_active_calls gauge\n");
         for (r, n) in self.active.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(o, "pulsara_active_calls{{restaurant=\"{}\"}} {n}", escape(r));
+            let _ = writeln!(
+                o,
+                "pulsara_active_calls{{restaurant=\"{}\"}} {n}",
+                escape(r)
+            );
         }
         o.push_str("# HELP pulsara_frames_total Media frames by direction and side.\n# TYPE pulsara_frames_total counter\n");
         for (dir, v) in [
@@ -173,17 +206,41 @@ impl Metrics {
             ("in_agent", &self.frames_in_agent),
             ("out_agent", &self.frames_out_agent),
         ] {
-            let _ = writeln!(o, "pulsara_frames_total{{dir=\"{dir}\"}} {}", v.load(Relaxed));
+            let _ = writeln!(
+                o,
+                "pulsara_frames_total{{dir=\"{dir}\"}} {}",
+                v.load(Relaxed)
+            );
         }
-        counter(&mut o, "pulsara_dropped_frames_total", "Media frames dropped (agent not ready, buffer full, after clear).", self.dropped_frames.load(Relaxed));
-        counter(&mut o, "pulsara_calls_started_total", "Streams accepted.", self.calls_started.load(Relaxed));
-        counter(&mut o, "pulsara_calls_rejected_total", "Streams refused (bad token, signature, capacity).", self.calls_rejected.load(Relaxed));
+        counter(
+            &mut o,
+            "pulsara_dropped_frames_total",
+            "Media frames dropped (agent not ready, buffer full, after clear).",
+            self.dropped_frames.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "pulsara_calls_started_total",
+            "Streams accepted.",
+            self.calls_started.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "pulsara_calls_rejected_total",
+            "Streams refused (bad token, signature, capacity).",
+            self.calls_rejected.load(Relaxed),
+        );
         o.push_str("# HELP pulsara_added_latency_seconds Time a frame spends inside the bridge.\n# TYPE pulsara_added_latency_seconds histogram\n");
-        self.latency_to_agent.render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_agent\"");
-        self.latency_to_caller.render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_caller\"");
+        self.latency_to_agent
+            .render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_agent\"");
+        self.latency_to_caller
+            .render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_caller\"");
         o.push_str("# HELP pulsara_tool_call_seconds Tool call latency.\n# TYPE pulsara_tool_call_seconds histogram\n");
-        self.tool_latency.render(&mut o, "pulsara_tool_call_seconds", "");
-        o.push_str("# HELP pulsara_errors_total Errors by kind.\n# TYPE pulsara_errors_total counter\n");
+        self.tool_latency
+            .render(&mut o, "pulsara_tool_call_seconds", "");
+        o.push_str(
+            "# HELP pulsara_errors_total Errors by kind.\n# TYPE pulsara_errors_total counter\n",
+        );
         for (k, v) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(o, "pulsara_errors_total{{kind=\"{k}\"}} {v}");
         }
@@ -196,7 +253,9 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -211,9 +270,16 @@ mod tests {
         m.latency_to_agent.observe_us(3_000_000);
         m.error("handoff_rejected");
         let text = m.render();
-        assert!(text.contains("pulsara_active_calls{restaurant=\"r\\\"1\"} 1"), "{text}");
-        assert!(text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"0.0002\"} 1"));
-        assert!(text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"+Inf\"} 2"));
+        assert!(
+            text.contains("pulsara_active_calls{restaurant=\"r\\\"1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"0.0002\"} 1")
+        );
+        assert!(
+            text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"+Inf\"} 2")
+        );
         assert!(text.contains("pulsara_errors_total{kind=\"handoff_rejected\"} 1"));
         m.call_ended("r\"1", "caller_hung_up");
         assert_eq!(m.active_total(), 0);

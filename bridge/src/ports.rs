@@ -81,10 +81,14 @@ impl MemoryConfigSource {
 #[async_trait]
 impl ConfigSource for MemoryConfigSource {
     async fn restaurant(&self, id: &str) -> Result<Arc<RestaurantConfig>, ConfigError> {
-        self.get(id).map(|(c, _)| c).ok_or_else(|| ConfigError::NotFound(id.to_owned()))
+        self.get(id)
+            .map(|(c, _)| c)
+            .ok_or_else(|| ConfigError::NotFound(id.to_owned()))
     }
     async fn knowledge_base(&self, id: &str) -> Result<Arc<KnowledgeBase>, ConfigError> {
-        self.get(id).map(|(_, k)| k).ok_or_else(|| ConfigError::NotFound(id.to_owned()))
+        self.get(id)
+            .map(|(_, k)| k)
+            .ok_or_else(|| ConfigError::NotFound(id.to_owned()))
     }
 }
 
@@ -131,7 +135,10 @@ impl FileConfigSource {
 
     /// Every loaded restaurant, for seeding another source.
     pub fn all(&self) -> Vec<(Arc<RestaurantConfig>, Arc<KnowledgeBase>)> {
-        self.ids().iter().filter_map(|id| self.mem.get(id)).collect()
+        self.ids()
+            .iter()
+            .filter_map(|id| self.mem.get(id))
+            .collect()
     }
 }
 
@@ -159,7 +166,11 @@ pub fn load_one(path: &Path) -> Result<(RestaurantConfig, KnowledgeBase), Config
             reason: e.to_string(),
         })?
     } else {
-        KnowledgeBase { restaurant_id: cfg.id.clone(), version: 0, ..Default::default() }
+        KnowledgeBase {
+            restaurant_id: cfg.id.clone(),
+            version: 0,
+            ..Default::default()
+        }
     };
     if kb.restaurant_id != cfg.id {
         return Err(ConfigError::Invalid {
@@ -326,8 +337,14 @@ impl JsonLinesSink {
                 tokio::fs::create_dir_all(parent).await?;
             }
         }
-        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
-        Ok(Self { file: tokio::sync::Mutex::new(file) })
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        Ok(Self {
+            file: tokio::sync::Mutex::new(file),
+        })
     }
 }
 
@@ -365,7 +382,12 @@ impl MemorySink {
     }
 
     pub fn records(&self) -> Vec<CallRecord> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn get(&self, call_sid: &str) -> Option<CallRecord> {
@@ -378,7 +400,11 @@ impl MemorySink {
     }
 
     /// Waits until the record for `call_sid` arrives or `timeout` passes.
-    pub async fn wait_for(&self, call_sid: &str, timeout: std::time::Duration) -> Option<CallRecord> {
+    pub async fn wait_for(
+        &self,
+        call_sid: &str,
+        timeout: std::time::Duration,
+    ) -> Option<CallRecord> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.notify.notified();
@@ -419,7 +445,13 @@ mod tests {
         assert!(ids.contains(&"trattoria-roma".to_owned()), "{ids:?}");
         let cfg = src.restaurant("trattoria-roma").await.unwrap();
         assert_eq!(cfg.time_zone, "Europe/Rome");
-        assert_eq!(src.knowledge_base("trattoria-roma").await.unwrap().restaurant_id, cfg.id);
+        assert_eq!(
+            src.knowledge_base("trattoria-roma")
+                .await
+                .unwrap()
+                .restaurant_id,
+            cfg.id
+        );
         assert_eq!(
             src.restaurant("nope").await.unwrap_err(),
             ConfigError::NotFound("nope".into())
@@ -443,7 +475,12 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let sink = JsonLinesSink::open(&path).await.unwrap();
         for sid in ["CA1", "CA2"] {
-            sink.deliver(CallRecord { call_sid: sid.into(), ..Default::default() }).await.unwrap();
+            sink.deliver(CallRecord {
+                call_sid: sid.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
         sink.flush().await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -459,13 +496,22 @@ mod tests {
     async fn memory_sink_is_bounded_and_waitable() {
         let sink = Arc::new(MemorySink::new(2));
         let s2 = sink.clone();
-        let waiter = tokio::spawn(async move {
-            s2.wait_for("CA3", std::time::Duration::from_secs(5)).await
-        });
+        let waiter =
+            tokio::spawn(
+                async move { s2.wait_for("CA3", std::time::Duration::from_secs(5)).await },
+            );
         for sid in ["CA1", "CA2", "CA3"] {
-            sink.deliver(CallRecord { call_sid: sid.into(), ..Default::default() }).await.unwrap();
+            sink.deliver(CallRecord {
+                call_sid: sid.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
         assert_eq!(waiter.await.unwrap().unwrap().call_sid, "CA3");
-        assert!(sink.get("CA1").is_none(), "oldest record dropped at the cap");
+        assert!(
+            sink.get("CA1").is_none(),
+            "oldest record dropped at the cap"
+        );
     }
 }

@@ -1,0 +1,89 @@
+//! The `pulsara` command line: argument parsing only; each subcommand calls into the libraries.
+//! Adding a subcommand = one enum variant + one match arm in [`run`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pulsara_bridge::config::BridgeConfig;
+use pulsara_bridge::ports::{FileConfigSource, JsonLinesSink, NoTools};
+
+#[derive(Parser)]
+#[command(
+    name = "pulsara",
+    version,
+    about = "Pulsara: an AI voice agent answering restaurants' phone calls"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the bridge (Twilio Media Streams ⇄ ElevenLabs).
+    Serve(ServeArgs),
+    /// Load-test the bridge with simulated calls against an in-process agent emulator.
+    Bench(pulsara_bridge::bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; environment variables override it.
+    #[arg(long, env = "PULSARA_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Bench(args) => {
+            let report = pulsara_bridge::bench::run(args)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = BridgeConfig::load(args.config.as_deref(), |k| std::env::var(k).ok())
+        .context("bridge configuration")?;
+    let configs = FileConfigSource::load(&cfg.restaurants_dir).context("restaurant files")?;
+    tracing::info!(restaurants = ?configs.ids(), dir = %cfg.restaurants_dir.display(), "restaurants loaded");
+    let sink = JsonLinesSink::open(&cfg.call_records_path)
+        .await
+        .context("call record file")?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
+    let app = pulsara_bridge::App::new(cfg, Arc::new(configs), Arc::new(NoTools), Arc::new(sink))?;
+    pulsara_bridge::run(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

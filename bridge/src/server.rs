@@ -1,0 +1,318 @@
+//! The bridge's HTTP shell: shared state ([`App`]), the axum [`router`] (`/media`, `/healthz`,
+//! `/readyz`, `/metrics`) and [`run`], which serves until the shutdown future resolves and then
+//! drains: `/readyz` turns unready, no new streams are accepted, live calls continue for the grace
+//! period, are then ended politely, and the sink is flushed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use pulsara_core::handoff::HandoffKeys;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::AgentClient;
+use crate::config::{ms, BridgeConfig};
+use crate::metrics::Metrics;
+use crate::ports::{CallSink, ConfigSource, ToolRunner};
+use crate::replay::ReplayCache;
+use crate::twilio_rest::TwilioRest;
+
+/// Extra sockets accepted beyond `max_calls`, so over-cap callers still get the busy message.
+const BUSY_HEADROOM: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigFileError),
+    #[error("HTTP client could not be built: {0}")]
+    Http(String),
+}
+
+/// Everything a call needs, shared by all calls.
+pub struct App {
+    pub cfg: BridgeConfig,
+    pub keys: HandoffKeys,
+    pub replay: ReplayCache,
+    pub configs: Arc<dyn ConfigSource>,
+    pub tools: Arc<dyn ToolRunner>,
+    pub sink: Arc<dyn CallSink>,
+    pub metrics: Arc<Metrics>,
+    pub agent: AgentClient,
+    pub rest: TwilioRest,
+    /// Calls in progress (tracked so shutdown can wait for them).
+    pub tracker: TaskTracker,
+    /// Cancelled at shutdown: no new streams.
+    pub draining: CancellationToken,
+    /// Cancelled when the grace period is over: live calls end politely.
+    pub hard_stop: CancellationToken,
+    ready: AtomicBool,
+    open_streams: AtomicUsize,
+    live: Mutex<HashMap<String, usize>>,
+    live_total: AtomicUsize,
+}
+
+impl App {
+    /// Builds the shared state.
+    ///
+    /// # Errors
+    /// When the handoff key ring or the HTTP client cannot be built (the message names which).
+    pub fn new(
+        cfg: BridgeConfig,
+        configs: Arc<dyn ConfigSource>,
+        tools: Arc<dyn ToolRunner>,
+        sink: Arc<dyn CallSink>,
+    ) -> Result<Arc<App>, AppError> {
+        let keys = cfg.handoff_ring()?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| AppError::Http(e.to_string()))?;
+        let agent = AgentClient::new(
+            http.clone(),
+            &cfg.elevenlabs_base_url,
+            cfg.elevenlabs_api_key.clone().unwrap_or_else(|| "".into()),
+            cfg.limits.ws_max_message_bytes,
+            cfg.limits.ws_max_frame_bytes,
+        );
+        let rest = TwilioRest::new(
+            http,
+            &cfg.twilio_api_base,
+            &cfg.twilio_account_sid,
+            cfg.twilio_auth_token.clone().unwrap_or_else(|| "".into()),
+        );
+        Ok(Arc::new(App {
+            replay: ReplayCache::new(cfg.limits.replay_cache_entries),
+            keys,
+            configs,
+            tools,
+            sink,
+            metrics: Arc::new(Metrics::default()),
+            agent,
+            rest,
+            tracker: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            ready: AtomicBool::new(true),
+            open_streams: AtomicUsize::new(0),
+            live: Mutex::new(HashMap::new()),
+            live_total: AtomicUsize::new(0),
+            cfg,
+        }))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.is_cancelled()
+    }
+
+    /// Live (admitted) calls right now.
+    pub fn live_calls(&self) -> usize {
+        self.live_total.load(Ordering::SeqCst)
+    }
+
+    /// Admits a call for `restaurant` if both the global and the restaurant's cap allow it.
+    pub fn admit(self: &Arc<Self>, restaurant: &str, restaurant_cap: u32) -> Option<Admission> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if self.live_total.load(Ordering::SeqCst) >= self.cfg.limits.max_calls {
+            return None;
+        }
+        let n = live.entry(restaurant.to_owned()).or_insert(0);
+        if *n >= restaurant_cap as usize {
+            return None;
+        }
+        *n += 1;
+        self.live_total.fetch_add(1, Ordering::SeqCst);
+        Some(Admission {
+            app: self.clone(),
+            restaurant: restaurant.to_owned(),
+        })
+    }
+}
+
+/// A held call slot; released on drop.
+pub struct Admission {
+    app: Arc<App>,
+    restaurant: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut live = self.app.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = live.get_mut(&self.restaurant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                live.remove(&self.restaurant);
+            }
+        }
+        self.app.live_total.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct OpenStream(Arc<App>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The bridge's routes. Merge other routers (e.g. the edge's native shell) into the result.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/media", get(media))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    if !app.cfg.metrics {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !app.is_ready() {
+        app.metrics.error("stream_refused_draining");
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    if let Err(why) = check_upgrade_signature(&app, &headers) {
+        app.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+        app.metrics.error("upgrade_signature");
+        tracing::warn!(why, "media stream upgrade refused");
+        return (StatusCode::FORBIDDEN, "forbidden").into_response();
+    }
+    let open = app.open_streams.fetch_add(1, Ordering::SeqCst) + 1;
+    let guard = OpenStream(app.clone());
+    if open > app.cfg.limits.max_calls + BUSY_HEADROOM {
+        app.metrics.error("stream_refused_capacity");
+        return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
+    }
+    let l = &app.cfg.limits;
+    let app2 = app.clone();
+    ws.max_message_size(l.ws_max_message_bytes)
+        .max_frame_size(l.ws_max_frame_bytes)
+        .write_buffer_size(l.ws_write_buffer_bytes)
+        .max_write_buffer_size(l.ws_max_write_buffer_bytes.max(l.ws_max_frame_bytes + 1))
+        .on_upgrade(move |socket| {
+            let tracker = app2.tracker.clone();
+            tracker.track_future(async move {
+                let _guard = guard;
+                crate::session::run(socket, app2).await;
+            })
+        })
+}
+
+/// Checks `X-Twilio-Signature` on the upgrade when present (always when required). Twilio signs
+/// the public `wss://host/media` URL; it is rebuilt from `PUBLIC_BASE_URL`, never from `Host`.
+fn check_upgrade_signature(app: &App, headers: &HeaderMap) -> Result<(), &'static str> {
+    let sig = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    match sig {
+        None if app.cfg.require_twilio_signature => Err("missing X-Twilio-Signature"),
+        None => Ok(()),
+        Some(sig) => {
+            let (Some(url), Some(token)) =
+                (app.cfg.media_ws_url(), app.cfg.twilio_auth_token.as_ref())
+            else {
+                // Cannot check without PUBLIC_BASE_URL; the handoff token still authenticates.
+                return Ok(());
+            };
+            pulsara_core::twilio::validate(token, &url, &[], Some(sig))
+                .map_err(|_| "bad X-Twilio-Signature")
+        }
+    }
+}
+
+/// Serves the bridge's [`router`] on `listener` until `shutdown` resolves, then drains (see the
+/// module docs).
+///
+/// # Errors
+/// I/O errors from the listener.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_router(listener, router(app.clone()), app, shutdown).await
+}
+
+/// As [`run`], serving a caller-built router (e.g. the bridge merged with the edge's native shell).
+///
+/// # Errors
+/// I/O errors from the listener.
+pub async fn run_router(
+    listener: TcpListener,
+    router: Router,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let draining = app.draining.clone();
+    let app2 = app.clone();
+    let signal = async move {
+        shutdown.await;
+        app2.ready.store(false, Ordering::SeqCst);
+        draining.cancel();
+        tracing::info!(live_calls = app2.live_calls(), "shutdown: draining");
+    };
+    let serve = axum::serve(listener, router).with_graceful_shutdown(signal);
+    serve.await?;
+    drain(&app).await;
+    Ok(())
+}
+
+/// Waits for live calls up to the grace period, ends the rest politely, flushes the sink.
+pub async fn drain(app: &App) {
+    app.ready.store(false, Ordering::SeqCst);
+    app.draining.cancel();
+    app.tracker.close();
+    let grace = ms(app.cfg.limits.shutdown_grace_ms);
+    if tokio::time::timeout(grace, app.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            live_calls = app.live_calls(),
+            "shutdown: grace period over, ending calls"
+        );
+        app.hard_stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), app.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!("shutdown: calls did not finish after being ended");
+        }
+    }
+    if let Err(e) = app.sink.flush().await {
+        tracing::error!(error = %e, "shutdown: flushing call records failed");
+    }
+    tracing::info!("shutdown: done");
+}

@@ -1,0 +1,747 @@
+//! The per-call I/O shell around [`crate::machine::CallMachine`]: one task per Media Stream that
+//! reads `start`, authenticates it (handoff token, single use), loads the restaurant, admits the
+//! call under the caps, connects to ElevenLabs (with one retry), pumps frames both ways, runs tools
+//! with a timeout, performs transfers / fallbacks through Twilio's REST API, and finally hands the
+//! call record to the sink.
+//!
+//! Failure rules: a bad stream is closed before ElevenLabs is touched; an agent failure gets one
+//! more attempt within about a second and then the restaurant fallback (never dead air); a Twilio
+//! socket drop closes the agent and finalises the call.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as TwMessage, WebSocket};
+use chrono::{SecondsFormat, Utc};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use pulsara_core::call_record::{CallRecord, EndReason};
+use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
+use pulsara_core::twiml;
+use pulsara_media::convai::{self, InitiationMetadata};
+use pulsara_media::twilio::{self as tw, Inbound, Start};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as AgMessage;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::agent::{AgentError, AgentSocket};
+use crate::config::ms;
+use crate::machine::{CallInfo, CallMachine, MachineLimits, Out};
+use crate::ports::{ToolContext, ToolError, ToolOutcome};
+use crate::server::App;
+
+type TwTx = SplitSink<WebSocket, TwMessage>;
+type TwRx = SplitStream<WebSocket>;
+type AgTx = SplitSink<AgentSocket, AgMessage>;
+type AgRx = SplitStream<AgentSocket>;
+
+/// Malformed frames tolerated before `start`.
+const MAX_GARBAGE_BEFORE_START: usize = 16;
+/// Pause before the second agent attempt.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+struct ToolDone {
+    tool_call_id: String,
+    tool: String,
+    input: serde_json::Value,
+    result: Result<ToolOutcome, ToolError>,
+    duration_us: u64,
+}
+
+type ConnectResult = Result<(AgentSocket, InitiationMetadata), AgentError>;
+
+/// Runs one Media Stream to completion.
+pub async fn run(socket: WebSocket, app: Arc<App>) {
+    let (mut tx, mut rx) = socket.split();
+    let start = match read_start(&mut rx, &app).await {
+        Some(s) => s,
+        None => {
+            let _ = tx.close().await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("call", call_sid = %start.call_sid, stream_sid = %start.stream_sid, restaurant_id = tracing::field::Empty);
+    async move {
+        let Some((cfg, kb, version)) = authenticate(&start, &app, &mut tx).await else {
+            return;
+        };
+        tracing::Span::current().record("restaurant_id", cfg.id.as_str());
+        let started_at = Utc::now();
+        let caller = start
+            .custom_parameters
+            .get("caller")
+            .cloned()
+            .unwrap_or_default();
+        let called = start
+            .custom_parameters
+            .get("called")
+            .cloned()
+            .unwrap_or_default();
+        let info = CallInfo {
+            call_sid: start.call_sid.clone(),
+            stream_sid: start.stream_sid.clone(),
+            restaurant: cfg.clone(),
+            config_version: version,
+            caller: caller.clone(),
+            called,
+            started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        };
+        let Some(admission) = app.admit(&cfg.id, cfg.max_concurrent_calls) else {
+            busy(&app, info, &mut tx).await;
+            return;
+        };
+        app.metrics.call_started(&cfg.id);
+        info!(caller = %caller, "call started");
+        let call = Call::new(app.clone(), info, kb, tx, rx);
+        let record = call.run().await;
+        app.metrics
+            .call_ended(&record.restaurant_id, record.end_reason.as_str());
+        drop(admission);
+        info!(
+            end_reason = record.end_reason.as_str(),
+            duration_ms = record.duration_ms,
+            "call ended"
+        );
+        deliver(&app, record).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_start(rx: &mut TwRx, app: &App) -> Option<Start> {
+    let deadline = tokio::time::Instant::now() + ms(app.cfg.limits.start_timeout_ms);
+    let mut garbage = 0;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, rx.next()).await {
+            Err(_) => {
+                app.metrics.error("start_timeout");
+                return None;
+            }
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(m))) => m,
+        };
+        let TwMessage::Text(text) = msg else {
+            if matches!(msg, TwMessage::Close(_)) {
+                return None;
+            }
+            continue;
+        };
+        match tw::parse_inbound(&text) {
+            Ok(Inbound::Start(s)) => return Some(s),
+            Ok(_) => {}
+            Err(e) => {
+                garbage += 1;
+                debug!(error = %e, "malformed frame before start");
+                if garbage > MAX_GARBAGE_BEFORE_START {
+                    app.metrics.error("malformed_before_start");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Verifies the handoff token and loads the restaurant; on failure closes the stream.
+async fn authenticate(
+    start: &Start,
+    app: &App,
+    tx: &mut TwTx,
+) -> Option<(Arc<RestaurantConfig>, Arc<KnowledgeBase>, u64)> {
+    let token = start
+        .custom_parameters
+        .get("handoff")
+        .map(String::as_str)
+        .unwrap_or("");
+    let region = (!app.cfg.region.is_empty()).then_some(app.cfg.region.as_str());
+    let now = Utc::now().timestamp();
+    let claims = match app.keys.verify(token, &start.call_sid, region, now) {
+        Ok(c) => c,
+        Err(e) => {
+            reject(app, tx, "handoff_rejected", &e.to_string()).await;
+            return None;
+        }
+    };
+    if !app.replay.first_use(&claims.replay_key(), claims.exp, now) {
+        reject(app, tx, "handoff_replayed", "handoff token already used").await;
+        return None;
+    }
+    let loaded = tokio::try_join!(
+        app.configs.restaurant(&claims.restaurant_id),
+        app.configs.knowledge_base(&claims.restaurant_id)
+    );
+    match loaded {
+        Ok((cfg, kb)) => {
+            if cfg.version != claims.config_version {
+                debug!(
+                    token_version = claims.config_version,
+                    loaded = cfg.version,
+                    "config version moved on since routing"
+                );
+            }
+            Some((cfg, kb, claims.config_version))
+        }
+        Err(e) => {
+            app.metrics.error("config_unavailable");
+            warn!(error = %e, "restaurant configuration unavailable; apologising");
+            let twiml = twiml::fallback(
+                None,
+                "Sorry, we cannot take your call right now. Please try again later.",
+            );
+            let _ = app
+                .rest
+                .update_call(&start.call_sid, &twiml, ms(app.cfg.limits.rest_timeout_ms))
+                .await;
+            let _ = tx.close().await;
+            None
+        }
+    }
+}
+
+async fn reject(app: &App, tx: &mut TwTx, kind: &'static str, why: &str) {
+    app.metrics.calls_rejected.fetch_add(1, Relaxed);
+    app.metrics.error(kind);
+    warn!(why, "media stream rejected");
+    let _ = tx
+        .send(TwMessage::Close(Some(CloseFrame {
+            code: 1008,
+            reason: "policy violation".into(),
+        })))
+        .await;
+    let _ = tx.close().await;
+}
+
+async fn busy(app: &App, info: CallInfo, tx: &mut TwTx) {
+    app.metrics.error("busy");
+    let cfg = info.restaurant.clone();
+    let msg = cfg.agent.busy_message.clone().unwrap_or_else(|| {
+        "All our lines are busy right now. Please call again in a few minutes.".into()
+    });
+    let twiml = twiml::busy(&msg, cfg.fallback_target());
+    let ok = app
+        .rest
+        .update_call(&info.call_sid, &twiml, ms(app.cfg.limits.rest_timeout_ms))
+        .await;
+    if let Err(e) = &ok {
+        warn!(error = %e, "busy call update failed");
+    }
+    info!("call refused: over capacity");
+    let _ = tx.close().await;
+    let mut m = CallMachine::new(info, MachineLimits::default());
+    m.force_end(EndReason::Busy);
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    deliver(app, m.finish(now, 0)).await;
+}
+
+async fn deliver(app: &App, record: CallRecord) {
+    if let Err(e) = app.sink.deliver(record).await {
+        app.metrics.error("sink");
+        tracing::error!(error = %e, "call record could not be stored");
+    }
+}
+
+/// A live call: the machine plus its sockets.
+struct Call {
+    app: Arc<App>,
+    m: CallMachine,
+    kb: Arc<KnowledgeBase>,
+    tw_tx: TwTx,
+    tw_rx: Option<TwRx>,
+    ag_tx: Option<AgTx>,
+    ag_rx: Option<AgRx>,
+    started: Instant,
+    out: Vec<Out>,
+    tools_tx: mpsc::Sender<ToolDone>,
+    tools_rx: mpsc::Receiver<ToolDone>,
+    tools_in_flight: usize,
+    reconnects_left: u32,
+    done: bool,
+}
+
+impl Call {
+    fn new(
+        app: Arc<App>,
+        info: CallInfo,
+        kb: Arc<KnowledgeBase>,
+        tw_tx: TwTx,
+        tw_rx: TwRx,
+    ) -> Self {
+        let l = &app.cfg.limits;
+        let limits = MachineLimits {
+            early_audio_frames: l.early_audio_frames,
+            max_transcript_lines: l.max_transcript_lines,
+            max_tool_runs: l.max_tool_runs,
+        };
+        let (tools_tx, tools_rx) = mpsc::channel(l.max_tools_in_flight.max(1));
+        Call {
+            m: CallMachine::new(info, limits),
+            app,
+            kb,
+            tw_tx,
+            tw_rx: Some(tw_rx),
+            ag_tx: None,
+            ag_rx: None,
+            started: Instant::now(),
+            out: Vec::with_capacity(8),
+            tools_tx,
+            tools_rx,
+            tools_in_flight: 0,
+            reconnects_left: 1,
+            done: false,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn connect(
+        &self,
+        attempts: u32,
+        first_message: Option<String>,
+    ) -> tokio::task::JoinHandle<ConnectResult> {
+        let app = self.app.clone();
+        let cfg = self.m.info().restaurant.clone();
+        let kb = self.kb.clone();
+        let caller = self.m.info().caller.clone();
+        tokio::spawn(async move {
+            let init =
+                crate::vars::initiation(&cfg, &kb, &caller, Utc::now(), first_message.as_deref());
+            let timeout = ms(app.cfg.limits.agent_connect_timeout_ms);
+            let mut last = None;
+            for attempt in 0..attempts {
+                if attempt > 0 {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                match app
+                    .agent
+                    .connect(&cfg.agent.elevenlabs_agent_id, &init, timeout)
+                    .await
+                {
+                    Ok(ok) => return Ok(ok),
+                    Err(e) => {
+                        app.metrics.error("agent_connect");
+                        warn!(attempt, error = %e, "agent connect failed");
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or(AgentError::ClosedEarly))
+        })
+    }
+
+    async fn run(mut self) -> CallRecord {
+        let mut connecting = Some(self.connect(2, None));
+        let hard_stop = self.app.hard_stop.clone();
+        while !self.done {
+            let tw_open = self.tw_rx.is_some();
+            let ag_open = self.ag_rx.is_some();
+            let tw_rx = self.tw_rx.as_mut();
+            let ag_rx = self.ag_rx.as_mut();
+            tokio::select! {
+                biased;
+                _ = hard_stop.cancelled() => {
+                    self.end_politely().await;
+                }
+                res = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                    connecting = None;
+                    self.on_connected(res.unwrap_or(Err(AgentError::ClosedEarly))).await;
+                }
+                msg = async { tw_rx.expect("guarded").next().await }, if tw_open => {
+                    self.on_twilio_frame(msg).await;
+                }
+                msg = async { ag_rx.expect("guarded").next().await }, if ag_open => {
+                    if let Some(again) = self.on_agent_frame(msg).await {
+                        connecting = Some(again);
+                    }
+                }
+                Some(done) = self.tools_rx.recv() => {
+                    self.tools_in_flight = self.tools_in_flight.saturating_sub(1);
+                    self.app.metrics.tool_latency.observe_us(done.duration_us);
+                    let now = self.now_ms();
+                    let mut out = std::mem::take(&mut self.out);
+                    self.m.on_tool_done(done.tool_call_id, done.tool, done.input, done.result, done.duration_us, now, &mut out);
+                    self.flush(out).await;
+                }
+            }
+        }
+        if let Some(h) = connecting {
+            h.abort();
+        }
+        self.close_agent().await;
+        let _ = self.tw_tx.close().await;
+        let stats = self.m.stats;
+        self.app
+            .metrics
+            .dropped_frames
+            .fetch_add(stats.dropped_frames, Relaxed);
+        let duration = self.now_ms();
+        self.m.finish(
+            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            duration,
+        )
+    }
+
+    async fn on_connected(&mut self, res: ConnectResult) {
+        match res {
+            Ok((socket, meta)) => {
+                let (tx, rx) = socket.split();
+                self.ag_tx = Some(tx);
+                self.ag_rx = Some(rx);
+                let mut out = std::mem::take(&mut self.out);
+                match self.m.on_agent_connected(&meta, &mut out) {
+                    Ok(()) => {
+                        info!(format = %meta.agent_output_audio_format, pass_through = self.m.is_pass_through(), "agent connected");
+                        self.flush(out).await;
+                    }
+                    Err(why) => {
+                        warn!(why, "agent audio format unusable");
+                        self.out = out;
+                        self.close_agent().await;
+                        self.fallback(&why).await;
+                    }
+                }
+            }
+            Err(e) => {
+                self.m.on_agent_gone();
+                self.fallback(&e.to_string()).await;
+            }
+        }
+    }
+
+    async fn on_twilio_frame(&mut self, msg: Option<Result<TwMessage, axum::Error>>) {
+        let t0 = Instant::now();
+        let text = match msg {
+            Some(Ok(TwMessage::Text(t))) => t,
+            Some(Ok(TwMessage::Close(_))) | None | Some(Err(_)) => {
+                self.m.set_end(EndReason::CallerHungUp);
+                self.tw_rx = None;
+                self.done = true;
+                return;
+            }
+            Some(Ok(_)) => return,
+        };
+        let parsed = match tw::parse_inbound(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                self.m.stats.malformed_twilio += 1;
+                self.app.metrics.error("malformed_twilio");
+                debug!(error = %e, "malformed Twilio frame ignored");
+                return;
+            }
+        };
+        let is_media = matches!(parsed, Inbound::Media(_));
+        let is_stop = matches!(parsed, Inbound::Stop(_));
+        if is_media {
+            self.app.metrics.frames_in_twilio.fetch_add(1, Relaxed);
+        }
+        let now = self.now_ms();
+        let mut out = std::mem::take(&mut self.out);
+        self.m.on_twilio(parsed, now, &mut out);
+        let sent = self.flush(out).await;
+        if is_media && sent {
+            self.app
+                .metrics
+                .latency_to_agent
+                .observe_us(t0.elapsed().as_micros() as u64);
+        }
+        if is_stop {
+            self.done = true;
+        }
+    }
+
+    /// Returns a reconnect handle when the agent dropped and one more attempt is allowed.
+    async fn on_agent_frame(
+        &mut self,
+        msg: Option<Result<AgMessage, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Option<tokio::task::JoinHandle<ConnectResult>> {
+        let t0 = Instant::now();
+        let text = match msg {
+            Some(Ok(AgMessage::Text(t))) => t,
+            Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
+                self.ag_rx = None;
+                self.ag_tx = None;
+                self.m.on_agent_gone();
+                if self.done || self.m.end_reason().is_some() {
+                    return None;
+                }
+                self.app.metrics.error("agent_dropped");
+                if self.reconnects_left > 0 {
+                    self.reconnects_left -= 1;
+                    warn!("agent connection dropped; reconnecting once");
+                    self.m.on_agent_reconnecting();
+                    return Some(self.connect(
+                        1,
+                        Some("Sorry, the line dropped for a moment. Where were we?".to_owned()),
+                    ));
+                }
+                self.fallback("agent connection dropped").await;
+                return None;
+            }
+            Some(Ok(_)) => return None,
+        };
+        let parsed = match convai::parse_server(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                self.m.stats.malformed_agent += 1;
+                self.app.metrics.error("malformed_agent");
+                debug!(error = %e, "malformed agent frame ignored");
+                return None;
+            }
+        };
+        let is_audio = matches!(parsed, convai::ServerMessage::Audio { .. });
+        if is_audio {
+            self.app.metrics.frames_in_agent.fetch_add(1, Relaxed);
+        }
+        let now = self.now_ms();
+        let mut out = std::mem::take(&mut self.out);
+        self.m.on_agent(parsed, now, &mut out);
+        let sent = self.flush(out).await;
+        if is_audio && sent {
+            self.app
+                .metrics
+                .latency_to_caller
+                .observe_us(t0.elapsed().as_micros() as u64);
+        }
+        None
+    }
+
+    /// Performs the machine's commands; returns whether any frame was written.
+    async fn flush(&mut self, mut out: Vec<Out>) -> bool {
+        let mut wrote = false;
+        for cmd in out.drain(..) {
+            match cmd {
+                Out::ToTwilio(frame) | Out::ClearTwilio(frame) => {
+                    if frame.starts_with("{\"event\":\"media\"") {
+                        self.app.metrics.frames_out_twilio.fetch_add(1, Relaxed);
+                    }
+                    if self
+                        .tw_tx
+                        .send(TwMessage::Text(frame.into()))
+                        .await
+                        .is_err()
+                    {
+                        self.m.set_end(EndReason::CallerHungUp);
+                        self.done = true;
+                    } else {
+                        wrote = true;
+                    }
+                }
+                Out::ToAgent(frame) => {
+                    if let Some(tx) = self.ag_tx.as_mut() {
+                        if frame.starts_with("{\"user_audio_chunk\"") {
+                            self.app.metrics.frames_out_agent.fetch_add(1, Relaxed);
+                        }
+                        if tx.send(AgMessage::text(frame)).await.is_ok() {
+                            wrote = true;
+                        }
+                    } else {
+                        self.app.metrics.dropped_frames.fetch_add(1, Relaxed);
+                    }
+                }
+                Out::RunTool {
+                    tool_call_id,
+                    tool,
+                    params,
+                } => self.spawn_tool(tool_call_id, tool, params),
+                Out::Transfer { to, reason } => self.transfer(to, reason).await,
+                Out::TransferUnavailable { reason } => {
+                    warn!(
+                        reason,
+                        "transfer requested but no staff number is configured"
+                    );
+                }
+                Out::EndCall { reason } => {
+                    info!(reason, "agent ended the call");
+                    let twiml =
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Hangup/></Response>";
+                    if let Err(e) = self.update_call(twiml).await {
+                        warn!(error = %e, "hang-up call update failed");
+                    }
+                    self.m.on_end_done();
+                    self.done = true;
+                }
+            }
+        }
+        self.out = out;
+        wrote
+    }
+
+    fn spawn_tool(&mut self, tool_call_id: String, tool: String, params: serde_json::Value) {
+        let tx = self.tools_tx.clone();
+        if self.tools_in_flight >= self.app.cfg.limits.max_tools_in_flight {
+            self.app.metrics.error("tool_overload");
+            let done = ToolDone {
+                tool_call_id,
+                tool: tool.clone(),
+                input: params,
+                result: Err(ToolError::Failed {
+                    tool,
+                    reason: "too many tool calls at once".into(),
+                }),
+                duration_us: 0,
+            };
+            // Capacity equals max_tools_in_flight, and in-flight tools hold the rest; try_send
+            // cannot starve, but never block the call loop on it.
+            let _ = tx.try_send(done);
+            return;
+        }
+        self.tools_in_flight += 1;
+        let info = self.m.info();
+        let ctx = ToolContext {
+            restaurant: info.restaurant.clone(),
+            kb: self.kb.clone(),
+            call_sid: info.call_sid.clone(),
+            caller: info.caller.clone(),
+            local_time: local_time(&info.restaurant.time_zone),
+            earlier: self.m.earlier_results(),
+        };
+        let runner = self.app.tools.clone();
+        let timeout = ms(self.app.cfg.limits.tool_timeout_ms);
+        let metrics = self.app.metrics.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let result = match tokio::time::timeout(
+                timeout,
+                runner.run(&ctx, &tool, params.clone()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ToolError::Timeout {
+                    tool: tool.clone(),
+                    ms: timeout.as_millis() as u64,
+                }),
+            };
+            if let Err(e) = &result {
+                metrics.error(match e {
+                    ToolError::UnknownTool(_) => "tool_unknown",
+                    ToolError::Timeout { .. } => "tool_timeout",
+                    ToolError::Failed { .. } => "tool_failed",
+                });
+                warn!(tool, error = %e, "tool call failed");
+            }
+            let duration_us = t0.elapsed().as_micros() as u64;
+            let _ = tx
+                .send(ToolDone {
+                    tool_call_id,
+                    tool,
+                    input: params,
+                    result,
+                    duration_us,
+                })
+                .await;
+        });
+    }
+
+    async fn update_call(&self, twiml: &str) -> Result<(), crate::twilio_rest::RestError> {
+        let r = self
+            .app
+            .rest
+            .update_call(
+                &self.m.info().call_sid,
+                twiml,
+                ms(self.app.cfg.limits.rest_timeout_ms),
+            )
+            .await;
+        if r.is_err() {
+            self.app.metrics.error("twilio_rest");
+        }
+        r
+    }
+
+    async fn transfer(&mut self, to: String, reason: String) {
+        let twiml = twiml::say_dial(None, &to, None, 30);
+        let ok = match self.update_call(&twiml).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "transfer call update failed");
+                false
+            }
+        };
+        let now = self.now_ms();
+        info!(to = %to, reason = %reason, ok, "transfer");
+        self.m.on_transfer_done(to, reason, ok, now);
+        if ok {
+            self.close_agent().await;
+            self.done = true;
+        } else {
+            let mut out = std::mem::take(&mut self.out);
+            out.push(Out::ToAgent(
+                convai::ClientMessage::ContextualUpdate {
+                    text: "The transfer to staff failed; apologise and offer to take a message."
+                        .into(),
+                }
+                .to_json(),
+            ));
+            Box::pin(self.flush(out)).await;
+        }
+    }
+
+    /// The agent is unavailable: dial the restaurant's fallback (or staff), else apologise and
+    /// record a voicemail. Never leaves the caller in silence.
+    async fn fallback(&mut self, reason: &str) {
+        let cfg = self.m.info().restaurant.clone();
+        let apology = cfg
+            .agent
+            .apology_message
+            .clone()
+            .unwrap_or_else(|| "Sorry, our assistant is unavailable right now.".into());
+        let (kind, to, twiml) = match cfg.fallback_target() {
+            Some(n) => (
+                "dial",
+                Some(n.to_owned()),
+                twiml::say_dial(Some(&apology), n, None, 30),
+            ),
+            None => (
+                "voicemail",
+                None,
+                twiml::say_record(
+                    &format!("{apology} Please leave a message after the tone."),
+                    120,
+                    "",
+                ),
+            ),
+        };
+        let ok = self.update_call(&twiml).await.is_ok();
+        let now = self.now_ms();
+        warn!(
+            reason,
+            kind, ok, "agent unavailable: restaurant fallback played"
+        );
+        self.m.on_fallback(kind, to, reason.to_owned(), ok, now);
+        self.close_agent().await;
+        self.done = true;
+    }
+
+    /// Shutdown after the grace period: hand the caller to staff (or apologise), then finish.
+    async fn end_politely(&mut self) {
+        let cfg = self.m.info().restaurant.clone();
+        let twiml = twiml::fallback(
+            cfg.fallback_target(),
+            "Sorry, we have to end this call now. Please call us again. Goodbye.",
+        );
+        let _ = self.update_call(&twiml).await;
+        self.m.force_end(EndReason::BridgeShutdown);
+        self.close_agent().await;
+        self.done = true;
+    }
+
+    async fn close_agent(&mut self) {
+        self.ag_rx = None;
+        if let Some(mut tx) = self.ag_tx.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), tx.close()).await;
+        }
+    }
+}
+
+/// The restaurant's local time now, RFC 3339 with offset.
+fn local_time(tz: &str) -> String {
+    let now = Utc::now();
+    match tz.parse::<chrono_tz::Tz>() {
+        Ok(tz) => now
+            .with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::Secs, false),
+        Err(_) => now.to_rfc3339_opts(SecondsFormat::Secs, true),
+    }
+}

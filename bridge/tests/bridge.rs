@@ -1,0 +1,932 @@
+//! End-to-end tests of the bridge on loopback: a simulated Twilio caller → `/media` → the bridge
+//! → a scripted agent server, with Twilio REST recorded. Every test runs the real server, sockets
+//! and tasks; only the outside world is simulated.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use pulsara_bridge::config::BridgeConfig;
+use pulsara_bridge::ports::{
+    load_one, CallSink, MemoryConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome,
+    ToolRunner,
+};
+use pulsara_bridge::testkit::{
+    run_caller, AgentAction, AgentScript, CallerAction, CallerLog, CallerScript, FakeAgent,
+    FakeRest,
+};
+use pulsara_bridge::App;
+use pulsara_core::call_record::{CallRecord, EndReason, Role};
+use pulsara_core::handoff::{HandoffClaims, HandoffKeys};
+use pulsara_core::secret::Secret;
+use pulsara_policy_abi::Action;
+use serde_json::json;
+
+const API_KEY: &str = "xi-test-key";
+const SID: &str = "AC0123456789";
+const TOKEN: &str = "twilio-test-token";
+const KEYS: &str = "k1:handoff-test-key-0123456789";
+
+struct Stack {
+    app: Arc<App>,
+    ws_url: String,
+    http_base: String,
+    agent: Arc<FakeAgent>,
+    rest: Arc<FakeRest>,
+    sink: Arc<MemorySink>,
+    keys: HandoffKeys,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Order tool used by the tests: records an order, or fails / hangs on request.
+struct TestTools;
+
+#[async_trait]
+impl ToolRunner for TestTools {
+    async fn run(
+        &self,
+        ctx: &ToolContext,
+        tool: &str,
+        params: serde_json::Value,
+    ) -> Result<ToolOutcome, ToolError> {
+        match tool {
+            "take_order" => {
+                let item = params["item"].as_str().unwrap_or("?").to_owned();
+                let order = serde_json::from_value(json!({
+                    "items": [{"item_id": "x", "name": item, "quantity": 1, "unit_price_minor": 900, "line_total_minor": 900}],
+                    "subtotal_minor": 900, "tax_minor": 90, "total_minor": 990, "currency": "EUR",
+                    "fulfillment": "pickup", "customer_phone": ctx.caller,
+                }))
+                .expect("valid order");
+                Ok(ToolOutcome {
+                    result: format!("One {item} for {}, 9.90 EUR", ctx.restaurant.name),
+                    actions: vec![Action::RecordOrder(order)],
+                    fuel_used: Some(4242),
+                    module_sha256: Some("ab".repeat(32)),
+                    ..Default::default()
+                })
+            }
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(ToolOutcome::default())
+            }
+            other => Err(ToolError::UnknownTool(other.to_owned())),
+        }
+    }
+}
+
+fn restaurants(cap: u32) -> Arc<MemoryConfigSource> {
+    let src = MemoryConfigSource::new();
+    for id in ["trattoria-roma", "brooklyn-smokehouse", "sakura-sushi"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../restaurants")
+            .join(id);
+        let (mut cfg, kb) = load_one(&dir).expect("example restaurant");
+        cfg.max_concurrent_calls = cap;
+        src.insert(cfg, kb);
+    }
+    Arc::new(src)
+}
+
+async fn stack_with(script: AgentScript, cap: u32, tweak: impl FnOnce(&mut BridgeConfig)) -> Stack {
+    let agent = FakeAgent::new(API_KEY, script);
+    let agent_base = agent.spawn().await.unwrap();
+    let rest = FakeRest::new(SID, TOKEN);
+    let rest_base = rest.spawn().await.unwrap();
+    let mut cfg = BridgeConfig {
+        handoff_keys: Some(Secret::new(KEYS)),
+        elevenlabs_api_key: Some(Secret::new(API_KEY)),
+        elevenlabs_base_url: agent_base,
+        twilio_account_sid: SID.into(),
+        twilio_auth_token: Some(Secret::new(TOKEN)),
+        twilio_api_base: rest_base,
+        ..Default::default()
+    };
+    cfg.limits.tool_timeout_ms = 500;
+    cfg.limits.shutdown_grace_ms = 5_000;
+    tweak(&mut cfg);
+    cfg.validate().unwrap();
+    let sink = Arc::new(MemorySink::new(10_000));
+    let app = App::new(
+        cfg,
+        restaurants(cap),
+        Arc::new(TestTools),
+        sink.clone() as Arc<dyn CallSink>,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(pulsara_bridge::run(listener, app.clone(), async move {
+        let _ = rx.await;
+    }));
+    Stack {
+        app,
+        ws_url: format!("ws://{addr}/media"),
+        http_base: format!("http://{addr}"),
+        agent,
+        rest,
+        sink,
+        keys: HandoffKeys::parse(&Secret::new(KEYS)).unwrap(),
+        stop: Some(stop),
+        server,
+    }
+}
+
+async fn stack(script: AgentScript) -> Stack {
+    stack_with(script, 50, |_| {}).await
+}
+
+fn token(keys: &HandoffKeys, call_sid: &str, restaurant: &str, iat: i64) -> String {
+    keys.issue(&HandoffClaims {
+        call_sid: call_sid.into(),
+        restaurant_id: restaurant.into(),
+        config_version: 1,
+        region: "eu-west".into(),
+        iat,
+        exp: iat + 60,
+    })
+    .unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Stack {
+    fn caller(&self, call_sid: &str, restaurant: &str, frames: u64) -> CallerScript {
+        let mut params = BTreeMap::new();
+        params.insert(
+            "handoff".to_owned(),
+            token(&self.keys, call_sid, restaurant, now()),
+        );
+        params.insert("restaurant_id".to_owned(), restaurant.to_owned());
+        params.insert("caller".to_owned(), format!("+1555{}", &call_sid[2..]));
+        params.insert("called".to_owned(), "+390612345678".to_owned());
+        CallerScript {
+            ws_url: self.ws_url.clone(),
+            call_sid: call_sid.into(),
+            stream_sid: format!("MZ{}", &call_sid[2..]),
+            params,
+            frames,
+            frame_interval: Duration::from_millis(20),
+            fill: 0x5a,
+            actions: Vec::new(),
+            linger: Duration::from_millis(300),
+        }
+    }
+
+    async fn record(&self, call_sid: &str) -> CallRecord {
+        self.sink
+            .wait_for(call_sid, Duration::from_secs(10))
+            .await
+            .expect("call record delivered")
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.server).await;
+    }
+}
+
+fn say(text: &str, chunks: usize, event_id: u64, fill: u8) -> AgentAction {
+    AgentAction::Say {
+        text: text.into(),
+        chunks,
+        event_id,
+        fill,
+    }
+}
+
+fn agent_texts(rec: &CallRecord, role: Role) -> Vec<String> {
+    rec.transcript
+        .iter()
+        .filter(|l| l.role == role)
+        .map(|l| l.full_text.clone().unwrap_or(l.text.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_call_with_tool_call() {
+    let script = AgentScript {
+        on_start: vec![say("Buongiorno, Trattoria Roma!", 10, 1, 0x11)],
+        on_chunk: vec![
+            (
+                10,
+                AgentAction::UserTranscript("A margherita please".into()),
+            ),
+            (
+                10,
+                AgentAction::ToolCall {
+                    tool: "take_order".into(),
+                    id: "tc1".into(),
+                    params: json!({"item": "Margherita"}),
+                },
+            ),
+            (30, say("Your margherita is ordered.", 10, 2, 0x12)),
+        ],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    let log = run_caller(s.caller("CA1001", "trattoria-roma", 50))
+        .await
+        .unwrap();
+    let rec = s.record("CA1001").await;
+    assert_eq!(rec.end_reason, EndReason::CallerHungUp);
+    assert_eq!(rec.restaurant_id, "trattoria-roma");
+    assert_eq!(rec.tool_runs.len(), 1, "{:?}", rec.tool_runs);
+    let run = &rec.tool_runs[0];
+    assert_eq!(
+        (run.tool.as_str(), run.tool_call_id.as_str(), run.is_error),
+        ("take_order", "tc1", false)
+    );
+    assert_eq!(run.input, json!({"item": "Margherita"}));
+    assert_eq!(run.fuel_used, Some(4242));
+    assert_eq!(rec.orders.len(), 1);
+    assert_eq!(rec.orders[0]["items"][0]["name"], "Margherita");
+    assert_eq!(
+        agent_texts(&rec, Role::Agent),
+        ["Buongiorno, Trattoria Roma!", "Your margherita is ordered."]
+    );
+    assert_eq!(agent_texts(&rec, Role::Caller), ["A margherita please"]);
+    assert!(
+        rec.transcript.iter().all(|l| !l.cut && l.heard),
+        "{:?}",
+        rec.transcript
+    );
+    // The agent got the tool result and the initiation with the restaurant's variables.
+    let alog = s.agent.logs().pop().unwrap();
+    let results = alog.of_type("client_tool_result");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["tool_call_id"], "tc1");
+    assert_eq!(results[0]["is_error"], false);
+    assert!(results[0]["result"]
+        .as_str()
+        .unwrap()
+        .contains("Trattoria Roma"));
+    let init = alog.initiation.unwrap();
+    assert_eq!(
+        init["dynamic_variables"]["restaurant_name"],
+        "Trattoria Roma"
+    );
+    assert_eq!(init["dynamic_variables"]["caller_number"], "+15551001");
+    assert!(
+        init["conversation_config_override"]["agent"]["prompt"]["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("Trattoria Roma")
+    );
+    // The caller heard 20 agent chunks and echoed a mark for each.
+    assert_eq!(log.media.len(), 20);
+    assert_eq!(log.marks_echoed, 20);
+    assert_eq!(
+        alog.audio_chunks, 50,
+        "every caller frame reached the agent"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_clears_and_no_interrupted_audio_reaches_the_caller() {
+    let script = AgentScript {
+        on_start: vec![say(
+            "one two three four five six seven eight nine ten",
+            50,
+            1,
+            0x11,
+        )],
+        on_chunk: vec![
+            (
+                10,
+                AgentAction::Interrupt {
+                    event_id: 1,
+                    transcript: "wait, stop".into(),
+                },
+            ),
+            (
+                10,
+                AgentAction::LateAudio {
+                    chunks: 5,
+                    event_id: 1,
+                    fill: 0x33,
+                },
+            ),
+            (12, say("Sure, go ahead.", 5, 2, 0x22)),
+        ],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    let log = run_caller(s.caller("CA1002", "trattoria-roma", 30))
+        .await
+        .unwrap();
+    let rec = s.record("CA1002").await;
+    assert_eq!(log.clears, 1);
+    let late = B64.encode([0x33u8; 160]);
+    let old = B64.encode([0x11u8; 160]);
+    assert!(
+        log.media.iter().all(|(p, _)| p != &late),
+        "interrupted audio reached the caller"
+    );
+    let after_clear: Vec<&String> = log
+        .media
+        .iter()
+        .filter(|(_, c)| *c == 1)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        after_clear.len(),
+        5,
+        "only the new response plays after the clear"
+    );
+    assert!(after_clear.iter().all(|p| **p != old));
+    let first = &rec.transcript[0];
+    assert_eq!(first.role, Role::Agent);
+    assert!(first.cut && first.heard, "{first:?}");
+    let heard_words = first.text.split_whitespace().count();
+    assert!(
+        (1..=6).contains(&heard_words),
+        "caller heard ~200-400 ms of a 1 s line: {first:?}"
+    );
+    assert_eq!(
+        first.full_text.as_deref(),
+        Some("one two three four five six seven eight nine ten")
+    );
+    let second = rec
+        .transcript
+        .iter()
+        .find(|l| l.text == "Sure, go ahead.")
+        .unwrap();
+    assert!(!second.cut);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_get_pongs_with_the_same_event_id() {
+    let script = AgentScript {
+        on_start: vec![AgentAction::Ping(42)],
+        on_chunk: vec![(5, AgentAction::Ping(43)), (6, AgentAction::Ping(7))],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    run_caller(s.caller("CA1003", "sakura-sushi", 15))
+        .await
+        .unwrap();
+    s.record("CA1003").await;
+    let alog = s.agent.logs().pop().unwrap();
+    let ids: Vec<u64> = alog
+        .of_type("pong")
+        .iter()
+        .map(|p| p["event_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [42, 43, 7]);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_zero_transfers_to_staff_through_twilio_rest() {
+    let s = stack(AgentScript {
+        on_start: vec![say("Hello", 5, 1, 0x11)],
+        ..Default::default()
+    })
+    .await;
+    let mut c = s.caller("CA1004", "trattoria-roma", 200);
+    c.actions = vec![
+        (5, CallerAction::Dtmf("5".into())),
+        (10, CallerAction::Dtmf("0".into())),
+    ];
+    let log = run_caller(c).await.unwrap();
+    let rec = s.record("CA1004").await;
+    let update = s
+        .rest
+        .wait_for("CA1004", Duration::from_secs(2))
+        .await
+        .expect("call update");
+    assert!(
+        update.twiml.contains("<Dial") && update.twiml.contains("+390612345600"),
+        "{}",
+        update.twiml
+    );
+    assert_eq!(rec.end_reason, EndReason::Transfer);
+    let t = rec.transfer.unwrap();
+    assert_eq!((t.to.as_str(), t.ok), ("+390612345600", true));
+    assert_eq!(
+        rec.dtmf
+            .iter()
+            .map(|d| (d.digit.as_str(), d.action.as_str()))
+            .collect::<Vec<_>>(),
+        [("5", "contextual_update"), ("0", "transfer_to_staff")]
+    );
+    assert!(
+        log.closed_by_bridge,
+        "the bridge ends the stream after the transfer"
+    );
+    let alog = s.agent.logs().pop().unwrap();
+    assert!(alog
+        .of_type("contextual_update")
+        .iter()
+        .any(|m| m["text"].as_str().unwrap().contains("key 5")));
+    assert_eq!(
+        s.rest
+            .unauthorized
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // The agent session was closed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.agent.logs().pop().unwrap().closed);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_drop_mid_call_falls_back_within_two_seconds() {
+    let script = AgentScript {
+        on_start: vec![say("Hello", 5, 1, 0x11)],
+        on_chunk: vec![(10, AgentAction::Drop)],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    // The first conversation is accepted, the reconnect is refused: the fallback must play.
+    s.agent
+        .accept_ws
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let t0 = Instant::now();
+    let caller = tokio::spawn(run_caller(s.caller("CA1005", "brooklyn-smokehouse", 300)));
+    let update = s
+        .rest
+        .wait_for("CA1005", Duration::from_secs(5))
+        .await
+        .expect("fallback call update");
+    // Frame 10 leaves the caller at ~200 ms; the fallback must follow within 2 s of the drop.
+    assert!(
+        update.at.duration_since(t0) < Duration::from_millis(2_300),
+        "{:?}",
+        update.at.duration_since(t0)
+    );
+    assert!(update.twiml.contains("<Dial"), "{}", update.twiml);
+    let rec = s.record("CA1005").await;
+    assert_eq!(rec.end_reason, EndReason::AgentFailed);
+    let fb = rec.fallback.unwrap();
+    assert_eq!(fb.kind, "dial");
+    assert!(fb.ok);
+    let _ = caller.await;
+    assert_eq!(
+        s.agent.logs().len(),
+        1,
+        "the reconnect was attempted but refused"
+    );
+    assert_eq!(
+        s.agent
+            .signed_url_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_url_failure_is_retried_once() {
+    let s = stack(AgentScript {
+        on_start: vec![say("Hello after retry", 3, 1, 0x11)],
+        ..Default::default()
+    })
+    .await;
+    s.agent
+        .refuse_signed_url
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    run_caller(s.caller("CA1013", "trattoria-roma", 20))
+        .await
+        .unwrap();
+    let rec = s.record("CA1013").await;
+    assert_eq!(rec.end_reason, EndReason::CallerHungUp);
+    assert_eq!(agent_texts(&rec, Role::Agent), ["Hello after retry"]);
+    assert!(s.rest.updates_for("CA1013").is_empty());
+    // Both attempts failing → fallback.
+    s.agent
+        .refuse_signed_url
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    run_caller(s.caller("CA1014", "sakura-sushi", 60))
+        .await
+        .unwrap();
+    let rec = s.record("CA1014").await;
+    assert_eq!(rec.end_reason, EndReason::AgentFailed);
+    assert!(s
+        .rest
+        .wait_for("CA1014", Duration::from_secs(1))
+        .await
+        .is_some());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ulaw_agent_passes_payload_bytes_through_untouched() {
+    let s = stack(AgentScript {
+        on_start: vec![say("Hi", 8, 1, 0x21)],
+        ..Default::default()
+    })
+    .await;
+    let log = run_caller(s.caller("CA1006", "trattoria-roma", 25))
+        .await
+        .unwrap();
+    let rec = s.record("CA1006").await;
+    assert_eq!(rec.agent_audio_format.as_deref(), Some("ulaw_8000"));
+    let alog = s.agent.logs().pop().unwrap();
+    let sent = B64.encode([0x5au8; 160]);
+    assert_eq!(alog.audio_payloads.len(), 25);
+    assert!(
+        alog.audio_payloads.iter().all(|p| *p == sent),
+        "caller payloads reach the agent byte for byte"
+    );
+    let agent_chunk = B64.encode([0x21u8; 160]);
+    assert_eq!(log.media.len(), 8);
+    assert!(
+        log.media.iter().all(|(p, _)| *p == agent_chunk),
+        "agent payloads reach the caller byte for byte"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcm_agent_is_transcoded_with_resampling() {
+    let script = AgentScript {
+        input_format: "pcm_16000".into(),
+        output_format: "pcm_16000".into(),
+        on_start: vec![say("Hi", 25, 1, 100)],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    let log = run_caller(s.caller("CA1007", "trattoria-roma", 25))
+        .await
+        .unwrap();
+    let rec = s.record("CA1007").await;
+    assert_eq!(rec.agent_audio_format.as_deref(), Some("pcm_16000"));
+    let alog = s.agent.logs().pop().unwrap();
+    let pcm_bytes: usize = alog
+        .audio_payloads
+        .iter()
+        .map(|p| B64.decode(p).unwrap().len())
+        .sum();
+    // 500 ms of caller audio → ~16,000 bytes of 16 kHz PCM16 (minus the resampler's delay).
+    assert!((14_000..=16_000).contains(&pcm_bytes), "{pcm_bytes}");
+    let ulaw: Vec<u8> = log
+        .media
+        .iter()
+        .flat_map(|(p, _)| B64.decode(p).unwrap())
+        .collect();
+    // 500 ms of agent audio → ~4,000 bytes of μ-law, and a tone, not a constant.
+    assert!((3_500..=4_000).contains(&ulaw.len()), "{}", ulaw.len());
+    let distinct: std::collections::BTreeSet<u8> = ulaw.iter().copied().collect();
+    assert!(distinct.len() > 20, "transcoded audio carries the tone");
+    s.shutdown().await;
+}
+
+async fn rejected(mut c: CallerScript, token: String) -> CallerLog {
+    c.params.insert("handoff".into(), token);
+    run_caller(c).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_wrong_call_and_replayed_tokens_are_rejected_without_the_agent() {
+    let s = stack(AgentScript::default()).await;
+    let forger = HandoffKeys::parse(&Secret::new("k1:not-the-real-key-0123456")).unwrap();
+    let cases = [
+        ("CA2001", token(&forger, "CA2001", "trattoria-roma", now())),
+        (
+            "CA2002",
+            token(&s.keys, "CA2002", "trattoria-roma", now() - 600),
+        ),
+        ("CA2003", token(&s.keys, "CA9999", "trattoria-roma", now())),
+        ("CA2004", "v1.k1.garbage.garbage".to_owned()),
+    ];
+    for (sid, tok) in cases {
+        let log = rejected(s.caller(sid, "trattoria-roma", 50), tok).await;
+        assert!(log.closed_by_bridge, "{sid}");
+        assert_eq!(log.close_code, Some(1008), "{sid}");
+        assert!(log.media.is_empty());
+    }
+    assert_eq!(
+        s.agent
+            .signed_url_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // A good token works once…
+    let c = s.caller("CA2005", "trattoria-roma", 5);
+    let tok = c.params["handoff"].clone();
+    run_caller(c.clone()).await.unwrap();
+    s.record("CA2005").await;
+    assert_eq!(
+        s.agent
+            .signed_url_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // …and is refused when replayed.
+    let log = rejected(c, tok).await;
+    assert_eq!(log.close_code, Some(1008));
+    assert_eq!(
+        s.agent
+            .signed_url_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(s
+        .app
+        .metrics
+        .render()
+        .contains("pulsara_errors_total{kind=\"handoff_replayed\"} 1"));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unknown_messages_do_not_kill_the_call() {
+    let script = AgentScript {
+        on_start: vec![
+            AgentAction::Raw("this is not json".into()),
+            AgentAction::Raw(r#"{"type":"brand_new_event","x":1}"#.into()),
+            AgentAction::Raw(
+                r#"{"type":"audio","audio_event":{"audio_base_64":"!!!","event_id":1}}"#.into(),
+            ),
+            say("Still here", 5, 1, 0x11),
+        ],
+        on_chunk: vec![(15, say("And still here", 5, 2, 0x12))],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    let mut c = s.caller("CA1008", "brooklyn-smokehouse", 25);
+    c.actions = vec![
+        (3, CallerAction::Raw("{{{".into())),
+        (
+            4,
+            CallerAction::Raw(r#"{"event":"something_new","streamSid":"MZ1008"}"#.into()),
+        ),
+        (
+            5,
+            CallerAction::Raw(r#"{"event":"media","streamSid":"MZ1008"}"#.into()),
+        ),
+        (
+            6,
+            CallerAction::Raw(
+                r#"{"event":"media","streamSid":"MZ1008","media":{"payload":"<script>"}}"#.into(),
+            ),
+        ),
+    ];
+    let log = run_caller(c).await.unwrap();
+    let rec = s.record("CA1008").await;
+    assert_eq!(rec.end_reason, EndReason::CallerHungUp);
+    assert_eq!(
+        agent_texts(&rec, Role::Agent),
+        ["Still here", "And still here"]
+    );
+    assert_eq!(log.media.len(), 10);
+    assert!(!log.closed_by_bridge);
+    assert_eq!(s.agent.logs().pop().unwrap().audio_chunks, 25);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_timeout_and_unknown_tool_answer_is_error() {
+    let script = AgentScript {
+        on_chunk: vec![
+            (
+                2,
+                AgentAction::ToolCall {
+                    tool: "slow".into(),
+                    id: "t1".into(),
+                    params: json!({}),
+                },
+            ),
+            (
+                3,
+                AgentAction::ToolCall {
+                    tool: "nonexistent".into(),
+                    id: "t2".into(),
+                    params: json!({}),
+                },
+            ),
+        ],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    run_caller(s.caller("CA1009", "trattoria-roma", 50))
+        .await
+        .unwrap();
+    let rec = s.record("CA1009").await;
+    let alog = s.agent.logs().pop().unwrap();
+    let results = alog.of_type("client_tool_result");
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r["is_error"] == true));
+    let slow = rec.tool_runs.iter().find(|r| r.tool == "slow").unwrap();
+    assert!(
+        slow.is_error && slow.duration_us >= 500_000 && slow.duration_us < 2_000_000,
+        "{slow:?}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restaurant_cap_plays_busy_message() {
+    let s = stack_with(AgentScript::default(), 1, |_| {}).await;
+    let first = tokio::spawn(run_caller(s.caller("CA1010", "sakura-sushi", 50)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = run_caller(s.caller("CA1011", "sakura-sushi", 50))
+        .await
+        .unwrap();
+    assert!(log.closed_by_bridge);
+    let rec = s.record("CA1011").await;
+    assert_eq!(rec.end_reason, EndReason::Busy);
+    let update = s
+        .rest
+        .wait_for("CA1011", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(update.twiml.contains("<Say"), "{}", update.twiml);
+    first.await.unwrap().unwrap();
+    assert_eq!(s.record("CA1010").await.end_reason, EndReason::CallerHungUp);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_calls_to_three_restaurants() {
+    let script = AgentScript {
+        on_start: vec![say("Welcome, {caller_number}", 5, 1, 0x11)],
+        on_chunk: vec![
+            (
+                10,
+                AgentAction::UserTranscript("This is {caller_number} calling".into()),
+            ),
+            (20, say("Thank you {caller_number}", 5, 2, 0x12)),
+        ],
+        ..Default::default()
+    };
+    let s = stack_with(script, 100, |_| {}).await;
+    let ids = ["trattoria-roma", "brooklyn-smokehouse", "sakura-sushi"];
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..200u32 {
+        let c = s.caller(&format!("CA3{i:03}"), ids[i as usize % 3], 40);
+        handles.push(tokio::spawn(run_caller(c)));
+    }
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    for i in 0..200u32 {
+        let sid = format!("CA3{i:03}");
+        let rec = s.record(&sid).await;
+        let caller = format!("+15553{i:03}");
+        assert_eq!(rec.restaurant_id, ids[i as usize % 3]);
+        assert_eq!(rec.end_reason, EndReason::CallerHungUp, "{sid}");
+        assert_eq!(
+            agent_texts(&rec, Role::Agent),
+            [format!("Welcome, {caller}"), format!("Thank you {caller}")],
+            "{sid}"
+        );
+        assert_eq!(
+            agent_texts(&rec, Role::Caller),
+            [format!("This is {caller} calling")]
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert_eq!(s.app.metrics.active_total(), 0);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_live_calls_then_ends_the_rest_politely() {
+    let s = stack_with(
+        AgentScript {
+            on_start: vec![say("Hi", 3, 1, 0x11)],
+            ..Default::default()
+        },
+        50,
+        |c| {
+            c.limits.shutdown_grace_ms = 1_500;
+        },
+    )
+    .await;
+    // A short call that finishes inside the grace period, a long one that does not.
+    let short = tokio::spawn(run_caller(s.caller("CA1020", "trattoria-roma", 40)));
+    let long = tokio::spawn(run_caller(s.caller("CA1021", "trattoria-roma", 1_000)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let app = s.app.clone();
+    let http = s.http_base.clone();
+    let ws = s.ws_url.clone();
+    let keys = s.keys.clone();
+    let sink = s.sink.clone();
+    let rest = s.rest.clone();
+    let t0 = Instant::now();
+    let mut stack = s;
+    let _ = stack.stop.take().unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!app.is_ready());
+    // New streams are refused while draining (the listener is closed or answers 503).
+    let mut late = stack.caller("CA1022", "trattoria-roma", 5);
+    late.ws_url = ws;
+    late.params.insert(
+        "handoff".into(),
+        token(&keys, "CA1022", "trattoria-roma", now()),
+    );
+    assert!(run_caller(late)
+        .await
+        .map(|l| l.closed_by_bridge)
+        .unwrap_or(true));
+    let _ = http;
+    short.await.unwrap().unwrap();
+    assert_eq!(
+        sink.wait_for("CA1020", Duration::from_secs(3))
+            .await
+            .unwrap()
+            .end_reason,
+        EndReason::CallerHungUp
+    );
+    let _ = long.await.unwrap();
+    let rec = sink
+        .wait_for("CA1021", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(rec.end_reason, EndReason::BridgeShutdown);
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1_400) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    assert!(
+        rest.wait_for("CA1021", Duration::from_secs(1))
+            .await
+            .is_some(),
+        "the long call was ended politely"
+    );
+    assert!(sink.get("CA1022").is_none());
+    tokio::time::timeout(Duration::from_secs(10), stack.server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics_endpoints() {
+    let s = stack(AgentScript {
+        on_start: vec![say("Hi", 3, 1, 0x11)],
+        ..Default::default()
+    })
+    .await;
+    run_caller(s.caller("CA1030", "trattoria-roma", 10))
+        .await
+        .unwrap();
+    s.record("CA1030").await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{}/healthz", s.http_base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/readyz", s.http_base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = http
+        .get(format!("{}/metrics", s.http_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("pulsara_frames_total{dir=\"in_twilio\"} 10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pulsara_frames_total{dir=\"out_twilio\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pulsara_calls_ended_total{reason=\"caller_hung_up\"} 1"),
+        "{text}"
+    );
+    // Frames that arrived before the agent was ready are buffered, not timed.
+    let timed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pulsara_added_latency_seconds_count{dir=\"to_agent\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!((1..=10).contains(&timed), "{text}");
+    assert!(
+        text.contains("pulsara_added_latency_seconds_count{dir=\"to_caller\"} 3"),
+        "{text}"
+    );
+    s.shutdown().await;
+}
