@@ -503,7 +503,6 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
             let _ = sink.send(send(stop.to_json())).await;
             let _ = sink.send(Message::Close(None)).await;
             result.end = CallEnd::Hangup;
-            tick_no += 1;
             break 'call;
         }
         if let Some(digit) = pending_dtmf.pop_front() {
