@@ -43,6 +43,7 @@ fn build_wasm() -> Result<()> {
 /// Every test, as CI runs it.
 fn test(extra: &[String]) -> Result<()> {
     build_wasm()?;
+    policies::test()?;
     util::step("cargo test (workspace)");
     let mut args = vec!["test", "--workspace", "--release"];
     args.extend(extra.iter().map(String::as_str));

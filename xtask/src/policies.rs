@@ -1,13 +1,122 @@
-//! Building the policy modules. (Being built: policies issue.)
+//! Building and benchmarking the policy modules.
+//!
+//! `build`: compiles the guest workspace (`policies/guests`) for `wasm32-unknown-unknown` in
+//! release mode with the toolchain from [`crate::toolchain`], turns every policy crate's core
+//! module into a WebAssembly component for the `tool` world (`policies/wit`) with `wit-component`
+//! (in-process: no external binaries), and writes `target/policies/<name>.wasm` plus
+//! `target/policies/manifest.json` (`{name: sha256}`), the table the embedded dashboard seeds
+//! `builtin:<name>` module references from.
+//!
+//! A policy crate is any directory with a `Cargo.toml` under `policies/guests/{builtins,examples,
+//! testing}`; its package name equals its directory name, so its core module is `<name>.wasm`.
+//!
+//! `test`: the guest crates' native unit tests (SDK helpers), which the root workspace cannot run
+//! because the guests are a workspace of their own.
+//!
+//! `bench`: builds the modules, then runs the host's benchmark binary.
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use crate::toolchain::Wasm;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
-pub fn build(_tc: &Wasm) -> Result<()> {
+use crate::toolchain::{Wasm, WASM_TARGET};
+use crate::util;
+
+/// Folders of `policies/guests` that hold one policy crate per subdirectory.
+const GROUPS: [&str; 3] = ["builtins", "examples", "testing"];
+
+pub fn build(tc: &Wasm) -> Result<()> {
+    util::step("policy modules: cargo build (wasm32, release)");
+    let root = util::root();
+    let guests = root.join("policies/guests");
+    let target = tc.target_dir();
+    tc.cargo_build_wasm(&guests, &target, true)?;
+
+    util::step("policy modules: core modules → components");
+    let out_dir = root.join("target/policies");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("could not create {}", out_dir.display()))?;
+    let built = target.join(WASM_TARGET).join("release");
+    let mut manifest = BTreeMap::new();
+    for name in policy_crates(&guests)? {
+        let core_path = built.join(format!("{name}.wasm"));
+        let core = std::fs::read(&core_path)
+            .with_context(|| format!("{} is missing after the build; is the package named {name:?}?", core_path.display()))?;
+        let component = componentize(&core).with_context(|| format!("making a component of {}", core_path.display()))?;
+        let hash = hex(&Sha256::digest(&component));
+        let dest = out_dir.join(format!("{name}.wasm"));
+        if std::fs::read(&dest).ok().as_deref() != Some(component.as_slice()) {
+            std::fs::write(&dest, &component).with_context(|| format!("could not write {}", dest.display()))?;
+        }
+        eprintln!("    {name:<24} {:>8} bytes  sha256 {hash}", component.len());
+        manifest.insert(name, hash);
+    }
+    let json = serde_json::to_string_pretty(&manifest)?;
+    std::fs::write(out_dir.join("manifest.json"), json + "\n")?;
+    eprintln!("    wrote {} modules and manifest.json to {}", manifest.len(), out_dir.display());
     Ok(())
 }
 
+/// Native unit tests of the guest workspace (SDK helpers and built-ins' pure logic).
+pub fn test() -> Result<()> {
+    util::step("policy guests: native unit tests");
+    let root = util::root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["test", "--manifest-path"])
+        .arg(root.join("policies/guests/Cargo.toml"))
+        .args(["--package", "pulsara-policy-sdk", "--target-dir"])
+        .arg(root.join("target/guests-native"))
+        .env_remove("CARGO_TARGET_DIR");
+    util::run(&mut cmd)
+}
+
 pub fn bench() -> Result<()> {
-    Ok(())
+    let tc = Wasm::prepare()?;
+    build(&tc)?;
+    util::step("policy benchmarks");
+    util::cargo(&["bench", "--package", "pulsara-policy-host", "--bench", "policies"])
+}
+
+/// Names of the policy crates (directory names) in `guests`, sorted.
+fn policy_crates(guests: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for group in GROUPS {
+        let dir = guests.join(group);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("could not list {}", dir.display())),
+        };
+        for entry in entries {
+            let path: PathBuf = entry?.path();
+            if path.join("Cargo.toml").is_file() {
+                if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+    }
+    if names.is_empty() {
+        bail!("no policy crates under {}", guests.display());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// A core module built with `wit-bindgen` (which embeds the world as a custom section) → a
+/// component.
+fn componentize(core: &[u8]) -> Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .module(core)
+        .context("reading the module's component-type section (was it built with the SDK?)")?
+        .validate(true)
+        .encode()
+        .context("encoding the component")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,59 @@
+//! `transfer_to_staff`: asks the host to transfer the call to the restaurant's staff line, but
+//! only while someone is there to answer: inside the staffed hours (or, when none are set, the
+//! opening hours). Outside them it declines politely and says when staff are next available.
+//!
+//! Grants: `hours` (without it the transfer is always allowed: the restaurant chose not to
+//! restrict it); actions: `transfer_to_staff`.
+
+use pulsara_policy_sdk::config::OpeningHours;
+use pulsara_policy_sdk::time::{self, hhmm, spoken_date};
+use pulsara_policy_sdk::{json, params, Action, Tool, ToolError, ToolInput, ToolOutput};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    #[serde(default)]
+    reason: String,
+}
+
+pub struct TransferToStaff;
+
+impl Tool for TransferToStaff {
+    fn run(input: &ToolInput) -> Result<ToolOutput, ToolError> {
+        let p: Params = params(input)?;
+        let reason = if p.reason.trim().is_empty() { "caller asked for a person".to_owned() } else { p.reason.trim().to_owned() };
+        let now = time::now(&input.context)?.naive_local();
+        if let Some(hours) = &input.data.hours {
+            // Staffed hours, with the restaurant's closures still applying.
+            let staffed = match &input.data.staffed_hours {
+                Some(spans) if !spans.is_empty() => OpeningHours {
+                    weekly: spans.clone(),
+                    closures: hours.closures.clone(),
+                    last_call_minutes: 0,
+                },
+                _ => OpeningHours { last_call_minutes: 0, ..hours.clone() },
+            };
+            if !time::is_open(&staffed, now) {
+                let next = match time::next_open(&staffed, now, 7) {
+                    Some(t) if t.date() == now.date() => format!(" Someone will be available from {} today.", hhmm(t.time())),
+                    Some(t) => format!(" Someone will be available {} from {}.", spoken_date(t.date()), hhmm(t.time())),
+                    None => String::new(),
+                };
+                return Ok(ToolOutput {
+                    result: format!(
+                        "Sorry, there is no one from the team available to take the call right now.{next} Offer to help with the request or take a message."
+                    ),
+                    data: Some(json!({"transferred": false, "reason": "outside_staffed_hours"})),
+                    actions: Vec::new(),
+                });
+            }
+        }
+        Ok(ToolOutput {
+            result: "Transferring the call to a member of staff now. Tell the caller to hold for a moment.".into(),
+            data: Some(json!({"transferred": true})),
+            actions: vec![Action::TransferToStaff { reason }],
+        })
+    }
+}
+
+pulsara_policy_sdk::export_tool!(TransferToStaff);
