@@ -1,0 +1,151 @@
+//! The shipped μ-law scenario files, end to end on loopback: caller simulator ⇄ a minimal
+//! pass-through relay written here (standing in for the bridge) ⇄ the ElevenLabs emulator.
+//! This checks that the scenarios' timings and triggers work together (greeting, turns, tool
+//! calls, barge-in with clear and marks), independent of the real bridge.
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use pulsara_emulators::caller::{run_call, CallEnd, CallParams, CallerOptions};
+use pulsara_emulators::elevenlabs::{spawn, ElevenLabsConfig};
+use pulsara_emulators::scenario::Scenario;
+use pulsara_media::convai::{self, ClientMessage, InitiationClientData, ServerMessage};
+use pulsara_media::twilio::{self, Inbound};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+fn tool_result(tool: &str, params: &serde_json::Value) -> String {
+    match tool {
+        "answer_question" => "Specials tonight: saltimbocca alla romana; carciofi alla giudia.".to_owned(),
+        _ => format!("{tool} ok: {params}"),
+    }
+}
+
+/// Accept one Twilio stream and relay it to the emulator (μ-law pass-through both ways).
+async fn relay(listener: TcpListener, el_base: String, agent_id: String) {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut tw = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let mut stream_sid = String::new();
+    let mut caller = String::new();
+    while let Some(Ok(Message::Text(t))) = tw.next().await {
+        if let Ok(Inbound::Start(s)) = twilio::parse_inbound(t.as_str()) {
+            stream_sid = s.stream_sid;
+            caller = s.custom_parameters.get("caller").cloned().unwrap_or_default();
+            break;
+        }
+    }
+    let (mut el, _) = tokio_tungstenite::connect_async(format!("{el_base}/v1/convai/conversation?agent_id={agent_id}")).await.unwrap();
+    let mut vars = std::collections::BTreeMap::new();
+    vars.insert("caller_number".to_owned(), json!(caller));
+    let init = ClientMessage::ConversationInitiationClientData(InitiationClientData { conversation_config_override: None, dynamic_variables: vars });
+    el.send(Message::Text(init.to_json().into())).await.unwrap();
+    let mut mark_n = 0u32;
+    loop {
+        tokio::select! {
+            m = tw.next() => {
+                let Some(Ok(Message::Text(t))) = m else { break };
+                match twilio::parse_inbound(t.as_str()) {
+                    Ok(Inbound::Media(media)) => {
+                        let frame = convai::user_audio_chunk_json(&media.payload).unwrap();
+                        if el.send(Message::Text(frame.into())).await.is_err() { break; }
+                    }
+                    Ok(Inbound::Stop(_)) => break,
+                    _ => {}
+                }
+            }
+            m = el.next() => {
+                let Some(Ok(Message::Text(t))) = m else { break };
+                let mut out_tw = Vec::new();
+                let mut out_el = Vec::new();
+                match convai::parse_server(t.as_str()).unwrap() {
+                    ServerMessage::Audio { audio_b64, .. } => {
+                        out_tw.push(twilio::media_json(&stream_sid, &audio_b64).unwrap());
+                        mark_n += 1;
+                        out_tw.push(twilio::mark_json(&stream_sid, &format!("a{mark_n}")));
+                    }
+                    ServerMessage::Interruption { .. } => out_tw.push(twilio::clear_json(&stream_sid)),
+                    ServerMessage::Ping { event_id, .. } => out_el.push(convai::pong_json(event_id)),
+                    ServerMessage::ClientToolCall(c) => out_el.push(
+                        ClientMessage::ClientToolResult { result: tool_result(&c.tool_name, &c.parameters), tool_call_id: c.tool_call_id, is_error: false }.to_json(),
+                    ),
+                    _ => {}
+                }
+                for o in out_tw { let _ = tw.send(Message::Text(o.into())).await; }
+                for o in out_el { let _ = el.send(Message::Text(o.into())).await; }
+            }
+        }
+    }
+    let _ = el.close(None).await;
+}
+
+async fn play(name: &str, speed: f64) -> (Scenario, pulsara_emulators::caller::CallResult, pulsara_emulators::elevenlabs::ConversationRecord) {
+    let all = Scenario::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")).unwrap();
+    let sc = all.iter().find(|s| s.name == name).unwrap().clone();
+    let emu = spawn(ElevenLabsConfig::new("k", all.clone())).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay_task = tokio::spawn(relay(listener, format!("ws://{}", emu.addr), sc.agent.agent_id.clone()));
+    let mut params = CallParams::numbered(42, &sc.call.from, &sc.call.to);
+    params.custom_parameters.insert("caller".into(), sc.call.from.clone());
+    let res = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_call(&format!("ws://{addr}/media"), params, &sc.caller, CallerOptions { speed, ..Default::default() }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
+    let recs = emu.recorder.wait_ended(1, Duration::from_secs(5)).await;
+    let rec = recs.into_iter().next().unwrap();
+    emu.shutdown().await;
+    (sc, res, rec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trattoria_order_scenario_runs_end_to_end() {
+    let (sc, res, rec) = play("trattoria-order", 8.0).await;
+    assert_eq!(rec.scenario.as_deref(), Some("trattoria-order"));
+    assert_eq!(res.end, CallEnd::Hangup, "{:?}", res.steps);
+    assert!(res.steps.iter().all(|s| !s.timed_out), "{:?}", res.steps);
+    assert!(rec.failures.is_empty(), "{:?}", rec.failures);
+    assert_eq!(rec.turns_completed, sc.agent.turns.len());
+    let tools: Vec<_> = rec.tool_results.iter().map(|t| t.tool_name.as_str()).collect();
+    assert_eq!(tools, sc.expect.tools);
+    assert!(rec.interruptions.is_empty());
+    // Pass-through: the emulator received exactly the μ-law bytes the caller sent.
+    assert_eq!(rec.user_audio, res.caller_ulaw[..rec.user_audio.len()]);
+    assert!(rec.user_audio.len() + 160 * 4 >= res.caller_ulaw.len());
+    // Every mark came back after its audio played, none cleared.
+    assert!(!res.marks.is_empty() && res.marks.iter().all(|m| !m.cleared));
+    // The caller heard the greeting quickly and the whole exchange.
+    assert!(res.first_agent_audio_ms.unwrap() < 500);
+    assert!(res.agent_audible_ms_between(0, res.duration_ms) > 8000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_scenario_clears_and_no_stale_audio_follows() {
+    let (_sc, res, rec) = play("trattoria-barge-in", 2.0).await;
+    assert_eq!(res.end, CallEnd::Hangup, "{:?}", res.steps);
+    assert!(rec.failures.is_empty(), "{:?}", rec.failures);
+    assert_eq!(rec.interruptions.len(), 1);
+    assert_eq!(res.clears_ms.len(), 1);
+    let clear_at = res.clears_ms[0];
+    // The barge-in utterance is step 1; it started 2.5 s into the answer.
+    let barge = &res.steps[1];
+    eprintln!("barge-in at {} ms, clear received at {clear_at} ms", barge.fired_ms);
+    // VAD needs ~40-60 ms of speech; the rest is loop latency (scaled by the speed-up).
+    assert!(clear_at >= barge.fired_ms && clear_at < barge.fired_ms + 600, "clear {clear_at} vs barge {}", barge.fired_ms);
+    // Pending marks came back at the clear, flagged; audio was discarded.
+    assert!(res.marks.iter().any(|m| m.cleared && m.echoed_ms == clear_at));
+    assert!(res.cleared_samples > 8000);
+    // No agent audio between the clear and the end of the caller's utterance (+ VAD's 400 ms).
+    let utterance_end = barge.done_ms.unwrap();
+    assert_eq!(res.media_bytes_between(clear_at + 20, utterance_end + 300), 0);
+    assert_eq!(res.agent_audible_ms_between(clear_at + 20, utterance_end + 300), 0);
+    // The corrected line is a prefix of what was said.
+    let i = &rec.interruptions[0];
+    assert!(i.original.starts_with(&i.corrected) && i.corrected.len() < i.original.len());
+    // The answer to the barge-in was played afterwards.
+    assert!(res.agent_audible_ms_between(utterance_end, res.duration_ms) > 1000);
+}
