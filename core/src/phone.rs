@@ -96,7 +96,7 @@ fn parse(raw: &str) -> Result<Parsed, PhoneError> {
         return Err(PhoneError::InputTooLong);
     }
     let mut s = raw.trim();
-    if s.len() >= 4 && s[..4].eq_ignore_ascii_case("tel:") {
+    if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("tel:")) {
         s = s[4..].split(';').next().unwrap_or("").trim();
     }
     if s.is_empty() {
@@ -191,6 +191,11 @@ mod tests {
             Err(PhoneError::InputTooLong)
         );
         assert_eq!(normalize_e164("7185550100"), Err(PhoneError::NoCountryCode));
+        // Multi-byte characters where "tel:" would be (found by the property test below).
+        assert_eq!(
+            normalize_e164(".\u{11d62}?"),
+            Err(PhoneError::InvalidCharacter('\u{11d62}'))
+        );
         assert_eq!(
             normalize_e164("(718) 555-0100"),
             Err(PhoneError::NoCountryCode)
@@ -245,6 +250,21 @@ mod tests {
                 ),
                 "{bad}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn output_is_canonical_and_idempotent(raw in "\\PC{0,40}|[+0 ()0-9.-]{0,24}") {
+            if let Ok(n) = normalize_e164(&raw) {
+                proptest::prop_assert!(n.starts_with('+'));
+                let digits = &n[1..];
+                proptest::prop_assert!(digits.bytes().all(|b| b.is_ascii_digit()));
+                proptest::prop_assert!((MIN_DIGITS..=MAX_DIGITS).contains(&digits.len()));
+                proptest::prop_assert!(!digits.starts_with('0'));
+                proptest::prop_assert_eq!(normalize_e164(&n), Ok(n.clone()));
+            }
+            let _ = normalize_with_default(&raw, "39");
         }
     }
 }

@@ -504,4 +504,35 @@ mod tests {
         let p = parse_form(body).unwrap();
         validate(&token(), URL, &p, Some("0/KCTR6DLpKmkAf8muzZqo1nDgQ=")).unwrap();
     }
+
+    proptest::proptest! {
+        #[test]
+        fn signatures_round_trip_and_detect_changes(
+            pairs in proptest::collection::vec(("[A-Za-z]{1,8}", "\\PC{0,12}"), 0..12),
+            path in "[a-z/]{0,12}",
+        ) {
+            let params: Vec<(String, String)> = pairs;
+            let url = format!("https://edge.test/{path}");
+            let sig = compute_signature(&token(), &url, &params);
+            proptest::prop_assert_eq!(validate(&token(), &url, &params, Some(&sig)), Ok(()));
+            let mut shuffled = params.clone();
+            shuffled.reverse();
+            proptest::prop_assert_eq!(validate(&token(), &url, &shuffled, Some(&sig)), Ok(()));
+            let mut extra = params.clone();
+            extra.push(("Zz".into(), "1".into()));
+            proptest::prop_assert_eq!(validate(&token(), &url, &extra, Some(&sig)), Err(SignatureError::Mismatch));
+            // Through an encoded form body and back.
+            let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish();
+            let parsed = parse_form(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(validate(&token(), &url, &parsed, Some(&sig)), Ok(()));
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512), url in "\\PC{0,60}", header in "\\PC{0,40}") {
+            if let Ok(p) = parse_form(&body) {
+                let _ = validate(&token(), &url, &p, Some(&header));
+            }
+            let _ = validate_json(&token(), &url, &body, Some(&header));
+        }
+    }
 }
