@@ -408,3 +408,345 @@ pub fn elevenlabs_forward(settings: &Settings, req: &Inbound, now_unix: i64, non
     }
     Ok(dashboard_request(settings, "POST", "/v1/post-call", req.body.clone(), Vec::new(), now_unix, nonce))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::tests::{settings_from, vars};
+    use crate::testdata::{closed, config};
+    use pulsara_core::config::AfterHours;
+    use pulsara_core::handoff::HandoffKeys;
+    use pulsara_core::secret::Secret;
+
+    fn settings() -> Settings {
+        settings_from(&vars()).unwrap()
+    }
+
+    fn form(params: &[(&str, &str)]) -> Vec<u8> {
+        form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish().into_bytes()
+    }
+
+    /// A voice webhook signed as Twilio would sign it for `settings`.
+    fn signed(settings: &Settings, path: &str, query: &str, params: &[(&str, &str)]) -> Inbound {
+        let owned: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pq = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
+        let sig = twilio::compute_signature(&settings.twilio_auth_token, &settings.public_url(&pq), &owned);
+        Inbound {
+            method: "POST".into(),
+            path: path.into(),
+            query: query.into(),
+            headers: vec![("x-twilio-signature".into(), sig)],
+            body: form(params),
+        }
+    }
+
+    const CALL: [(&str, &str); 4] =
+        [("CallSid", "CA1234567890ABCDE"), ("From", "+14155550100"), ("To", "+390600000001"), ("CallStatus", "ringing")];
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000, 0).unwrap()
+    }
+
+    fn found(c: RestaurantConfig) -> ConfigLookup {
+        ConfigLookup::Found { config: Box::new(c), source: Source::Dashboard }
+    }
+
+    /// The value of `<Parameter name="{name}" value="…"/>` in a TwiML document.
+    fn parameter(twiml: &str, name: &str) -> String {
+        let marker = format!("<Parameter name=\"{name}\" value=\"");
+        let start = twiml.find(&marker).unwrap_or_else(|| panic!("no {name} in {twiml}")) + marker.len();
+        twiml[start..].split('"').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn published_twilio_vector_verifies_through_public_base_url() {
+        let mut v = vars();
+        v.insert("PUBLIC_BASE_URL", "https://mycompany.com");
+        let s = settings_from(&v).unwrap();
+        let params = [
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+12349013030"),
+            ("Digits", "1234"),
+            ("From", "+12349013030"),
+            ("To", "+18005551212"),
+        ];
+        let mut req = Inbound {
+            method: "POST".into(),
+            path: "/myapp.php".into(),
+            query: "foo=1&bar=2".into(),
+            headers: vec![("x-twilio-signature".into(), "0/KCTR6DLpKmkAf8muzZqo1nDgQ=".into())],
+            body: form(&params),
+        };
+        assert_eq!(verify_twilio(&s, &req).unwrap().len(), 5);
+        // The Host header plays no part; a different query does.
+        req.headers.push(("host".into(), "evil.example".into()));
+        assert!(verify_twilio(&s, &req).is_ok());
+        req.query = "foo=1".into();
+        assert!(matches!(verify_twilio(&s, &req), Err(Refusal::Forbidden(_))));
+    }
+
+    #[test]
+    fn unsigned_forged_and_oversized_requests_are_refused() {
+        let s = settings();
+        let mut req = signed(&s, "/twilio/voice", "", &CALL);
+        assert!(voice_call(&s, &req).is_ok());
+        req.body = form(&[("CallSid", "CA1234567890ABCDE"), ("To", "+390600000002")]);
+        let Err(forged) = voice_call(&s, &req) else { panic!("forged body accepted") };
+        assert_eq!(refuse(Route::Voice, &forged, None).status, 403);
+        req.headers.clear();
+        assert!(matches!(voice_call(&s, &req), Err(Refusal::Forbidden(m)) if m.contains("missing")));
+        req.headers.push(("x-twilio-signature".into(), String::new()));
+        assert!(matches!(voice_call(&s, &req), Err(Refusal::Forbidden(_))));
+        req.body = vec![b'a'; MAX_BODY_BYTES + 1];
+        let Err(big) = voice_call(&s, &req) else { panic!("oversized body accepted") };
+        assert_eq!(refuse(Route::Voice, &big, None).status, 413);
+    }
+
+    #[test]
+    fn signed_request_without_usable_to_gets_fallback_twiml_not_an_error_status() {
+        let s = settings();
+        let req = signed(&s, "/twilio/voice", "", &[("CallSid", "CA1"), ("To", "anonymous")]);
+        let refusal = voice_call(&s, &req).unwrap_err();
+        assert!(matches!(refusal, Refusal::BadRequest(_)));
+        let reply = refuse(Route::Voice, &refusal, None);
+        assert_eq!((reply.status, reply.content_type), (200, crate::http::TWIML));
+        assert!(reply.body.contains(GENERIC_APOLOGY) && reply.body.contains("<Hangup/>"));
+    }
+
+    #[test]
+    fn twilio_routes_never_get_a_5xx() {
+        let all = [
+            Refusal::BadRequest("x".into()),
+            Refusal::Replayed,
+            Refusal::NotFound,
+            Refusal::MethodNotAllowed,
+            Refusal::Misconfigured,
+            Refusal::UpstreamFailed("x".into()),
+        ];
+        for r in &all {
+            for route in [Route::Voice, Route::Status] {
+                let reply = refuse(route, r, Some(&config("r1")));
+                assert_eq!((reply.status, reply.content_type), (200, crate::http::TWIML), "{route:?} {r:?}");
+            }
+            assert!(refuse(Route::DashboardWebhook, r, None).status >= 400);
+        }
+        // With a known config, the fallback dials the restaurant's fallback target.
+        let body = refuse(Route::Voice, &Refusal::Misconfigured, Some(&config("r1"))).body;
+        assert!(body.contains("<Dial") && body.contains("+390600000099"), "{body}");
+    }
+
+    #[test]
+    fn open_restaurant_gets_stream_with_verifiable_token() {
+        let s = settings();
+        let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
+        assert_eq!(call.to, "+390600000001");
+        let (reply, outcome) = answer_call(&s, &call, &found(config("r1")), now(), now());
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.contains(r#"<Stream url="wss://eu.bridge.example.com/media">"#), "{}", reply.body);
+        assert_eq!(parameter(&reply.body, "restaurant_id"), "r1");
+        assert_eq!(parameter(&reply.body, "config_version"), "3");
+        assert_eq!(parameter(&reply.body, "caller"), "+14155550100");
+        assert_eq!(parameter(&reply.body, "called"), "+390600000001");
+        let bridge_keys = HandoffKeys::parse(&Secret::new("k1:handoff-secret-0123456789")).unwrap();
+        let token = parameter(&reply.body, "handoff");
+        let claims = bridge_keys.verify(&token, "CA1234567890ABCDE", Some("eu-west"), now().timestamp() + 30).unwrap();
+        assert_eq!((claims.restaurant_id.as_str(), claims.config_version), ("r1", 3));
+        assert_eq!(claims.exp - claims.iat, 60);
+        assert!(bridge_keys.verify(&token, "CAother", None, now().timestamp()).is_err());
+        assert_eq!(
+            outcome,
+            VoiceOutcome::Stream { restaurant_id: "r1".into(), region: "eu-west".into(), config_version: 3, source: Source::Dashboard }
+        );
+    }
+
+    #[test]
+    fn restaurant_without_its_own_bridge_goes_to_the_default_region() {
+        let s = settings();
+        let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
+        let mut c = config("r1");
+        c.region = "ap-south".into();
+        let (reply, outcome) = answer_call(&s, &call, &found(c), now(), now());
+        assert!(reply.body.contains("wss://eu.bridge.example.com/media"));
+        assert!(matches!(outcome, VoiceOutcome::Stream { region, .. } if region == "eu-west"));
+    }
+
+    #[test]
+    fn closed_restaurant_gets_each_after_hours_mode() {
+        let s = settings();
+        let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
+        let cases = [
+            (AfterHours::Message { message: "Closed & gone".into() }, "message", vec!["Closed &amp; gone", "<Hangup/>"]),
+            (
+                AfterHours::Voicemail { message: "Leave a message".into(), max_length_secs: 90 },
+                "voicemail",
+                vec!["<Record", "maxLength=\"90\"", "https://edge.example.com/twilio/status?kind=recording"],
+            ),
+            (AfterHours::Forward { message: None, number: "+390611111111".into() }, "forward", vec!["<Dial", "+390611111111"]),
+        ];
+        for (mode, name, needles) in cases {
+            let (reply, outcome) = answer_call(&s, &call, &found(closed("r1", mode)), now(), now());
+            assert_eq!(reply.status, 200);
+            assert!(!reply.body.contains("<Stream"));
+            for n in needles {
+                assert!(reply.body.contains(n), "{name}: {n} not in {}", reply.body);
+            }
+            assert_eq!(outcome, VoiceOutcome::AfterHours { restaurant_id: "r1".into(), mode: name });
+        }
+    }
+
+    #[test]
+    fn hours_are_evaluated_at_the_hours_instant() {
+        let s = settings();
+        let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
+        let mut c = config("r1");
+        // Open only on Mondays 12:00–15:00 Rome time. 2026-11-30 is a Monday.
+        c.hours.weekly = vec![pulsara_core::config::WeeklySpan {
+            day: chrono::Weekday::Mon,
+            open: chrono::NaiveTime::from_hms_opt(12, 0, 0).unwrap(),
+            close: chrono::NaiveTime::from_hms_opt(15, 0, 0).unwrap(),
+        }];
+        let monday_1pm_rome = DateTime::parse_from_rfc3339("2026-11-30T13:00:00+01:00").unwrap().to_utc();
+        let monday_4pm_rome = DateTime::parse_from_rfc3339("2026-11-30T16:00:00+01:00").unwrap().to_utc();
+        let (_, open) = answer_call(&s, &call, &found(c.clone()), now(), monday_1pm_rome);
+        assert!(matches!(open, VoiceOutcome::Stream { .. }));
+        let (_, shut) = answer_call(&s, &call, &found(c), now(), monday_4pm_rome);
+        assert!(matches!(shut, VoiceOutcome::AfterHours { .. }));
+    }
+
+    #[test]
+    fn test_clock_header_only_with_allow_test_clock() {
+        let s = settings();
+        let mut req = signed(&s, "/twilio/voice", "", &CALL);
+        req.headers.push((TEST_NOW_HEADER.into(), "1000".into()));
+        assert_eq!(hours_instant(&s, &req, now()), now());
+        let mut v = vars();
+        v.insert("PUBLIC_BASE_URL", "http://127.0.0.1:8787");
+        v.insert("ALLOW_TEST_CLOCK", "1");
+        let t = settings_from(&v).unwrap();
+        assert_eq!(hours_instant(&t, &req, now()).timestamp(), 1000);
+    }
+
+    #[test]
+    fn unknown_unavailable_and_broken_configs() {
+        let s = settings();
+        let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
+        let (reply, outcome) = answer_call(&s, &call, &ConfigLookup::UnknownNumber, now(), now());
+        assert_eq!((reply.status, outcome), (200, VoiceOutcome::UnknownNumber));
+        assert!(reply.body.contains("not set up"));
+        let (reply, outcome) = answer_call(&s, &call, &ConfigLookup::Unavailable("down".into()), now(), now());
+        assert!(reply.body.contains(GENERIC_APOLOGY) && matches!(outcome, VoiceOutcome::Fallback { .. }));
+        let mut bad = config("r1");
+        bad.time_zone = "Mars/Olympus".into();
+        bad.fallback_number = Some("+390622222222".into());
+        let (reply, outcome) = answer_call(&s, &call, &found(bad), now(), now());
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.contains("+390622222222"), "{}", reply.body);
+        assert!(matches!(outcome, VoiceOutcome::Fallback { reason } if reason.contains("Mars/Olympus")));
+    }
+
+    #[test]
+    fn config_request_is_signed_for_the_dashboard() {
+        let s = settings();
+        let req = config_request(&s, "+390600000001", Some("\"7\""), 1_790_000_000, "nonce-1");
+        assert_eq!(req.url, "http://127.0.0.1:9/v1/restaurants/by-number/+390600000001");
+        let header = |n: &str| req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        assert_eq!(header("if-none-match").as_deref(), Some("\"7\""));
+        let mut guard = webhooks::ReplayGuard::new(16);
+        let key_id = request_auth::verify(
+            |id| (id == "edge-1").then(|| Secret::new("dashboard-signing-secret-0123")),
+            "GET",
+            "/v1/restaurants/by-number/+390600000001",
+            &header,
+            &[],
+            1_790_000_010,
+            &mut guard,
+        )
+        .unwrap();
+        assert_eq!(key_id, "edge-1");
+    }
+
+    #[test]
+    fn status_callback_becomes_a_lifecycle_event() {
+        let s = settings();
+        let params = [("CallSid", "CA42"), ("CallStatus", "completed"), ("CallDuration", "37")];
+        let req = signed(&s, "/twilio/status", "kind=recording", &params);
+        let out = status_event(&s, &req, 1_790_000_000, "n").unwrap();
+        assert_eq!((out.method, out.url.as_str()), ("POST", "http://127.0.0.1:9/v1/calls/CA42/events"));
+        let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(body["kind"], "recording");
+        assert_eq!(body["call_status"], "completed");
+        assert_eq!(body["params"]["CallDuration"], "37");
+        let bad = signed(&s, "/twilio/status", "", &[("CallSid", "../../admin")]);
+        assert!(matches!(status_event(&s, &bad, 0, "n"), Err(Refusal::BadRequest(_))));
+        let mut forged = signed(&s, "/twilio/status", "", &params);
+        forged.query = "kind=recording".into();
+        assert!(matches!(status_event(&s, &forged, 0, "n"), Err(Refusal::Forbidden(_))));
+    }
+
+    fn dashboard_webhook(id: &str, ts: i64, body: &str, secret: &str) -> Inbound {
+        let sig = webhooks::sign(&Secret::new(secret), id, ts, body.as_bytes()).unwrap();
+        Inbound {
+            method: "POST".into(),
+            path: "/webhooks/dashboard".into(),
+            headers: vec![
+                ("webhook-id".into(), id.into()),
+                ("webhook-timestamp".into(), ts.to_string()),
+                ("webhook-signature".into(), sig),
+            ],
+            body: body.as_bytes().to_vec(),
+            ..Inbound::default()
+        }
+    }
+
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    #[test]
+    fn dashboard_webhook_is_verified_and_parsed() {
+        let s = settings();
+        let body = r#"{"type":"restaurant.updated","data":{"restaurant_id":"r1","version":4}}"#;
+        let ev = dashboard_event(&s, &dashboard_webhook("msg_1", 1_790_000_000, body, SECRET), 1_790_000_100).unwrap();
+        assert_eq!(
+            ev,
+            DashboardEvent { webhook_id: "msg_1".into(), kind: "restaurant.updated".into(), restaurant_id: "r1".into(), version: 4 }
+        );
+        // Stale, wrong secret, empty v1 signature, unparsable body.
+        let stale = dashboard_webhook("msg_1", 1_790_000_000 - 400, body, SECRET);
+        assert!(matches!(dashboard_event(&s, &stale, 1_790_000_000), Err(Refusal::Forbidden(m)) if m.contains("old")));
+        let other = dashboard_webhook("msg_1", 1_790_000_000, body, "whsec_b3RoZXItc2VjcmV0LXZhbHVl");
+        assert!(matches!(dashboard_event(&s, &other, 1_790_000_000), Err(Refusal::Forbidden(_))));
+        let mut empty = dashboard_webhook("msg_1", 1_790_000_000, body, SECRET);
+        empty.headers[2].1 = "v1,".into();
+        assert!(matches!(dashboard_event(&s, &empty, 1_790_000_000), Err(Refusal::Forbidden(_))));
+        let junk = dashboard_webhook("msg_2", 1_790_000_000, "{}", SECRET);
+        assert!(matches!(dashboard_event(&s, &junk, 1_790_000_000), Err(Refusal::BadRequest(_))));
+    }
+
+    #[test]
+    fn elevenlabs_webhook_is_verified_then_forwarded_unchanged() {
+        let s = settings();
+        let body = br#"{"type":"post_call_transcription","data":{"conversation_id":"c1"}}"#;
+        let header = webhooks::sign_elevenlabs(&Secret::new("el-secret"), 1_790_000_000, body);
+        let req = Inbound {
+            method: "POST".into(),
+            path: "/webhooks/elevenlabs".into(),
+            headers: vec![("elevenlabs-signature".into(), header)],
+            body: body.to_vec(),
+            ..Inbound::default()
+        };
+        let out = elevenlabs_forward(&s, &req, 1_790_000_060, "n").unwrap();
+        assert_eq!((out.url.as_str(), out.body.as_slice()), ("http://127.0.0.1:9/v1/post-call", &body[..]));
+        assert!(matches!(elevenlabs_forward(&s, &req, 1_790_000_000 + 3600, "n"), Err(Refusal::Forbidden(_))));
+        let mut v = vars();
+        v.remove("ELEVENLABS_WEBHOOK_SECRET");
+        let no_secret = settings_from(&v).unwrap();
+        assert!(matches!(elevenlabs_forward(&no_secret, &req, 1_790_000_060, "n"), Err(Refusal::Forbidden(_))));
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::of("POST", "/twilio/voice"), Route::Voice);
+        assert_eq!(Route::of("GET", "/twilio/voice"), Route::MethodNotAllowed);
+        assert_eq!(Route::of("GET", "/healthz"), Route::Health);
+        assert_eq!(Route::of("POST", "/nope"), Route::NotFound);
+    }
+}

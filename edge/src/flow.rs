@@ -198,3 +198,245 @@ async fn elevenlabs_webhook<P: Ports>(settings: &Settings, ports: &P, req: &Inbo
         Err(e) => refused(route, Refusal::UpstreamFailed(e.to_string()), None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use pulsara_core::secret::Secret;
+    use pulsara_core::{twilio, webhooks};
+
+    use super::*;
+    use crate::cache::Source;
+    use crate::settings::tests::{settings_from, vars};
+    use crate::testdata::{closed, config};
+
+    /// In-memory ports with a scripted dashboard.
+    struct Fake {
+        cache: RefCell<HashMap<String, String>>,
+        /// What the dashboard answers next (`None`: it is down).
+        dashboard: RefCell<Option<Upstream>>,
+        sent: RefCell<Vec<Outbound>>,
+    }
+
+    impl Fake {
+        fn new() -> Self {
+            Self { cache: RefCell::default(), dashboard: RefCell::new(None), sent: RefCell::default() }
+        }
+        fn serve(&self, config: &RestaurantConfig) {
+            let body = serde_json::to_vec(config).unwrap();
+            *self.dashboard.borrow_mut() = Some(Upstream { status: 200, etag: Some(format!("\"{}\"", config.version)), body });
+        }
+        fn answer(&self, status: u16) {
+            *self.dashboard.borrow_mut() = Some(Upstream { status, etag: None, body: vec![] });
+        }
+        fn down(&self) {
+            *self.dashboard.borrow_mut() = None;
+        }
+    }
+
+    impl Ports for Fake {
+        async fn cache_get(&self, key: &str) -> Result<Option<String>, PortError> {
+            Ok(self.cache.borrow().get(key).cloned())
+        }
+        async fn cache_put(&self, key: &str, value: String, _ttl: u64) -> Result<(), PortError> {
+            self.cache.borrow_mut().insert(key.to_owned(), value);
+            Ok(())
+        }
+        async fn send(&self, req: Outbound, timeout_ms: u64) -> Result<Upstream, PortError> {
+            self.sent.borrow_mut().push(req);
+            self.dashboard.borrow().clone().ok_or(PortError::Timeout(timeout_ms))
+        }
+        fn nonce(&self) -> String {
+            format!("nonce-{}", self.sent.borrow().len())
+        }
+    }
+
+    const T0: i64 = 1_790_000_000;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn settings() -> Settings {
+        settings_from(&vars()).unwrap()
+    }
+
+    fn call(s: &Settings, sid: &str) -> Inbound {
+        let params: Vec<(String, String)> =
+            [("CallSid", sid), ("From", "+14155550100"), ("To", "+390600000001")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let sig = twilio::compute_signature(&s.twilio_auth_token, &s.public_url("/twilio/voice"), &params);
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish().into_bytes();
+        Inbound {
+            method: "POST".into(),
+            path: "/twilio/voice".into(),
+            headers: vec![("x-twilio-signature".into(), sig)],
+            body,
+            ..Inbound::default()
+        }
+    }
+
+    fn webhook(id: &str, ts: i64, kind: &str, restaurant: &str) -> Inbound {
+        let body = format!(r#"{{"type":"{kind}","data":{{"restaurant_id":"{restaurant}","version":9}}}}"#);
+        let sig = webhooks::sign(&Secret::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"), id, ts, body.as_bytes()).unwrap();
+        Inbound {
+            method: "POST".into(),
+            path: "/webhooks/dashboard".into(),
+            headers: vec![("webhook-id".into(), id.into()), ("webhook-timestamp".into(), ts.to_string()), ("webhook-signature".into(), sig)],
+            body: body.into_bytes(),
+            ..Inbound::default()
+        }
+    }
+
+    fn source(outcome: &Outcome) -> Option<Source> {
+        match outcome {
+            Outcome::Voice(VoiceOutcome::Stream { source, .. }) => Some(*source),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn cold_then_warm_cache() {
+        let (s, ports) = (settings(), Fake::new());
+        ports.serve(&config("r1"));
+        let (reply, outcome) = handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(source(&outcome), Some(Source::Dashboard));
+        assert_eq!(ports.sent.borrow().len(), 1);
+        assert_eq!(ports.sent.borrow()[0].url, "http://127.0.0.1:9/v1/restaurants/by-number/+390600000001");
+        // Within the TTL the dashboard is not asked again.
+        let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0 + 299)).await;
+        assert_eq!(source(&outcome), Some(Source::Cache));
+        assert_eq!(ports.sent.borrow().len(), 1);
+        // After it, the dashboard is asked with the cached ETag.
+        ports.answer(304);
+        let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA3"), at(T0 + 301)).await;
+        assert_eq!(source(&outcome), Some(Source::Dashboard));
+        let sent = ports.sent.borrow();
+        assert!(sent[1].headers.iter().any(|(k, v)| k == "If-None-Match" && v == "\"3\""), "{:?}", sent[1].headers);
+    }
+
+    #[tokio::test]
+    async fn dashboard_down_with_warm_and_cold_cache() {
+        let (s, ports) = (settings(), Fake::new());
+        ports.down();
+        let (reply, outcome) = handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.contains(crate::decide::GENERIC_APOLOGY), "{}", reply.body);
+        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { reason }) if reason.contains("timed out")));
+        ports.serve(&config("r1"));
+        handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0)).await;
+        ports.down();
+        let (reply, outcome) = handle(Ok(&s), &ports, &call(&s, "CA3"), at(T0 + 3_600)).await;
+        assert!(reply.body.contains("<Stream"), "{}", reply.body);
+        assert_eq!(source(&outcome), Some(Source::StaleCache));
+        // Past TTL + stale window the cached config is no longer used.
+        let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA4"), at(T0 + 300 + 86_400)).await;
+        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { .. })));
+    }
+
+    #[tokio::test]
+    async fn webhook_invalidates_and_replays_are_refused() {
+        let (s, ports) = (settings(), Fake::new());
+        ports.serve(&config("r1"));
+        handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
+        // The restaurant changes: now closed, new version.
+        let mut updated = closed("r1", pulsara_core::config::AfterHours::Message { message: "Closed for works".into() });
+        updated.version = 4;
+        ports.serve(&updated);
+        let (reply, outcome) = handle(Ok(&s), &ports, &webhook("msg_1", T0 + 5, "restaurant.updated", "r1"), at(T0 + 10)).await;
+        assert_eq!(reply.status, 204);
+        assert_eq!(outcome, Outcome::Webhook { kind: "restaurant.updated".into(), restaurant_id: "r1".into(), invalidated: true });
+        let (reply, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0 + 11)).await;
+        assert!(reply.body.contains("Closed for works"), "{}", reply.body);
+        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::AfterHours { .. })));
+        // The same delivery again is refused and changes nothing.
+        let (reply, outcome) = handle(Ok(&s), &ports, &webhook("msg_1", T0 + 5, "restaurant.updated", "r1"), at(T0 + 12)).await;
+        assert_eq!(reply.status, 409);
+        assert!(matches!(outcome, Outcome::Refused { refusal: Refusal::Replayed, .. }));
+        // Forged deliveries neither invalidate nor burn ids.
+        let mut forged = webhook("msg_2", T0 + 5, "restaurant.updated", "r1");
+        forged.body = br#"{"type":"restaurant.updated","data":{"restaurant_id":"r2"}}"#.to_vec();
+        assert_eq!(handle(Ok(&s), &ports, &forged, at(T0 + 12)).await.0.status, 403);
+        assert!(!ports.cache.borrow().contains_key("wh:msg_2"));
+    }
+
+    #[tokio::test]
+    async fn invalidated_entry_still_serves_when_dashboard_fails() {
+        let (s, ports) = (settings(), Fake::new());
+        ports.serve(&config("r1"));
+        handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
+        handle(Ok(&s), &ports, &webhook("msg_1", T0, "restaurant.updated", "r1"), at(T0 + 1)).await;
+        ports.down();
+        let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0 + 2)).await;
+        assert_eq!(source(&outcome), Some(Source::StaleCache));
+        assert_eq!(ports.sent.borrow().len(), 2, "the invalidated entry must trigger a refetch");
+    }
+
+    #[tokio::test]
+    async fn unknown_number_and_foreign_config() {
+        let (s, ports) = (settings(), Fake::new());
+        ports.answer(404);
+        let (reply, outcome) = handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
+        assert_eq!(outcome, Outcome::Voice(VoiceOutcome::UnknownNumber));
+        assert!(reply.body.contains("not set up"));
+        // A config that does not list the called number is not used for it.
+        let mut other = config("r2");
+        other.phone_numbers = vec!["+12125550100".into()];
+        ports.serve(&other);
+        let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0)).await;
+        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { reason }) if reason.contains("does not list")));
+    }
+
+    #[tokio::test]
+    async fn misconfigured_edge_still_answers_twilio_with_twiml() {
+        let mut v = vars();
+        v.remove("HANDOFF_KEYS");
+        let err = settings_from(&v).unwrap_err();
+        let ports = Fake::new();
+        let s = settings();
+        let (reply, _) = handle(Err(&err), &ports, &call(&s, "CA1"), at(T0)).await;
+        assert_eq!((reply.status, reply.content_type), (200, crate::http::TWIML));
+        let health = Inbound { method: "GET".into(), path: "/healthz".into(), ..Inbound::default() };
+        let (reply, _) = handle(Err(&err), &ports, &health, at(T0)).await;
+        assert_eq!(reply.status, 503);
+        assert!(reply.body.contains("HANDOFF_KEYS"));
+        let (reply, _) = handle(Ok(&s), &ports, &health, at(T0)).await;
+        assert_eq!(reply.status, 200);
+    }
+
+    #[tokio::test]
+    async fn status_and_post_call_are_forwarded() {
+        let (s, ports) = (settings(), Fake::new());
+        ports.answer(202);
+        let params: Vec<(String, String)> = vec![("CallSid".into(), "CA9".into()), ("CallStatus".into(), "completed".into())];
+        let sig = twilio::compute_signature(&s.twilio_auth_token, &s.public_url("/twilio/status"), &params);
+        let req = Inbound {
+            method: "POST".into(),
+            path: "/twilio/status".into(),
+            headers: vec![("x-twilio-signature".into(), sig)],
+            body: b"CallSid=CA9&CallStatus=completed".to_vec(),
+            ..Inbound::default()
+        };
+        let (reply, outcome) = handle(Ok(&s), &ports, &req, at(T0)).await;
+        assert_eq!((reply.status, outcome), (200, Outcome::StatusForwarded { ok: true }));
+        ports.down();
+        let (reply, outcome) = handle(Ok(&s), &ports, &req, at(T0)).await;
+        assert_eq!((reply.status, outcome), (200, Outcome::StatusForwarded { ok: false }));
+
+        let body = br#"{"type":"post_call_transcription","data":{}}"#;
+        let header = webhooks::sign_elevenlabs(&Secret::new("el-secret"), T0, body);
+        let req = Inbound {
+            method: "POST".into(),
+            path: "/webhooks/elevenlabs".into(),
+            headers: vec![("elevenlabs-signature".into(), header)],
+            body: body.to_vec(),
+            ..Inbound::default()
+        };
+        assert_eq!(handle(Ok(&s), &ports, &req, at(T0)).await.0.status, 502);
+        ports.answer(200);
+        assert_eq!(handle(Ok(&s), &ports, &req, at(T0)).await.0.status, 200);
+        assert_eq!(ports.sent.borrow().last().unwrap().url, "http://127.0.0.1:9/v1/post-call");
+    }
+}
