@@ -22,7 +22,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use pulsara_media::audio::{mulaw, wav};
-use pulsara_media::twilio::{self, Connected, Dtmf, Inbound, Media, MediaFormat, Outbound, Start, Stop};
+use pulsara_media::twilio::{
+    self, Connected, Dtmf, Inbound, Media, MediaFormat, Outbound, Start, Stop,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -80,7 +82,13 @@ pub struct CallerOptions {
 
 impl Default for CallerOptions {
     fn default() -> Self {
-        CallerOptions { speed: 1.0, headers: Vec::new(), record_audio: true, stop: None, connect_timeout: Duration::from_secs(5) }
+        CallerOptions {
+            speed: 1.0,
+            headers: Vec::new(),
+            record_audio: true,
+            stop: None,
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -115,11 +123,17 @@ pub struct Received {
 /// What it was.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum ReceivedKind {
-    Media { bytes: usize },
-    Mark { name: String },
+    Media {
+        bytes: usize,
+    },
+    Mark {
+        name: String,
+    },
     Clear,
     /// Not a valid server → Twilio message (Twilio would raise error 31924).
-    Invalid { error: String },
+    Invalid {
+        error: String,
+    },
 }
 
 /// A mark echoed back to the server.
@@ -195,7 +209,13 @@ impl CallResult {
         self.received
             .iter()
             .filter(|r| r.at_ms >= from_ms && r.at_ms < to_ms)
-            .map(|r| if let ReceivedKind::Media { bytes } = r.kind { bytes } else { 0 })
+            .map(|r| {
+                if let ReceivedKind::Media { bytes } = r.kind {
+                    bytes
+                } else {
+                    0
+                }
+            })
             .sum()
     }
 
@@ -218,7 +238,10 @@ impl CallResult {
 
     /// Invalid messages the server sent.
     pub fn invalid_messages(&self) -> Vec<&Received> {
-        self.received.iter().filter(|r| matches!(r.kind, ReceivedKind::Invalid { .. })).collect()
+        self.received
+            .iter()
+            .filter(|r| matches!(r.kind, ReceivedKind::Invalid { .. }))
+            .collect()
     }
 }
 
@@ -282,7 +305,13 @@ impl Playback {
         let marks = self
             .queue
             .drain(..)
-            .filter_map(|q| if let Queued::Mark(n, at) = q { Some((n, at)) } else { None })
+            .filter_map(|q| {
+                if let Queued::Mark(n, at) = q {
+                    Some((n, at))
+                } else {
+                    None
+                }
+            })
             .collect();
         self.samples = 0;
         (discarded, marks)
@@ -295,24 +324,41 @@ impl Playback {
 /// [`CallerError::Connect`] when the WebSocket cannot be opened (including an HTTP refusal of
 /// the upgrade); [`CallerError::Script`] for an invalid step. Everything after the connection
 /// is reported in the [`CallResult`].
-pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut opts: CallerOptions) -> Result<CallResult, CallerError> {
+pub async fn run_call(
+    url: &str,
+    params: CallParams,
+    script: &CallerScript,
+    mut opts: CallerOptions,
+) -> Result<CallResult, CallerError> {
     let steps: Vec<(Trigger, Action)> = script
         .steps
         .iter()
         .enumerate()
-        .map(|(i, s)| s.parts().map_err(|m| CallerError::Script(format!("step {i}: {m}"))))
+        .map(|(i, s)| {
+            s.parts()
+                .map_err(|m| CallerError::Script(format!("step {i}: {m}")))
+        })
         .collect::<Result<_, _>>()?;
-    let mut request = url.into_client_request().map_err(|e| CallerError::Connect(e.to_string()))?;
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| CallerError::Connect(e.to_string()))?;
     for (k, v) in &opts.headers {
-        let name = axum::http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| CallerError::Connect(e.to_string()))?;
-        let value = axum::http::HeaderValue::from_str(v).map_err(|e| CallerError::Connect(e.to_string()))?;
+        let name = axum::http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| CallerError::Connect(e.to_string()))?;
+        let value = axum::http::HeaderValue::from_str(v)
+            .map_err(|e| CallerError::Connect(e.to_string()))?;
         request.headers_mut().insert(name, value);
     }
-    let cfg = WebSocketConfig::default().max_message_size(Some(twilio::MAX_OUTBOUND_BYTES)).max_frame_size(Some(twilio::MAX_OUTBOUND_BYTES));
-    let (ws, _) = tokio::time::timeout(opts.connect_timeout, tokio_tungstenite::connect_async_with_config(request, Some(cfg), true))
-        .await
-        .map_err(|_| CallerError::Connect("timed out".into()))?
-        .map_err(|e| CallerError::Connect(e.to_string()))?;
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(twilio::MAX_OUTBOUND_BYTES))
+        .max_frame_size(Some(twilio::MAX_OUTBOUND_BYTES));
+    let (ws, _) = tokio::time::timeout(
+        opts.connect_timeout,
+        tokio_tungstenite::connect_async_with_config(request, Some(cfg), true),
+    )
+    .await
+    .map_err(|_| CallerError::Connect("timed out".into()))?
+    .map_err(|e| CallerError::Connect(e.to_string()))?;
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Incoming>(4096);
     let reader = tokio::spawn(async move {
@@ -320,9 +366,10 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
             let ev = match stream.next().await {
                 Some(Ok(Message::Text(t))) => Incoming::Text(t.as_str().to_owned()),
                 Some(Ok(Message::Binary(_))) => Incoming::Text("<binary frame>".into()),
-                Some(Ok(Message::Close(f))) => {
-                    Incoming::Closed(f.map(|f| format!("close {} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "close".into()))
-                }
+                Some(Ok(Message::Close(f))) => Incoming::Closed(
+                    f.map(|f| format!("close {} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_else(|| "close".into()),
+                ),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => Incoming::Closed(format!("error: {e}")),
                 None => Incoming::Closed("eof".into()),
@@ -334,7 +381,11 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
         }
     });
 
-    let speed = if opts.speed.is_finite() && opts.speed > 0.0 { opts.speed } else { 1.0 };
+    let speed = if opts.speed.is_finite() && opts.speed > 0.0 {
+        opts.speed
+    } else {
+        1.0
+    };
     let mut seq: u64 = 1;
     let mut result = CallResult {
         call_sid: params.call_sid.clone(),
@@ -355,7 +406,10 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
         agent_ulaw: Vec::new(),
     };
     let send = |text: String| Message::Text(text.into());
-    let connected = Inbound::Connected(Connected { protocol: "Call".into(), version: "1.0.0".into() });
+    let connected = Inbound::Connected(Connected {
+        protocol: "Call".into(),
+        version: "1.0.0".into(),
+    });
     let start = Inbound::Start(Start {
         sequence_number: seq,
         stream_sid: params.stream_sid.clone(),
@@ -366,12 +420,17 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
         media_format: MediaFormat::default(),
     });
     seq += 1;
-    if sink.send(send(connected.to_json())).await.is_err() || sink.send(send(start.to_json())).await.is_err() {
+    if sink.send(send(connected.to_json())).await.is_err()
+        || sink.send(send(start.to_json())).await.is_err()
+    {
         reader.abort();
         return Err(CallerError::Connect("stream closed before start".into()));
     }
 
-    let mut playback = Playback { queue: VecDeque::new(), samples: 0 };
+    let mut playback = Playback {
+        queue: VecDeque::new(),
+        samples: 0,
+    };
     let mut step_idx = 0usize;
     let mut step_started_ms = 0u64;
     let mut agent_since_step = false;
@@ -399,13 +458,24 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
                     break 'call;
                 }
                 Incoming::Text(text) => match twilio::parse_outbound(&text) {
-                    Ok(Outbound::Media { payload_b64, stream_sid }) => {
+                    Ok(Outbound::Media {
+                        payload_b64,
+                        stream_sid,
+                    }) => {
                         if stream_sid != params.stream_sid {
-                            result.received.push(Received { at_ms: now_ms, kind: ReceivedKind::Invalid { error: format!("media for unknown stream {stream_sid}") } });
+                            result.received.push(Received {
+                                at_ms: now_ms,
+                                kind: ReceivedKind::Invalid {
+                                    error: format!("media for unknown stream {stream_sid}"),
+                                },
+                            });
                             continue;
                         }
                         let bytes = B64.decode(payload_b64.as_bytes()).unwrap_or_default();
-                        result.received.push(Received { at_ms: now_ms, kind: ReceivedKind::Media { bytes: bytes.len() } });
+                        result.received.push(Received {
+                            at_ms: now_ms,
+                            kind: ReceivedKind::Media { bytes: bytes.len() },
+                        });
                         let samples: Vec<i16> = bytes.iter().map(|&b| mulaw::decode(b)).collect();
                         if opts.record_audio {
                             result.agent_ulaw.extend_from_slice(&bytes);
@@ -416,25 +486,50 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
                         }
                     }
                     Ok(Outbound::Mark { name, .. }) => {
-                        result.received.push(Received { at_ms: now_ms, kind: ReceivedKind::Mark { name: name.to_string() } });
-                        playback.queue.push_back(Queued::Mark(name.into_owned(), now_ms));
+                        result.received.push(Received {
+                            at_ms: now_ms,
+                            kind: ReceivedKind::Mark {
+                                name: name.to_string(),
+                            },
+                        });
+                        playback
+                            .queue
+                            .push_back(Queued::Mark(name.into_owned(), now_ms));
                     }
                     Ok(Outbound::Clear { .. }) => {
-                        result.received.push(Received { at_ms: now_ms, kind: ReceivedKind::Clear });
+                        result.received.push(Received {
+                            at_ms: now_ms,
+                            kind: ReceivedKind::Clear,
+                        });
                         result.clears_ms.push(now_ms);
                         let (discarded, marks) = playback.clear();
                         result.cleared_samples += discarded as u64;
                         for (name, at) in marks {
-                            let frame = twilio::Inbound::Mark(twilio::Mark { sequence_number: seq, stream_sid: params.stream_sid.clone(), name: name.clone() }).to_json();
+                            let frame = twilio::Inbound::Mark(twilio::Mark {
+                                sequence_number: seq,
+                                stream_sid: params.stream_sid.clone(),
+                                name: name.clone(),
+                            })
+                            .to_json();
                             seq += 1;
                             if sink.send(send(frame)).await.is_err() {
                                 result.end = CallEnd::ServerClosed("send failed".into());
                                 break 'call;
                             }
-                            result.marks.push(MarkEcho { name, received_ms: at, echoed_ms: now_ms, cleared: true });
+                            result.marks.push(MarkEcho {
+                                name,
+                                received_ms: at,
+                                echoed_ms: now_ms,
+                                cleared: true,
+                            });
                         }
                     }
-                    Err(e) => result.received.push(Received { at_ms: now_ms, kind: ReceivedKind::Invalid { error: e.to_string() } }),
+                    Err(e) => result.received.push(Received {
+                        at_ms: now_ms,
+                        kind: ReceivedKind::Invalid {
+                            error: e.to_string(),
+                        },
+                    }),
                 },
             }
         }
@@ -452,28 +547,46 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
             agent_run_start = None;
         }
         for (name, at) in due_marks.drain(..) {
-            let frame = twilio::Inbound::Mark(twilio::Mark { sequence_number: seq, stream_sid: params.stream_sid.clone(), name: name.clone() }).to_json();
+            let frame = twilio::Inbound::Mark(twilio::Mark {
+                sequence_number: seq,
+                stream_sid: params.stream_sid.clone(),
+                name: name.clone(),
+            })
+            .to_json();
             seq += 1;
             if sink.send(send(frame)).await.is_err() {
                 result.end = CallEnd::ServerClosed("send failed".into());
                 break 'call;
             }
-            result.marks.push(MarkEcho { name, received_ms: at, echoed_ms: now_ms + TICK_MS, cleared: false });
+            result.marks.push(MarkEcho {
+                name,
+                received_ms: at,
+                echoed_ms: now_ms + TICK_MS,
+                cleared: false,
+            });
         }
 
         // 3. Script.
         let mut hangup = false;
         if speaking.is_none() && pending_dtmf.is_empty() {
             if let Some((trigger, action)) = steps.get(step_idx) {
-                let agent_wait = matches!(trigger, Trigger::AfterAgent(_) | Trigger::AfterAgentStarts(_));
+                let agent_wait = matches!(
+                    trigger,
+                    Trigger::AfterAgent(_) | Trigger::AfterAgentStarts(_)
+                );
                 let timed_out = agent_wait && now_ms >= step_started_ms + script.step_timeout_ms;
                 let fire = match *trigger {
                     Trigger::At(t) => now_ms >= t,
                     Trigger::After(d) => now_ms >= step_started_ms + d,
                     Trigger::AfterAgent(d) => {
-                        agent_since_step && playback.samples == 0 && !agent_active && last_agent_ms.is_some_and(|l| now_ms >= l + d)
+                        agent_since_step
+                            && playback.samples == 0
+                            && !agent_active
+                            && last_agent_ms.is_some_and(|l| now_ms >= l + d)
                     }
-                    Trigger::AfterAgentStarts(d) => agent_active && agent_run_start.is_some_and(|s| now_ms >= s + d),
+                    Trigger::AfterAgentStarts(d) => {
+                        agent_active && agent_run_start.is_some_and(|s| now_ms >= s + d)
+                    }
                 } || timed_out;
                 if fire {
                     let label = match action {
@@ -481,11 +594,22 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
                         Action::Dtmf(d) => format!("dtmf: {d}"),
                         Action::Hangup => "hangup".to_owned(),
                     };
-                    result.steps.push(StepLog { index: step_idx, action: label, fired_ms: now_ms, done_ms: None, timed_out: timed_out && !matches!(*trigger, Trigger::At(_) | Trigger::After(_)) });
+                    result.steps.push(StepLog {
+                        index: step_idx,
+                        action: label,
+                        fired_ms: now_ms,
+                        done_ms: None,
+                        timed_out: timed_out
+                            && !matches!(*trigger, Trigger::At(_) | Trigger::After(_)),
+                    });
                     match action {
                         Action::Say(text) => {
                             let pcm = synth::synthesize(text, Voice::CALLER, 8000);
-                            let bytes: Arc<[u8]> = pcm.iter().map(|&s| mulaw::encode(s)).collect::<Vec<u8>>().into();
+                            let bytes: Arc<[u8]> = pcm
+                                .iter()
+                                .map(|&s| mulaw::encode(s))
+                                .collect::<Vec<u8>>()
+                                .into();
                             speaking = Some((bytes, 0));
                         }
                         Action::Dtmf(d) => pending_dtmf.extend(d.chars()),
@@ -499,14 +623,24 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
             if let Some(s) = result.steps.last_mut() {
                 s.done_ms = Some(now_ms);
             }
-            let stop = Inbound::Stop(Stop { sequence_number: seq, stream_sid: params.stream_sid.clone(), account_sid: params.account_sid.clone(), call_sid: params.call_sid.clone() });
+            let stop = Inbound::Stop(Stop {
+                sequence_number: seq,
+                stream_sid: params.stream_sid.clone(),
+                account_sid: params.account_sid.clone(),
+                call_sid: params.call_sid.clone(),
+            });
             let _ = sink.send(send(stop.to_json())).await;
             let _ = sink.send(Message::Close(None)).await;
             result.end = CallEnd::Hangup;
             break 'call;
         }
         if let Some(digit) = pending_dtmf.pop_front() {
-            let d = Inbound::Dtmf(Dtmf { sequence_number: seq, stream_sid: params.stream_sid.clone(), track: "inbound_track".into(), digit: digit.to_string() });
+            let d = Inbound::Dtmf(Dtmf {
+                sequence_number: seq,
+                stream_sid: params.stream_sid.clone(),
+                track: "inbound_track".into(),
+                digit: digit.to_string(),
+            });
             seq += 1;
             if sink.send(send(d.to_json())).await.is_err() {
                 result.end = CallEnd::ServerClosed("send failed".into());
@@ -556,7 +690,9 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
         result.frames_sent += 1;
         if opts.record_audio {
             result.caller_ulaw.extend_from_slice(&frame_bytes);
-            result.caller_audio.extend(frame_bytes.iter().map(|&b| mulaw::decode(b)));
+            result
+                .caller_audio
+                .extend(frame_bytes.iter().map(|&b| mulaw::decode(b)));
             result.agent_audio.extend_from_slice(&played);
             result.agent_audio.resize(result.caller_audio.len(), 0);
         }
@@ -565,7 +701,12 @@ pub async fn run_call(url: &str, params: CallParams, script: &CallerScript, mut 
         // 5. External stop and the duration cap.
         if let Some(sig) = stop_signal.as_mut() {
             if futures_util::FutureExt::now_or_never(sig.as_mut()).is_some() {
-                let stop = Inbound::Stop(Stop { sequence_number: seq, stream_sid: params.stream_sid.clone(), account_sid: params.account_sid.clone(), call_sid: params.call_sid.clone() });
+                let stop = Inbound::Stop(Stop {
+                    sequence_number: seq,
+                    stream_sid: params.stream_sid.clone(),
+                    account_sid: params.account_sid.clone(),
+                    call_sid: params.call_sid.clone(),
+                });
                 let _ = sink.send(send(stop.to_json())).await;
                 let _ = sink.send(Message::Close(None)).await;
                 result.end = CallEnd::StopSignal;
@@ -589,7 +730,10 @@ mod tests {
 
     #[test]
     fn playback_marks_follow_audio_and_clear_returns_them() {
-        let mut p = Playback { queue: VecDeque::new(), samples: 0 };
+        let mut p = Playback {
+            queue: VecDeque::new(),
+            samples: 0,
+        };
         let mut marks = Vec::new();
         let mut out = Vec::new();
         p.push_audio(vec![1; 200]);
@@ -603,12 +747,18 @@ mod tests {
         p.play(&mut out, &mut marks);
         assert_eq!(out.len(), 160);
         assert_eq!(&out[..40], &[1; 40]);
-        assert_eq!(marks.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(
+            marks.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+            vec!["a"]
+        );
         marks.clear();
         let (discarded, pending) = p.clear();
         assert_eq!(discarded, 180);
         // "b" comes back at once although its audio never played.
-        assert_eq!(pending.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(
+            pending.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+            vec!["b"]
+        );
         out.clear();
         p.play(&mut out, &mut marks);
         assert!(out.is_empty() && marks.is_empty());

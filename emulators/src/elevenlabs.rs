@@ -186,12 +186,18 @@ impl Recorder {
 
     /// Snapshot of every conversation so far.
     pub fn conversations(&self) -> Vec<ConversationRecord> {
-        lock(&self.conversations).iter().map(|c| lock(c).clone()).collect()
+        lock(&self.conversations)
+            .iter()
+            .map(|c| lock(c).clone())
+            .collect()
     }
 
     /// Snapshot of the conversation with this id.
     pub fn conversation(&self, conversation_id: &str) -> Option<ConversationRecord> {
-        lock(&self.conversations).iter().map(|c| lock(c).clone()).find(|c| c.conversation_id == conversation_id)
+        lock(&self.conversations)
+            .iter()
+            .map(|c| lock(c).clone())
+            .find(|c| c.conversation_id == conversation_id)
     }
 
     /// Every signed-URL request with the status answered.
@@ -254,7 +260,8 @@ pub async fn run(
     let mut refusals = HashMap::new();
     for s in config.scenarios {
         if s.agent.faults.refuse_signed_url > 0 {
-            *refusals.entry(s.agent.agent_id.clone()).or_insert(0) += s.agent.faults.refuse_signed_url;
+            *refusals.entry(s.agent.agent_id.clone()).or_insert(0) +=
+                s.agent.faults.refuse_signed_url;
         }
         agents.entry(s.agent.agent_id.clone()).or_default().push(s);
     }
@@ -322,7 +329,12 @@ pub async fn spawn(config: ElevenLabsConfig) -> std::io::Result<Running> {
     let task = tokio::spawn(run(listener, config, recorder.clone(), async move {
         let _ = rx.await;
     }));
-    Ok(Running { addr, recorder, stop: Some(stop), task })
+    Ok(Running {
+        addr,
+        recorder,
+        stop: Some(stop),
+        task,
+    })
 }
 
 /// One-line entry for `pulsara emulate elevenlabs --listen ADDR`: load every scenario in
@@ -338,12 +350,22 @@ pub async fn serve(
 ) -> Result<(), EmulatorError> {
     let scenarios = Scenario::load_dir(scenarios_dir)?;
     let listener = TcpListener::bind(listen).await?;
-    run(listener, ElevenLabsConfig::new(api_key, scenarios), Recorder::new(), shutdown).await?;
+    run(
+        listener,
+        ElevenLabsConfig::new(api_key, scenarios),
+        Recorder::new(),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
 fn detail(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"detail": {"status": status.as_str(), "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"detail": {"status": status.as_str(), "message": message}})),
+    )
+        .into_response()
 }
 
 async fn signed_url(
@@ -353,7 +375,10 @@ async fn signed_url(
 ) -> Response {
     let agent_id = q.get("agent_id").cloned().unwrap_or_default();
     let record = |status: StatusCode| {
-        lock(&st.recorder.signed_urls).push(SignedUrlRequest { agent_id: agent_id.clone(), status: status.as_u16() });
+        lock(&st.recorder.signed_urls).push(SignedUrlRequest {
+            agent_id: agent_id.clone(),
+            status: status.as_u16(),
+        });
     };
     let key_ok = headers
         .get("xi-api-key")
@@ -373,20 +398,32 @@ async fn signed_url(
             *n -= 1;
             drop(refusals);
             record(StatusCode::SERVICE_UNAVAILABLE);
-            return detail(StatusCode::SERVICE_UNAVAILABLE, "service temporarily unavailable (injected fault)");
+            return detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service temporarily unavailable (injected fault)",
+            );
         }
     }
     let n = st.counter.fetch_add(1, Ordering::Relaxed);
-    let signature = format!("sig{:016x}{:08x}", hash64(&format!("{agent_id}/{n}/{}", st.api_key.len())), n);
+    let signature = format!(
+        "sig{:016x}{:08x}",
+        hash64(&format!("{agent_id}/{n}/{}", st.api_key.len())),
+        n
+    );
     lock(&st.signatures).insert(signature.clone(), agent_id.clone());
     record(StatusCode::OK);
-    let url = format!("{}/v1/convai/conversation?agent_id={}&conversation_signature={}", st.ws_base, agent_id, signature);
+    let url = format!(
+        "{}/v1/convai/conversation?agent_id={}&conversation_signature={}",
+        st.ws_base, agent_id, signature
+    );
     Json(json!({ "signed_url": url })).into_response()
 }
 
 fn hash64(s: &str) -> u64 {
     // FNV-1a: only needs to make signatures look opaque, not be secret.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -414,11 +451,16 @@ async fn conversation_ws(
             }
             true
         }
-        None if st.require_signed_url => return detail(StatusCode::FORBIDDEN, "this agent requires a signed URL"),
+        None if st.require_signed_url => {
+            return detail(StatusCode::FORBIDDEN, "this agent requires a signed URL")
+        }
         None => false,
     };
     if st.live.load(Ordering::Relaxed) as usize >= st.max_conversations {
-        return detail(StatusCode::TOO_MANY_REQUESTS, "too many concurrent conversations");
+        return detail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many concurrent conversations",
+        );
     }
     ws.max_message_size(convai::MAX_CLIENT_BYTES)
         .max_frame_size(convai::MAX_CLIENT_BYTES)
@@ -431,7 +473,11 @@ async fn conversation_ws(
 
 fn pick_script<'a>(scripts: &'a [Scenario], vars: &BTreeMap<String, Value>) -> &'a Scenario {
     let digits = |s: &str| s.chars().filter(|c| c.is_ascii_digit()).collect::<String>();
-    let caller = vars.get("caller_number").and_then(Value::as_str).map(digits).unwrap_or_default();
+    let caller = vars
+        .get("caller_number")
+        .and_then(Value::as_str)
+        .map(digits)
+        .unwrap_or_default();
     scripts
         .iter()
         .find(|s| !caller.is_empty() && digits(&s.call.from) == caller)
@@ -479,7 +525,12 @@ pub struct Engine {
 
 impl Engine {
     /// A conversation for `script`, with the client's dynamic variables.
-    pub fn new(script: AgentScript, vars: BTreeMap<String, Value>, record: Arc<Mutex<ConversationRecord>>, record_audio: bool) -> Self {
+    pub fn new(
+        script: AgentScript,
+        vars: BTreeMap<String, Value>,
+        record: Arc<Mutex<ConversationRecord>>,
+        record_audio: bool,
+    ) -> Self {
         let vad = Vad::new(script.input_format.sample_rate());
         Engine {
             script,
@@ -506,7 +557,12 @@ impl Engine {
     fn event(&self, dir: &'static str, kind: &str, detail: impl Into<String>) {
         let mut r = lock(&self.record);
         if r.events.len() < MAX_RECORDED_EVENTS {
-            r.events.push(EventRecord { at_ms: self.now_ms(), dir, kind: kind.to_owned(), detail: detail.into() });
+            r.events.push(EventRecord {
+                at_ms: self.now_ms(),
+                dir,
+                kind: kind.to_owned(),
+                detail: detail.into(),
+            });
         }
     }
 
@@ -528,7 +584,11 @@ impl Engine {
     }
 
     /// The opening frames: metadata and the greeting.
-    pub fn start(&mut self, conversation_id: &str, first_message_override: Option<String>) -> Vec<Output> {
+    pub fn start(
+        &mut self,
+        conversation_id: &str,
+        first_message_override: Option<String>,
+    ) -> Vec<Output> {
         let meta = ServerMessage::ConversationInitiationMetadata(InitiationMetadata {
             conversation_id: conversation_id.to_owned(),
             agent_output_audio_format: self.script.output_format.to_string(),
@@ -545,7 +605,12 @@ impl Engine {
     }
 
     fn speak(&mut self, text: &str, out: &mut Vec<Output>) {
-        out.push(Output::Send(ServerMessage::AgentResponse { text: text.to_owned() }.to_json()));
+        out.push(Output::Send(
+            ServerMessage::AgentResponse {
+                text: text.to_owned(),
+            }
+            .to_json(),
+        ));
         self.event("out", "agent_response", text);
         lock(&self.record).agent_responses.push(text.to_owned());
         if self.script.faults.mute {
@@ -583,7 +648,13 @@ impl Engine {
         self.next_event_id += 1;
         self.outstanding_pings.insert(id, now);
         lock(&self.record).pings_sent += 1;
-        vec![Output::Send(ServerMessage::Ping { event_id: id, ping_ms: self.last_rtt_ms }.to_json())]
+        vec![Output::Send(
+            ServerMessage::Ping {
+                event_id: id,
+                ping_ms: self.last_rtt_ms,
+            }
+            .to_json(),
+        )]
     }
 
     /// When the pending tool call times out, if any.
@@ -616,7 +687,10 @@ impl Engine {
             Err(e) => {
                 let mut r = lock(&self.record);
                 if r.malformed.len() < 100 {
-                    r.malformed.push(format!("{e}: {}", text.chars().take(120).collect::<String>()));
+                    r.malformed.push(format!(
+                        "{e}: {}",
+                        text.chars().take(120).collect::<String>()
+                    ));
                 }
                 Vec::new()
             }
@@ -628,7 +702,9 @@ impl Engine {
         match msg {
             ClientMessage::UserAudioChunk { audio_b64 } => {
                 let Ok(bytes) = B64.decode(audio_b64.as_bytes()) else {
-                    lock(&self.record).malformed.push("user_audio_chunk: undecodable base64".into());
+                    lock(&self.record)
+                        .malformed
+                        .push("user_audio_chunk: undecodable base64".into());
                     return out;
                 };
                 {
@@ -655,16 +731,30 @@ impl Engine {
                 match self.outstanding_pings.remove(&event_id) {
                     Some(sent) => {
                         r.pongs_ok += 1;
-                        self.last_rtt_ms = Some(now.saturating_duration_since(sent).as_millis() as u64);
+                        self.last_rtt_ms =
+                            Some(now.saturating_duration_since(sent).as_millis() as u64);
                     }
                     None => r.pongs_wrong.push(event_id),
                 }
             }
-            ClientMessage::ClientToolResult { tool_call_id, result, is_error } => {
-                self.event("in", "client_tool_result", format!("{tool_call_id}: {result}"));
-                match self.pending.take_if(|p| p.call.tool_call_id == tool_call_id) {
+            ClientMessage::ClientToolResult {
+                tool_call_id,
+                result,
+                is_error,
+            } => {
+                self.event(
+                    "in",
+                    "client_tool_result",
+                    format!("{tool_call_id}: {result}"),
+                );
+                match self
+                    .pending
+                    .take_if(|p| p.call.tool_call_id == tool_call_id)
+                {
                     Some(p) => self.on_tool_result(p, result, is_error, now, &mut out),
-                    None => self.fail(format!("client_tool_result for unknown or late tool_call_id {tool_call_id}")),
+                    None => self.fail(format!(
+                        "client_tool_result for unknown or late tool_call_id {tool_call_id}"
+                    )),
                 }
             }
             ClientMessage::ContextualUpdate { text } => {
@@ -689,16 +779,28 @@ impl Engine {
         if at_ms >= self.playing_until_ms {
             return;
         }
-        let Some((text, start, dur, last_id)) = self.playing.take() else { return };
+        let Some((text, start, dur, last_id)) = self.playing.take() else {
+            return;
+        };
         let heard = at_ms.saturating_sub(start) as f64 / dur.max(1) as f64;
         let corrected = cut_text(&text, heard);
         self.playing_until_ms = at_ms;
-        out.push(Output::Send(ServerMessage::Interruption { event_id: last_id }.to_json()));
         out.push(Output::Send(
-            ServerMessage::AgentResponseCorrection { original: text.clone(), corrected: corrected.clone() }.to_json(),
+            ServerMessage::Interruption { event_id: last_id }.to_json(),
+        ));
+        out.push(Output::Send(
+            ServerMessage::AgentResponseCorrection {
+                original: text.clone(),
+                corrected: corrected.clone(),
+            }
+            .to_json(),
         ));
         self.event("out", "interruption", corrected.clone());
-        lock(&self.record).interruptions.push(InterruptionRecord { at_ms, original: text, corrected });
+        lock(&self.record).interruptions.push(InterruptionRecord {
+            at_ms,
+            original: text,
+            corrected,
+        });
     }
 
     fn on_speech_end(&mut self, now: Instant, out: &mut Vec<Output>) {
@@ -708,25 +810,53 @@ impl Engine {
         }
         let Some(turn) = self.script.turns.get(self.next_turn).cloned() else {
             lock(&self.record).unscripted_utterances += 1;
-            out.push(Output::Send(ServerMessage::UserTranscript { text: "...".into() }.to_json()));
+            out.push(Output::Send(
+                ServerMessage::UserTranscript { text: "...".into() }.to_json(),
+            ));
             self.speak("Sorry, could you say that again?", out);
             return;
         };
         let idx = self.next_turn;
         self.next_turn += 1;
-        out.push(Output::Send(ServerMessage::UserTranscript { text: turn.user.clone() }.to_json()));
+        out.push(Output::Send(
+            ServerMessage::UserTranscript {
+                text: turn.user.clone(),
+            }
+            .to_json(),
+        ));
         self.event("out", "user_transcript", turn.user.clone());
         lock(&self.record).user_transcripts.push(turn.user.clone());
         self.next_tool_or_reply(idx, 0, now, out);
     }
 
-    fn next_tool_or_reply(&mut self, turn: usize, index: usize, now: Instant, out: &mut Vec<Output>) {
+    fn next_tool_or_reply(
+        &mut self,
+        turn: usize,
+        index: usize,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let t = &self.script.turns[turn];
         if let Some(call) = t.tool_calls.get(index) {
-            let id = format!("toolu_{:02}_{:02}_{}", turn + 1, index + 1, self.next_event_id);
-            let tc = ToolCall { tool_name: call.tool.clone(), tool_call_id: id, parameters: call.params.clone() };
-            out.push(Output::Send(ServerMessage::ClientToolCall(tc.clone()).to_json()));
-            self.event("out", "client_tool_call", format!("{} {}", tc.tool_name, tc.parameters));
+            let id = format!(
+                "toolu_{:02}_{:02}_{}",
+                turn + 1,
+                index + 1,
+                self.next_event_id
+            );
+            let tc = ToolCall {
+                tool_name: call.tool.clone(),
+                tool_call_id: id,
+                parameters: call.params.clone(),
+            };
+            out.push(Output::Send(
+                ServerMessage::ClientToolCall(tc.clone()).to_json(),
+            ));
+            self.event(
+                "out",
+                "client_tool_call",
+                format!("{} {}", tc.tool_name, tc.parameters),
+            );
             self.pending = Some(PendingTool {
                 turn,
                 index,
@@ -747,21 +877,40 @@ impl Engine {
             r.turns_completed += 1;
             r.turns_completed
         };
-        if self.script.faults.drop_after_turn == Some(turn + 1) || self.script.faults.drop_after_turn == Some(done) {
-            out.push(Output::DropAfter(Duration::from_millis(self.script.faults.drop_delay_ms)));
+        if self.script.faults.drop_after_turn == Some(turn + 1)
+            || self.script.faults.drop_after_turn == Some(done)
+        {
+            out.push(Output::DropAfter(Duration::from_millis(
+                self.script.faults.drop_delay_ms,
+            )));
         }
     }
 
-    fn on_tool_result(&mut self, p: PendingTool, result: String, is_error: bool, now: Instant, out: &mut Vec<Output>) {
+    fn on_tool_result(
+        &mut self,
+        p: PendingTool,
+        result: String,
+        is_error: bool,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let spec = &self.script.turns[p.turn].tool_calls[p.index];
         for want in &spec.expect_result_contains {
             if !result.to_lowercase().contains(&want.to_lowercase()) {
-                self.fail(format!("turn {}: {} result lacks {want:?}: {result}", p.turn + 1, spec.tool));
+                self.fail(format!(
+                    "turn {}: {} result lacks {want:?}: {result}",
+                    p.turn + 1,
+                    spec.tool
+                ));
             }
         }
         if let Some(e) = spec.expect_error {
             if e != is_error {
-                self.fail(format!("turn {}: {} is_error {is_error}, expected {e}", p.turn + 1, spec.tool));
+                self.fail(format!(
+                    "turn {}: {} is_error {is_error}, expected {e}",
+                    p.turn + 1,
+                    spec.tool
+                ));
             }
         }
         lock(&self.record).tool_results.push(ToolResultRecord {
@@ -803,7 +952,12 @@ pub fn cut_text(text: &str, fraction: f64) -> String {
     out
 }
 
-async fn conversation(st: Arc<ElState>, mut socket: WebSocket, agent_id: String, via_signed_url: bool) {
+async fn conversation(
+    st: Arc<ElState>,
+    mut socket: WebSocket,
+    agent_id: String,
+    via_signed_url: bool,
+) {
     let n = st.counter.fetch_add(1, Ordering::Relaxed);
     let conversation_id = format!("conv_emu_{n:06}");
     let mut shutdown = st.shutdown.clone();
@@ -819,7 +973,10 @@ async fn conversation(st: Arc<ElState>, mut socket: WebSocket, agent_id: String,
         Err(_) => {}
     }
     let scripts = &st.agents[&agent_id];
-    let vars = initiation.as_ref().map(|d| d.dynamic_variables.clone()).unwrap_or_default();
+    let vars = initiation
+        .as_ref()
+        .map(|d| d.dynamic_variables.clone())
+        .unwrap_or_default();
     let script = pick_script(scripts, &vars);
     let override_first = initiation
         .as_ref()
@@ -832,7 +989,10 @@ async fn conversation(st: Arc<ElState>, mut socket: WebSocket, agent_id: String,
         scenario: Some(script.name.clone()),
         via_signed_url,
         initiation: initiation.as_ref().map(|d| {
-            serde_json::from_str(&ClientMessage::ConversationInitiationClientData(d.clone()).to_json()).unwrap_or(Value::Null)
+            serde_json::from_str(
+                &ClientMessage::ConversationInitiationClientData(d.clone()).to_json(),
+            )
+            .unwrap_or(Value::Null)
         }),
         dynamic_variables: vars.clone(),
         ..Default::default()

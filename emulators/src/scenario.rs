@@ -82,7 +82,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("parsing {path}: {message}")]
     Parse { path: String, message: String },
     #[error("scenario {name}: {message}")]
@@ -220,7 +223,11 @@ pub struct CallerScript {
 
 impl Default for CallerScript {
     fn default() -> Self {
-        CallerScript { max_duration_ms: default_max_duration(), step_timeout_ms: default_step_timeout(), steps: Vec::new() }
+        CallerScript {
+            max_duration_ms: default_max_duration(),
+            step_timeout_ms: default_step_timeout(),
+            steps: Vec::new(),
+        }
     }
 }
 
@@ -327,8 +334,10 @@ impl Scenario {
     /// # Errors
     /// TOML errors with the location; invalid steps; a DTMF string with non-DTMF characters.
     pub fn from_toml(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario =
-            toml::from_str(text).map_err(|e| ScenarioError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         s.validate()?;
         Ok(s)
     }
@@ -338,8 +347,10 @@ impl Scenario {
     /// # Errors
     /// As [`Scenario::from_toml`], plus I/O errors.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Scenario::from_toml(&text, &path.display().to_string())
     }
 
@@ -348,7 +359,10 @@ impl Scenario {
     /// # Errors
     /// The first file that fails, or duplicate scenario names.
     pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
-        let rd = std::fs::read_dir(dir).map_err(|source| ScenarioError::Io { path: dir.display().to_string(), source })?;
+        let rd = std::fs::read_dir(dir).map_err(|source| ScenarioError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let mut paths: Vec<_> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
@@ -358,7 +372,10 @@ impl Scenario {
         for p in paths {
             let s = Scenario::load(&p)?;
             if out.iter().any(|o| o.name == s.name) {
-                return Err(ScenarioError::Invalid { name: s.name, message: "duplicate scenario name".into() });
+                return Err(ScenarioError::Invalid {
+                    name: s.name,
+                    message: "duplicate scenario name".into(),
+                });
             }
             out.push(s);
         }
@@ -366,7 +383,10 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |message: String| ScenarioError::Invalid { name: self.name.clone(), message };
+        let bad = |message: String| ScenarioError::Invalid {
+            name: self.name.clone(),
+            message,
+        };
         if self.name.is_empty() {
             return Err(bad("name is empty".into()));
         }
@@ -374,17 +394,28 @@ impl Scenario {
             return Err(bad("agent.agent_id is empty".into()));
         }
         for (i, step) in self.caller.steps.iter().enumerate() {
-            let (_, action) = step.parts().map_err(|m| bad(format!("caller.steps[{i}]: {m}")))?;
+            let (_, action) = step
+                .parts()
+                .map_err(|m| bad(format!("caller.steps[{i}]: {m}")))?;
             if let Action::Dtmf(d) = action {
-                if d.is_empty() || !d.chars().all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')) {
-                    return Err(bad(format!("caller.steps[{i}]: `{d}` is not a DTMF digit string")));
+                if d.is_empty()
+                    || !d
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))
+                {
+                    return Err(bad(format!(
+                        "caller.steps[{i}]: `{d}` is not a DTMF digit string"
+                    )));
                 }
             }
         }
         for (i, t) in self.agent.turns.iter().enumerate() {
             for c in &t.tool_calls {
                 if !c.params.is_object() {
-                    return Err(bad(format!("agent.turns[{i}]: tool `{}` params must be a table", c.tool)));
+                    return Err(bad(format!(
+                        "agent.turns[{i}]: tool `{}` params must be a table",
+                        c.tool
+                    )));
                 }
             }
         }
@@ -429,8 +460,14 @@ custom_check = 3
         assert_eq!(s.agent.input_format, Format::Ulaw8000);
         assert_eq!(s.agent.output_format, Format::Pcm(16000));
         assert_eq!(s.agent.turns[0].tool_calls[0].params["party_size"], 4);
-        assert_eq!(s.caller.steps[0].parts().unwrap(), (Trigger::AfterAgent(300), Action::Say("hi".into())));
-        assert_eq!(s.caller.steps[1].parts().unwrap(), (Trigger::After(100), Action::Dtmf("0".into())));
+        assert_eq!(
+            s.caller.steps[0].parts().unwrap(),
+            (Trigger::AfterAgent(300), Action::Say("hi".into()))
+        );
+        assert_eq!(
+            s.caller.steps[1].parts().unwrap(),
+            (Trigger::After(100), Action::Dtmf("0".into()))
+        );
         assert_eq!(s.expect.tools, vec!["book_table"]);
         assert_eq!(s.expect.extra["custom_check"].as_integer(), Some(3));
     }
@@ -438,13 +475,25 @@ custom_check = 3
     #[test]
     fn rejects_bad_files() {
         let two_actions = EXAMPLE.replace("dtmf = \"0\"", "dtmf = \"0\"\nsay = \"x\"");
-        assert!(matches!(Scenario::from_toml(&two_actions, "x"), Err(ScenarioError::Invalid { .. })));
+        assert!(matches!(
+            Scenario::from_toml(&two_actions, "x"),
+            Err(ScenarioError::Invalid { .. })
+        ));
         let bad_dtmf = EXAMPLE.replace("dtmf = \"0\"", "dtmf = \"0x\"");
-        assert!(matches!(Scenario::from_toml(&bad_dtmf, "x"), Err(ScenarioError::Invalid { .. })));
+        assert!(matches!(
+            Scenario::from_toml(&bad_dtmf, "x"),
+            Err(ScenarioError::Invalid { .. })
+        ));
         let bad_fmt = EXAMPLE.replace("pcm_16000", "mp3_44100");
-        assert!(matches!(Scenario::from_toml(&bad_fmt, "x"), Err(ScenarioError::Parse { .. })));
+        assert!(matches!(
+            Scenario::from_toml(&bad_fmt, "x"),
+            Err(ScenarioError::Parse { .. })
+        ));
         let typo = EXAMPLE.replace("after_agent_ms = 300", "after_agnt_ms = 300");
-        assert!(matches!(Scenario::from_toml(&typo, "x"), Err(ScenarioError::Parse { .. })));
+        assert!(matches!(
+            Scenario::from_toml(&typo, "x"),
+            Err(ScenarioError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -21,9 +21,15 @@ pub struct Voice {
 
 impl Voice {
     /// The agent's voice (higher pitch).
-    pub const AGENT: Voice = Voice { f0_hz: 200.0, formant_scale: 1.12 };
+    pub const AGENT: Voice = Voice {
+        f0_hz: 200.0,
+        formant_scale: 1.12,
+    };
     /// The caller's voice (lower pitch).
-    pub const CALLER: Voice = Voice { f0_hz: 118.0, formant_scale: 1.0 };
+    pub const CALLER: Voice = Voice {
+        f0_hz: 118.0,
+        formant_scale: 1.0,
+    };
 }
 
 const SYLLABLE_MS: f32 = 170.0;
@@ -60,7 +66,10 @@ fn syllables(word: &str) -> Vec<Syllable> {
     for c in word.chars().flat_map(char::to_lowercase) {
         if is_vowel(c) {
             if !prev_vowel {
-                out.push(Syllable { vowel: c, onset: consonant });
+                out.push(Syllable {
+                    vowel: c,
+                    onset: consonant,
+                });
             }
             prev_vowel = true;
             consonant = false;
@@ -71,9 +80,16 @@ fn syllables(word: &str) -> Vec<Syllable> {
     }
     if out.is_empty() && word.chars().any(char::is_alphanumeric) {
         // Digits, acronyms: one neutral syllable per two characters.
-        let n = word.chars().filter(|c| c.is_alphanumeric()).count().div_ceil(2);
+        let n = word
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .count()
+            .div_ceil(2);
         for _ in 0..n {
-            out.push(Syllable { vowel: 'e', onset: true });
+            out.push(Syllable {
+                vowel: 'e',
+                onset: true,
+            });
         }
     }
     out
@@ -89,7 +105,12 @@ pub fn synthesize(text: &str, voice: Voice, rate: u32) -> Arc<[i16]> {
     type Key = (String, u32, u32, u32);
     static CACHE: OnceLock<Mutex<HashMap<Key, Arc<[i16]>>>> = OnceLock::new();
     const CACHE_MAX: usize = 256;
-    let key = (text.to_owned(), voice.f0_hz.to_bits(), voice.formant_scale.to_bits(), rate);
+    let key = (
+        text.to_owned(),
+        voice.f0_hz.to_bits(),
+        voice.formant_scale.to_bits(),
+        rate,
+    );
     let cache = CACHE.get_or_init(Default::default);
     if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return hit.clone();
@@ -115,7 +136,10 @@ impl Noise {
 }
 
 fn silence(out: &mut Vec<f32>, rate: u32, ms: f32) {
-    out.extend(std::iter::repeat_n(0.0, (rate as f32 * ms / 1000.0) as usize));
+    out.extend(std::iter::repeat_n(
+        0.0,
+        (rate as f32 * ms / 1000.0) as usize,
+    ));
 }
 
 fn render(text: &str, voice: Voice, rate: u32) -> Vec<i16> {
@@ -187,7 +211,9 @@ fn render(text: &str, voice: Voice, rate: u32) -> Vec<i16> {
     }
     // Normalise to a fixed peak so every line has the same loudness.
     let peak = out.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    out.iter().map(|v| (v / peak * PEAK).round() as i16).collect()
+    out.iter()
+        .map(|v| (v / peak * PEAK).round() as i16)
+        .collect()
 }
 
 #[cfg(test)]
@@ -204,7 +230,12 @@ mod tests {
         let b = render("Two margheritas, please.", Voice::CALLER, 8000);
         assert_eq!(&a[..], &b[..]);
         let short = synthesize("Yes.", Voice::CALLER, 8000).len();
-        let long = synthesize("I would like to book a table for four people on Saturday evening.", Voice::CALLER, 8000).len();
+        let long = synthesize(
+            "I would like to book a table for four people on Saturday evening.",
+            Voice::CALLER,
+            8000,
+        )
+        .len();
         assert!(long > short * 6, "{short} vs {long}");
         // About 4 syllables a second.
         let ms = duration_ms("I would like to book a table for four people on Saturday evening.");
@@ -223,12 +254,25 @@ mod tests {
 
     #[test]
     fn pitch_is_the_voice_pitch() {
-        let x = render("aaaa", Voice { f0_hz: 125.0, formant_scale: 1.0 }, 8000);
+        let x = render(
+            "aaaa",
+            Voice {
+                f0_hz: 125.0,
+                formant_scale: 1.0,
+            },
+            8000,
+        );
         let seg = &x[200..1200];
         // Autocorrelation peak between 40 and 100 samples (80–200 Hz) should sit at the period of
         // the stressed first syllable's pitch: 8000 / (125 × 1.06) ≈ 60.4 samples.
         let best = (40..100)
-            .max_by_key(|&lag| seg[..seg.len() - lag].iter().zip(&seg[lag..]).map(|(a, b)| *a as i64 * *b as i64).sum::<i64>())
+            .max_by_key(|&lag| {
+                seg[..seg.len() - lag]
+                    .iter()
+                    .zip(&seg[lag..])
+                    .map(|(a, b)| *a as i64 * *b as i64)
+                    .sum::<i64>()
+            })
             .unwrap();
         assert!((59..=62).contains(&best), "lag {best}");
     }

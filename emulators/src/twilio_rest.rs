@@ -38,8 +38,19 @@ pub struct RestConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RestRequest {
-    CallUpdate { call_sid: String, twiml: Option<String>, url: Option<String>, status: Option<String> },
-    Message { sid: String, to: String, from: Option<String>, messaging_service_sid: Option<String>, body: String },
+    CallUpdate {
+        call_sid: String,
+        twiml: Option<String>,
+        url: Option<String>,
+        status: Option<String>,
+    },
+    Message {
+        sid: String,
+        to: String,
+        from: Option<String>,
+        messaging_service_sid: Option<String>,
+        body: String,
+    },
 }
 
 /// Every request, accepted or not.
@@ -53,40 +64,65 @@ pub struct RestRecorder {
 impl RestRecorder {
     pub fn new() -> Arc<Self> {
         let (tx, _) = broadcast::channel(1024);
-        Arc::new(RestRecorder { updates: Mutex::new(Some(tx)), ..Default::default() })
+        Arc::new(RestRecorder {
+            updates: Mutex::new(Some(tx)),
+            ..Default::default()
+        })
     }
 
     /// Accepted requests, in order.
     pub fn requests(&self) -> Vec<RestRequest> {
-        self.accepted.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Rejected requests: (status, path).
     pub fn rejected(&self) -> Vec<(u16, String)> {
-        self.rejected.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Accepted call updates for `call_sid`.
     pub fn call_updates(&self, call_sid: &str) -> Vec<RestRequest> {
-        self.requests().into_iter().filter(|r| matches!(r, RestRequest::CallUpdate { call_sid: c, .. } if c == call_sid)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| matches!(r, RestRequest::CallUpdate { call_sid: c, .. } if c == call_sid))
+            .collect()
     }
 
     /// Accepted SMS messages.
     pub fn messages(&self) -> Vec<RestRequest> {
-        self.requests().into_iter().filter(|r| matches!(r, RestRequest::Message { .. })).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| matches!(r, RestRequest::Message { .. }))
+            .collect()
     }
 
     /// Resolves when `call_sid` is updated (immediately if it already was). Use it as the
     /// caller simulator's stop signal.
-    pub fn wait_call_update(self: &Arc<Self>, call_sid: &str) -> impl Future<Output = ()> + Send + 'static {
+    pub fn wait_call_update(
+        self: &Arc<Self>,
+        call_sid: &str,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let me = self.clone();
         let call_sid = call_sid.to_owned();
-        let mut rx = me.updates.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|t| t.subscribe());
+        let mut rx = me
+            .updates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|t| t.subscribe());
         async move {
             if !me.call_updates(&call_sid).is_empty() {
                 return;
             }
-            let Some(rx) = rx.as_mut() else { return std::future::pending().await };
+            let Some(rx) = rx.as_mut() else {
+                return std::future::pending().await;
+            };
             loop {
                 match rx.recv().await {
                     Ok(RestRequest::CallUpdate { call_sid: c, .. }) if c == call_sid => return,
@@ -95,21 +131,34 @@ impl RestRecorder {
                             return;
                         }
                     }
-                    Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await
+                    }
                 }
             }
         }
     }
 
     fn accept(&self, r: RestRequest) {
-        self.accepted.lock().unwrap_or_else(|p| p.into_inner()).push(r.clone());
-        if let Some(tx) = self.updates.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(r.clone());
+        if let Some(tx) = self
+            .updates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             let _ = tx.send(r);
         }
     }
 
     fn reject(&self, status: StatusCode, path: String) {
-        self.rejected.lock().unwrap_or_else(|p| p.into_inner()).push((status.as_u16(), path));
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((status.as_u16(), path));
     }
 }
 
@@ -130,13 +179,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let state = Arc::new(RestState { config, recorder, counter: AtomicU64::new(1) });
+    let state = Arc::new(RestState {
+        config,
+        recorder,
+        counter: AtomicU64::new(1),
+    });
     let app = Router::new()
-        .route("/2010-04-01/Accounts/{account}/Calls/{call}", post(update_call))
-        .route("/2010-04-01/Accounts/{account}/Messages.json", post(create_message))
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls/{call}",
+            post(update_call),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages.json",
+            post(create_message),
+        )
         .with_state(state);
     tracing::info!(%addr, "Twilio REST emulator listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// A running REST emulator started by [`spawn`].
@@ -173,14 +234,23 @@ pub async fn spawn(config: RestConfig) -> std::io::Result<RunningRest> {
     let task = tokio::spawn(run(listener, config, recorder.clone(), async move {
         let _ = rx.await;
     }));
-    Ok(RunningRest { addr, recorder, stop: Some(stop), task })
+    Ok(RunningRest {
+        addr,
+        recorder,
+        stop: Some(stop),
+        task,
+    })
 }
 
 /// One-line entry for `pulsara emulate twilio-rest --listen ADDR`.
 ///
 /// # Errors
 /// Bind/accept errors.
-pub async fn serve(listen: SocketAddr, config: RestConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    config: RestConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     run(listener, config, RestRecorder::new(), shutdown).await
 }
@@ -198,23 +268,40 @@ fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
         .into_response()
 }
 
-fn authenticate(st: &RestState, headers: &HeaderMap, path_account: &str) -> Result<(), Response> {
+/// `Some(error response)` when the request must be refused.
+fn authenticate(st: &RestState, headers: &HeaderMap, path_account: &str) -> Option<Response> {
     let creds = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|b| String::from_utf8(b).ok());
-    let ok = creds.as_deref().and_then(|c| c.split_once(':')).is_some_and(|(user, pass)| {
-        ct_eq(user.as_bytes(), st.config.account_sid.as_bytes()) & ct_eq(pass.as_bytes(), st.config.auth_token.as_bytes())
-    });
+    let ok = creds
+        .as_deref()
+        .and_then(|c| c.split_once(':'))
+        .is_some_and(|(user, pass)| {
+            ct_eq(user.as_bytes(), st.config.account_sid.as_bytes())
+                & ct_eq(pass.as_bytes(), st.config.auth_token.as_bytes())
+        });
     if !ok {
-        return Err(twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"));
+        return Some(twilio_error(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authenticate",
+        ));
     }
     if path_account != st.config.account_sid {
-        return Err(twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"));
+        return Some(twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        ));
     }
-    Ok(())
+    None
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -233,22 +320,38 @@ async fn update_call(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let path = format!("/2010-04-01/Accounts/{account}/Calls/{call}");
-    if let Err(resp) = authenticate(&st, &headers, &account) {
+    if let Some(resp) = authenticate(&st, &headers, &account) {
         st.recorder.reject(resp.status(), path);
         return resp;
     }
-    let Some(call_sid) = call.strip_suffix(".json").filter(|c| c.starts_with("CA") && c.len() > 2) else {
+    let Some(call_sid) = call
+        .strip_suffix(".json")
+        .filter(|c| c.starts_with("CA") && c.len() > 2)
+    else {
         st.recorder.reject(StatusCode::NOT_FOUND, path);
-        return twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found");
+        return twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
     };
     let twiml = form.get("Twiml").cloned();
     let url = form.get("Url").cloned();
     let status = form.get("Status").cloned();
     if twiml.is_none() && url.is_none() && status.is_none() {
         st.recorder.reject(StatusCode::BAD_REQUEST, path);
-        return twilio_error(StatusCode::BAD_REQUEST, 21205, "Either Url, Twiml or Status is required");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21205,
+            "Either Url, Twiml or Status is required",
+        );
     }
-    st.recorder.accept(RestRequest::CallUpdate { call_sid: call_sid.to_owned(), twiml, url, status: status.clone() });
+    st.recorder.accept(RestRequest::CallUpdate {
+        call_sid: call_sid.to_owned(),
+        twiml,
+        url,
+        status: status.clone(),
+    });
     let date = now_rfc2822();
     Json(json!({
         "sid": call_sid,
@@ -270,26 +373,40 @@ async fn create_message(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let path = format!("/2010-04-01/Accounts/{account}/Messages.json");
-    if let Err(resp) = authenticate(&st, &headers, &account) {
+    if let Some(resp) = authenticate(&st, &headers, &account) {
         st.recorder.reject(resp.status(), path);
         return resp;
     }
     let Some(to) = form.get("To").filter(|t| !t.is_empty()).cloned() else {
         st.recorder.reject(StatusCode::BAD_REQUEST, path);
-        return twilio_error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21604,
+            "A 'To' phone number is required.",
+        );
     };
     let from = form.get("From").cloned();
     let mss = form.get("MessagingServiceSid").cloned();
     if from.is_none() && mss.is_none() {
         st.recorder.reject(StatusCode::BAD_REQUEST, path);
-        return twilio_error(StatusCode::BAD_REQUEST, 21603, "A 'From' phone number is required.");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21603,
+            "A 'From' phone number is required.",
+        );
     }
     let Some(body) = form.get("Body").filter(|b| !b.is_empty()).cloned() else {
         st.recorder.reject(StatusCode::BAD_REQUEST, path);
         return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
     };
     let sid = format!("SM{:032x}", st.counter.fetch_add(1, Ordering::Relaxed));
-    st.recorder.accept(RestRequest::Message { sid: sid.clone(), to: to.clone(), from: from.clone(), messaging_service_sid: mss.clone(), body: body.clone() });
+    st.recorder.accept(RestRequest::Message {
+        sid: sid.clone(),
+        to: to.clone(),
+        from: from.clone(),
+        messaging_service_sid: mss.clone(),
+        body: body.clone(),
+    });
     let date = now_rfc2822();
     (
         StatusCode::CREATED,

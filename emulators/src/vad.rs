@@ -32,7 +32,16 @@ impl Vad {
 
     pub fn new(rate: u32) -> Self {
         let rate = rate.max(1000);
-        Vad { rate, frame: rate as usize / 50, acc: 0.0, acc_n: 0, samples_seen: 0, speaking: false, speech_run: 0, silence_run: 0 }
+        Vad {
+            rate,
+            frame: rate as usize / 50,
+            acc: 0.0,
+            acc_n: 0,
+            samples_seen: 0,
+            speaking: false,
+            speech_run: 0,
+            silence_run: 0,
+        }
     }
 
     /// Position of the stream in ms.
@@ -69,14 +78,18 @@ impl Vad {
             self.silence_run = 0;
             if !self.speaking && self.speech_run >= Self::START_FRAMES {
                 self.speaking = true;
-                events.push(VadEvent::SpeechStart { at_ms: now.saturating_sub(20 * Self::START_FRAMES as u64) });
+                events.push(VadEvent::SpeechStart {
+                    at_ms: now.saturating_sub(20 * Self::START_FRAMES as u64),
+                });
             }
         } else {
             self.speech_run = 0;
             self.silence_run += 1;
             if self.speaking && self.silence_run * 20 >= Self::END_SILENCE_MS {
                 self.speaking = false;
-                events.push(VadEvent::SpeechEnd { at_ms: now.saturating_sub(Self::END_SILENCE_MS as u64) });
+                events.push(VadEvent::SpeechEnd {
+                    at_ms: now.saturating_sub(Self::END_SILENCE_MS as u64),
+                });
             }
         }
     }
@@ -89,15 +102,23 @@ mod tests {
 
     #[test]
     fn detects_one_utterance_with_word_gaps() {
-        let speech = synthesize("Hello, I would like to order a pizza. Thanks.", Voice::CALLER, 8000);
+        let speech = synthesize(
+            "Hello, I would like to order a pizza. Thanks.",
+            Voice::CALLER,
+            8000,
+        );
         let mut v = Vad::new(8000);
         let mut ev = v.push(&vec![0i16; 8000]);
         assert!(ev.is_empty());
         ev.extend(v.push(&speech));
         ev.extend(v.push(&vec![0i16; 8000]));
         assert_eq!(ev.len(), 2, "{ev:?}");
-        let VadEvent::SpeechStart { at_ms: s } = ev[0] else { panic!() };
-        let VadEvent::SpeechEnd { at_ms: e } = ev[1] else { panic!() };
+        let VadEvent::SpeechStart { at_ms: s } = ev[0] else {
+            panic!()
+        };
+        let VadEvent::SpeechEnd { at_ms: e } = ev[1] else {
+            panic!()
+        };
         assert!((1000..1100).contains(&s), "start {s}");
         let expected_end = 1000 + speech.len() as u64 / 8;
         assert!(e.abs_diff(expected_end) < 100, "end {e} vs {expected_end}");

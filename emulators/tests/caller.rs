@@ -56,7 +56,9 @@ async fn echo_server(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
                     s.start = Some(st);
                 }
                 Inbound::Media(media) => {
-                    ok &= media.sequence_number > last_seq && media.stream_sid == sid && media.track == "inbound";
+                    ok &= media.sequence_number > last_seq
+                        && media.stream_sid == sid
+                        && media.track == "inbound";
                     last_seq = media.sequence_number;
                     s.media_frames += 1;
                     s.chunks.push(media.chunk);
@@ -70,7 +72,10 @@ async fn echo_server(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
                 Inbound::Dtmf(d) => {
                     s.dtmf.push(d.digit);
                     // 2 s of loud audio then a mark, then clear at once.
-                    let loud = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0x80u8; 16000]);
+                    let loud = base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        [0x80u8; 16000],
+                    );
                     out.push(twilio::media_json(&sid, &loud).unwrap());
                     out.push(twilio::mark_json(&sid, "before-clear"));
                     out.push(twilio::clear_json(&sid));
@@ -121,7 +126,9 @@ async fn caller_speaks_twilio_and_plays_marks_and_clears_like_twilio() {
     let server = tokio::spawn(echo_server(listener, seen.clone()));
     let scenario = Scenario::from_toml(SCRIPT, "inline").unwrap();
     let mut params = CallParams::numbered(7, "+15550100", "+15550200");
-    params.custom_parameters.insert("handoff".into(), "tok".into());
+    params
+        .custom_parameters
+        .insert("handoff".into(), "tok".into());
     let opts = CallerOptions {
         speed: 4.0,
         headers: vec![("X-Twilio-Signature".into(), "sig=".into())],
@@ -129,7 +136,12 @@ async fn caller_speaks_twilio_and_plays_marks_and_clears_like_twilio() {
     };
     let res = tokio::time::timeout(
         Duration::from_secs(20),
-        run_call(&format!("ws://{addr}/media"), params.clone(), &scenario.caller, opts),
+        run_call(
+            &format!("ws://{addr}/media"),
+            params.clone(),
+            &scenario.caller,
+            opts,
+        ),
     )
     .await
     .unwrap()
@@ -138,18 +150,26 @@ async fn caller_speaks_twilio_and_plays_marks_and_clears_like_twilio() {
     let s = seen.lock().unwrap();
 
     // Twilio framing.
-    assert_eq!(&s.events[..2], &["connected".to_owned(), "start".to_owned()]);
+    assert_eq!(
+        &s.events[..2],
+        &["connected".to_owned(), "start".to_owned()]
+    );
     assert_eq!(s.events.last().map(String::as_str), Some("stop"));
     let start = s.start.as_ref().unwrap();
     assert_eq!(start.call_sid, params.call_sid);
     assert_eq!(start.custom_parameters["handoff"], "tok");
     assert_eq!(start.tracks, vec!["inbound"]);
     assert_eq!(s.header.as_deref(), Some("sig="));
-    assert!(s.media_seq_ok, "sequence numbers increase and stream sid matches");
+    assert!(
+        s.media_seq_ok,
+        "sequence numbers increase and stream sid matches"
+    );
     assert_eq!(s.chunks, (1..=s.media_frames as u64).collect::<Vec<_>>());
     assert_eq!(
         s.timestamps,
-        (0..s.media_frames as u64).map(|i| i * 20).collect::<Vec<_>>()
+        (0..s.media_frames as u64)
+            .map(|i| i * 20)
+            .collect::<Vec<_>>()
     );
     assert_eq!(s.dtmf, vec!["0"]);
     assert_eq!(res.frames_sent as usize, s.media_frames);
@@ -183,7 +203,9 @@ async fn caller_speaks_twilio_and_plays_marks_and_clears_like_twilio() {
     );
     // The invalid frame was recorded, not fatal.
     assert_eq!(res.invalid_messages().len(), 1);
-    assert!(matches!(&res.invalid_messages()[0].kind, ReceivedKind::Invalid { error } if error.contains("start")));
+    assert!(
+        matches!(&res.invalid_messages()[0].kind, ReceivedKind::Invalid { error } if error.contains("start"))
+    );
 
     // Stereo WAV: caller left, agent right, same length.
     let (rate, l, r) = pulsara_media::audio::wav::read_stereo(&res.wav_bytes().unwrap()).unwrap();
@@ -250,7 +272,11 @@ async fn stop_signal_and_server_close_end_the_call() {
     assert!(*got_stop.lock().unwrap());
 
     // Nobody listening: a connect error, not a panic.
-    let free = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let free = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let err = run_call(
         &format!("ws://{free}/media"),
         CallParams::numbered(3, "+1", "+2"),

@@ -1,4 +1,5 @@
 //! ElevenLabs emulator over loopback, driven by a small in-test ConvAI client.
+#[path = "common/http.rs"]
 mod http;
 
 use std::time::Duration;
@@ -9,7 +10,9 @@ use pulsara_emulators::elevenlabs::{spawn, ElevenLabsConfig, Running};
 use pulsara_emulators::scenario::Scenario;
 use pulsara_emulators::synth::{self, Voice};
 use pulsara_media::audio::{mulaw, Format};
-use pulsara_media::convai::{self, AgentOverride, ClientMessage, ConfigOverride, InitiationClientData, ServerMessage};
+use pulsara_media::convai::{
+    self, AgentOverride, ClientMessage, ConfigOverride, InitiationClientData, ServerMessage,
+};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -64,7 +67,8 @@ async fn start(extra: &[&str]) -> Running {
     spawn(ElevenLabsConfig::new(KEY, scenarios)).await.unwrap()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Client {
     ws: Ws,
@@ -74,7 +78,9 @@ struct Client {
 
 impl Client {
     async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
         Client {
             ws,
             seen: Vec::new(),
@@ -92,7 +98,9 @@ impl Client {
             let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
                 .await
                 .expect("message within 10 s")?;
-            let Ok(Message::Text(t)) = msg else { return None };
+            let Ok(Message::Text(t)) = msg else {
+                return None;
+            };
             let m = convai::parse_server(t.as_str())
                 .expect("server frames parse")
                 .into_owned();
@@ -122,7 +130,8 @@ impl Client {
     /// Send μ-law audio in 20 ms chunks.
     async fn send_ulaw(&mut self, bytes: &[u8]) {
         for c in bytes.chunks(160) {
-            self.send(convai::user_audio_chunk_json(&B64.encode(c)).unwrap()).await;
+            self.send(convai::user_audio_chunk_json(&B64.encode(c)).unwrap())
+                .await;
         }
     }
 }
@@ -155,7 +164,10 @@ fn audio_ms(msgs: &[ServerMessage<'_>], fmt: Format) -> u64 {
 async fn signed_url_checks_the_api_key_and_the_agent() {
     let emu = start(&[OTHER]).await;
     let path = "/v1/convai/conversation/get-signed-url?agent_id=agent_test";
-    assert_eq!(http::request(emu.addr, "GET", path, &[], "").await.status, 401);
+    assert_eq!(
+        http::request(emu.addr, "GET", path, &[], "").await.status,
+        401
+    );
     assert_eq!(
         http::request(emu.addr, "GET", path, &[("xi-api-key", "wrong")], "")
             .await
@@ -188,22 +200,42 @@ async fn signed_url_checks_the_api_key_and_the_agent() {
         )),
         "{url}"
     );
-    let statuses: Vec<u16> = emu.recorder.signed_url_requests().iter().map(|r| r.status).collect();
+    let statuses: Vec<u16> = emu
+        .recorder
+        .signed_url_requests()
+        .iter()
+        .map(|r| r.status)
+        .collect();
     assert_eq!(statuses, vec![401, 401, 404, 503, 200]);
 
     // A forged signature is refused at the upgrade; the real one and the public form work.
     let forged = url.replace("conversation_signature=sig", "conversation_signature=xxx");
-    assert!(tokio_tungstenite::connect_async(forged.as_str()).await.is_err());
+    assert!(tokio_tungstenite::connect_async(forged.as_str())
+        .await
+        .is_err());
     let mut c = Client::connect(&url).await;
-    c.send(ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json())
-        .await;
-    assert_eq!(c.next().await.unwrap().kind(), "conversation_initiation_metadata");
+    c.send(
+        ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json(),
+    )
+    .await;
+    assert_eq!(
+        c.next().await.unwrap().kind(),
+        "conversation_initiation_metadata"
+    );
     drop(c);
-    let public = format!("ws://{}/v1/convai/conversation?agent_id=agent_test", emu.addr);
+    let public = format!(
+        "ws://{}/v1/convai/conversation?agent_id=agent_test",
+        emu.addr
+    );
     let mut p = Client::connect(&public).await;
-    p.send(ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json())
-        .await;
-    assert_eq!(p.next().await.unwrap().kind(), "conversation_initiation_metadata");
+    p.send(
+        ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json(),
+    )
+    .await;
+    assert_eq!(
+        p.next().await.unwrap().kind(),
+        "conversation_initiation_metadata"
+    );
     drop(p);
     let recs = emu.recorder.wait_ended(2, Duration::from_secs(5)).await;
     assert_eq!(recs.iter().filter(|r| r.via_signed_url).count(), 1);
@@ -213,7 +245,10 @@ async fn signed_url_checks_the_api_key_and_the_agent() {
 #[tokio::test]
 async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     let emu = start(&[OTHER]).await;
-    let url = format!("ws://{}/v1/convai/conversation?agent_id=agent_test", emu.addr);
+    let url = format!(
+        "ws://{}/v1/convai/conversation?agent_id=agent_test",
+        emu.addr
+    );
     let mut c = Client::connect(&url).await;
     let mut vars = std::collections::BTreeMap::new();
     vars.insert("caller_number".to_owned(), json!("+15550001"));
@@ -252,7 +287,8 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     let ServerMessage::Audio { audio_b64, .. } = &first_audio else {
         panic!("audio after greeting")
     };
-    let pcm = pulsara_media::audio::pcm::bytes_to_samples(&B64.decode(audio_b64.as_bytes()).unwrap());
+    let pcm =
+        pulsara_media::audio::pcm::bytes_to_samples(&B64.decode(audio_b64.as_bytes()).unwrap());
     let rms = (pcm.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
     assert!(rms > 1000.0, "greeting audio is real sound, rms {rms}");
     let greeting_ms = synth::duration_ms("Hi from Testaurant");
@@ -319,12 +355,18 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
         .iter()
         .position(|m| m.kind() == "interruption")
         .expect("interruption sent");
-    let ServerMessage::AgentResponseCorrection { original, corrected } = &msgs[interruption + 1] else {
+    let ServerMessage::AgentResponseCorrection {
+        original,
+        corrected,
+    } = &msgs[interruption + 1]
+    else {
         panic!("correction follows interruption: {msgs:?}")
     };
     assert_eq!(original, &long);
     assert!(
-        !corrected.is_empty() && corrected.len() < long.len() / 2 && long.starts_with(corrected.as_str()),
+        !corrected.is_empty()
+            && corrected.len() < long.len() / 2
+            && long.starts_with(corrected.as_str()),
         "{corrected}"
     );
     assert_eq!(
@@ -349,7 +391,11 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
 
     let recs = emu.recorder.wait_ended(1, Duration::from_secs(5)).await;
     let r = &recs[0];
-    assert_eq!(r.scenario.as_deref(), Some("test-booking"), "picked by caller_number");
+    assert_eq!(
+        r.scenario.as_deref(),
+        Some("test-booking"),
+        "picked by caller_number"
+    );
     assert_eq!(r.ended.as_deref(), Some("client closed"));
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     assert_eq!(r.tool_results.len(), 1);
@@ -372,7 +418,10 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     // Also exposed over HTTP.
     let listed = http::request(emu.addr, "GET", "/emulator/conversations", &[], "").await;
     assert_eq!(listed.status, 200);
-    assert_eq!(listed.json()[0]["conversation_id"], r.conversation_id.as_str());
+    assert_eq!(
+        listed.json()[0]["conversation_id"],
+        r.conversation_id.as_str()
+    );
     emu.shutdown().await;
 }
 
@@ -399,10 +448,15 @@ drop_delay_ms = 50
 refuse_signed_url_after_drop = 2
 "#;
     let emu = start(&[dropping]).await;
-    let url = format!("ws://{}/v1/convai/conversation?agent_id=agent_drop", emu.addr);
+    let url = format!(
+        "ws://{}/v1/convai/conversation?agent_id=agent_drop",
+        emu.addr
+    );
     let mut c = Client::connect(&url).await;
-    c.send(ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json())
-        .await;
+    c.send(
+        ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json(),
+    )
+    .await;
     c.until("audio").await;
     let mut sent = silence(3000);
     sent.extend(speech("Order please."));

@@ -17,7 +17,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn tool_result(tool: &str, params: &serde_json::Value) -> String {
     match tool {
-        "answer_question" => "Specials tonight: saltimbocca alla romana; carciofi alla giudia.".to_owned(),
+        "answer_question" => {
+            "Specials tonight: saltimbocca alla romana; carciofi alla giudia.".to_owned()
+        }
         _ => format!("{tool} ok: {params}"),
     }
 }
@@ -31,14 +33,25 @@ async fn relay(listener: TcpListener, el_base: String, agent_id: String) {
     while let Some(Ok(Message::Text(t))) = tw.next().await {
         if let Ok(Inbound::Start(s)) = twilio::parse_inbound(t.as_str()) {
             stream_sid = s.stream_sid;
-            caller = s.custom_parameters.get("caller").cloned().unwrap_or_default();
+            caller = s
+                .custom_parameters
+                .get("caller")
+                .cloned()
+                .unwrap_or_default();
             break;
         }
     }
-    let (mut el, _) = tokio_tungstenite::connect_async(format!("{el_base}/v1/convai/conversation?agent_id={agent_id}")).await.unwrap();
+    let (mut el, _) = tokio_tungstenite::connect_async(format!(
+        "{el_base}/v1/convai/conversation?agent_id={agent_id}"
+    ))
+    .await
+    .unwrap();
     let mut vars = std::collections::BTreeMap::new();
     vars.insert("caller_number".to_owned(), json!(caller));
-    let init = ClientMessage::ConversationInitiationClientData(InitiationClientData { conversation_config_override: None, dynamic_variables: vars });
+    let init = ClientMessage::ConversationInitiationClientData(InitiationClientData {
+        conversation_config_override: None,
+        dynamic_variables: vars,
+    });
     el.send(Message::Text(init.to_json().into())).await.unwrap();
     let mut mark_n = 0u32;
     loop {
@@ -79,18 +92,42 @@ async fn relay(listener: TcpListener, el_base: String, agent_id: String) {
     let _ = el.close(None).await;
 }
 
-async fn play(name: &str, speed: f64) -> (Scenario, pulsara_emulators::caller::CallResult, pulsara_emulators::elevenlabs::ConversationRecord) {
-    let all = Scenario::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")).unwrap();
+async fn play(
+    name: &str,
+    speed: f64,
+) -> (
+    Scenario,
+    pulsara_emulators::caller::CallResult,
+    pulsara_emulators::elevenlabs::ConversationRecord,
+) {
+    let all =
+        Scenario::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")).unwrap();
     let sc = all.iter().find(|s| s.name == name).unwrap().clone();
-    let emu = spawn(ElevenLabsConfig::new("k", all.clone())).await.unwrap();
+    let emu = spawn(ElevenLabsConfig::new("k", all.clone()))
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let relay_task = tokio::spawn(relay(listener, format!("ws://{}", emu.addr), sc.agent.agent_id.clone()));
+    let relay_task = tokio::spawn(relay(
+        listener,
+        format!("ws://{}", emu.addr),
+        sc.agent.agent_id.clone(),
+    ));
     let mut params = CallParams::numbered(42, &sc.call.from, &sc.call.to);
-    params.custom_parameters.insert("caller".into(), sc.call.from.clone());
+    params
+        .custom_parameters
+        .insert("caller".into(), sc.call.from.clone());
     let res = tokio::time::timeout(
         Duration::from_secs(60),
-        run_call(&format!("ws://{addr}/media"), params, &sc.caller, CallerOptions { speed, ..Default::default() }),
+        run_call(
+            &format!("ws://{addr}/media"),
+            params,
+            &sc.caller,
+            CallerOptions {
+                speed,
+                ..Default::default()
+            },
+        ),
     )
     .await
     .unwrap()
@@ -110,7 +147,11 @@ async fn trattoria_order_scenario_runs_end_to_end() {
     assert!(res.steps.iter().all(|s| !s.timed_out), "{:?}", res.steps);
     assert!(rec.failures.is_empty(), "{:?}", rec.failures);
     assert_eq!(rec.turns_completed, sc.agent.turns.len());
-    let tools: Vec<_> = rec.tool_results.iter().map(|t| t.tool_name.as_str()).collect();
+    let tools: Vec<_> = rec
+        .tool_results
+        .iter()
+        .map(|t| t.tool_name.as_str())
+        .collect();
     assert_eq!(tools, sc.expect.tools);
     assert!(rec.interruptions.is_empty());
     // Pass-through: the emulator received exactly the μ-law bytes the caller sent.
@@ -133,16 +174,32 @@ async fn barge_in_scenario_clears_and_no_stale_audio_follows() {
     let clear_at = res.clears_ms[0];
     // The barge-in utterance is step 1; it started 2.5 s into the answer.
     let barge = &res.steps[1];
-    eprintln!("barge-in at {} ms, clear received at {clear_at} ms", barge.fired_ms);
+    eprintln!(
+        "barge-in at {} ms, clear received at {clear_at} ms",
+        barge.fired_ms
+    );
     // VAD needs ~40-60 ms of speech; the rest is loop latency (scaled by the speed-up).
-    assert!(clear_at >= barge.fired_ms && clear_at < barge.fired_ms + 600, "clear {clear_at} vs barge {}", barge.fired_ms);
+    assert!(
+        clear_at >= barge.fired_ms && clear_at < barge.fired_ms + 600,
+        "clear {clear_at} vs barge {}",
+        barge.fired_ms
+    );
     // Pending marks came back at the clear, flagged; audio was discarded.
-    assert!(res.marks.iter().any(|m| m.cleared && m.echoed_ms == clear_at));
+    assert!(res
+        .marks
+        .iter()
+        .any(|m| m.cleared && m.echoed_ms == clear_at));
     assert!(res.cleared_samples > 8000);
     // No agent audio between the clear and the end of the caller's utterance (+ VAD's 400 ms).
     let utterance_end = barge.done_ms.unwrap();
-    assert_eq!(res.media_bytes_between(clear_at + 20, utterance_end + 300), 0);
-    assert_eq!(res.agent_audible_ms_between(clear_at + 20, utterance_end + 300), 0);
+    assert_eq!(
+        res.media_bytes_between(clear_at + 20, utterance_end + 300),
+        0
+    );
+    assert_eq!(
+        res.agent_audible_ms_between(clear_at + 20, utterance_end + 300),
+        0
+    );
     // The corrected line is a prefix of what was said.
     let i = &rec.interruptions[0];
     assert!(i.original.starts_with(&i.corrected) && i.corrected.len() < i.original.len());

@@ -1,4 +1,5 @@
 //! Twilio REST emulator: auth, validation, recording and the call-update signal.
+#[path = "common/http.rs"]
 mod http;
 
 use std::time::Duration;
@@ -27,20 +28,40 @@ async fn call_update_requires_basic_auth_and_is_recorded() {
     assert_eq!(none.status, 401);
     assert_eq!(none.json()["code"], 20003);
     let wrong = basic(SID, "nope");
-    let bad = request(rest.addr, "POST", &path, &[FORM, ("Authorization", &wrong)], body).await;
+    let bad = request(
+        rest.addr,
+        "POST",
+        &path,
+        &[FORM, ("Authorization", &wrong)],
+        body,
+    )
+    .await;
     assert_eq!(bad.status, 401);
     let other_acct = basic("AC999", TOKEN);
     assert_eq!(
-        request(rest.addr, "POST", &path, &[FORM, ("Authorization", &other_acct)], body)
-            .await
-            .status,
+        request(
+            rest.addr,
+            "POST",
+            &path,
+            &[FORM, ("Authorization", &other_acct)],
+            body
+        )
+        .await
+        .status,
         401
     );
     assert!(rest.recorder.requests().is_empty());
     assert!(!waiter.is_finished());
 
     let auth = basic(SID, TOKEN);
-    let ok = request(rest.addr, "POST", &path, &[FORM, ("Authorization", &auth)], body).await;
+    let ok = request(
+        rest.addr,
+        "POST",
+        &path,
+        &[FORM, ("Authorization", &auth)],
+        body,
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.json()["sid"], "CA42");
     assert_eq!(ok.json()["account_sid"], SID);
@@ -58,9 +79,12 @@ async fn call_update_requires_basic_auth_and_is_recorded() {
         }]
     );
     // Already updated: resolves immediately.
-    tokio::time::timeout(Duration::from_millis(200), rest.recorder.wait_call_update("CA42"))
-        .await
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_millis(200),
+        rest.recorder.wait_call_update("CA42"),
+    )
+    .await
+    .unwrap();
 
     // Path account must be the authenticated one; neither Twiml nor Url → 400.
     let foreign = request(
@@ -72,7 +96,14 @@ async fn call_update_requires_basic_auth_and_is_recorded() {
     )
     .await;
     assert_eq!(foreign.status, 404);
-    let empty = request(rest.addr, "POST", &path, &[FORM, ("Authorization", &auth)], "Foo=bar").await;
+    let empty = request(
+        rest.addr,
+        "POST",
+        &path,
+        &[FORM, ("Authorization", &auth)],
+        "Foo=bar",
+    )
+    .await;
     assert_eq!(empty.status, 400);
     assert_eq!(rest.recorder.rejected().len(), 5);
     rest.shutdown().await;
@@ -118,7 +149,14 @@ async fn messages_are_validated_and_recorded() {
     )
     .await;
     assert_eq!(no_from.status, 400);
-    let unauth = request(rest.addr, "POST", &path, &[FORM], "To=%2B1&From=%2B2&Body=x").await;
+    let unauth = request(
+        rest.addr,
+        "POST",
+        &path,
+        &[FORM],
+        "To=%2B1&From=%2B2&Body=x",
+    )
+    .await;
     assert_eq!(unauth.status, 401);
     assert_eq!(
         rest.recorder.messages(),

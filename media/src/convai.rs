@@ -68,13 +68,27 @@ pub struct InitiationClientData {
 pub enum ClientMessage<'a> {
     ConversationInitiationClientData(InitiationClientData),
     /// `{"user_audio_chunk":"<base64>"}` in the agent's user input format.
-    UserAudioChunk { audio_b64: Cow<'a, str> },
-    Pong { event_id: u64 },
-    ClientToolResult { tool_call_id: String, result: String, is_error: bool },
-    ContextualUpdate { text: String },
-    UserMessage { text: String },
+    UserAudioChunk {
+        audio_b64: Cow<'a, str>,
+    },
+    Pong {
+        event_id: u64,
+    },
+    ClientToolResult {
+        tool_call_id: String,
+        result: String,
+        is_error: bool,
+    },
+    ContextualUpdate {
+        text: String,
+    },
+    UserMessage {
+        text: String,
+    },
     UserActivity,
-    Unknown { kind: String },
+    Unknown {
+        kind: String,
+    },
 }
 
 /// `conversation_initiation_metadata_event`
@@ -99,22 +113,46 @@ pub struct ToolCall {
 pub enum ServerMessage<'a> {
     ConversationInitiationMetadata(InitiationMetadata),
     /// Agent speech in the agent output format.
-    Audio { audio_b64: Cow<'a, str>, event_id: u64 },
+    Audio {
+        audio_b64: Cow<'a, str>,
+        event_id: u64,
+    },
     /// The caller spoke over the agent: stop playback now.
-    Interruption { event_id: u64 },
-    AgentResponse { text: String },
-    AgentResponseCorrection { original: String, corrected: String },
-    UserTranscript { text: String },
-    Ping { event_id: u64, ping_ms: Option<u64> },
+    Interruption {
+        event_id: u64,
+    },
+    AgentResponse {
+        text: String,
+    },
+    AgentResponseCorrection {
+        original: String,
+        corrected: String,
+    },
+    UserTranscript {
+        text: String,
+    },
+    Ping {
+        event_id: u64,
+        ping_ms: Option<u64>,
+    },
     ClientToolCall(ToolCall),
-    VadScore { score: f64 },
-    InternalTentativeAgentResponse { text: String },
-    Unknown { kind: String },
+    VadScore {
+        score: f64,
+    },
+    InternalTentativeAgentResponse {
+        text: String,
+    },
+    Unknown {
+        kind: String,
+    },
 }
 
 fn check_len(text: &str, max: usize) -> Result<(), CodecError> {
     if text.len() > max {
-        return Err(CodecError::TooLarge { len: text.len(), max });
+        return Err(CodecError::TooLarge {
+            len: text.len(),
+            max,
+        });
     }
     Ok(())
 }
@@ -149,7 +187,10 @@ pub fn parse_client(text: &str) -> Result<ClientMessage<'_>, CodecError> {
     check_len(text, MAX_CLIENT_BYTES)?;
     let raw: RawClient<'_> = serde_json::from_str(text).map_err(CodecError::malformed)?;
     let Some(kind) = raw.kind else {
-        let audio = raw.user_audio_chunk.ok_or(missing("client message", "type"))?.0;
+        let audio = raw
+            .user_audio_chunk
+            .ok_or(missing("client message", "type"))?
+            .0;
         if !is_valid_base64(&audio) {
             return Err(CodecError::InvalidBase64);
         }
@@ -162,9 +203,13 @@ pub fn parse_client(text: &str) -> Result<ClientMessage<'_>, CodecError> {
                 dynamic_variables: raw.dynamic_variables.unwrap_or_default(),
             })
         }
-        "pong" => ClientMessage::Pong { event_id: raw.event_id.ok_or(missing("pong", "event_id"))? },
+        "pong" => ClientMessage::Pong {
+            event_id: raw.event_id.ok_or(missing("pong", "event_id"))?,
+        },
         "client_tool_result" => ClientMessage::ClientToolResult {
-            tool_call_id: raw.tool_call_id.ok_or(missing("client_tool_result", "tool_call_id"))?,
+            tool_call_id: raw
+                .tool_call_id
+                .ok_or(missing("client_tool_result", "tool_call_id"))?,
             result: match raw.result {
                 Some(Value::String(s)) => s,
                 Some(Value::Null) | None => String::new(),
@@ -172,20 +217,27 @@ pub fn parse_client(text: &str) -> Result<ClientMessage<'_>, CodecError> {
             },
             is_error: raw.is_error.unwrap_or(false),
         },
-        "contextual_update" => {
-            ClientMessage::ContextualUpdate { text: raw.text.ok_or(missing("contextual_update", "text"))? }
-        }
-        "user_message" => ClientMessage::UserMessage { text: raw.text.ok_or(missing("user_message", "text"))? },
+        "contextual_update" => ClientMessage::ContextualUpdate {
+            text: raw.text.ok_or(missing("contextual_update", "text"))?,
+        },
+        "user_message" => ClientMessage::UserMessage {
+            text: raw.text.ok_or(missing("user_message", "text"))?,
+        },
         "user_activity" => ClientMessage::UserActivity,
         "user_audio_chunk" => {
             // Tolerated variant with an explicit type.
-            let audio = raw.user_audio_chunk.ok_or(missing("user_audio_chunk", "user_audio_chunk"))?.0;
+            let audio = raw
+                .user_audio_chunk
+                .ok_or(missing("user_audio_chunk", "user_audio_chunk"))?
+                .0;
             if !is_valid_base64(&audio) {
                 return Err(CodecError::InvalidBase64);
             }
             ClientMessage::UserAudioChunk { audio_b64: audio }
         }
-        other => ClientMessage::Unknown { kind: other.to_owned() },
+        other => ClientMessage::Unknown {
+            kind: other.to_owned(),
+        },
     })
 }
 
@@ -216,23 +268,33 @@ impl ClientMessage<'_> {
             ClientMessage::ConversationInitiationClientData(d) => {
                 let mut v = json!({"type": "conversation_initiation_client_data"});
                 if let Some(o) = &d.conversation_config_override {
-                    v["conversation_config_override"] = serde_json::to_value(o).unwrap_or(Value::Null);
+                    v["conversation_config_override"] =
+                        serde_json::to_value(o).unwrap_or(Value::Null);
                 }
-                v["dynamic_variables"] = serde_json::to_value(&d.dynamic_variables).unwrap_or(Value::Null);
+                v["dynamic_variables"] =
+                    serde_json::to_value(&d.dynamic_variables).unwrap_or(Value::Null);
                 v.to_string()
             }
             ClientMessage::UserAudioChunk { audio_b64 } => user_audio_chunk_json(audio_b64)
                 .unwrap_or_else(|_| json!({ "user_audio_chunk": audio_b64 }).to_string()),
             ClientMessage::Pong { event_id } => pong_json(*event_id),
-            ClientMessage::ClientToolResult { tool_call_id, result, is_error } => json!({
+            ClientMessage::ClientToolResult {
+                tool_call_id,
+                result,
+                is_error,
+            } => json!({
                 "type": "client_tool_result",
                 "tool_call_id": tool_call_id,
                 "result": result,
                 "is_error": is_error,
             })
             .to_string(),
-            ClientMessage::ContextualUpdate { text } => json!({"type":"contextual_update","text":text}).to_string(),
-            ClientMessage::UserMessage { text } => json!({"type":"user_message","text":text}).to_string(),
+            ClientMessage::ContextualUpdate { text } => {
+                json!({"type":"contextual_update","text":text}).to_string()
+            }
+            ClientMessage::UserMessage { text } => {
+                json!({"type":"user_message","text":text}).to_string()
+            }
             ClientMessage::UserActivity => r#"{"type":"user_activity"}"#.to_owned(),
             ClientMessage::Unknown { kind } => json!({ "type": kind }).to_string(),
         }
@@ -241,14 +303,22 @@ impl ClientMessage<'_> {
     /// Detach from the frame text.
     pub fn into_owned(self) -> ClientMessage<'static> {
         match self {
-            ClientMessage::UserAudioChunk { audio_b64 } => {
-                ClientMessage::UserAudioChunk { audio_b64: Cow::Owned(audio_b64.into_owned()) }
+            ClientMessage::UserAudioChunk { audio_b64 } => ClientMessage::UserAudioChunk {
+                audio_b64: Cow::Owned(audio_b64.into_owned()),
+            },
+            ClientMessage::ConversationInitiationClientData(d) => {
+                ClientMessage::ConversationInitiationClientData(d)
             }
-            ClientMessage::ConversationInitiationClientData(d) => ClientMessage::ConversationInitiationClientData(d),
             ClientMessage::Pong { event_id } => ClientMessage::Pong { event_id },
-            ClientMessage::ClientToolResult { tool_call_id, result, is_error } => {
-                ClientMessage::ClientToolResult { tool_call_id, result, is_error }
-            }
+            ClientMessage::ClientToolResult {
+                tool_call_id,
+                result,
+                is_error,
+            } => ClientMessage::ClientToolResult {
+                tool_call_id,
+                result,
+                is_error,
+            },
             ClientMessage::ContextualUpdate { text } => ClientMessage::ContextualUpdate { text },
             ClientMessage::UserMessage { text } => ClientMessage::UserMessage { text },
             ClientMessage::UserActivity => ClientMessage::UserActivity,
@@ -334,8 +404,10 @@ pub fn parse_server(text: &str) -> Result<ServerMessage<'_>, CodecError> {
     let raw: RawServer<'_> = serde_json::from_str(text).map_err(CodecError::malformed)?;
     Ok(match raw.kind.as_ref() {
         "conversation_initiation_metadata" => ServerMessage::ConversationInitiationMetadata(
-            raw.conversation_initiation_metadata_event
-                .ok_or(missing("conversation_initiation_metadata", "conversation_initiation_metadata_event"))?,
+            raw.conversation_initiation_metadata_event.ok_or(missing(
+                "conversation_initiation_metadata",
+                "conversation_initiation_metadata_event",
+            ))?,
         ),
         "audio" => {
             let a = raw.audio_event.ok_or(missing("audio", "audio_event"))?;
@@ -343,40 +415,62 @@ pub fn parse_server(text: &str) -> Result<ServerMessage<'_>, CodecError> {
             if !is_valid_base64(&audio) {
                 return Err(CodecError::InvalidBase64);
             }
-            ServerMessage::Audio { audio_b64: audio, event_id: a.event_id }
+            ServerMessage::Audio {
+                audio_b64: audio,
+                event_id: a.event_id,
+            }
         }
         "interruption" => ServerMessage::Interruption {
             event_id: raw.interruption_event.map(|e| e.event_id).unwrap_or(0),
         },
         "agent_response" => ServerMessage::AgentResponse {
-            text: raw.agent_response_event.ok_or(missing("agent_response", "agent_response_event"))?.agent_response,
+            text: raw
+                .agent_response_event
+                .ok_or(missing("agent_response", "agent_response_event"))?
+                .agent_response,
         },
         "agent_response_correction" => {
-            let c = raw
-                .agent_response_correction_event
-                .ok_or(missing("agent_response_correction", "agent_response_correction_event"))?;
+            let c = raw.agent_response_correction_event.ok_or(missing(
+                "agent_response_correction",
+                "agent_response_correction_event",
+            ))?;
             ServerMessage::AgentResponseCorrection {
                 original: c.original_agent_response,
                 corrected: c.corrected_agent_response,
             }
         }
         "user_transcript" => ServerMessage::UserTranscript {
-            text: raw.user_transcription_event.ok_or(missing("user_transcript", "user_transcription_event"))?.user_transcript,
+            text: raw
+                .user_transcription_event
+                .ok_or(missing("user_transcript", "user_transcription_event"))?
+                .user_transcript,
         },
         "ping" => {
             let p = raw.ping_event.ok_or(missing("ping", "ping_event"))?;
-            ServerMessage::Ping { event_id: p.event_id, ping_ms: p.ping_ms }
+            ServerMessage::Ping {
+                event_id: p.event_id,
+                ping_ms: p.ping_ms,
+            }
         }
-        "client_tool_call" => {
-            ServerMessage::ClientToolCall(raw.client_tool_call.ok_or(missing("client_tool_call", "client_tool_call"))?)
-        }
+        "client_tool_call" => ServerMessage::ClientToolCall(
+            raw.client_tool_call
+                .ok_or(missing("client_tool_call", "client_tool_call"))?,
+        ),
         "vad_score" => ServerMessage::VadScore {
-            score: raw.vad_score_event.ok_or(missing("vad_score", "vad_score_event"))?.vad_score,
+            score: raw
+                .vad_score_event
+                .ok_or(missing("vad_score", "vad_score_event"))?
+                .vad_score,
         },
         "internal_tentative_agent_response" => ServerMessage::InternalTentativeAgentResponse {
-            text: raw.tentative_agent_response_internal_event.map(|t| t.tentative_agent_response).unwrap_or_default(),
+            text: raw
+                .tentative_agent_response_internal_event
+                .map(|t| t.tentative_agent_response)
+                .unwrap_or_default(),
         },
-        other => ServerMessage::Unknown { kind: other.to_owned() },
+        other => ServerMessage::Unknown {
+            kind: other.to_owned(),
+        },
     })
 }
 
@@ -410,7 +504,9 @@ impl ServerMessage<'_> {
             ServerMessage::Ping { .. } => "ping",
             ServerMessage::ClientToolCall(_) => "client_tool_call",
             ServerMessage::VadScore { .. } => "vad_score",
-            ServerMessage::InternalTentativeAgentResponse { .. } => "internal_tentative_agent_response",
+            ServerMessage::InternalTentativeAgentResponse { .. } => {
+                "internal_tentative_agent_response"
+            }
             ServerMessage::Unknown { kind } => kind,
         }
     }
@@ -474,15 +570,25 @@ impl ServerMessage<'_> {
     /// Detach from the frame text.
     pub fn into_owned(self) -> ServerMessage<'static> {
         match self {
-            ServerMessage::Audio { audio_b64, event_id } => {
-                ServerMessage::Audio { audio_b64: Cow::Owned(audio_b64.into_owned()), event_id }
+            ServerMessage::Audio {
+                audio_b64,
+                event_id,
+            } => ServerMessage::Audio {
+                audio_b64: Cow::Owned(audio_b64.into_owned()),
+                event_id,
+            },
+            ServerMessage::ConversationInitiationMetadata(m) => {
+                ServerMessage::ConversationInitiationMetadata(m)
             }
-            ServerMessage::ConversationInitiationMetadata(m) => ServerMessage::ConversationInitiationMetadata(m),
             ServerMessage::Interruption { event_id } => ServerMessage::Interruption { event_id },
             ServerMessage::AgentResponse { text } => ServerMessage::AgentResponse { text },
-            ServerMessage::AgentResponseCorrection { original, corrected } => {
-                ServerMessage::AgentResponseCorrection { original, corrected }
-            }
+            ServerMessage::AgentResponseCorrection {
+                original,
+                corrected,
+            } => ServerMessage::AgentResponseCorrection {
+                original,
+                corrected,
+            },
             ServerMessage::UserTranscript { text } => ServerMessage::UserTranscript { text },
             ServerMessage::Ping { event_id, ping_ms } => ServerMessage::Ping { event_id, ping_ms },
             ServerMessage::ClientToolCall(c) => ServerMessage::ClientToolCall(c),
@@ -539,11 +645,25 @@ mod tests {
                 user_input_audio_format: "ulaw_8000".into(),
             })
         );
-        let ServerMessage::Audio { audio_b64, event_id } = &parsed[1] else { panic!() };
+        let ServerMessage::Audio {
+            audio_b64,
+            event_id,
+        } = &parsed[1]
+        else {
+            panic!()
+        };
         assert_eq!((audio_b64.as_ref(), *event_id), ("/////w==", 3));
-        assert!(matches!(audio_b64, Cow::Borrowed(_)), "audio must borrow from the frame");
+        assert!(
+            matches!(audio_b64, Cow::Borrowed(_)),
+            "audio must borrow from the frame"
+        );
         assert_eq!(parsed[2], ServerMessage::Interruption { event_id: 4 });
-        assert_eq!(parsed[3], ServerMessage::AgentResponse { text: "Ciao! Trattoria Roma.".into() });
+        assert_eq!(
+            parsed[3],
+            ServerMessage::AgentResponse {
+                text: "Ciao! Trattoria Roma.".into()
+            }
+        );
         assert_eq!(
             parsed[4],
             ServerMessage::AgentResponseCorrection {
@@ -551,66 +671,167 @@ mod tests {
                 corrected: "We open at nine".into()
             }
         );
-        assert_eq!(parsed[5], ServerMessage::UserTranscript { text: "Two margheritas please".into() });
-        assert_eq!(parsed[6], ServerMessage::Ping { event_id: 7, ping_ms: Some(42) });
-        let ServerMessage::ClientToolCall(c) = &parsed[7] else { panic!() };
-        assert_eq!((c.tool_name.as_str(), c.tool_call_id.as_str()), ("take_order", "call_1"));
+        assert_eq!(
+            parsed[5],
+            ServerMessage::UserTranscript {
+                text: "Two margheritas please".into()
+            }
+        );
+        assert_eq!(
+            parsed[6],
+            ServerMessage::Ping {
+                event_id: 7,
+                ping_ms: Some(42)
+            }
+        );
+        let ServerMessage::ClientToolCall(c) = &parsed[7] else {
+            panic!()
+        };
+        assert_eq!(
+            (c.tool_name.as_str(), c.tool_call_id.as_str()),
+            ("take_order", "call_1")
+        );
         assert_eq!(c.parameters["items"][0]["quantity"], 2);
         assert_eq!(parsed[8], ServerMessage::VadScore { score: 0.75 });
-        assert_eq!(parsed[9], ServerMessage::InternalTentativeAgentResponse { text: "Sure".into() });
+        assert_eq!(
+            parsed[9],
+            ServerMessage::InternalTentativeAgentResponse {
+                text: "Sure".into()
+            }
+        );
         for (frame, msg) in SERVER.iter().zip(&parsed) {
             same_json(frame, &msg.to_json());
             assert_eq!(&parse_server(&msg.to_json()).unwrap(), msg);
-            assert_eq!(serde_json::from_str::<Value>(frame).unwrap()["type"], msg.kind());
+            assert_eq!(
+                serde_json::from_str::<Value>(frame).unwrap()["type"],
+                msg.kind()
+            );
         }
     }
 
     #[test]
     fn client_messages_known_answers_and_round_trip() {
         let parsed: Vec<_> = CLIENT.iter().map(|f| parse_client(f).unwrap()).collect();
-        let ClientMessage::ConversationInitiationClientData(d) = &parsed[0] else { panic!() };
-        let o = d.conversation_config_override.as_ref().unwrap().agent.as_ref().unwrap();
-        assert_eq!(o.prompt.as_ref().unwrap().prompt, "You answer for Trattoria Roma.");
+        let ClientMessage::ConversationInitiationClientData(d) = &parsed[0] else {
+            panic!()
+        };
+        let o = d
+            .conversation_config_override
+            .as_ref()
+            .unwrap()
+            .agent
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            o.prompt.as_ref().unwrap().prompt,
+            "You answer for Trattoria Roma."
+        );
         assert_eq!(o.first_message.as_deref(), Some("Ciao!"));
         assert_eq!(d.dynamic_variables["restaurant_name"], "Trattoria Roma");
-        assert!(matches!(&parsed[1], ClientMessage::UserAudioChunk { audio_b64: Cow::Borrowed("/////w==") }));
+        assert!(matches!(
+            &parsed[1],
+            ClientMessage::UserAudioChunk {
+                audio_b64: Cow::Borrowed("/////w==")
+            }
+        ));
         assert_eq!(parsed[2], ClientMessage::Pong { event_id: 7 });
         assert_eq!(
             parsed[3],
-            ClientMessage::ClientToolResult { tool_call_id: "call_1".into(), result: "Order placed".into(), is_error: false }
+            ClientMessage::ClientToolResult {
+                tool_call_id: "call_1".into(),
+                result: "Order placed".into(),
+                is_error: false
+            }
         );
-        assert_eq!(parsed[4], ClientMessage::ContextualUpdate { text: "Caller pressed 5".into() });
-        assert_eq!(parsed[5], ClientMessage::UserMessage { text: "hello".into() });
+        assert_eq!(
+            parsed[4],
+            ClientMessage::ContextualUpdate {
+                text: "Caller pressed 5".into()
+            }
+        );
+        assert_eq!(
+            parsed[5],
+            ClientMessage::UserMessage {
+                text: "hello".into()
+            }
+        );
         assert_eq!(parsed[6], ClientMessage::UserActivity);
         for (frame, msg) in CLIENT.iter().zip(&parsed) {
             same_json(frame, &msg.to_json());
             assert_eq!(&parse_client(&msg.to_json()).unwrap(), msg);
         }
-        assert_eq!(user_audio_chunk_json("AA==").unwrap(), r#"{"user_audio_chunk":"AA=="}"#);
+        assert_eq!(
+            user_audio_chunk_json("AA==").unwrap(),
+            r#"{"user_audio_chunk":"AA=="}"#
+        );
         assert_eq!(pong_json(12), r#"{"type":"pong","event_id":12}"#);
     }
 
     #[test]
     fn tool_result_object_is_stringified() {
         let m = parse_client(r#"{"type":"client_tool_result","tool_call_id":"c","result":{"ok":true},"is_error":true}"#).unwrap();
-        assert_eq!(m, ClientMessage::ClientToolResult { tool_call_id: "c".into(), result: r#"{"ok":true}"#.into(), is_error: true });
+        assert_eq!(
+            m,
+            ClientMessage::ClientToolResult {
+                tool_call_id: "c".into(),
+                result: r#"{"ok":true}"#.into(),
+                is_error: true
+            }
+        );
     }
 
     #[test]
     fn unknown_types_tolerated_and_bad_input_rejected() {
-        assert_eq!(parse_server(r#"{"type":"mcp_tool_call","x":1}"#).unwrap(), ServerMessage::Unknown { kind: "mcp_tool_call".into() });
-        assert_eq!(parse_client(r#"{"type":"future_thing"}"#).unwrap(), ClientMessage::Unknown { kind: "future_thing".into() });
+        assert_eq!(
+            parse_server(r#"{"type":"mcp_tool_call","x":1}"#).unwrap(),
+            ServerMessage::Unknown {
+                kind: "mcp_tool_call".into()
+            }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"future_thing"}"#).unwrap(),
+            ClientMessage::Unknown {
+                kind: "future_thing".into()
+            }
+        );
         assert!(matches!(parse_server("{"), Err(CodecError::Malformed(_))));
-        assert!(matches!(parse_server(r#"{"no_type":1}"#), Err(CodecError::Malformed(_))));
-        assert!(matches!(parse_server(r#"{"type":"ping"}"#), Err(CodecError::MissingField { .. })));
-        assert!(matches!(parse_server(r#"{"type":"audio","audio_event":{"audio_base_64":"**"}}"#), Err(CodecError::InvalidBase64)));
-        assert!(matches!(parse_client(r#"{"hello":1}"#), Err(CodecError::MissingField { .. })));
-        assert!(matches!(parse_client(r#"{"user_audio_chunk":"a b"}"#), Err(CodecError::InvalidBase64)));
-        assert!(matches!(parse_client(r#"{"type":"pong"}"#), Err(CodecError::MissingField { .. })));
-        let big = format!(r#"{{"user_audio_chunk":"{}"}}"#, "A".repeat(MAX_CLIENT_BYTES));
-        assert!(matches!(parse_client(&big), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            parse_server(r#"{"no_type":1}"#),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_server(r#"{"type":"ping"}"#),
+            Err(CodecError::MissingField { .. })
+        ));
+        assert!(matches!(
+            parse_server(r#"{"type":"audio","audio_event":{"audio_base_64":"**"}}"#),
+            Err(CodecError::InvalidBase64)
+        ));
+        assert!(matches!(
+            parse_client(r#"{"hello":1}"#),
+            Err(CodecError::MissingField { .. })
+        ));
+        assert!(matches!(
+            parse_client(r#"{"user_audio_chunk":"a b"}"#),
+            Err(CodecError::InvalidBase64)
+        ));
+        assert!(matches!(
+            parse_client(r#"{"type":"pong"}"#),
+            Err(CodecError::MissingField { .. })
+        ));
+        let big = format!(
+            r#"{{"user_audio_chunk":"{}"}}"#,
+            "A".repeat(MAX_CLIENT_BYTES)
+        );
+        assert!(matches!(
+            parse_client(&big),
+            Err(CodecError::TooLarge { .. })
+        ));
         let big = format!(r#"{{"type":"x","p":"{}"}}"#, "A".repeat(MAX_SERVER_BYTES));
-        assert!(matches!(parse_server(&big), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            parse_server(&big),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     proptest::proptest! {

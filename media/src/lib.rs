@@ -34,7 +34,10 @@ pub enum CodecError {
     Malformed(String),
     /// A message type that requires a field arrived without it.
     #[error("`{event}` message is missing `{field}`")]
-    MissingField { event: &'static str, field: &'static str },
+    MissingField {
+        event: &'static str,
+        field: &'static str,
+    },
     /// A message type this direction of the protocol does not allow.
     #[error("unknown or unexpected message type `{0}`")]
     UnknownType(String),

@@ -38,7 +38,9 @@ pub enum Inbound<'a> {
     Stop(Stop),
     /// A well-formed frame with an `event` this codec does not know (Twilio adds events without
     /// notice); callers log and ignore it.
-    Unknown { event: String },
+    Unknown {
+        event: String,
+    },
 }
 
 /// `{"event":"connected","protocol":"Call","version":"1.0.0"}`
@@ -71,7 +73,11 @@ pub struct MediaFormat {
 
 impl Default for MediaFormat {
     fn default() -> Self {
-        MediaFormat { encoding: "audio/x-mulaw".into(), sample_rate: 8000, channels: 1 }
+        MediaFormat {
+            encoding: "audio/x-mulaw".into(),
+            sample_rate: 8000,
+            channels: 1,
+        }
     }
 }
 
@@ -248,8 +254,14 @@ impl NumStr<'_> {
     }
 }
 
-fn num(v: &Option<NumStr<'_>>, event: &'static str, field: &'static str) -> Result<u64, CodecError> {
-    v.as_ref().ok_or(CodecError::MissingField { event, field })?.get(event, field)
+fn num(
+    v: &Option<NumStr<'_>>,
+    event: &'static str,
+    field: &'static str,
+) -> Result<u64, CodecError> {
+    v.as_ref()
+        .ok_or(CodecError::MissingField { event, field })?
+        .get(event, field)
 }
 
 #[derive(Deserialize)]
@@ -319,7 +331,10 @@ struct RawStop {
 
 fn check_len(text: &str, max: usize) -> Result<(), CodecError> {
     if text.len() > max {
-        return Err(CodecError::TooLarge { len: text.len(), max });
+        return Err(CodecError::TooLarge {
+            len: text.len(),
+            max,
+        });
     }
     Ok(())
 }
@@ -340,7 +355,10 @@ pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, CodecError> {
         stream_sid
             .as_deref()
             .map(str::to_owned)
-            .ok_or(CodecError::MissingField { event, field: "streamSid" })
+            .ok_or(CodecError::MissingField {
+                event,
+                field: "streamSid",
+            })
     };
     Ok(match raw.event.as_ref() {
         "connected" => Inbound::Connected(Connected {
@@ -348,23 +366,31 @@ pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, CodecError> {
             version: raw.version.unwrap_or_default(),
         }),
         "start" => {
-            let s = raw.start.ok_or(CodecError::MissingField { event: "start", field: "start" })?;
-            let stream_sid = match s.stream_sid {
-                Some(x) => x,
-                None => stream_sid
-                    .as_deref()
-                    .map(str::to_owned)
-                    .ok_or(CodecError::MissingField { event: "start", field: "streamSid" })?,
-            };
+            let s = raw.start.ok_or(CodecError::MissingField {
+                event: "start",
+                field: "start",
+            })?;
+            let stream_sid =
+                match s.stream_sid {
+                    Some(x) => x,
+                    None => stream_sid.as_deref().map(str::to_owned).ok_or(
+                        CodecError::MissingField {
+                            event: "start",
+                            field: "streamSid",
+                        },
+                    )?,
+                };
             Inbound::Start(Start {
                 sequence_number: num(&raw.sequence_number, "start", "sequenceNumber")?,
                 stream_sid,
-                account_sid: s
-                    .account_sid
-                    .ok_or(CodecError::MissingField { event: "start", field: "accountSid" })?,
-                call_sid: s
-                    .call_sid
-                    .ok_or(CodecError::MissingField { event: "start", field: "callSid" })?,
+                account_sid: s.account_sid.ok_or(CodecError::MissingField {
+                    event: "start",
+                    field: "accountSid",
+                })?,
+                call_sid: s.call_sid.ok_or(CodecError::MissingField {
+                    event: "start",
+                    field: "callSid",
+                })?,
                 tracks: s.tracks,
                 custom_parameters: s.custom_parameters,
                 media_format: s.media_format,
@@ -372,17 +398,26 @@ pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, CodecError> {
         }
         "media" => {
             let sequence_number = seq("media")?;
-            let m = raw.media.ok_or(CodecError::MissingField { event: "media", field: "media" })?;
-            let payload =
-                m.payload.ok_or(CodecError::MissingField { event: "media", field: "payload" })?.0;
+            let m = raw.media.ok_or(CodecError::MissingField {
+                event: "media",
+                field: "media",
+            })?;
+            let payload = m
+                .payload
+                .ok_or(CodecError::MissingField {
+                    event: "media",
+                    field: "payload",
+                })?
+                .0;
             if !is_valid_base64(&payload) {
                 return Err(CodecError::InvalidBase64);
             }
             Inbound::Media(Media {
                 sequence_number,
-                stream_sid: stream_sid
-                    .clone()
-                    .ok_or(CodecError::MissingField { event: "media", field: "streamSid" })?,
+                stream_sid: stream_sid.clone().ok_or(CodecError::MissingField {
+                    event: "media",
+                    field: "streamSid",
+                })?,
                 track: m.track.map(|c| c.0).unwrap_or(Cow::Borrowed("inbound")),
                 chunk: num(&m.chunk, "media", "chunk")?,
                 timestamp: num(&m.timestamp, "media", "timestamp")?,
@@ -390,24 +425,39 @@ pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, CodecError> {
             })
         }
         "dtmf" => {
-            let d = raw.dtmf.as_ref().ok_or(CodecError::MissingField { event: "dtmf", field: "dtmf" })?;
+            let d = raw.dtmf.as_ref().ok_or(CodecError::MissingField {
+                event: "dtmf",
+                field: "dtmf",
+            })?;
             Inbound::Dtmf(Dtmf {
                 sequence_number: seq("dtmf")?,
                 stream_sid: sid("dtmf")?,
                 track: d.track.clone().unwrap_or_else(|| "inbound_track".into()),
-                digit: d.digit.clone().ok_or(CodecError::MissingField { event: "dtmf", field: "digit" })?,
+                digit: d.digit.clone().ok_or(CodecError::MissingField {
+                    event: "dtmf",
+                    field: "digit",
+                })?,
             })
         }
         "mark" => {
-            let m = raw.mark.as_ref().ok_or(CodecError::MissingField { event: "mark", field: "mark" })?;
+            let m = raw.mark.as_ref().ok_or(CodecError::MissingField {
+                event: "mark",
+                field: "mark",
+            })?;
             Inbound::Mark(Mark {
                 sequence_number: seq("mark")?,
                 stream_sid: sid("mark")?,
-                name: m.name.clone().ok_or(CodecError::MissingField { event: "mark", field: "name" })?,
+                name: m.name.clone().ok_or(CodecError::MissingField {
+                    event: "mark",
+                    field: "name",
+                })?,
             })
         }
         "stop" => {
-            let s = raw.stop.as_ref().ok_or(CodecError::MissingField { event: "stop", field: "stop" })?;
+            let s = raw.stop.as_ref().ok_or(CodecError::MissingField {
+                event: "stop",
+                field: "stop",
+            })?;
             Inbound::Stop(Stop {
                 sequence_number: seq("stop")?,
                 stream_sid: sid("stop")?,
@@ -415,7 +465,9 @@ pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, CodecError> {
                 call_sid: s.call_sid.clone(),
             })
         }
-        other => Inbound::Unknown { event: other.to_owned() },
+        other => Inbound::Unknown {
+            event: other.to_owned(),
+        },
     })
 }
 
@@ -423,9 +475,15 @@ pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, CodecError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound<'a> {
     /// Audio to play: base64 μ-law 8 kHz.
-    Media { stream_sid: Cow<'a, str>, payload_b64: Cow<'a, str> },
+    Media {
+        stream_sid: Cow<'a, str>,
+        payload_b64: Cow<'a, str>,
+    },
     /// Ask Twilio to echo `name` once the audio sent before it has played.
-    Mark { stream_sid: Cow<'a, str>, name: Cow<'a, str> },
+    Mark {
+        stream_sid: Cow<'a, str>,
+        name: Cow<'a, str>,
+    },
     /// Drop buffered audio; pending marks come back at once.
     Clear { stream_sid: Cow<'a, str> },
 }
@@ -435,7 +493,10 @@ impl Outbound<'_> {
     /// not spliced).
     pub fn to_json(&self) -> String {
         match self {
-            Outbound::Media { stream_sid, payload_b64 } => media_json_unchecked(stream_sid, payload_b64),
+            Outbound::Media {
+                stream_sid,
+                payload_b64,
+            } => media_json_unchecked(stream_sid, payload_b64),
             Outbound::Mark { stream_sid, name } => mark_json(stream_sid, name),
             Outbound::Clear { stream_sid } => clear_json(stream_sid),
         }
@@ -454,11 +515,20 @@ impl Outbound<'_> {
     pub fn into_owned(self) -> Outbound<'static> {
         let o = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
         match self {
-            Outbound::Media { stream_sid, payload_b64 } => {
-                Outbound::Media { stream_sid: o(stream_sid), payload_b64: o(payload_b64) }
-            }
-            Outbound::Mark { stream_sid, name } => Outbound::Mark { stream_sid: o(stream_sid), name: o(name) },
-            Outbound::Clear { stream_sid } => Outbound::Clear { stream_sid: o(stream_sid) },
+            Outbound::Media {
+                stream_sid,
+                payload_b64,
+            } => Outbound::Media {
+                stream_sid: o(stream_sid),
+                payload_b64: o(payload_b64),
+            },
+            Outbound::Mark { stream_sid, name } => Outbound::Mark {
+                stream_sid: o(stream_sid),
+                name: o(name),
+            },
+            Outbound::Clear { stream_sid } => Outbound::Clear {
+                stream_sid: o(stream_sid),
+            },
         }
     }
 }
@@ -543,21 +613,40 @@ pub fn parse_outbound(text: &str) -> Result<Outbound<'_>, CodecError> {
         "clear" => "clear",
         other => return Err(CodecError::UnknownType(other.to_owned())),
     };
-    let stream_sid = raw.stream_sid.ok_or(CodecError::MissingField { event, field: "streamSid" })?.0;
+    let stream_sid = raw
+        .stream_sid
+        .ok_or(CodecError::MissingField {
+            event,
+            field: "streamSid",
+        })?
+        .0;
     Ok(match event {
         "media" => {
             let payload = raw
                 .media
                 .and_then(|m| m.payload)
-                .ok_or(CodecError::MissingField { event, field: "media.payload" })?
+                .ok_or(CodecError::MissingField {
+                    event,
+                    field: "media.payload",
+                })?
                 .0;
             if !is_valid_base64(&payload) {
                 return Err(CodecError::InvalidBase64);
             }
-            Outbound::Media { stream_sid, payload_b64: payload }
+            Outbound::Media {
+                stream_sid,
+                payload_b64: payload,
+            }
         }
         "mark" => {
-            let name = raw.mark.and_then(|m| m.name).ok_or(CodecError::MissingField { event, field: "mark.name" })?.0;
+            let name = raw
+                .mark
+                .and_then(|m| m.name)
+                .ok_or(CodecError::MissingField {
+                    event,
+                    field: "mark.name",
+                })?
+                .0;
             Outbound::Mark { stream_sid, name }
         }
         _ => Outbound::Clear { stream_sid },
@@ -572,38 +661,63 @@ mod tests {
     const START: &str = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0","start":{"accountSid":"AC123","streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0","callSid":"CA456","tracks":["inbound"],"customParameters":{"handoff":"tok.en","restaurant_id":"trattoria-roma"},"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}"#;
     const MEDIA: &str = r#"{"event":"media","sequenceNumber":"3","streamSid":"MZ1","media":{"track":"inbound","chunk":"2","timestamp":"40","payload":"/////w=="}}"#;
     const DTMF: &str = r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"0"}}"#;
-    const MARK: &str = r#"{"event":"mark","streamSid":"MZ1","sequenceNumber":"6","mark":{"name":"agent-7"}}"#;
+    const MARK: &str =
+        r#"{"event":"mark","streamSid":"MZ1","sequenceNumber":"6","mark":{"name":"agent-7"}}"#;
     const STOP: &str = r#"{"event":"stop","streamSid":"MZ1","sequenceNumber":"7","stop":{"accountSid":"AC123","callSid":"CA456"}}"#;
 
     #[test]
     fn known_answers_inbound() {
         assert_eq!(
             parse_inbound(CONNECTED).unwrap(),
-            Inbound::Connected(Connected { protocol: "Call".into(), version: "1.0.0".into() })
+            Inbound::Connected(Connected {
+                protocol: "Call".into(),
+                version: "1.0.0".into()
+            })
         );
-        let Inbound::Start(s) = parse_inbound(START).unwrap() else { panic!("not start") };
+        let Inbound::Start(s) = parse_inbound(START).unwrap() else {
+            panic!("not start")
+        };
         assert_eq!(s.sequence_number, 1);
         assert_eq!(s.call_sid, "CA456");
         assert_eq!(s.account_sid, "AC123");
         assert_eq!(s.tracks, vec!["inbound"]);
         assert_eq!(s.custom_parameters["handoff"], "tok.en");
         assert_eq!(s.media_format, MediaFormat::default());
-        let Inbound::Media(m) = parse_inbound(MEDIA).unwrap() else { panic!("not media") };
+        let Inbound::Media(m) = parse_inbound(MEDIA).unwrap() else {
+            panic!("not media")
+        };
         assert_eq!((m.sequence_number, m.chunk, m.timestamp), (3, 2, 40));
         assert_eq!(m.payload, "/////w==");
-        assert!(matches!(m.payload, Cow::Borrowed(_)), "payload must borrow from the frame");
+        assert!(
+            matches!(m.payload, Cow::Borrowed(_)),
+            "payload must borrow from the frame"
+        );
         assert!(matches!(m.stream_sid, Cow::Borrowed(_)));
         assert_eq!(
             parse_inbound(DTMF).unwrap(),
-            Inbound::Dtmf(Dtmf { sequence_number: 5, stream_sid: "MZ1".into(), track: "inbound_track".into(), digit: "0".into() })
+            Inbound::Dtmf(Dtmf {
+                sequence_number: 5,
+                stream_sid: "MZ1".into(),
+                track: "inbound_track".into(),
+                digit: "0".into()
+            })
         );
         assert_eq!(
             parse_inbound(MARK).unwrap(),
-            Inbound::Mark(Mark { sequence_number: 6, stream_sid: "MZ1".into(), name: "agent-7".into() })
+            Inbound::Mark(Mark {
+                sequence_number: 6,
+                stream_sid: "MZ1".into(),
+                name: "agent-7".into()
+            })
         );
         assert_eq!(
             parse_inbound(STOP).unwrap(),
-            Inbound::Stop(Stop { sequence_number: 7, stream_sid: "MZ1".into(), account_sid: "AC123".into(), call_sid: "CA456".into() })
+            Inbound::Stop(Stop {
+                sequence_number: 7,
+                stream_sid: "MZ1".into(),
+                account_sid: "AC123".into(),
+                call_sid: "CA456".into()
+            })
         );
     }
 
@@ -624,59 +738,99 @@ mod tests {
     #[test]
     fn numbers_as_bare_json_numbers_tolerated() {
         let f = r#"{"event":"media","sequenceNumber":3,"streamSid":"MZ1","media":{"track":"inbound","chunk":2,"timestamp":40,"payload":"AA=="}}"#;
-        let Inbound::Media(m) = parse_inbound(f).unwrap() else { panic!() };
+        let Inbound::Media(m) = parse_inbound(f).unwrap() else {
+            panic!()
+        };
         assert_eq!((m.sequence_number, m.chunk, m.timestamp), (3, 2, 40));
         assert!(m.clone().into_owned() == m);
-        assert!(Inbound::Media(m).to_json().contains(r#""sequenceNumber":"3""#));
+        assert!(Inbound::Media(m)
+            .to_json()
+            .contains(r#""sequenceNumber":"3""#));
     }
 
     #[test]
     fn unknown_event_is_a_value_not_an_error() {
         let got = parse_inbound(r#"{"event":"transcription","streamSid":"MZ1"}"#).unwrap();
-        assert_eq!(got, Inbound::Unknown { event: "transcription".into() });
+        assert_eq!(
+            got,
+            Inbound::Unknown {
+                event: "transcription".into()
+            }
+        );
     }
 
     #[test]
     fn malformed_inputs_are_errors() {
-        assert!(matches!(parse_inbound("not json"), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            parse_inbound("not json"),
+            Err(CodecError::Malformed(_))
+        ));
         assert!(matches!(parse_inbound("{}"), Err(CodecError::Malformed(_))));
-        assert!(matches!(parse_inbound(r#"{"event":5}"#), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            parse_inbound(r#"{"event":5}"#),
+            Err(CodecError::Malformed(_))
+        ));
         assert!(matches!(
             parse_inbound(r#"{"event":"media","sequenceNumber":"3","streamSid":"MZ1"}"#),
             Err(CodecError::MissingField { field: "media", .. })
         ));
         assert!(matches!(
-            parse_inbound(r#"{"event":"media","sequenceNumber":"x","streamSid":"MZ1","media":{"chunk":"1","timestamp":"0","payload":"AA=="}}"#),
+            parse_inbound(
+                r#"{"event":"media","sequenceNumber":"x","streamSid":"MZ1","media":{"chunk":"1","timestamp":"0","payload":"AA=="}}"#
+            ),
             Err(CodecError::Malformed(_))
         ));
         assert!(matches!(
-            parse_inbound(r#"{"event":"media","sequenceNumber":"3","streamSid":"MZ1","media":{"chunk":"1","timestamp":"0","payload":"A\"}"}}"#),
+            parse_inbound(
+                r#"{"event":"media","sequenceNumber":"3","streamSid":"MZ1","media":{"chunk":"1","timestamp":"0","payload":"A\"}"}}"#
+            ),
             Err(CodecError::InvalidBase64)
         ));
         assert!(matches!(
             parse_inbound(r#"{"event":"start","sequenceNumber":"1","start":{"streamSid":"MZ"}}"#),
             Err(CodecError::MissingField { .. })
         ));
-        let big = format!(r#"{{"event":"media","pad":"{}"}}"#, "a".repeat(MAX_INBOUND_BYTES));
-        assert!(matches!(parse_inbound(&big), Err(CodecError::TooLarge { .. })));
+        let big = format!(
+            r#"{{"event":"media","pad":"{}"}}"#,
+            "a".repeat(MAX_INBOUND_BYTES)
+        );
+        assert!(matches!(
+            parse_inbound(&big),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn outbound_known_answers_and_round_trip() {
         let media = media_json("MZ1", "/////w==").unwrap();
-        assert_eq!(media, r#"{"event":"media","streamSid":"MZ1","media":{"payload":"/////w=="}}"#);
-        assert_eq!(mark_json("MZ1", "m\"1"), r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"m\"1"}}"#);
+        assert_eq!(
+            media,
+            r#"{"event":"media","streamSid":"MZ1","media":{"payload":"/////w=="}}"#
+        );
+        assert_eq!(
+            mark_json("MZ1", "m\"1"),
+            r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"m\"1"}}"#
+        );
         assert_eq!(clear_json("MZ1"), r#"{"event":"clear","streamSid":"MZ1"}"#);
         for text in [media.clone(), mark_json("MZ1", "m\"1"), clear_json("MZ1")] {
             let parsed = parse_outbound(&text).unwrap();
             assert_eq!(parsed.stream_sid(), "MZ1");
             assert_eq!(parsed.to_json(), text);
         }
-        let Outbound::Media { payload_b64, .. } = parse_outbound(&media).unwrap() else { panic!() };
+        let Outbound::Media { payload_b64, .. } = parse_outbound(&media).unwrap() else {
+            panic!()
+        };
         assert!(matches!(payload_b64, Cow::Borrowed(_)));
-        assert!(matches!(media_json("MZ1", "no\"pe"), Err(CodecError::InvalidBase64)));
+        assert!(matches!(
+            media_json("MZ1", "no\"pe"),
+            Err(CodecError::InvalidBase64)
+        ));
         // The infallible builder still yields valid JSON for a bad payload.
-        let odd = Outbound::Media { stream_sid: "MZ1".into(), payload_b64: "a\"b".into() }.to_json();
+        let odd = Outbound::Media {
+            stream_sid: "MZ1".into(),
+            payload_b64: "a\"b".into(),
+        }
+        .to_json();
         assert!(serde_json::from_str::<serde_json::Value>(&odd).is_ok());
     }
 
@@ -686,12 +840,18 @@ mod tests {
             parse_outbound(r#"{"event":"start","streamSid":"MZ1"}"#),
             Err(CodecError::UnknownType(e)) if e == "start"
         ));
-        assert!(matches!(parse_outbound(r#"{"event":"clear"}"#), Err(CodecError::MissingField { .. })));
+        assert!(matches!(
+            parse_outbound(r#"{"event":"clear"}"#),
+            Err(CodecError::MissingField { .. })
+        ));
         assert!(matches!(
             parse_outbound(r#"{"event":"mark","streamSid":"MZ1","mark":{}}"#),
             Err(CodecError::MissingField { .. })
         ));
-        assert!(matches!(parse_outbound("[]"), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            parse_outbound("[]"),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     proptest::proptest! {

@@ -139,7 +139,14 @@ impl Converter {
     pub fn new(from: Format, to: Format) -> Self {
         let resampler = (from.sample_rate() != to.sample_rate())
             .then(|| Resampler::new(from.sample_rate(), to.sample_rate()));
-        Converter { from, to, resampler, decoded: Vec::new(), resampled: Vec::new(), carry: None }
+        Converter {
+            from,
+            to,
+            resampler,
+            decoded: Vec::new(),
+            resampled: Vec::new(),
+            carry: None,
+        }
     }
 
     /// Input format.
@@ -188,7 +195,8 @@ impl Converter {
         if let Format::Pcm(_) = self.from {
             if input.len() % 2 == 1 {
                 self.carry = input.last().copied();
-                self.from.decode(&input[..input.len() - 1], &mut self.decoded);
+                self.from
+                    .decode(&input[..input.len() - 1], &mut self.decoded);
                 return;
             }
         }
@@ -220,10 +228,23 @@ mod tests {
             assert_eq!(s.parse::<Format>().unwrap(), f);
             assert_eq!(f.to_string(), s);
             assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{s}\""));
-            assert_eq!(serde_json::from_str::<Format>(&format!("\"{s}\"")).unwrap(), f);
+            assert_eq!(
+                serde_json::from_str::<Format>(&format!("\"{s}\"")).unwrap(),
+                f
+            );
         }
-        for bad in ["ulaw_16000", "pcm_16001", "pcm_", "mp3_44100_128", "", "PCM_16000"] {
-            assert!(matches!(bad.parse::<Format>(), Err(CodecError::UnknownFormat(_))), "{bad}");
+        for bad in [
+            "ulaw_16000",
+            "pcm_16001",
+            "pcm_",
+            "mp3_44100_128",
+            "",
+            "PCM_16000",
+        ] {
+            assert!(
+                matches!(bad.parse::<Format>(), Err(CodecError::UnknownFormat(_))),
+                "{bad}"
+            );
         }
         assert_eq!(Format::Ulaw8000.duration_ms(160), 20);
         assert_eq!(Format::Pcm(16000).duration_ms(640), 20);
@@ -231,7 +252,11 @@ mod tests {
 
     #[test]
     fn converter_ulaw_to_pcm16k_and_back_preserves_length_and_signal() {
-        let tone: Vec<i16> = (0..8000).map(|i| ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin() * 8000.0) as i16).collect();
+        let tone: Vec<i16> = (0..8000)
+            .map(|i| {
+                ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin() * 8000.0) as i16
+            })
+            .collect();
         let mut ulaw = Vec::new();
         Format::Ulaw8000.encode(&tone, &mut ulaw);
         let mut up = Converter::new(Format::Ulaw8000, Format::Pcm(16000));

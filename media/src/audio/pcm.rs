@@ -2,7 +2,11 @@
 
 /// Bytes → samples, appending to `out`. A trailing odd byte is ignored.
 pub fn bytes_to_samples_into(bytes: &[u8], out: &mut Vec<i16>) {
-    out.extend(bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+    out.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]])),
+    );
 }
 
 /// Bytes → samples. A trailing odd byte is ignored.
@@ -33,8 +37,14 @@ mod tests {
 
     #[test]
     fn little_endian_known_answer() {
-        assert_eq!(samples_to_bytes(&[1, -2, 0x1234]), vec![0x01, 0x00, 0xFE, 0xFF, 0x34, 0x12]);
-        assert_eq!(bytes_to_samples(&[0x01, 0x00, 0xFE, 0xFF, 0x34, 0x12, 0x99]), vec![1, -2, 0x1234]);
+        assert_eq!(
+            samples_to_bytes(&[1, -2, 0x1234]),
+            vec![0x01, 0x00, 0xFE, 0xFF, 0x34, 0x12]
+        );
+        assert_eq!(
+            bytes_to_samples(&[0x01, 0x00, 0xFE, 0xFF, 0x34, 0x12, 0x99]),
+            vec![1, -2, 0x1234]
+        );
     }
 
     proptest::proptest! {

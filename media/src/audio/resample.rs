@@ -55,7 +55,11 @@ impl Bank {
         let g = gcd(in_rate as usize, out_rate as usize);
         let up = out_rate as usize / g;
         let down = in_rate as usize / g;
-        let taps = if down > up { (BASE_TAPS * down).div_ceil(up) } else { BASE_TAPS };
+        let taps = if down > up {
+            (BASE_TAPS * down).div_ceil(up)
+        } else {
+            BASE_TAPS
+        };
         let n = taps * up;
         // Cut-off in cycles per sample at the virtual rate in_rate * up.
         let fc = 0.5 / up.max(down) as f64 * ROLLOFF;
@@ -70,7 +74,11 @@ impl Bank {
                 (2.0 * std::f64::consts::PI * fc * t).sin() / (std::f64::consts::PI * t)
             };
             let r = t / (n as f64 / 2.0);
-            let w = if r.abs() <= 1.0 { bessel_i0(KAISER_BETA * (1.0 - r * r).sqrt()) / i0b } else { 0.0 };
+            let w = if r.abs() <= 1.0 {
+                bessel_i0(KAISER_BETA * (1.0 - r * r).sqrt()) / i0b
+            } else {
+                0.0
+            };
             *h = sinc * w;
         }
         // Polyphase split; normalise each phase to unit DC gain (exact DC, no phase ripple).
@@ -81,14 +89,22 @@ impl Bank {
                 coeffs[p * taps + k] = (proto[p + k * up] / sum) as f32;
             }
         }
-        Bank { up, down, taps, coeffs }
+        Bank {
+            up,
+            down,
+            taps,
+            coeffs,
+        }
     }
 
     fn shared(in_rate: u32, out_rate: u32) -> Arc<Bank> {
-        static BANKS: OnceLock<Mutex<HashMap<(u32, u32), Arc<Bank>>>> = OnceLock::new();
+        type Banks = Mutex<HashMap<(u32, u32), Arc<Bank>>>;
+        static BANKS: OnceLock<Banks> = OnceLock::new();
         let banks = BANKS.get_or_init(Default::default);
         let mut map = banks.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((in_rate, out_rate)).or_insert_with(|| Arc::new(Bank::design(in_rate, out_rate))).clone()
+        map.entry((in_rate, out_rate))
+            .or_insert_with(|| Arc::new(Bank::design(in_rate, out_rate)))
+            .clone()
     }
 }
 
@@ -117,7 +133,13 @@ impl Resampler {
         let out_rate = if out_rate == 0 { 8000 } else { out_rate };
         let bank = Bank::shared(in_rate, out_rate);
         let hist = bank.taps - 1;
-        Resampler { pos: hist * bank.up, buf: vec![0.0; hist], bank, in_rate, out_rate }
+        Resampler {
+            pos: hist * bank.up,
+            buf: vec![0.0; hist],
+            bank,
+            in_rate,
+            out_rate,
+        }
     }
 
     /// Input rate in Hz.
@@ -132,7 +154,12 @@ impl Resampler {
 
     /// Resample one chunk, appending to `out`.
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
-        let Bank { up, down, taps, ref coeffs } = *self.bank;
+        let Bank {
+            up,
+            down,
+            taps,
+            ref coeffs,
+        } = *self.bank;
         self.buf.extend(input.iter().map(|&s| s as f32));
         out.reserve(input.len() * up / down + 2);
         loop {
@@ -169,7 +196,9 @@ mod tests {
 
     fn tone(freq: f64, rate: u32, secs: f64, amp: f64) -> Vec<i16> {
         let n = (rate as f64 * secs) as usize;
-        (0..n).map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()).round() as i16).collect()
+        (0..n)
+            .map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()).round() as i16)
+            .collect()
     }
 
     fn run_chunked(r: &mut Resampler, x: &[i16], chunk: usize) -> Vec<i16> {
@@ -238,7 +267,10 @@ mod tests {
         let x = tone(10000.0, 44100, 0.5, 12000.0);
         let y = Resampler::new(44100, 8000).process_vec(&x);
         let atten = 20.0 * (rms(&y[200..]) / rms(&x)).log10();
-        assert!(atten < -60.0, "10 kHz at 44.1k only attenuated by {atten:.1} dB");
+        assert!(
+            atten < -60.0,
+            "10 kHz at 44.1k only attenuated by {atten:.1} dB"
+        );
     }
 
     #[test]
@@ -247,7 +279,11 @@ mod tests {
             let x = tone(700.0, 8000, 1.0, 10000.0);
             let mut up = Resampler::new(8000, rate);
             let y = run_chunked(&mut up, &x, 160);
-            assert!((y.len() as i64 - rate as i64).abs() <= 1, "{rate}: {}", y.len());
+            assert!(
+                (y.len() as i64 - rate as i64).abs() <= 1,
+                "{rate}: {}",
+                y.len()
+            );
             let snr = snr_db(&y[rate as usize / 20..rate as usize * 19 / 20], 700.0, rate);
             assert!(snr > 50.0, "8k→{rate} SNR {snr:.1}");
             let mut down = Resampler::new(rate, 8000);
@@ -270,7 +306,9 @@ mod tests {
 
     #[test]
     fn extreme_input_saturates_without_panic() {
-        let x: Vec<i16> = (0..1000).map(|i| if i % 2 == 0 { i16::MAX } else { i16::MIN }).collect();
+        let x: Vec<i16> = (0..1000)
+            .map(|i| if i % 2 == 0 { i16::MAX } else { i16::MIN })
+            .collect();
         let y = Resampler::new(8000, 16000).process_vec(&x);
         assert_eq!(y.len(), 2000);
         let _ = Resampler::new(0, 0).process_vec(&[]);

@@ -14,8 +14,18 @@ pub enum WavError {
 ///
 /// # Errors
 /// I/O errors of the writer.
-pub fn write_stereo<W: Write + Seek>(writer: W, rate: u32, left: &[i16], right: &[i16]) -> Result<(), WavError> {
-    let spec = hound::WavSpec { channels: 2, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+pub fn write_stereo<W: Write + Seek>(
+    writer: W,
+    rate: u32,
+    left: &[i16],
+    right: &[i16],
+) -> Result<(), WavError> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::new(writer, spec)?;
     let n = left.len().max(right.len());
     for i in 0..n {
@@ -30,7 +40,12 @@ pub fn write_stereo<W: Write + Seek>(writer: W, rate: u32, left: &[i16], right: 
 ///
 /// # Errors
 /// File creation and write errors.
-pub fn write_stereo_file(path: &Path, rate: u32, left: &[i16], right: &[i16]) -> Result<(), WavError> {
+pub fn write_stereo_file(
+    path: &Path,
+    rate: u32,
+    left: &[i16],
+    right: &[i16],
+) -> Result<(), WavError> {
     let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(hound::Error::IoError)?);
     write_stereo(file, rate, left, right)
 }
