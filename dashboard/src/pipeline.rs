@@ -1,0 +1,162 @@
+//! Finishing a call: analyse the record (sentiment, structured summary), decide its
+//! notifications, and queue record + notifications in the outbox in one transaction. The bridge
+//! calls [`finish_and_enqueue`] at call end; the dashboard calls [`enrich`] on records that
+//! arrive without analysis (e.g. from another producer).
+
+use pulsara_core::call_record::{CallRecord, Notification};
+use pulsara_core::config::RestaurantConfig;
+use serde_json::Value;
+
+use crate::notify::{self, EmailJob, SmsJob};
+use crate::outbox::{EntryKind, NewEntry, Outbox, OutboxError};
+use crate::{sentiment, summary};
+
+/// Fills `sentiment` and `summary` when absent. An existing `summary.elevenlabs_summary` is kept.
+pub fn enrich(record: &mut CallRecord) {
+    if record.sentiment.is_none() {
+        record.sentiment = serde_json::to_value(sentiment::analyze(record)).ok();
+    }
+    let has_ours = record
+        .summary
+        .as_ref()
+        .and_then(|s| s.get("paragraph"))
+        .is_some();
+    if !has_ours {
+        let el = record
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("elevenlabs_summary"))
+            .cloned();
+        let mut v = serde_json::to_value(summary::summarize(record)).unwrap_or(Value::Null);
+        if let (Some(el), Some(o)) = (el, v.as_object_mut()) {
+            o.insert("elevenlabs_summary".into(), el);
+        }
+        record.summary = Some(v);
+    }
+}
+
+/// What [`finish_and_enqueue`] queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub record: CallRecord,
+    pub email: Option<EmailJob>,
+    pub sms: Option<SmsJob>,
+    /// Outbox entries newly queued (0 when this call sid was already queued).
+    pub queued: usize,
+}
+
+/// Analyses `record`, plans its notifications (with `cfg`, when the restaurant is known), notes
+/// them in `record.notifications`, and commits everything to the outbox in one transaction.
+/// Notifications a policy requested during the call (`status: "requested"`) are queued too.
+///
+/// # Errors
+/// The outbox could not commit (disk full, I/O); nothing is queued then.
+pub fn finish_and_enqueue(
+    outbox: &Outbox,
+    mut record: CallRecord,
+    cfg: Option<&RestaurantConfig>,
+    now_ms: i64,
+) -> Result<Finished, OutboxError> {
+    let sent = sentiment::analyze(&record);
+    let summ = summary::summarize(&record);
+    let (email, sms) = cfg
+        .map(|c| notify::plan(&record, c, &summ, &sent))
+        .unwrap_or((None, None));
+    enrich(&mut record);
+
+    let rid = record.restaurant_id.clone();
+    let sid = record.call_sid.clone();
+    let mut extra = Vec::new();
+    for n in record
+        .notifications
+        .iter_mut()
+        .filter(|n| n.status == "requested")
+    {
+        let (kind, payload) = match n.channel.as_str() {
+            "sms" => {
+                let Some(from) = cfg.and_then(|c| c.notifications.sms_from.clone()) else {
+                    n.status = "failed".into();
+                    n.error = Some("restaurant has no sms_from number".into());
+                    continue;
+                };
+                (
+                    EntryKind::Sms,
+                    serde_json::to_string(&SmsJob {
+                        to: n.to.clone(),
+                        from,
+                        body: n.body.clone(),
+                    }),
+                )
+            }
+            "email" => (
+                EntryKind::Email,
+                serde_json::to_string(&EmailJob {
+                    to: vec![n.to.clone()],
+                    subject: n.subject.clone().unwrap_or_else(|| "Your call".into()),
+                    body: n.body.clone(),
+                    reasons: vec!["requested".into()],
+                }),
+            ),
+            _ => continue,
+        };
+        n.status = "queued".into();
+        let idx = extra.len();
+        extra.push(NewEntry {
+            kind,
+            lane: format!("{}:{rid}", kind.as_str()),
+            idempotency_key: format!("{sid}:requested:{idx}"),
+            payload: payload.unwrap_or_default(),
+        });
+    }
+    if let Some(e) = &email {
+        record.notifications.push(Notification {
+            channel: "email".into(),
+            to: e.to.join(", "),
+            subject: Some(e.subject.clone()),
+            body: e.body.clone(),
+            status: "queued".into(),
+            error: None,
+        });
+    }
+    if let Some(s) = &sms {
+        record.notifications.push(Notification {
+            channel: "sms".into(),
+            to: s.to.clone(),
+            subject: None,
+            body: s.body.clone(),
+            status: "queued".into(),
+            error: None,
+        });
+    }
+
+    let mut entries = vec![NewEntry {
+        kind: EntryKind::CallRecord,
+        lane: rid.clone(),
+        idempotency_key: sid.clone(),
+        payload: serde_json::to_string(&record).unwrap_or_default(),
+    }];
+    if let Some(e) = &email {
+        entries.push(NewEntry {
+            kind: EntryKind::Email,
+            lane: format!("email:{rid}"),
+            idempotency_key: format!("{sid}:email"),
+            payload: serde_json::to_string(e).unwrap_or_default(),
+        });
+    }
+    if let Some(s) = &sms {
+        entries.push(NewEntry {
+            kind: EntryKind::Sms,
+            lane: format!("sms:{rid}"),
+            idempotency_key: format!("{sid}:sms"),
+            payload: serde_json::to_string(s).unwrap_or_default(),
+        });
+    }
+    entries.extend(extra);
+    let queued = outbox.enqueue(&entries, now_ms)?;
+    Ok(Finished {
+        record,
+        email,
+        sms,
+        queued,
+    })
+}

@@ -1,0 +1,299 @@
+//! Seeding the embedded dashboard from a directory of restaurant files:
+//! `restaurants/<id>/restaurant.json` (RestaurantConfig) and `restaurants/<id>/knowledge_base.json`
+//! (KnowledgeBase).
+//!
+//! Tool modules may be referenced as `"builtin:<name>"`; they are resolved through the policy
+//! build manifest (`target/policies/manifest.json`, written by `cargo xtask build-wasm`) to the
+//! module's sha256, and the module bytes are stored so `GET /v1/policies/{sha256}` serves them.
+//! The bytes are hashed here and must match the manifest.
+//!
+//! A restaurant already in the database at the same or a newer version is left alone, so admin
+//! edits survive restarts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
+use serde_json::Value;
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Manifest(String),
+    #[error("restaurant {restaurant:?}: tool {tool:?} references {reference:?}, which the policy manifest does not provide (run `cargo xtask build-wasm`)")]
+    UnresolvedModule {
+        restaurant: String,
+        tool: String,
+        reference: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A built policy module from the manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestModule {
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+/// Reads the policy build manifest. Accepted shapes (the fields the policy build writes):
+/// `{"modules": {...}}` or the map itself, where the map is `name → "sha256"`,
+/// `name → {"sha256": "...", "path"|"file": "..."}`, or a list of `{"name", "sha256", "path"}`.
+/// Module files default to `<manifest dir>/<name>.wasm`.
+///
+/// # Errors
+/// Unreadable or malformed manifest.
+pub fn read_manifest(path: &Path) -> Result<BTreeMap<String, ManifestModule>, SeedError> {
+    let raw = std::fs::read(path).map_err(|source| SeedError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|source| SeedError::Json {
+        path: path.into(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let modules = v.get("modules").unwrap_or(&v);
+    let mut out = BTreeMap::new();
+    let mut add = |name: &str, entry: &Value| -> Result<(), SeedError> {
+        let (sha, file) = match entry {
+            Value::String(s) => (s.clone(), None),
+            Value::Object(o) => (
+                o.get("sha256")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                o.get("path")
+                    .or_else(|| o.get("file"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            ),
+            _ => {
+                return Err(SeedError::Manifest(format!(
+                    "manifest entry {name:?} has an unknown shape"
+                )))
+            }
+        };
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SeedError::Manifest(format!(
+                "manifest entry {name:?} has no valid sha256"
+            )));
+        }
+        let file = file
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
+        let file = if file.is_absolute() {
+            file
+        } else {
+            dir.join(file)
+        };
+        out.insert(
+            name.to_owned(),
+            ManifestModule {
+                sha256: sha.to_ascii_lowercase(),
+                path: file,
+            },
+        );
+        Ok(())
+    };
+    match modules {
+        Value::Object(map) => {
+            for (name, entry) in map {
+                add(name, entry)?;
+            }
+        }
+        Value::Array(list) => {
+            for entry in list {
+                let name = entry.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    SeedError::Manifest("manifest list entry without a name".into())
+                })?;
+                add(name, entry)?;
+            }
+        }
+        _ => {
+            return Err(SeedError::Manifest(
+                "policy manifest must be a JSON object or list".into(),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SeedOptions {
+    /// The policy manifest; `None` means `builtin:` references cannot be resolved.
+    pub manifest: Option<PathBuf>,
+    /// When false, tools whose module cannot be resolved are dropped with a warning instead of
+    /// failing the seed (useful before the policy modules are built).
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeedReport {
+    /// Restaurants written (new or newer on disk).
+    pub seeded: Vec<String>,
+    /// Restaurants left as stored (same or newer version in the database).
+    pub kept: Vec<String>,
+    /// Policy modules stored: (name, sha256).
+    pub modules: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SeedError> {
+    let raw = std::fs::read(path).map_err(|source| SeedError::Io {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_slice(&raw).map_err(|source| SeedError::Json {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Seeds `store` from `dir` (see the module docs).
+///
+/// # Errors
+/// Unreadable/invalid files, unresolvable modules (strict mode), hash mismatches, number
+/// conflicts, database failures.
+pub fn seed_from_dir(
+    store: &Store,
+    dir: &Path,
+    opts: &SeedOptions,
+    now: i64,
+) -> Result<SeedReport, SeedError> {
+    let manifest = match &opts.manifest {
+        Some(p) if p.exists() => read_manifest(p)?,
+        Some(p) if opts.strict => {
+            return Err(SeedError::Manifest(format!(
+                "policy manifest {} does not exist; run `cargo xtask build-wasm` first",
+                p.display()
+            )))
+        }
+        _ => BTreeMap::new(),
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| SeedError::Io {
+            path: dir.into(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("restaurant.json").is_file())
+        .collect();
+    entries.sort();
+    let mut report = SeedReport::default();
+    let mut stored_modules: BTreeMap<String, String> = BTreeMap::new();
+    for rdir in entries {
+        let cfg_path = rdir.join("restaurant.json");
+        let mut cfg: RestaurantConfig = read_json(&cfg_path)?;
+        let mut tools = Vec::with_capacity(cfg.tools.len());
+        for mut tool in std::mem::take(&mut cfg.tools) {
+            if let Some(name) = tool.module_sha256.strip_prefix("builtin:") {
+                let resolved = match stored_modules.get(name) {
+                    Some(sha) => Some(sha.clone()),
+                    None => match manifest.get(name) {
+                        Some(m) => {
+                            let bytes = std::fs::read(&m.path).map_err(|source| SeedError::Io {
+                                path: m.path.clone(),
+                                source,
+                            })?;
+                            let sha = crate::sha256_hex(&bytes);
+                            if sha != m.sha256 {
+                                return Err(SeedError::Invalid {
+                                    path: m.path.clone(),
+                                    message: format!(
+                                        "module hashes to {sha}, manifest says {}",
+                                        m.sha256
+                                    ),
+                                });
+                            }
+                            store.put_policy(name, &bytes)?;
+                            stored_modules.insert(name.to_owned(), sha.clone());
+                            report.modules.push((name.to_owned(), sha.clone()));
+                            Some(sha)
+                        }
+                        None => None,
+                    },
+                };
+                match resolved {
+                    Some(sha) => tool.module_sha256 = sha,
+                    None if opts.strict => {
+                        return Err(SeedError::UnresolvedModule {
+                            restaurant: cfg.id.clone(),
+                            tool: tool.name.clone(),
+                            reference: tool.module_sha256.clone(),
+                        })
+                    }
+                    None => {
+                        report.warnings.push(format!(
+                            "restaurant {}: tool {} dropped, module {} not built",
+                            cfg.id, tool.name, tool.module_sha256
+                        ));
+                        continue;
+                    }
+                }
+            } else if tool.module_sha256.len() != 64
+                || !tool.module_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(SeedError::Invalid {
+                    path: cfg_path.clone(),
+                    message: format!(
+                        "tool {:?}: module_sha256 must be 64 hex chars or builtin:<name>",
+                        tool.name
+                    ),
+                });
+            }
+            tools.push(tool);
+        }
+        cfg.tools = tools;
+        let stored_version = store.restaurant(&cfg.id)?.map(|c| c.version);
+        if stored_version.is_some_and(|v| v >= cfg.version) {
+            report.kept.push(cfg.id.clone());
+        } else {
+            store.upsert_restaurant(&cfg, now)?;
+            report.seeded.push(cfg.id.clone());
+        }
+        let kb_path = rdir.join("knowledge_base.json");
+        if kb_path.is_file() {
+            let kb: KnowledgeBase = read_json(&kb_path)?;
+            if kb.restaurant_id != cfg.id {
+                return Err(SeedError::Invalid {
+                    path: kb_path,
+                    message: format!(
+                        "restaurant_id {:?} differs from {:?}",
+                        kb.restaurant_id, cfg.id
+                    ),
+                });
+            }
+            let stored_kb = store.knowledge_base(&cfg.id)?.map(|k| k.version);
+            if !stored_kb.is_some_and(|v| v >= kb.version) {
+                store.upsert_knowledge_base(&kb)?;
+            }
+        } else {
+            report
+                .warnings
+                .push(format!("restaurant {}: no knowledge_base.json", cfg.id));
+        }
+    }
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(report)
+}

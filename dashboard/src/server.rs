@@ -1,0 +1,681 @@
+//! The embedded dashboard API v1 over axum: the routes of `api/openapi.yaml`, each
+//! authenticated ([`crate::auth`]) and scoped, answering errors as
+//! `{"error":{"code":"…","message":"…"}}`.
+//!
+//! Entry points: [`router`] (mount it in-process) and [`serve`] (own listener + shutdown future).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use pulsara_core::call_record::CallRecord;
+use pulsara_core::config::{KnowledgeBase, RestaurantConfig, ToolBinding};
+use pulsara_core::secret::Secret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthError, Authenticator, SigningKeys};
+use crate::events::{DashboardEvent, EventType};
+use crate::keys::Scope;
+use crate::store::{PutOutcome, Store, StoreError, WebhookSubscription};
+use crate::webhook_out::WebhookSender;
+use crate::Clock;
+
+/// Largest JSON request body (call records with long transcripts fit easily).
+pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
+/// Largest policy module upload.
+pub const MAX_MODULE_BODY: usize = 16 * 1024 * 1024;
+
+const READERS: &[Scope] = &[Scope::Edge, Scope::Bridge, Scope::Admin];
+const BRIDGE: &[Scope] = &[Scope::Bridge, Scope::Admin];
+const ADMIN: &[Scope] = &[Scope::Admin];
+
+/// Shared state of the embedded dashboard.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    auth: Arc<Authenticator>,
+    webhooks: WebhookSender,
+    clock: Clock,
+}
+
+impl AppState {
+    pub fn new(store: Store, signing_keys: SigningKeys, clock: Clock) -> Self {
+        Self {
+            auth: Arc::new(Authenticator::new(signing_keys, store.clone())),
+            webhooks: WebhookSender::new(store.clone(), clock.clone()),
+            store,
+            clock,
+        }
+    }
+
+    pub fn webhooks(&self) -> &WebhookSender {
+        &self.webhooks
+    }
+}
+
+/// An API error with its JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+    fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", msg)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        if matches!(e, AuthError::Store(_)) {
+            tracing::error!(error = %e, "authentication storage failed");
+        } else {
+            tracing::info!(code = e.code(), reason = %e, "dashboard request refused");
+        }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => Self::not_found(m),
+            StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            other => {
+                tracing::error!(error = %other, "dashboard storage error");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_error",
+                    "storage is unavailable; retry later",
+                )
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+struct Req<'a> {
+    method: &'a Method,
+    uri: &'a OriginalUri,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
+impl AppState {
+    fn authorize(
+        &self,
+        r: &Req<'_>,
+        allowed: &[Scope],
+    ) -> Result<crate::auth::Principal, ApiError> {
+        let pq = r.uri.0.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        Ok(self.auth.check(
+            r.method.as_str(),
+            pq,
+            r.headers,
+            r.body,
+            (self.clock)(),
+            allowed,
+        )?)
+    }
+}
+
+/// The API v1 router over `state`.
+pub fn router(state: AppState) -> Router {
+    let admin_policies = Router::new()
+        .route("/v1/admin/policies", post(upload_policy))
+        .layer(DefaultBodyLimit::max(MAX_MODULE_BODY));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/restaurants/by-number/{e164}", get(by_number))
+        .route("/v1/restaurants/{id}", get(restaurant))
+        .route("/v1/restaurants/{id}/knowledge-base", get(knowledge_base))
+        .route("/v1/policies/{sha256}", get(policy))
+        .route("/v1/calls", post(post_call_record).get(list_calls))
+        .route("/v1/calls/{call_sid}", get(get_call))
+        .route("/v1/calls/{call_sid}/events", post(post_event))
+        .route("/v1/post-call", post(post_post_call))
+        .route("/v1/admin/restaurants/{id}", put(admin_put_restaurant))
+        .route(
+            "/v1/admin/restaurants/{id}/knowledge-base",
+            put(admin_put_kb),
+        )
+        .route("/v1/admin/restaurants/{id}/tools", put(admin_put_tools))
+        .route("/v1/admin/webhooks", post(admin_add_webhook))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .merge(admin_policies)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn etag_of(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// 304 when `If-None-Match` names the current version; otherwise the JSON with an ETag.
+fn versioned(headers: &HeaderMap, version: u64, body: impl serde::Serialize) -> Response {
+    let etag = etag_of(version);
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+        });
+    let mut resp = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(body).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+async fn by_number(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(e164): Path<String>,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"",
+        },
+        READERS,
+    )?;
+    let cfg = st
+        .store
+        .restaurant_by_number(&e164)?
+        .ok_or_else(|| ApiError::not_found(format!("no restaurant owns number {e164}")))?;
+    Ok(versioned(&headers, cfg.version, &cfg))
+}
+
+async fn restaurant(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"",
+        },
+        READERS,
+    )?;
+    let cfg = st
+        .store
+        .restaurant(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("restaurant {id:?}")))?;
+    Ok(versioned(&headers, cfg.version, &cfg))
+}
+
+async fn knowledge_base(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"",
+        },
+        READERS,
+    )?;
+    let kb = st
+        .store
+        .knowledge_base(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("knowledge base of restaurant {id:?}")))?;
+    Ok(versioned(&headers, kb.version, &kb))
+}
+
+async fn policy(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"",
+        },
+        BRIDGE,
+    )?;
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "policy id must be a 64-character hex sha256",
+        ));
+    }
+    let bytes = st
+        .store
+        .policy(&sha.to_ascii_lowercase())?
+        .ok_or_else(|| ApiError::not_found(format!("policy module {sha}")))?;
+    let mut resp = bytes.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/wasm"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+async fn post_call_record(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        BRIDGE,
+    )?;
+    let mut record: CallRecord = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not a CallRecord: {e}")))?;
+    if record.call_sid.is_empty() || record.restaurant_id.is_empty() {
+        return Err(ApiError::bad_request(
+            "call_sid and restaurant_id are required",
+        ));
+    }
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        if key != record.call_sid {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key must equal the record's call_sid",
+            ));
+        }
+    } else {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key header (the call_sid) is required",
+        ));
+    }
+    crate::pipeline::enrich(&mut record);
+    let outcome = st.store.put_call(&record, (st.clock)())?;
+    let status = match outcome {
+        PutOutcome::Created => {
+            tracing::info!(call_sid = %record.call_sid, restaurant_id = %record.restaurant_id, "call record stored");
+            StatusCode::CREATED
+        }
+        PutOutcome::Duplicate => {
+            tracing::info!(call_sid = %record.call_sid, "duplicate call record ignored (idempotency)");
+            StatusCode::OK
+        }
+    };
+    Ok((
+        status,
+        Json(json!({"call_sid": record.call_sid, "duplicate": outcome == PutOutcome::Duplicate})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    restaurant_id: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_calls(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"",
+        },
+        ADMIN,
+    )?;
+    let calls = st
+        .store
+        .calls(q.restaurant_id.as_deref(), q.limit.unwrap_or(100))?;
+    Ok(Json(json!({ "calls": calls })).into_response())
+}
+
+async fn get_call(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"",
+        },
+        ADMIN,
+    )?;
+    let mut call = st
+        .store
+        .call(&sid)?
+        .ok_or_else(|| ApiError::not_found(format!("call {sid}")))?;
+    let events = st.store.call_events(&sid)?;
+    if let Some(o) = call.as_object_mut() {
+        o.insert("events".into(), Value::Array(events));
+    }
+    Ok(Json(call).into_response())
+}
+
+async fn post_event(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        READERS,
+    )?;
+    let event: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("event is not JSON: {e}")))?;
+    if !event.is_object() {
+        return Err(ApiError::bad_request("event must be a JSON object"));
+    }
+    st.store.add_call_event(&sid, &event, (st.clock)())?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"call_sid": sid}))).into_response())
+}
+
+async fn post_post_call(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        READERS,
+    )?;
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("payload is not JSON: {e}")))?;
+    let merged = st
+        .store
+        .put_post_call(&payload, (st.clock)())
+        .map_err(|e| match e {
+            StoreError::Invalid(m) => ApiError::bad_request(m),
+            other => other.into(),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"merged_into": merged}))).into_response())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not a valid {what}: {e}")))
+}
+
+async fn admin_put_restaurant(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        ADMIN,
+    )?;
+    let cfg: RestaurantConfig = parse_json(&body, "RestaurantConfig")?;
+    if cfg.id != id {
+        return Err(ApiError::bad_request("body id differs from the path id"));
+    }
+    let stored = st.store.update_restaurant(cfg, (st.clock)())?;
+    st.webhooks.publish(DashboardEvent::new(
+        EventType::RestaurantUpdated,
+        &id,
+        stored.version,
+    ));
+    Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+}
+
+async fn admin_put_kb(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        ADMIN,
+    )?;
+    let kb: KnowledgeBase = parse_json(&body, "KnowledgeBase")?;
+    if kb.restaurant_id != id {
+        return Err(ApiError::bad_request(
+            "body restaurant_id differs from the path id",
+        ));
+    }
+    let stored = st.store.update_knowledge_base(kb)?;
+    st.webhooks.publish(DashboardEvent::new(
+        EventType::KnowledgeBaseUpdated,
+        &id,
+        stored.version,
+    ));
+    Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+}
+
+async fn admin_put_tools(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        ADMIN,
+    )?;
+    let tools: Vec<ToolBinding> = parse_json(&body, "list of ToolBinding")?;
+    for t in &tools {
+        if st.store.policy(&t.module_sha256)?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_module",
+                format!("tool {:?} references module {} which is not uploaded (POST /v1/admin/policies)", t.name, t.module_sha256),
+            ));
+        }
+    }
+    let mut cfg = st
+        .store
+        .restaurant(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("restaurant {id:?}")))?;
+    cfg.tools = tools;
+    let stored = st.store.update_restaurant(cfg, (st.clock)())?;
+    st.webhooks.publish(DashboardEvent::new(
+        EventType::PolicyUpdated,
+        &id,
+        stored.version,
+    ));
+    Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+}
+
+#[derive(Deserialize)]
+struct PolicyQuery {
+    name: Option<String>,
+}
+
+async fn upload_policy(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<PolicyQuery>,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        ADMIN,
+    )?;
+    if !body.starts_with(b"\0asm") {
+        return Err(ApiError::bad_request(
+            "body is not a WebAssembly module (missing \\0asm magic)",
+        ));
+    }
+    let sha = st
+        .store
+        .put_policy(q.name.as_deref().unwrap_or("uploaded"), &body)?;
+    Ok((StatusCode::CREATED, Json(json!({"sha256": sha}))).into_response())
+}
+
+#[derive(Deserialize)]
+struct WebhookReq {
+    url: String,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+async fn admin_add_webhook(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+        ADMIN,
+    )?;
+    let req: WebhookReq = parse_json(&body, "webhook subscription")?;
+    if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
+        return Err(ApiError::bad_request("url must be http(s)"));
+    }
+    let secret = req.secret.unwrap_or_else(new_webhook_secret);
+    let sub = WebhookSubscription {
+        url: req.url.clone(),
+        secret: Secret::new(secret.clone()),
+    };
+    if pulsara_core::webhooks::sign(&sub.secret, "probe", 0, b"").is_err() {
+        return Err(ApiError::bad_request("secret must be whsec_<base64>"));
+    }
+    st.store.add_webhook(&sub)?;
+    // The secret is returned once, to the admin who registered it.
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"url": req.url, "secret": secret})),
+    )
+        .into_response())
+}
+
+/// A fresh `whsec_` secret (24 random bytes).
+pub fn new_webhook_secret() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(b)
+    )
+}

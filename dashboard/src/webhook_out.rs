@@ -1,0 +1,118 @@
+//! The dashboard's outgoing Standard Webhooks: when an admin edit bumps a restaurant's,
+//! knowledge base's or tool set's version, every registered receiver (`POST /webhooks/dashboard`
+//! on edges and bridges) is told, signed with its `whsec_` secret via
+//! `pulsara_core::webhooks::sign`. Delivery is best-effort with a few retries: receivers also
+//! expire their caches by TTL, so a lost webhook delays a change, it does not lose it.
+
+use std::time::Duration;
+
+use crate::events::DashboardEvent;
+use crate::store::{Store, WebhookSubscription};
+use crate::Clock;
+
+/// Delays between attempts (first attempt immediately).
+pub const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(8),
+];
+
+#[derive(Clone)]
+pub struct WebhookSender {
+    http: reqwest::Client,
+    store: Store,
+    clock: Clock,
+}
+
+/// Result of delivering one event to one receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub url: String,
+    pub status: Option<u16>,
+    pub attempts: u32,
+}
+
+impl WebhookSender {
+    pub fn new(store: Store, clock: Clock) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, store, clock }
+    }
+
+    /// Sends `event` to every subscriber in the background.
+    pub fn publish(&self, event: DashboardEvent) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let results = this.deliver(&event).await;
+            for d in results {
+                if d.status.is_some_and(|s| (200..300).contains(&s)) {
+                    tracing::debug!(url = %d.url, attempts = d.attempts, "dashboard webhook delivered");
+                } else {
+                    tracing::warn!(url = %d.url, status = ?d.status, attempts = d.attempts, "dashboard webhook not delivered; receiver will see the change when its cache TTL expires");
+                }
+            }
+        });
+    }
+
+    /// Sends `event` to every subscriber and waits for the outcome.
+    pub async fn deliver(&self, event: &DashboardEvent) -> Vec<Delivery> {
+        let subs = match self.store.webhooks() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read webhook subscriptions");
+                return Vec::new();
+            }
+        };
+        let body = match serde_json::to_vec(event) {
+            Ok(b) => b,
+            Err(_) => return Vec::new(),
+        };
+        let id = format!("msg_{}", crate::random_token(12));
+        let mut out = Vec::new();
+        for sub in subs {
+            out.push(self.deliver_one(&sub, &id, &body).await);
+        }
+        out
+    }
+
+    async fn deliver_one(&self, sub: &WebhookSubscription, id: &str, body: &[u8]) -> Delivery {
+        let mut attempts = 0;
+        let mut status = None;
+        for delay in std::iter::once(Duration::ZERO).chain(RETRY_DELAYS) {
+            tokio::time::sleep(delay).await;
+            attempts += 1;
+            let ts = (self.clock)();
+            let Ok(sig) = pulsara_core::webhooks::sign(&sub.secret, id, ts, body) else {
+                tracing::warn!(url = %sub.url, "webhook subscription has an unusable secret; skipping");
+                break;
+            };
+            let res = self
+                .http
+                .post(&sub.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", sig)
+                .body(body.to_vec())
+                .send()
+                .await;
+            match res {
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    status = Some(code);
+                    if (200..300).contains(&code) || !crate::is_transient_status(code) {
+                        break;
+                    }
+                }
+                Err(_) => status = None,
+            }
+        }
+        Delivery {
+            url: sub.url.clone(),
+            status,
+            attempts,
+        }
+    }
+}
