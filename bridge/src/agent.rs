@@ -46,12 +46,18 @@ impl AgentClient {
         http: reqwest::Client,
         base: &str,
         api_key: Secret,
-        max_message: usize,
-        max_frame: usize,
+        limits: &crate::config::Limits,
     ) -> Self {
         let ws = WebSocketConfig::default()
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_frame));
+            .read_buffer_size(limits.ws_read_buffer_bytes)
+            .write_buffer_size(limits.ws_write_buffer_bytes)
+            .max_write_buffer_size(
+                limits
+                    .ws_max_write_buffer_bytes
+                    .max(limits.ws_max_frame_bytes + 1),
+            )
+            .max_message_size(Some(limits.ws_max_message_bytes))
+            .max_frame_size(Some(limits.ws_max_frame_bytes));
         AgentClient {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -32,6 +32,9 @@ pub struct Limits {
     pub ws_max_message_bytes: usize,
     /// Largest WebSocket frame accepted (bytes).
     pub ws_max_frame_bytes: usize,
+    /// Initial WebSocket read buffer per socket (it grows for larger messages). Small, because
+    /// media frames are ~300 bytes and there are two sockets per call.
+    pub ws_read_buffer_bytes: usize,
     /// Bytes buffered before a WebSocket write is flushed.
     pub ws_write_buffer_bytes: usize,
     /// Most bytes a WebSocket may buffer for a slow peer before writes fail.
@@ -64,6 +67,7 @@ impl Default for Limits {
             max_calls: 4096,
             ws_max_message_bytes: 1 << 20,
             ws_max_frame_bytes: 1 << 20,
+            ws_read_buffer_bytes: 4096,
             ws_write_buffer_bytes: 0,
             ws_max_write_buffer_bytes: 4 << 20,
             tool_timeout_ms: 3_000,

@@ -82,8 +82,7 @@ impl App {
             http.clone(),
             &cfg.elevenlabs_base_url,
             cfg.elevenlabs_api_key.clone().unwrap_or_else(|| "".into()),
-            cfg.limits.ws_max_message_bytes,
-            cfg.limits.ws_max_frame_bytes,
+            &cfg.limits,
         );
         let rest = TwilioRest::new(
             http,
@@ -217,7 +216,8 @@ async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpg
     }
     let l = &app.cfg.limits;
     let app2 = app.clone();
-    ws.max_message_size(l.ws_max_message_bytes)
+    ws.read_buffer_size(l.ws_read_buffer_bytes)
+        .max_message_size(l.ws_max_message_bytes)
         .max_frame_size(l.ws_max_frame_bytes)
         .write_buffer_size(l.ws_write_buffer_bytes)
         .max_write_buffer_size(l.ws_max_write_buffer_bytes.max(l.ws_max_frame_bytes + 1))
@@ -283,6 +283,10 @@ pub async fn run_router(
         draining.cancel();
         tracing::info!(live_calls = app2.live_calls(), "shutdown: draining");
     };
+    // Media frames are small and latency-bound: no Nagle delay on accepted sockets.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = axum::serve(listener, router).with_graceful_shutdown(signal);
     serve.await?;
     drain(&app).await;

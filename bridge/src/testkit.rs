@@ -77,6 +77,8 @@ pub struct AgentScript {
     pub on_chunk: Vec<(u64, AgentAction)>,
     /// Echo each caller chunk back as agent audio (bench: agent → caller traffic at caller cadence).
     pub echo: bool,
+    /// Keep received payloads in the log (off for load tests).
+    pub record_payloads: bool,
 }
 
 impl Default for AgentScript {
@@ -87,6 +89,7 @@ impl Default for AgentScript {
             on_start: Vec::new(),
             on_chunk: Vec::new(),
             echo: false,
+            record_payloads: true,
         }
     }
 }
@@ -151,6 +154,9 @@ impl FakeAgent {
             )
             .route("/ws", get(agent_ws))
             .with_state(self.clone());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -292,7 +298,7 @@ async fn agent_conversation(mut socket: WebSocket, script: AgentScript, log: Arc
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if let Some(audio) = v["user_audio_chunk"].as_str() {
             n += 1;
-            {
+            if script.record_payloads {
                 let mut l = log.lock().unwrap();
                 l.audio_chunks += 1;
                 if l.audio_payloads.len() < 2000 {
