@@ -10,6 +10,7 @@
 //!   with scopes `edge`, `bridge`, `admin`.
 //! - [`server`]: the axum router ([`server::router`], [`server::serve`]).
 //! - [`webhook_out`]: Standard Webhooks to subscribers when an admin edit bumps a version.
+//! - [`embedded`]: open + seed + serve in one call ([`embedded::EmbeddedDashboard::start`]).
 //!
 //! Client side (used by the bridge, whether the dashboard is embedded or remote):
 //! - [`client`]: typed HTTP client that signs every request.
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod embedded;
 pub mod events;
 pub mod keys;
 pub mod notify;

@@ -10,7 +10,8 @@ use pulsara_dashboard::events::DashboardEvent;
 use serde_json::Value;
 
 fn doc() -> Value {
-    let raw = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.yaml")).expect("api/openapi.yaml");
+    let raw = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.yaml"))
+        .expect("api/openapi.yaml");
     let yaml: serde_yaml::Value = serde_yaml::from_str(&raw).expect("openapi.yaml is valid YAML");
     serde_json::to_value(yaml).expect("YAML maps to JSON")
 }
@@ -19,7 +20,9 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema.get("$ref").and_then(Value::as_str) {
         Some(r) => {
             let ptr = r.trim_start_matches('#');
-            let target = doc.pointer(ptr).unwrap_or_else(|| panic!("dangling $ref {r}"));
+            let target = doc
+                .pointer(ptr)
+                .unwrap_or_else(|| panic!("dangling $ref {r}"));
             resolve(doc, target)
         }
         None => schema,
@@ -28,13 +31,23 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 
 /// Validates `v` against `schema`; `strict` makes properties the schema does not list an error
 /// (unless it allows additionalProperties).
-fn validate(doc: &Value, schema: &Value, v: &Value, path: &str, strict: bool, errs: &mut Vec<String>) {
+fn validate(
+    doc: &Value,
+    schema: &Value,
+    v: &Value,
+    path: &str,
+    strict: bool,
+    errs: &mut Vec<String>,
+) {
     let schema = resolve(doc, schema);
     if v.is_null() {
         if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
             return;
         }
-        if schema.get("allOf").is_none() && schema.get("oneOf").is_none() && schema.get("type").is_some() {
+        if schema.get("allOf").is_none()
+            && schema.get("oneOf").is_none()
+            && schema.get("type").is_some()
+        {
             errs.push(format!("{path}: null but schema is not nullable"));
             return;
         }
@@ -57,7 +70,9 @@ fn validate(doc: &Value, schema: &Value, v: &Value, path: &str, strict: bool, er
             })
             .count();
         if passing != 1 {
-            errs.push(format!("{path}: matches {passing} of the oneOf alternatives, expected exactly 1"));
+            errs.push(format!(
+                "{path}: matches {passing} of the oneOf alternatives, expected exactly 1"
+            ));
         }
     }
     if let Some(t) = schema.get("type").and_then(Value::as_str) {
@@ -80,7 +95,10 @@ fn validate(doc: &Value, schema: &Value, v: &Value, path: &str, strict: bool, er
             errs.push(format!("{path}: {v} not in enum {en:?}"));
         }
     }
-    if let (Some(obj), true) = (v.as_object(), schema.get("type").and_then(Value::as_str) == Some("object")) {
+    if let (Some(obj), true) = (
+        v.as_object(),
+        schema.get("type").and_then(Value::as_str) == Some("object"),
+    ) {
         let props = schema.get("properties").and_then(Value::as_object);
         if let Some(req) = schema.get("required").and_then(Value::as_array) {
             for r in req.iter().filter_map(Value::as_str) {
@@ -111,7 +129,9 @@ fn validate(doc: &Value, schema: &Value, v: &Value, path: &str, strict: bool, er
 }
 
 fn check(doc: &Value, schema_name: &str, v: &Value, strict: bool) {
-    let schema = doc.pointer(&format!("/components/schemas/{schema_name}")).unwrap_or_else(|| panic!("no schema {schema_name}"));
+    let schema = doc
+        .pointer(&format!("/components/schemas/{schema_name}"))
+        .unwrap_or_else(|| panic!("no schema {schema_name}"));
     let mut errs = Vec::new();
     validate(doc, schema, v, schema_name, strict, &mut errs);
     assert!(errs.is_empty(), "{schema_name}:\n{}", errs.join("\n"));
@@ -133,7 +153,10 @@ fn document_has_every_contract_endpoint() {
         ("/v1/admin/restaurants/{id}/knowledge-base", "put"),
         ("/v1/admin/restaurants/{id}/tools", "put"),
     ] {
-        assert!(d["paths"][path][method].is_object(), "missing {method} {path}");
+        assert!(
+            d["paths"][path][method].is_object(),
+            "missing {method} {path}"
+        );
     }
     assert!(d["components"]["securitySchemes"]["signedRequest"].is_object());
     assert!(d["components"]["securitySchemes"]["apiKey"].is_object());
@@ -142,7 +165,10 @@ fn document_has_every_contract_endpoint() {
         match v {
             Value::Object(m) => {
                 if let Some(r) = m.get("$ref").and_then(Value::as_str) {
-                    assert!(doc.pointer(r.trim_start_matches('#')).is_some(), "dangling {r}");
+                    assert!(
+                        doc.pointer(r.trim_start_matches('#')).is_some(),
+                        "dangling {r}"
+                    );
                 }
                 m.values().for_each(|x| walk(doc, x));
             }
@@ -159,14 +185,24 @@ fn every_example_validates_and_deserialises_into_the_rust_type() {
     let examples = d["components"]["examples"].as_object().expect("examples");
     assert!(examples.len() >= 9);
     for (name, ex) in examples {
-        let ty = ex["x-rust-type"].as_str().unwrap_or_else(|| panic!("example {name} has no x-rust-type"));
+        let ty = ex["x-rust-type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("example {name} has no x-rust-type"));
         let value = &ex["value"];
         check(&d, ty, value, true);
         let reserialised = match ty {
-            "RestaurantConfig" => serde_json::to_value(serde_json::from_value::<RestaurantConfig>(value.clone()).unwrap()),
-            "KnowledgeBase" => serde_json::to_value(serde_json::from_value::<KnowledgeBase>(value.clone()).unwrap()),
-            "CallRecord" => serde_json::to_value(serde_json::from_value::<CallRecord>(value.clone()).unwrap()),
-            "DashboardEvent" => serde_json::to_value(serde_json::from_value::<DashboardEvent>(value.clone()).unwrap()),
+            "RestaurantConfig" => serde_json::to_value(
+                serde_json::from_value::<RestaurantConfig>(value.clone()).unwrap(),
+            ),
+            "KnowledgeBase" => serde_json::to_value(
+                serde_json::from_value::<KnowledgeBase>(value.clone()).unwrap(),
+            ),
+            "CallRecord" => {
+                serde_json::to_value(serde_json::from_value::<CallRecord>(value.clone()).unwrap())
+            }
+            "DashboardEvent" => serde_json::to_value(
+                serde_json::from_value::<DashboardEvent>(value.clone()).unwrap(),
+            ),
             _ => Ok(value.clone()),
         }
         .unwrap();
@@ -182,12 +218,24 @@ fn example_restaurant_files_match_the_schema() {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let p = entry.path();
-        let Ok(raw) = std::fs::read(p.join("restaurant.json")) else { continue };
+        let Ok(raw) = std::fs::read(p.join("restaurant.json")) else {
+            continue;
+        };
         let cfg: RestaurantConfig = serde_json::from_slice(&raw).unwrap();
-        check(&d, "RestaurantConfig", &serde_json::to_value(&cfg).unwrap(), true);
+        check(
+            &d,
+            "RestaurantConfig",
+            &serde_json::to_value(&cfg).unwrap(),
+            true,
+        );
         if let Ok(raw) = std::fs::read(p.join("knowledge_base.json")) {
             let kb: KnowledgeBase = serde_json::from_slice(&raw).unwrap();
-            check(&d, "KnowledgeBase", &serde_json::to_value(&kb).unwrap(), true);
+            check(
+                &d,
+                "KnowledgeBase",
+                &serde_json::to_value(&kb).unwrap(),
+                true,
+            );
         }
         n += 1;
     }
@@ -197,7 +245,8 @@ fn example_restaurant_files_match_the_schema() {
 #[test]
 fn enriched_record_with_summary_and_sentiment_is_described() {
     let d = doc();
-    let mut rec: CallRecord = serde_json::from_value(d["components"]["examples"]["CallRecord"]["value"].clone()).unwrap();
+    let mut rec: CallRecord =
+        serde_json::from_value(d["components"]["examples"]["CallRecord"]["value"].clone()).unwrap();
     pulsara_dashboard::pipeline::enrich(&mut rec);
     assert!(rec.summary.is_some() && rec.sentiment.is_some());
     check(&d, "CallRecord", &serde_json::to_value(&rec).unwrap(), true);
@@ -208,12 +257,32 @@ fn the_validator_itself_rejects_bad_payloads() {
     let d = doc();
     let mut errs = Vec::new();
     let schema = d.pointer("/components/schemas/RestaurantConfig").unwrap();
-    validate(&d, schema, &serde_json::json!({"id": 5}), "x", true, &mut errs);
-    assert!(errs.iter().any(|e| e.contains("expected string")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("missing required agent")), "{errs:?}");
+    validate(
+        &d,
+        schema,
+        &serde_json::json!({"id": 5}),
+        "x",
+        true,
+        &mut errs,
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("expected string")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("missing required agent")),
+        "{errs:?}"
+    );
     errs.clear();
     let ev = serde_json::json!({"type": "menu.updated", "data": {"restaurant_id": "r", "version": 1}, "extra": 1});
-    validate(&d, d.pointer("/components/schemas/DashboardEvent").unwrap(), &ev, "e", true, &mut errs);
+    validate(
+        &d,
+        d.pointer("/components/schemas/DashboardEvent").unwrap(),
+        &ev,
+        "e",
+        true,
+        &mut errs,
+    );
     assert!(errs.iter().any(|e| e.contains("not in enum")), "{errs:?}");
     assert!(errs.iter().any(|e| e.contains("not described")), "{errs:?}");
 }

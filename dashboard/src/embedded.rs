@@ -1,0 +1,103 @@
+//! One call to start the embedded dashboard: open (or create) the SQLite database, seed it from
+//! the restaurants directory, and serve API v1 on a listener until stopped. Used by
+//! `pulsara serve` when no `DASHBOARD_URL` is set, by the demo and by the tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::auth::SigningKeys;
+use crate::seed::{seed_from_dir, SeedError, SeedOptions, SeedReport};
+use crate::server::{self, AppState};
+use crate::store::{Store, StoreError};
+use crate::Clock;
+
+/// Settings for [`EmbeddedDashboard::start`].
+#[derive(Debug)]
+pub struct EmbeddedOptions {
+    /// SQLite file; `None` keeps everything in memory (tests, throwaway demos).
+    pub db_path: Option<PathBuf>,
+    /// `restaurants/` with `<id>/restaurant.json` + `knowledge_base.json`; `None` = no seeding.
+    pub restaurants_dir: Option<PathBuf>,
+    pub seed: SeedOptions,
+    /// Signing keys accepted from edges and bridges.
+    pub signing_keys: SigningKeys,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    #[error("embedded dashboard listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running embedded dashboard.
+pub struct EmbeddedDashboard {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub state: AppState,
+    pub seed_report: SeedReport,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl EmbeddedDashboard {
+    /// Opens/seeds the store and serves on `listener`.
+    ///
+    /// # Errors
+    /// Database, seeding or listener failures, each with a message naming the file or setting.
+    pub async fn start(
+        listener: TcpListener,
+        opts: EmbeddedOptions,
+        clock: Clock,
+    ) -> Result<Self, EmbeddedError> {
+        let store = match &opts.db_path {
+            Some(p) => Store::open(p)?,
+            None => Store::open_in_memory()?,
+        };
+        let seed_report = match &opts.restaurants_dir {
+            Some(dir) => seed_from_dir(&store, dir, &opts.seed, clock())?,
+            None => SeedReport::default(),
+        };
+        tracing::info!(seeded = ?seed_report.seeded, kept = ?seed_report.kept, modules = seed_report.modules.len(), "embedded dashboard seeded");
+        let state = AppState::new(store.clone(), opts.signing_keys, clock);
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        tracing::info!(%addr, "embedded dashboard listening");
+        Ok(Self {
+            addr,
+            store,
+            state,
+            seed_report,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// `http://<addr>` for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Kills the server task at once (tests: "the dashboard went down").
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
