@@ -1,7 +1,8 @@
 //! Fuzzes what the edge does with an untrusted voice webhook: parse the form body, validate the
 //! signature header (valid, mutated and arbitrary), including port handling of arbitrary URLs.
 //!
-//! Run: `cd core/fuzz && cargo fuzz run twilio_form` (needs cargo-fuzz; see BENCHMARKS.md).
+//! Run (cargo-fuzz 0.13; `RUSTC_BOOTSTRAP=1` lets a stable toolchain accept its `-Z` flags):
+//! `cd core/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run twilio_form corpus/twilio_form seeds -- -max_total_time=60`
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
