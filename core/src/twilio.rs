@@ -8,6 +8,8 @@
 //! public URL rebuilt from configuration, never from the `Host` header.
 //!
 //! JSON bodies are signed through a `bodySHA256` query parameter instead ([`validate_json`]).
+//! The Media Streams WebSocket upgrade is signed over its `wss://` URL with no parameters:
+//! `validate(token, "wss://host/media", &[], header)` handles it (`:443` variants included).
 //! Twilio adds parameters without notice, so callers sign over every received parameter
 //! ([`parse_form`] returns them all).
 
@@ -174,8 +176,8 @@ fn port_variant(url: &str) -> Result<Option<String>, SignatureError> {
     let invalid = || SignatureError::InvalidUrl(url.chars().take(200).collect());
     let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
     let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "https" => "443",
-        "http" => "80",
+        "https" | "wss" => "443",
+        "http" | "ws" => "80",
         _ => return Err(invalid()),
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -425,10 +427,29 @@ mod tests {
             port_variant("https://h.test").unwrap().unwrap(),
             "https://h.test:443"
         );
+        assert_eq!(
+            port_variant("wss://h.test/media").unwrap().unwrap(),
+            "wss://h.test:443/media"
+        );
+        assert_eq!(
+            port_variant("ws://h.test:80/media").unwrap().unwrap(),
+            "ws://h.test/media"
+        );
         assert!(port_variant("ftp://h.test/").is_err());
         assert!(port_variant("h.test/x").is_err());
         assert!(port_variant("https:///x").is_err());
         assert!(port_variant("https://h.test:44x3/").is_err());
+    }
+
+    #[test]
+    fn media_stream_upgrade_url_validates() {
+        let sig = compute_signature(&token(), "wss://bridge.test:443/media", &[]);
+        validate(&token(), "wss://bridge.test/media", &[], Some(&sig)).unwrap();
+        validate(&token(), "wss://bridge.test:443/media", &[], Some(&sig)).unwrap();
+        assert_eq!(
+            validate(&token(), "wss://bridge.test/other", &[], Some(&sig)),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
