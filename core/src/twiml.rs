@@ -75,6 +75,11 @@ pub fn say_hangup(message: &str, language: &str) -> String {
 
 /// Speaks `message`, then records a voicemail of at most `max_length_secs` after a beep; Twilio
 /// posts the recording to `recording_status_callback_url`.
+///
+/// The same URL is the `<Record>`'s `action`: without one Twilio requests the *current document*
+/// (the voice webhook) when the recording ends, which would replay the after-hours message in a
+/// loop. The action's reply (an empty `<Response/>`, as the status route gives) ends the call.
+/// With an empty URL neither attribute is set; then the caller must handle that request itself.
 pub fn say_record(
     message: &str,
     max_length_secs: u32,
@@ -99,6 +104,8 @@ fn say_record_in(
     let max = max_length_secs.max(1).to_string();
     let mut attrs = vec![("maxLength", max.as_str()), ("playBeep", "true")];
     if !callback.is_empty() {
+        attrs.push(("action", callback));
+        attrs.push(("method", "POST"));
         attrs.push(("recordingStatusCallback", callback));
         attrs.push(("recordingStatusCallbackMethod", "POST"));
     }
@@ -555,12 +562,16 @@ mod tests {
             rec.attr("recordingStatusCallback"),
             Some("https://edge.example/rec?a=1&b=2")
         );
+        // An action is required, or Twilio re-requests the voice webhook after recording (loop).
+        assert_eq!(rec.attr("action"), Some("https://edge.example/rec?a=1&b=2"));
+        assert_eq!(rec.attr("method"), Some("POST"));
         assert_eq!(
             root.children()[0].text(),
             "Leave a message & we'll call back"
         );
         let no_cb = parse(&say_record("m", 0, ""));
         assert_eq!(no_cb.children()[1].attr("recordingStatusCallback"), None);
+        assert_eq!(no_cb.children()[1].attr("action"), None);
         assert_eq!(no_cb.children()[1].attr("maxLength"), Some("1"));
     }
 
