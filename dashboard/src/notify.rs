@@ -105,10 +105,10 @@ fn email_body(
     sent: &CallSentiment,
 ) -> String {
     let mut b = String::new();
-    b.push_str(&format!(
-        "Call {} to {} ({})\n",
-        record.call_sid, cfg.name, record.called
-    ));
+    b.push_str(&format!("Call {} to {}\n", record.call_sid, cfg.name));
+    if !record.called.is_empty() {
+        b.push_str(&format!("Number dialled: {}\n", record.called));
+    }
     b.push_str(&format!(
         "Caller: {}\nStarted: {}\nDuration: {} s\nEnded: {}\n\n",
         record.caller, record.started_at, s.duration_secs, s.end_reason
@@ -413,7 +413,7 @@ mod tests {
         let e = e.unwrap();
         assert_eq!(e.reasons, vec!["order"]);
         assert!(
-            e.body.contains("1 × Margherita") && e.body.contains("EUR 9.00"),
+            e.body.contains("1 x Margherita") && e.body.contains("EUR 9.00"),
             "{}",
             e.body
         );
@@ -424,7 +424,7 @@ mod tests {
         );
         assert!(
             s.body
-                .contains("Trattoria: confirmed order: 1 × Margherita"),
+                .contains("Trattoria: confirmed order: 1 x Margherita"),
             "{}",
             s.body
         );

@@ -34,7 +34,7 @@ const COMPLAINT_MARKERS: &[&str] = &[
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderSummary {
-    /// e.g. `"2 × Margherita (extra basil)"`.
+    /// e.g. `"2 x Margherita (extra basil)"` (ASCII `x`: keeps SMS in the GSM-7 alphabet).
     pub items: Vec<String>,
     pub total_minor: Option<i64>,
     pub currency: Option<String>,
@@ -122,9 +122,9 @@ fn order_summary(v: &Value) -> OrderSummary {
                         })
                         .unwrap_or_default();
                     if mods.is_empty() {
-                        format!("{qty} × {name}")
+                        format!("{qty} x {name}")
                     } else {
-                        format!("{qty} × {name} ({})", mods.join(", "))
+                        format!("{qty} x {name} ({})", mods.join(", "))
                     }
                 })
                 .collect()
@@ -394,7 +394,7 @@ mod tests {
             "fulfillment":"pickup","pickup_time":"2026-11-28T19:30:00+01:00"})];
         let s = summarize(&r);
         assert_eq!(s.intents[0], "place an order");
-        assert_eq!(s.orders[0].items, vec!["2 × Margherita (extra basil)"]);
+        assert_eq!(s.orders[0].items, vec!["2 x Margherita (extra basil)"]);
         assert_eq!(s.orders[0].total_minor, Some(1800));
         assert!(s.paragraph.contains("EUR 18.00"), "{}", s.paragraph);
         assert!(

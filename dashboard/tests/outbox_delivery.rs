@@ -304,7 +304,7 @@ async fn order_call_sends_email_over_smtp_and_sms_via_twilio_through_the_outbox(
     );
     let body = m.body();
     assert!(
-        body.contains("1 × Sliced Brisket Plate (Mac and cheese, Coleslaw)"),
+        body.contains("1 x Sliced Brisket Plate (Mac and cheese, Coleslaw)"),
         "{body}"
     );
     assert!(body.contains("USD 26.13"), "{body}");
@@ -319,7 +319,7 @@ async fn order_call_sends_email_over_smtp_and_sms_via_twilio_through_the_outbox(
     assert_eq!(form["To"], "+15550001111");
     assert_eq!(form["From"], "+17185550177");
     assert!(
-        form["Body"].starts_with("Brooklyn Smokehouse: confirmed order: 1 × Sliced Brisket Plate"),
+        form["Body"].starts_with("Brooklyn Smokehouse: confirmed order: 1 x Sliced Brisket Plate"),
         "{}",
         form["Body"]
     );
