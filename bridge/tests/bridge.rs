@@ -930,3 +930,49 @@ async fn health_ready_and_metrics_endpoints() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_signature_is_checked_against_the_public_url() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = stack_with(AgentScript::default(), 50, |c| {
+        c.public_base_url = Some("https://bridge.example.com".into());
+        c.require_twilio_signature = true;
+    })
+    .await;
+    let good = pulsara_core::twilio::compute_signature(
+        &Secret::new(TOKEN),
+        "wss://bridge.example.com/media",
+        &[],
+    );
+    let forged = pulsara_core::twilio::compute_signature(
+        &Secret::new("wrong"),
+        "wss://bridge.example.com/media",
+        &[],
+    );
+    let attempt = |sig: Option<String>| {
+        let url = s.ws_url.clone();
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            if let Some(sig) = sig {
+                req.headers_mut()
+                    .insert("X-Twilio-Signature", sig.parse().unwrap());
+            }
+            match tokio_tungstenite::connect_async(req).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(attempt(None).await, 403);
+    assert_eq!(attempt(Some(forged)).await, 403);
+    assert_eq!(attempt(Some(String::new())).await, 403);
+    assert_eq!(attempt(Some(good)).await, 101);
+    assert_eq!(
+        s.agent
+            .signed_url_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    s.shutdown().await;
+}
