@@ -11,7 +11,8 @@
 //! The Media Streams WebSocket upgrade is signed over its `wss://` URL with no parameters:
 //! `validate(token, "wss://host/media", &[], header)` handles it (`:443` variants included).
 //! Twilio adds parameters without notice, so callers sign over every received parameter
-//! ([`parse_form`] returns them all).
+//! ([`parse_form`] returns them all). A (name, value) pair that occurs twice is signed twice, as
+//! twilio-node does (twilio-python would count it once; Twilio itself never sends exact duplicates).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
