@@ -12,7 +12,7 @@
 //! `validate(token, "wss://host/media", &[], header)` handles it (`:443` variants included).
 //! Twilio adds parameters without notice, so callers sign over every received parameter
 //! ([`parse_form`] returns them all). A (name, value) pair that occurs twice is signed twice, as
-//! twilio-node does (twilio-python would count it once; Twilio itself never sends exact duplicates).
+//! twilio-node does (twilio-python would count it once).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
