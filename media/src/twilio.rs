@@ -234,28 +234,45 @@ fn push_payload(out: &mut String, payload: &str) {
     }
 }
 
-/// A string-or-number field, kept borrowed where possible.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumStr<'a> {
-    #[serde(borrow)]
-    S(Cow<'a, str>),
-    N(u64),
+/// A counter Twilio sends as a string (a bare JSON number is tolerated). Parsed straight from
+/// the token, without buffering (an untagged enum would buffer every field).
+struct NumStr(Result<u64, String>);
+
+impl<'de> Deserialize<'de> for NumStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NumStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or a string holding one")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NumStr, E> {
+                Ok(NumStr(v.parse().map_err(|_| v.chars().take(24).collect())))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NumStr, E> {
+                Ok(NumStr(Ok(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NumStr, E> {
+                Ok(NumStr(u64::try_from(v).map_err(|_| v.to_string())))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<NumStr, E> {
+                Ok(NumStr(Err(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
-impl NumStr<'_> {
+impl NumStr {
     fn get(&self, event: &'static str, field: &'static str) -> Result<u64, CodecError> {
-        match self {
-            NumStr::N(n) => Ok(*n),
-            NumStr::S(s) => s.parse().map_err(|_| {
-                CodecError::Malformed(format!("`{event}.{field}` is not a number: {s:?}"))
-            }),
-        }
+        self.0
+            .clone()
+            .map_err(|s| CodecError::Malformed(format!("`{event}.{field}` is not a number: {s:?}")))
     }
 }
 
 fn num(
-    v: &Option<NumStr<'_>>,
+    v: &Option<NumStr>,
     event: &'static str,
     field: &'static str,
 ) -> Result<u64, CodecError> {
@@ -268,8 +285,8 @@ fn num(
 struct RawInbound<'a> {
     #[serde(borrow)]
     event: Cow<'a, str>,
-    #[serde(rename = "sequenceNumber", borrow)]
-    sequence_number: Option<NumStr<'a>>,
+    #[serde(rename = "sequenceNumber")]
+    sequence_number: Option<NumStr>,
     #[serde(rename = "streamSid", borrow)]
     stream_sid: Option<CowStr<'a>>,
     protocol: Option<String>,
@@ -302,10 +319,8 @@ struct RawStart {
 struct RawMedia<'a> {
     #[serde(borrow)]
     track: Option<CowStr<'a>>,
-    #[serde(borrow)]
-    chunk: Option<NumStr<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<NumStr<'a>>,
+    chunk: Option<NumStr>,
+    timestamp: Option<NumStr>,
     #[serde(borrow)]
     payload: Option<CowStr<'a>>,
 }

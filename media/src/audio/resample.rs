@@ -23,7 +23,8 @@ struct Bank {
     up: usize,
     down: usize,
     taps: usize,
-    /// `coeffs[phase * taps + k]` multiplies input `x[i - k]`.
+    /// `coeffs[phase * taps + j]` multiplies input `x[i + 1 - taps + j]` (stored time-reversed
+    /// so the dot product walks both slices forwards and vectorises).
     coeffs: Vec<f32>,
 }
 
@@ -86,7 +87,7 @@ impl Bank {
         for p in 0..up {
             let sum: f64 = (0..taps).map(|k| proto[p + k * up]).sum();
             for k in 0..taps {
-                coeffs[p * taps + k] = (proto[p + k * up] / sum) as f32;
+                coeffs[p * taps + (taps - 1 - k)] = (proto[p + k * up] / sum) as f32;
             }
         }
         Bank {
@@ -170,8 +171,7 @@ impl Resampler {
             let phase = self.pos % up;
             let h = &coeffs[phase * taps..(phase + 1) * taps];
             let x = &self.buf[i + 1 - taps..=i];
-            // h[k] multiplies x[i-k]: walk the window backwards.
-            let acc: f32 = h.iter().zip(x.iter().rev()).map(|(a, b)| a * b).sum();
+            let acc = dot(h, x);
             out.push(acc.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16);
             self.pos += down;
         }
@@ -187,6 +187,21 @@ impl Resampler {
         self.process(input, &mut v);
         v
     }
+}
+
+/// Dot product with 8 independent accumulators (lets the compiler use SIMD lanes).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
