@@ -5,10 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use pulsara_emulators::caller::{run_call, CallEnd, CallParams, CallerOptions};
 use pulsara_emulators::elevenlabs::{spawn, ElevenLabsConfig};
 use pulsara_emulators::scenario::Scenario;
+use pulsara_media::audio::{Converter, Format};
 use pulsara_media::convai::{self, ClientMessage, InitiationClientData, ServerMessage};
 use pulsara_media::twilio::{self, Inbound};
 use serde_json::json;
@@ -17,14 +19,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn tool_result(tool: &str, params: &serde_json::Value) -> String {
     match tool {
-        "answer_question" => {
-            "Specials tonight: saltimbocca alla romana; carciofi alla giudia.".to_owned()
-        }
+        "answer_question" => "Specials tonight: saltimbocca alla romana; carciofi alla giudia. Children aged ten and over sit at the counter.".to_owned(),
+        "book_table" if params["time"] == "19:30" => "19:30 is full. Nearest free slots: 18:30, 20:00.".to_owned(),
         _ => format!("{tool} ok: {params}"),
     }
 }
 
-/// Accept one Twilio stream and relay it to the emulator (μ-law pass-through both ways).
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Accept one Twilio stream and relay it to the emulator: μ-law pass-through when the agent
+/// speaks μ-law, otherwise transcoding with [`Converter`] both ways.
 async fn relay(listener: TcpListener, el_base: String, agent_id: String) {
     let (tcp, _) = listener.accept().await.unwrap();
     let mut tw = tokio_tungstenite::accept_async(tcp).await.unwrap();
@@ -54,13 +58,33 @@ async fn relay(listener: TcpListener, el_base: String, agent_id: String) {
     });
     el.send(Message::Text(init.to_json().into())).await.unwrap();
     let mut mark_n = 0u32;
+    // The metadata comes first and tells the formats.
+    let meta = loop {
+        let Some(Ok(Message::Text(t))) = el.next().await else {
+            return;
+        };
+        if let Ok(ServerMessage::ConversationInitiationMetadata(m)) =
+            convai::parse_server(t.as_str())
+        {
+            break m;
+        }
+    };
+    let input: Format = meta.user_input_audio_format.parse().unwrap();
+    let output: Format = meta.agent_output_audio_format.parse().unwrap();
+    let mut up = Converter::new(Format::Ulaw8000, input);
+    let mut down = Converter::new(output, Format::Ulaw8000);
     loop {
         tokio::select! {
             m = tw.next() => {
                 let Some(Ok(Message::Text(t))) = m else { break };
                 match twilio::parse_inbound(t.as_str()) {
                     Ok(Inbound::Media(media)) => {
-                        let frame = convai::user_audio_chunk_json(&media.payload).unwrap();
+                        let frame = if up.is_identity() {
+                            convai::user_audio_chunk_json(&media.payload).unwrap()
+                        } else {
+                            let pcm = up.convert(&B64.decode(media.payload.as_bytes()).unwrap());
+                            convai::user_audio_chunk_json(&B64.encode(pcm)).unwrap()
+                        };
                         if el.send(Message::Text(frame.into())).await.is_err() { break; }
                     }
                     Ok(Inbound::Stop(_)) => break,
@@ -73,7 +97,12 @@ async fn relay(listener: TcpListener, el_base: String, agent_id: String) {
                 let mut out_el = Vec::new();
                 match convai::parse_server(t.as_str()).unwrap() {
                     ServerMessage::Audio { audio_b64, .. } => {
-                        out_tw.push(twilio::media_json(&stream_sid, &audio_b64).unwrap());
+                        if down.is_identity() {
+                            out_tw.push(twilio::media_json(&stream_sid, &audio_b64).unwrap());
+                        } else {
+                            let ulaw = down.convert(&B64.decode(audio_b64.as_bytes()).unwrap());
+                            out_tw.push(twilio::media_json(&stream_sid, &B64.encode(ulaw)).unwrap());
+                        }
                         mark_n += 1;
                         out_tw.push(twilio::mark_json(&stream_sid, &format!("a{mark_n}")));
                     }
@@ -205,4 +234,37 @@ async fn barge_in_scenario_clears_and_no_stale_audio_follows() {
     assert!(i.original.starts_with(&i.corrected) && i.corrected.len() < i.original.len());
     // The answer to the barge-in was played afterwards.
     assert!(res.agent_audible_ms_between(utterance_end, res.duration_ms) > 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcoded_scenarios_run_end_to_end() {
+    for (name, rate) in [("brooklyn-booking", 16000u32), ("sakura-question", 24000)] {
+        let (sc, res, rec) = play(name, 8.0).await;
+        assert_eq!(sc.agent.output_format, Format::Pcm(rate));
+        assert_eq!(res.end, CallEnd::Hangup, "{name}: {:?}", res.steps);
+        assert!(
+            res.steps.iter().all(|s| !s.timed_out),
+            "{name}: {:?}",
+            res.steps
+        );
+        assert!(rec.failures.is_empty(), "{name}: {:?}", rec.failures);
+        assert_eq!(rec.turns_completed, sc.agent.turns.len(), "{name}");
+        let tools: Vec<_> = rec
+            .tool_results
+            .iter()
+            .map(|t| t.tool_name.as_str())
+            .collect();
+        assert_eq!(tools, sc.expect.tools, "{name}");
+        // The emulator got PCM at the agent's rate: twice/three times the μ-law byte count × 2.
+        let expect = res.frames_sent as f64 * 160.0 * (rate as f64 / 8000.0) * 2.0;
+        let got = rec.user_audio_bytes as f64;
+        assert!(
+            (got / expect - 1.0).abs() < 0.05,
+            "{name}: {got} vs {expect}"
+        );
+        assert!(
+            res.agent_audible_ms_between(0, res.duration_ms) > 5000,
+            "{name}"
+        );
+    }
 }
