@@ -11,8 +11,8 @@
 //! The Media Streams WebSocket upgrade is signed over its `wss://` URL with no parameters:
 //! `validate(token, "wss://host/media", &[], header)` handles it (`:443` variants included).
 //! Twilio adds parameters without notice, so callers sign over every received parameter
-//! ([`parse_form`] returns them all). A (name, value) pair that occurs twice is signed twice, as
-//! twilio-node does (twilio-python would count it once).
+//! ([`parse_form`] returns them all). A (name, value) pair that occurs twice is signed once, as
+//! Twilio's Python and Node libraries do (both de-duplicate a name's values before sorting them).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -69,6 +69,7 @@ pub fn compute_signature(auth_token: &Secret, url: &str, params: &[(String, Stri
 fn raw_signature(auth_token: &Secret, url: &str, params: &[(String, String)]) -> [u8; SHA1_LEN] {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
+    sorted.dedup();
     let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * sorted.len());
     parts.push(url.as_bytes());
     for (k, v) in sorted {
@@ -370,6 +371,13 @@ mod tests {
             validate(&token(), "https://x.test/h", dropped, Some(&manual)),
             Err(SignatureError::Mismatch)
         );
+        // An exact duplicate pair counts once, as in Twilio's libraries.
+        let mut dup = p.clone();
+        dup.push(("A".into(), "2".into()));
+        assert_eq!(
+            compute_signature(&token(), "https://x.test/h", &dup),
+            manual
+        );
     }
 
     #[test]
@@ -541,7 +549,7 @@ mod tests {
             shuffled.reverse();
             proptest::prop_assert_eq!(validate(&token(), &url, &shuffled, Some(&sig)), Ok(()));
             let mut extra = params.clone();
-            extra.push(("Zz".into(), "1".into()));
+            extra.push(("Zz9".into(), "1".into())); // names generated above have no digits
             proptest::prop_assert_eq!(validate(&token(), &url, &extra, Some(&sig)), Err(SignatureError::Mismatch));
             // Through an encoded form body and back.
             let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish();

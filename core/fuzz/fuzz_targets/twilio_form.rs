@@ -2,7 +2,7 @@
 //! signature header (valid, mutated and arbitrary), including port handling of arbitrary URLs.
 //!
 //! Run (cargo-fuzz 0.13; `RUSTC_BOOTSTRAP=1` lets a stable toolchain accept its `-Z` flags):
-//! `cd core/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run twilio_form corpus/twilio_form seeds -- -max_total_time=60`
+//! `cd core/fuzz && mkdir -p corpus/twilio_form && RUSTC_BOOTSTRAP=1 cargo fuzz run twilio_form corpus/twilio_form seeds -- -max_total_time=60`
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,9 +28,12 @@ fuzz_target!(|data: &[u8]| {
     let good = twilio::compute_signature(&token, &url, &params);
     match twilio::validate(&token, &url, &params, Some(&good)) {
         Ok(()) => {
-            let mut tampered = params.clone();
-            tampered.push(("Injected".into(), "1".into()));
-            assert!(twilio::validate(&token, &url, &tampered, Some(&good)).is_err());
+            let injected = ("Injected".to_owned(), "1".to_owned());
+            if !params.contains(&injected) {
+                let mut tampered = params.clone();
+                tampered.push(injected);
+                assert!(twilio::validate(&token, &url, &tampered, Some(&good)).is_err());
+            }
         }
         Err(twilio::SignatureError::InvalidUrl(_)) => {}
         Err(e) => panic!("genuine signature refused: {e}"),
