@@ -318,6 +318,55 @@ impl Playback {
     }
 }
 
+/// Extract what Twilio takes from `<Connect><Stream url="…"><Parameter name="…" value="…"/>`:
+/// the stream URL and the custom parameters (XML entities decoded).
+///
+/// # Errors
+/// [`CallerError::Script`] when the TwiML has no `<Stream url=…>`.
+pub fn stream_from_twiml(twiml: &str) -> Result<(String, BTreeMap<String, String>), CallerError> {
+    fn attr(tag: &str, name: &str) -> Option<String> {
+        let key = format!("{name}=");
+        let mut rest = tag;
+        while let Some(i) = rest.find(&key) {
+            // Require a boundary before the attribute name (so `name` does not match `xname`).
+            let ok = i == 0 || rest.as_bytes()[i - 1].is_ascii_whitespace();
+            let after = &rest[i + key.len()..];
+            let quote = after.chars().next()?;
+            if ok && (quote == '"' || quote == '\'') {
+                let end = after[1..].find(quote)?;
+                return Some(unescape(&after[1..1 + end]));
+            }
+            rest = after;
+        }
+        None
+    }
+    fn unescape(s: &str) -> String {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    }
+    let tags = twiml
+        .split('<')
+        .skip(1)
+        .map(|t| t.split('>').next().unwrap_or(""));
+    let mut url = None;
+    let mut params = BTreeMap::new();
+    for tag in tags {
+        let tag = tag.trim_end_matches('/');
+        if tag.starts_with("Stream ") || tag.starts_with("Stream\t") {
+            url = attr(tag, "url");
+        } else if tag.starts_with("Parameter ") {
+            if let (Some(n), Some(v)) = (attr(tag, "name"), attr(tag, "value")) {
+                params.insert(n, v);
+            }
+        }
+    }
+    let url = url.ok_or_else(|| CallerError::Script("TwiML has no <Stream url=…>".into()))?;
+    Ok((url, params))
+}
+
 /// Run one call against the stream server at `url` (`ws://…/media`).
 ///
 /// # Errors
@@ -727,6 +776,17 @@ pub async fn run_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twiml_stream_and_parameters() {
+        let twiml = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://eu.bridge.example/media"><Parameter name="handoff" value="v1.k1.a&amp;b"/><Parameter name="restaurant_id" value="trattoria-roma" /><Parameter name="caller" value="+393331110001"/></Stream></Connect></Response>"#;
+        let (url, p) = stream_from_twiml(twiml).unwrap();
+        assert_eq!(url, "wss://eu.bridge.example/media");
+        assert_eq!(p["handoff"], "v1.k1.a&b");
+        assert_eq!(p["restaurant_id"], "trattoria-roma");
+        assert_eq!(p["caller"], "+393331110001");
+        assert!(stream_from_twiml("<Response><Say>Closed</Say><Hangup/></Response>").is_err());
+    }
 
     #[test]
     fn playback_marks_follow_audio_and_clear_returns_them() {

@@ -200,6 +200,14 @@ impl Recorder {
             .find(|c| c.conversation_id == conversation_id)
     }
 
+    /// Snapshot of the conversations that played the scenario `name`.
+    pub fn by_scenario(&self, name: &str) -> Vec<ConversationRecord> {
+        self.conversations()
+            .into_iter()
+            .filter(|c| c.scenario.as_deref() == Some(name))
+            .collect()
+    }
+
     /// Every signed-URL request with the status answered.
     pub fn signed_url_requests(&self) -> Vec<SignedUrlRequest> {
         lock(&self.signed_urls).clone()
@@ -925,10 +933,16 @@ impl Engine {
         self.next_tool_or_reply(p.turn, p.index + 1, now, out);
     }
 
-    /// The conversation ended: record why, and which pings were never answered.
-    pub fn finish(&mut self, reason: &str) {
+    /// The conversation ended at `now`: record why, and which pings went unanswered for more
+    /// than a second (a ping sent just before the end is not held against the client).
+    pub fn finish(&mut self, reason: &str, now: Instant) {
         let mut r = lock(&self.record);
-        r.pongs_missing = self.outstanding_pings.keys().copied().collect();
+        r.pongs_missing = self
+            .outstanding_pings
+            .iter()
+            .filter(|(_, sent)| now.saturating_duration_since(**sent) > Duration::from_secs(1))
+            .map(|(id, _)| *id)
+            .collect();
         if r.ended.is_none() {
             r.ended = Some(reason.to_owned());
         }
@@ -1036,7 +1050,7 @@ async fn conversation(
                 if refuse > 0 {
                     *lock(&st.refusals).entry(agent_id.clone()).or_insert(0) += refuse;
                 }
-                engine.finish("dropped by fault injection");
+                engine.finish("dropped by fault injection", Instant::now());
                 st.recorder.changed.notify_waiters();
                 // Dropping the socket closes TCP without a close frame.
                 return;
@@ -1047,7 +1061,7 @@ async fn conversation(
             }
         }
     };
-    engine.finish(reason);
+    engine.finish(reason, Instant::now());
     st.recorder.changed.notify_waiters();
     tracing::info!(%conversation_id, reason, "emulated conversation ended");
 }

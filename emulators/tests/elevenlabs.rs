@@ -524,3 +524,44 @@ refuse_signed_url_after_drop = 2
     );
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn unanswered_pings_are_recorded_as_missing() {
+    let emu = start(&[]).await;
+    let url = format!(
+        "ws://{}/v1/convai/conversation?agent_id=agent_test",
+        emu.addr
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        ClientMessage::ConversationInitiationClientData(InitiationClientData::default())
+            .to_json()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    // Read (and ignore) everything for 1.6 s: pings go unanswered.
+    let mut pings = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1600);
+    while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Ok(ServerMessage::Ping { event_id, .. }) = convai::parse_server(t.as_str()) {
+            pings.push(event_id);
+        }
+    }
+    ws.close(None).await.unwrap();
+    let recs = emu.recorder.wait_ended(1, Duration::from_secs(5)).await;
+    let r = &recs[0];
+    assert!(pings.len() >= 5, "{pings:?}");
+    assert_eq!(r.pings_sent as usize, pings.len());
+    assert_eq!(r.pongs_ok, 0);
+    // Those older than a second at the end are missing; the latest ones are not held against us.
+    assert!(
+        !r.pongs_missing.is_empty() && r.pongs_missing.len() < pings.len(),
+        "{:?} of {pings:?}",
+        r.pongs_missing
+    );
+    assert!(r.pongs_missing.iter().all(|id| pings.contains(id)));
+    emu.shutdown().await;
+}
