@@ -536,6 +536,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
         #[test]
         fn signatures_round_trip_and_detect_changes(
             pairs in proptest::collection::vec(("[A-Za-z]{1,8}", "\\PC{0,12}"), 0..12),

@@ -608,4 +608,29 @@ mod tests {
         assert_eq!(g.len(), 3);
         assert!(g.contains("id999", 40));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn sign_verify_round_trip(
+            id in "[a-zA-Z0-9_]{1,40}",
+            ts in 1_000_000_000i64..2_000_000_000,
+            skew in -TOLERANCE_SECS..=TOLERANCE_SECS,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+            flip in 0usize..256,
+        ) {
+            let sig = sign(&Secret::new(SECRET), &id, ts, &body).unwrap();
+            let ts_s = ts.to_string();
+            proptest::prop_assert_eq!(verify(&secrets(), Some(&id), Some(&ts_s), Some(&sig), &body, ts + skew), Ok(()));
+            if !body.is_empty() {
+                let mut changed = body.clone();
+                changed[flip % body.len()] ^= 1;
+                proptest::prop_assert_eq!(
+                    verify(&secrets(), Some(&id), Some(&ts_s), Some(&sig), &changed, ts),
+                    Err(WebhookError::Mismatch)
+                );
+            }
+            let el = sign_elevenlabs(&Secret::new(EL_SECRET), ts, &body);
+            proptest::prop_assert_eq!(verify_elevenlabs(&Secret::new(EL_SECRET), Some(&el), &body, ts + skew, TOLERANCE_SECS), Ok(()));
+        }
+    }
 }
