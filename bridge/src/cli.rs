@@ -26,6 +26,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test the bridge with simulated calls against an in-process agent emulator.
     Bench(pulsara_bridge::bench::BenchArgs),
+    /// Manage API keys of the embedded dashboard (create, list, revoke, rotate).
+    Keys(pulsara_bridge::keys_cli::KeysArgs),
 }
 
 #[derive(clap::Args)]
@@ -38,6 +40,7 @@ pub struct ServeArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Keys(args) => pulsara_bridge::keys_cli::run(args, &mut std::io::stdout()),
         Command::Bench(args) => {
             let report = pulsara_bridge::bench::run(args)
                 .await

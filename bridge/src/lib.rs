@@ -20,6 +20,8 @@
 pub mod agent;
 pub mod bench;
 pub mod config;
+pub mod dashboard_link;
+pub mod keys_cli;
 pub mod machine;
 pub mod metrics;
 pub mod ports;
