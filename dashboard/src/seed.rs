@@ -297,3 +297,97 @@ pub fn seed_from_dir(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restaurant(dir: &Path, version: u64, tool_ref: &str) {
+        let r = dir.join("r1");
+        std::fs::create_dir_all(&r).unwrap();
+        let cfg = serde_json::json!({
+            "id": "r1", "version": version, "name": "R1", "phone_numbers": ["+15550001111"],
+            "time_zone": "UTC", "hours": {"weekly": []},
+            "after_hours": {"mode": "message", "message": "closed"},
+            "agent": {"elevenlabs_agent_id": "a", "prompt_template": "p", "first_message": "hi"},
+            "tools": [{"name": "take_order", "module_sha256": tool_ref}]
+        });
+        std::fs::write(r.join("restaurant.json"), cfg.to_string()).unwrap();
+        std::fs::write(
+            r.join("knowledge_base.json"),
+            r#"{"restaurant_id":"r1","version":1}"#,
+        )
+        .unwrap();
+    }
+
+    /// The policy build writes a flat `{name: sha256}` manifest next to `<name>.wasm`.
+    #[test]
+    fn flat_manifest_resolves_builtins_and_checks_hashes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (rdir, pdir) = (tmp.path().join("restaurants"), tmp.path().join("policies"));
+        std::fs::create_dir_all(&pdir).unwrap();
+        restaurant(&rdir, 1, "builtin:take_order");
+        let module = b"\0asm\x01\0\0\0take_order".to_vec();
+        let sha = crate::sha256_hex(&module);
+        std::fs::write(pdir.join("take_order.wasm"), &module).unwrap();
+        let manifest = pdir.join("manifest.json");
+        std::fs::write(
+            &manifest,
+            serde_json::json!({ "take_order": sha }).to_string(),
+        )
+        .unwrap();
+        let store = Store::open_in_memory().unwrap();
+        let opts = SeedOptions {
+            manifest: Some(manifest.clone()),
+            strict: true,
+        };
+        let report = seed_from_dir(&store, &rdir, &opts, 0).unwrap();
+        assert_eq!(report.seeded, vec!["r1"]);
+        assert_eq!(
+            store.restaurant("r1").unwrap().unwrap().tools[0].module_sha256,
+            sha
+        );
+        assert_eq!(store.policy(&sha).unwrap().unwrap(), module);
+        // Same version again: kept (admin edits survive restarts).
+        assert_eq!(
+            seed_from_dir(&store, &rdir, &opts, 0).unwrap().kept,
+            vec!["r1"]
+        );
+        // Bytes that do not match the manifest are refused.
+        std::fs::write(pdir.join("take_order.wasm"), b"\0asm tampered").unwrap();
+        let err = seed_from_dir(&Store::open_in_memory().unwrap(), &rdir, &opts, 0).unwrap_err();
+        assert!(err.to_string().contains("manifest says"), "{err}");
+    }
+
+    #[test]
+    fn unresolved_builtins_fail_strict_and_are_dropped_otherwise() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rdir = tmp.path().join("restaurants");
+        restaurant(&rdir, 1, "builtin:take_order");
+        let missing = tmp.path().join("none/manifest.json");
+        let strict = SeedOptions {
+            manifest: Some(missing.clone()),
+            strict: true,
+        };
+        let err = seed_from_dir(&Store::open_in_memory().unwrap(), &rdir, &strict, 0).unwrap_err();
+        assert!(err.to_string().contains("cargo xtask build-wasm"), "{err}");
+        let lenient = SeedOptions {
+            manifest: Some(missing),
+            strict: false,
+        };
+        let store = Store::open_in_memory().unwrap();
+        let report = seed_from_dir(&store, &rdir, &lenient, 0).unwrap();
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("take_order dropped")),
+            "{report:?}"
+        );
+        assert!(store.restaurant("r1").unwrap().unwrap().tools.is_empty());
+        // A tool reference that is neither a hash nor builtin:<name> is a clear error.
+        restaurant(&rdir, 2, "latest");
+        let err = seed_from_dir(&store, &rdir, &lenient, 0).unwrap_err();
+        assert!(err.to_string().contains("64 hex chars"), "{err}");
+    }
+}
