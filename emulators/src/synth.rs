@@ -8,6 +8,11 @@
 //! separate syllables, words and sentences, so duration follows the text's length (about
 //! 4 syllables per second). Same text + voice + rate → same samples, every time.
 //! Results are cached (bounded) because load tests speak the same lines thousands of times.
+//!
+//! Intelligible speech, opt-in: with `PULSARA_SYNTH=espeak-ng` and `espeak-ng` installed
+//! (Debian package `espeak-ng`), lines are spoken by espeak-ng instead (resampled to the target
+//! rate with the media crate's resampler, normalised to the same loudness). Any failure falls
+//! back to the built-in synthesizer, so nothing depends on it.
 use std::collections::HashMap;
 use std::f32::consts::PI;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -102,26 +107,121 @@ pub fn duration_ms(text: &str) -> u64 {
 
 /// Synthesize `text` as PCM16 mono at `rate` Hz (cached).
 pub fn synthesize(text: &str, voice: Voice, rate: u32) -> Arc<[i16]> {
-    type Key = (String, u32, u32, u32);
+    type Key = (String, u32, u32, u32, bool);
     static CACHE: OnceLock<Mutex<HashMap<Key, Arc<[i16]>>>> = OnceLock::new();
     const CACHE_MAX: usize = 256;
+    let use_espeak = std::env::var("PULSARA_SYNTH").is_ok_and(|v| v == "espeak-ng");
     let key = (
         text.to_owned(),
         voice.f0_hz.to_bits(),
         voice.formant_scale.to_bits(),
         rate,
+        use_espeak,
     );
     let cache = CACHE.get_or_init(Default::default);
     if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return hit.clone();
     }
-    let samples: Arc<[i16]> = render(text, voice, rate.max(8000)).into();
+    let rate = rate.max(8000);
+    let rendered = if use_espeak {
+        espeak(text, voice, rate)
+    } else {
+        None
+    };
+    let samples: Arc<[i16]> = rendered.unwrap_or_else(|| render(text, voice, rate)).into();
     let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
     if map.len() >= CACHE_MAX {
         map.clear();
     }
     map.insert(key, samples.clone());
     samples
+}
+
+/// Speak `text` with espeak-ng (female voice for the agent, male for the caller) at `rate` Hz.
+/// `None` when espeak-ng is missing or fails.
+pub fn espeak(text: &str, voice: Voice, rate: u32) -> Option<Vec<i16>> {
+    if text.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let v = if voice.f0_hz > 150.0 {
+        "en-us+f3"
+    } else {
+        "en-us+m3"
+    };
+    let out = std::process::Command::new("espeak-ng")
+        .args(["-v", v, "-s", "165", "--stdout", "--", text])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let (src_rate, pcm) = parse_streamed_wav(&out.stdout)?;
+    let samples = if src_rate == rate {
+        pcm
+    } else {
+        pulsara_media::audio::Resampler::new(src_rate, rate).process_vec(&pcm)
+    };
+    let mut samples = compress_pauses(&samples, rate, 280);
+    let peak = samples
+        .iter()
+        .map(|s| s.unsigned_abs())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f32;
+    for s in &mut samples {
+        *s = (*s as f32 / peak * PEAK).round() as i16;
+    }
+    Some(samples)
+}
+
+/// Trim leading/trailing silence and shorten every internal pause to at most `max_ms`, so a
+/// sentence break inside one utterance never looks like the end of a turn (the VAD ends a turn
+/// after 400 ms of silence). Silence = 10 ms windows with peak below 1/50 of the line's peak.
+fn compress_pauses(x: &[i16], rate: u32, max_ms: u32) -> Vec<i16> {
+    let win = (rate / 100).max(1) as usize;
+    let peak = x.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    let floor = (peak / 50).max(1);
+    let loud: Vec<bool> = x
+        .chunks(win)
+        .map(|c| c.iter().any(|s| s.unsigned_abs() > floor))
+        .collect();
+    let (Some(first), Some(last)) = (loud.iter().position(|&l| l), loud.iter().rposition(|&l| l))
+    else {
+        return Vec::new();
+    };
+    let max_quiet = (max_ms as usize * rate as usize / 1000) / win;
+    let mut out = Vec::with_capacity(x.len());
+    let mut quiet_run = 0;
+    for (i, chunk) in x.chunks(win).enumerate().take(last + 1).skip(first) {
+        if loud[i] {
+            quiet_run = 0;
+        } else {
+            quiet_run += 1;
+            if quiet_run > max_quiet {
+                continue;
+            }
+        }
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// espeak-ng writes a WAV to a pipe with placeholder sizes; read the format and take every
+/// byte after the `data` tag.
+fn parse_streamed_wav(b: &[u8]) -> Option<(u32, Vec<i16>)> {
+    if b.len() < 44 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" || &b[12..16] != b"fmt " {
+        return None;
+    }
+    let channels = u16::from_le_bytes([b[22], b[23]]);
+    let rate = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    let bits = u16::from_le_bytes([b[34], b[35]]);
+    if channels != 1 || bits != 16 || rate == 0 {
+        return None;
+    }
+    let data = b.windows(4).position(|w| w == b"data")? + 8;
+    Some((
+        rate,
+        pulsara_media::audio::pcm::bytes_to_samples(b.get(data..)?),
+    ))
 }
 
 /// A tiny deterministic noise source (xorshift32).
@@ -275,6 +375,58 @@ mod tests {
             })
             .unwrap();
         assert!((59..=62).contains(&best), "lag {best}");
+    }
+
+    #[test]
+    fn espeak_ng_when_installed() {
+        let installed = std::process::Command::new("espeak-ng")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            eprintln!("espeak-ng not installed; the built-in synthesizer is the only engine here");
+            assert!(espeak("hello", Voice::AGENT, 8000).is_none());
+            return;
+        }
+        let x = espeak(
+            "Buongiorno, Trattoria Roma, how can I help you?",
+            Voice::AGENT,
+            16000,
+        )
+        .unwrap();
+        let secs = x.len() as f64 / 16000.0;
+        assert!((1.5..5.0).contains(&secs), "{secs} s");
+        assert!(x.iter().any(|&s| s.unsigned_abs() >= 8900));
+        let mut vad = crate::vad::Vad::new(16000);
+        let mut ev = vad.push(&x);
+        ev.extend(vad.push(&vec![0; 16000]));
+        assert!(ev.len() >= 2, "{ev:?}");
+    }
+
+    #[test]
+    fn long_pauses_are_shortened() {
+        let mut x = vec![0i16; 800];
+        x.extend(std::iter::repeat_n(5000i16, 800));
+        x.extend(vec![0i16; 8000]); // 1 s pause
+        x.extend(std::iter::repeat_n(-5000i16, 800));
+        x.extend(vec![0i16; 800]);
+        let y = compress_pauses(&x, 8000, 280);
+        // Leading/trailing silence gone; the pause is 280 ms (+ <10 ms rounding).
+        assert_eq!(y.len(), 800 + 2240 + 800);
+        assert_eq!(y[0], 5000);
+        assert_eq!(*y.last().unwrap(), -5000);
+    }
+
+    #[test]
+    fn streamed_wav_header_parsing() {
+        let mut b = b"RIFF\xff\xff\xff\x7fWAVEfmt ".to_vec();
+        b.extend_from_slice(&[
+            16, 0, 0, 0, 1, 0, 1, 0, 0x22, 0x56, 0, 0, 0x44, 0xac, 0, 0, 2, 0, 16, 0,
+        ]);
+        b.extend_from_slice(b"data\x00\xf0\xff\x7f");
+        b.extend_from_slice(&[1, 0, 0xff, 0xff]);
+        assert_eq!(parse_streamed_wav(&b), Some((22050, vec![1, -1])));
+        assert_eq!(parse_streamed_wav(b"RIFF"), None);
     }
 
     #[test]

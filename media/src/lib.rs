@@ -59,7 +59,7 @@ impl CodecError {
 /// needs to know the text is safe to splice into JSON and plausible audio.
 pub fn is_valid_base64(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() % 4 != 0 {
+    if b.len() & 3 != 0 {
         return false;
     }
     let pad = b.iter().rev().take_while(|&&c| c == b'=').count();
