@@ -12,6 +12,8 @@
 //!                                          # script in the emulator via the `caller_number`
 //!                                          # dynamic variable the bridge sends
 //! to = "+390612345678"                     # the restaurant's number
+//! at = "2026-12-04T18:30:00Z"              # when the call happens (RFC 3339; the demo's clock
+//!                                          # jumps there; equal instants run concurrently)
 //!
 //! [agent]
 //! agent_id = "agent_trattoria_roma"
@@ -61,6 +63,7 @@
 //! transferred = false
 //! interrupted = false
 //! fallback = false                         # the call ended in the restaurant's fallback
+//! edge = "stream"                          # the edge's answer: stream | voicemail | dial | message
 //! ```
 //!
 //! Audio: caller utterances are synthesized ([`crate::synth`]) with the caller voice as μ-law
@@ -110,7 +113,7 @@ pub struct Scenario {
     pub expect: Expect,
 }
 
-/// Numbers of the call.
+/// Numbers and time of the call.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallInfo {
@@ -118,6 +121,10 @@ pub struct CallInfo {
     pub from: String,
     #[serde(default)]
     pub to: String,
+    /// The instant the call happens at (RFC 3339, e.g. `2026-12-04T18:30:00Z`): the demo sets
+    /// its clock there, and runs scenarios sharing an instant at the same time.
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
 fn default_format() -> Format {
@@ -393,6 +400,13 @@ impl Scenario {
         if self.agent.agent_id.is_empty() {
             return Err(bad("agent.agent_id is empty".into()));
         }
+        if let Some(at) = &self.call.at {
+            if !looks_like_rfc3339(at) {
+                return Err(bad(format!(
+                    "call.at `{at}` is not an RFC 3339 instant like 2026-12-04T18:30:00Z"
+                )));
+            }
+        }
         for (i, step) in self.caller.steps.iter().enumerate() {
             let (_, action) = step
                 .parts()
@@ -420,6 +434,43 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// Shape check for `YYYY-MM-DDTHH:MM:SS` followed by `Z` or `±HH:MM` (the demo parses it fully).
+fn looks_like_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let base = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && (b[10] == b'T' || b[10] == b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !base {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    rest == "Z" || rest == "z" || {
+        let r = rest.as_bytes();
+        r.len() == 6
+            && (r[0] == b'+' || r[0] == b'-')
+            && r[3] == b':'
+            && r[1..3].iter().chain(&r[4..6]).all(u8::is_ascii_digit)
     }
 }
 
@@ -489,6 +540,26 @@ custom_check = 3
             Scenario::from_toml(&bad_fmt, "x"),
             Err(ScenarioError::Parse { .. })
         ));
+        let bad_at = EXAMPLE.replace(
+            "to = \"+15550002\"",
+            "to = \"+15550002\"\nat = \"tomorrow\"",
+        );
+        assert!(matches!(
+            Scenario::from_toml(&bad_at, "x"),
+            Err(ScenarioError::Invalid { .. })
+        ));
+        let good_at = EXAMPLE.replace(
+            "to = \"+15550002\"",
+            "to = \"+15550002\"\nat = \"2026-12-04T19:30:00+01:00\"",
+        );
+        assert_eq!(
+            Scenario::from_toml(&good_at, "x")
+                .unwrap()
+                .call
+                .at
+                .as_deref(),
+            Some("2026-12-04T19:30:00+01:00")
+        );
         let typo = EXAMPLE.replace("after_agent_ms = 300", "after_agnt_ms = 300");
         assert!(matches!(
             Scenario::from_toml(&typo, "x"),
@@ -504,6 +575,16 @@ custom_check = 3
         for s in &all {
             assert!(!s.caller.steps.is_empty(), "{}", s.name);
             assert!(!s.call.from.is_empty(), "{}", s.name);
+            assert!(s.call.at.is_some(), "{} has no instant", s.name);
+        }
+        // Every caller number picks exactly one script per agent.
+        let mut seen = std::collections::HashSet::new();
+        for s in &all {
+            assert!(
+                seen.insert((s.agent.agent_id.clone(), s.call.from.clone())),
+                "{} reuses a caller number",
+                s.name
+            );
         }
     }
 }

@@ -184,10 +184,25 @@ async fn caller_speaks_twilio_and_plays_marks_and_clears_like_twilio() {
     // Marks: ordinary ones echoed after their audio; the one queued behind 2 s of audio comes
     // back at once with the clear, flagged as cleared; the loud burst is never played.
     let clear_at = res.clears_ms[0];
+    // (Echo marks still waiting behind unplayed audio at that moment come back with it too.)
     let cleared: Vec<_> = res.marks.iter().filter(|m| m.cleared).collect();
-    assert_eq!(cleared.len(), 1, "{:?}", res.marks);
-    assert_eq!(cleared[0].name, "before-clear");
-    assert_eq!(cleared[0].echoed_ms, clear_at);
+    assert!(
+        cleared.iter().any(|m| m.name == "before-clear"),
+        "{:?}",
+        res.marks
+    );
+    assert!(
+        cleared
+            .iter()
+            .all(|m| m.echoed_ms == clear_at && m.received_ms <= clear_at),
+        "{:?}",
+        res.marks
+    );
+    assert!(res
+        .marks
+        .iter()
+        .filter(|m| m.received_ms > clear_at)
+        .all(|m| !m.cleared));
     assert!(res.cleared_samples >= 16000);
     assert!(s.marks_back.contains(&"before-clear".to_owned()));
     assert!(res
