@@ -1092,6 +1092,112 @@ pub fn formats_of(script: &AgentScript) -> (Format, Format) {
 mod tests {
     use super::*;
 
+    use proptest::strategy::Strategy as _;
+
+    fn engine() -> (Engine, Arc<Mutex<ConversationRecord>>) {
+        let sc = Scenario::from_toml(
+            r#"
+name = "p"
+[agent]
+agent_id = "a"
+input_format = "pcm_16000"
+[[agent.turns]]
+user = "u1"
+agent = "Reply one with {result}"
+[[agent.turns.tool_calls]]
+tool = "t"
+params = { x = 1 }
+[[agent.turns]]
+user = "u2"
+agent = "Reply two"
+"#,
+            "inline",
+        )
+        .unwrap();
+        let rec = Arc::new(Mutex::new(ConversationRecord::default()));
+        (
+            Engine::new(sc.agent, BTreeMap::new(), rec.clone(), true),
+            rec,
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn engine_survives_arbitrary_client_frames(frames in proptest::collection::vec(
+            proptest::prop_oneof![
+                "\\PC{0,80}",
+                proptest::collection::vec(proptest::num::u8::ANY, 0..700).prop_map(|b| format!(r#"{{"user_audio_chunk":"{}"}}"#, B64.encode(b))),
+                (0u64..20).prop_map(|id| format!(r#"{{"type":"pong","event_id":{id}}}"#)),
+                "[a-z_]{1,12}".prop_map(|id| format!(r#"{{"type":"client_tool_result","tool_call_id":"{id}","result":"r","is_error":false}}"#)),
+                proptest::strategy::Just(r#"{"type":"user_activity"}"#.to_owned()),
+            ], 0..40)) {
+            let (mut e, rec) = engine();
+            let now = Instant::now();
+            let _ = e.start("c", None);
+            for f in &frames {
+                for o in e.on_text(f, now) {
+                    if let Output::Send(t) = o {
+                        proptest::prop_assert!(convai::parse_server(&t).is_ok(), "{}", t);
+                    }
+                }
+                let _ = e.ping(now);
+            }
+            let _ = e.on_tool_timeout(now + Duration::from_secs(60));
+            e.finish("done", now + Duration::from_secs(61));
+            proptest::prop_assert!(lock(&rec).ended.is_some());
+        }
+    }
+
+    #[test]
+    fn engine_turn_with_tool_and_barge_in_sans_io() {
+        let (mut e, rec) = engine();
+        let now = Instant::now();
+        let start = e.start("c", None);
+        // metadata, agent_response, then the greeting audio in 250 ms chunks.
+        let greeting_ms = crate::synth::duration_ms("Hello, how can I help you?");
+        assert_eq!(start.len() as u64, 2 + greeting_ms.div_ceil(250));
+        // Speech at 16 kHz PCM after 3 s of silence.
+        let speech = crate::synth::synthesize("hello there friend", Voice::CALLER, 16000);
+        let mut pcm = vec![0i16; 48000];
+        pcm.extend_from_slice(&speech);
+        pcm.extend(vec![0i16; 16000]);
+        let mut kinds = Vec::new();
+        for c in pcm.chunks(320) {
+            let bytes = pulsara_media::audio::pcm::samples_to_bytes(c);
+            let frame = convai::user_audio_chunk_json(&B64.encode(bytes)).unwrap();
+            for o in e.on_text(&frame, now) {
+                if let Output::Send(t) = o {
+                    kinds.push(convai::parse_server(&t).unwrap().into_owned());
+                }
+            }
+        }
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert_eq!(
+            kinds[0],
+            ServerMessage::UserTranscript { text: "u1".into() }
+        );
+        let ServerMessage::ClientToolCall(call) = &kinds[1] else {
+            panic!()
+        };
+        let result = ClientMessage::ClientToolResult {
+            tool_call_id: call.tool_call_id.clone(),
+            result: "R!".into(),
+            is_error: false,
+        };
+        let out = e.on_text(&result.to_json(), now);
+        let ServerMessage::AgentResponse { text } = convai::parse_server(match &out[0] {
+            Output::Send(t) => t,
+            _ => panic!(),
+        })
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(text, "Reply one with R!");
+        assert!(out.len() > 2, "audio follows");
+        assert_eq!(lock(&rec).tool_results.len(), 1);
+        assert_eq!(lock(&rec).turns_completed, 1);
+    }
+
     #[test]
     fn cut_text_at_word_boundaries() {
         let t = "We open at nine tomorrow morning";
