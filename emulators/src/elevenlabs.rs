@@ -529,6 +529,8 @@ pub struct Engine {
     outstanding_pings: BTreeMap<u64, Instant>,
     last_rtt_ms: Option<u64>,
     decoded: Vec<i16>,
+    /// Replies held back by `response_delay_ms`: (release at audio-clock ms, output).
+    delayed: std::collections::VecDeque<(u64, Output)>,
 }
 
 impl Engine {
@@ -555,6 +557,7 @@ impl Engine {
             outstanding_pings: BTreeMap::new(),
             last_rtt_ms: None,
             decoded: Vec::new(),
+            delayed: std::collections::VecDeque::new(),
         }
     }
 
@@ -608,11 +611,27 @@ impl Engine {
             .or_else(|| self.script.greeting.clone())
             .unwrap_or_else(|| "Hello, how can I help you?".to_owned());
         let greeting = self.substitute(&greeting);
-        self.speak(&greeting, &mut out);
+        let now = self.now_ms();
+        self.speak_at(&greeting, now, &mut out);
         out
     }
 
+    /// A reply: immediate, or held back by `response_delay_ms` on the audio clock.
     fn speak(&mut self, text: &str, out: &mut Vec<Output>) {
+        let delay = self.script.response_delay_ms;
+        let now = self.now_ms();
+        if delay == 0 {
+            self.speak_at(text, now, out);
+            return;
+        }
+        let due = now + delay;
+        let mut held = Vec::new();
+        self.speak_at(text, due, &mut held);
+        self.delayed.extend(held.into_iter().map(|o| (due, o)));
+    }
+
+    /// Emit `text` and its audio; the audio starts playing at `at_ms` (or after what is playing).
+    fn speak_at(&mut self, text: &str, at_ms: u64, out: &mut Vec<Output>) {
         out.push(Output::Send(
             ServerMessage::AgentResponse {
                 text: text.to_owned(),
@@ -645,7 +664,7 @@ impl Engine {
             r.agent_audio_chunks += bytes.chunks(chunk.max(2)).count() as u64;
             r.agent_audio_bytes += bytes.len() as u64;
         }
-        let start = self.playing_until_ms.max(self.now_ms());
+        let start = self.playing_until_ms.max(at_ms);
         self.playing_until_ms = start + dur;
         self.playing = Some((text.to_owned(), start, dur, last_id));
     }
@@ -733,6 +752,12 @@ impl Engine {
                     }
                 }
                 self.decoded = samples;
+                let now_ms = self.now_ms();
+                while self.delayed.front().is_some_and(|(due, _)| *due <= now_ms) {
+                    if let Some((_, o)) = self.delayed.pop_front() {
+                        out.push(o);
+                    }
+                }
             }
             ClientMessage::Pong { event_id } => {
                 let mut r = lock(&self.record);
@@ -790,6 +815,22 @@ impl Engine {
         let Some((text, start, dur, last_id)) = self.playing.take() else {
             return;
         };
+        if self
+            .delayed
+            .iter()
+            .any(|(_, o)| matches!(o, Output::Send(_)))
+        {
+            // The reply was still "thinking": drop it unsent (nothing was heard, nothing to correct).
+            self.delayed.retain(|(_, o)| !matches!(o, Output::Send(_)));
+            self.playing_until_ms = at_ms;
+            self.event("out", "reply_cancelled", text.clone());
+            lock(&self.record).interruptions.push(InterruptionRecord {
+                at_ms,
+                original: text,
+                corrected: String::new(),
+            });
+            return;
+        }
         let heard = at_ms.saturating_sub(start) as f64 / dur.max(1) as f64;
         let corrected = cut_text(&text, heard);
         self.playing_until_ms = at_ms;
@@ -888,9 +929,11 @@ impl Engine {
         if self.script.faults.drop_after_turn == Some(turn + 1)
             || self.script.faults.drop_after_turn == Some(done)
         {
-            out.push(Output::DropAfter(Duration::from_millis(
-                self.script.faults.drop_delay_ms,
-            )));
+            let drop = Output::DropAfter(Duration::from_millis(self.script.faults.drop_delay_ms));
+            match self.delayed.back().map(|(due, _)| *due) {
+                Some(due) => self.delayed.push_back((due, drop)),
+                None => out.push(drop),
+            }
         }
     }
 
@@ -1196,6 +1239,71 @@ agent = "Reply two"
         assert!(out.len() > 2, "audio follows");
         assert_eq!(lock(&rec).tool_results.len(), 1);
         assert_eq!(lock(&rec).turns_completed, 1);
+    }
+
+    #[test]
+    fn response_delay_holds_the_reply_on_the_audio_clock() {
+        let sc = Scenario::from_toml(
+            r#"
+name = "d"
+[agent]
+agent_id = "a"
+response_delay_ms = 600
+[[agent.turns]]
+user = "u1"
+agent = "Reply one"
+[[agent.turns]]
+user = "u2"
+agent = "Reply two"
+"#,
+            "inline",
+        )
+        .unwrap();
+        let rec = Arc::new(Mutex::new(ConversationRecord::default()));
+        let mut e = Engine::new(sc.agent, BTreeMap::new(), rec.clone(), false);
+        let now = Instant::now();
+        let _ = e.start("c", None);
+        let speech: Vec<u8> = crate::synth::synthesize("hello there", Voice::CALLER, 8000)
+            .iter()
+            .map(|&s| pulsara_media::audio::mulaw::encode(s))
+            .collect();
+        let feed = |e: &mut Engine, bytes: &[u8]| -> Vec<(u64, String)> {
+            let mut got = Vec::new();
+            for c in bytes.chunks(160) {
+                let f = convai::user_audio_chunk_json(&B64.encode(c)).unwrap();
+                for o in e.on_text(&f, now) {
+                    if let Output::Send(t) = o {
+                        got.push((
+                            e.now_ms(),
+                            convai::parse_server(&t).unwrap().kind().to_owned(),
+                        ));
+                    }
+                }
+            }
+            got
+        };
+        let mut audio = vec![0xFFu8; 8 * 3000];
+        audio.extend_from_slice(&speech);
+        audio.extend(vec![0xFFu8; 8 * 2000]);
+        let got = feed(&mut e, &audio);
+        let transcript_at = got.iter().find(|(_, k)| k == "user_transcript").unwrap().0;
+        let reply_at = got.iter().find(|(_, k)| k == "agent_response").unwrap().0;
+        assert!(
+            reply_at >= transcript_at + 600 && reply_at <= transcript_at + 640,
+            "{transcript_at} → {reply_at}"
+        );
+        // Speaking again while the next reply is still held back cancels it silently.
+        let mut audio = vec![0xFFu8; 8 * 3000];
+        audio.extend_from_slice(&speech);
+        audio.extend(vec![0xFFu8; 8 * 400]); // the turn ends, the reply is held …
+        audio.extend_from_slice(&speech); // … and the caller talks over the silence.
+        audio.extend(vec![0xFFu8; 8 * 3000]);
+        let got = feed(&mut e, &audio);
+        assert!(!got.iter().any(|(_, k)| k == "interruption"), "{got:?}");
+        let r = lock(&rec);
+        assert_eq!(r.interruptions.len(), 1);
+        assert_eq!(r.interruptions[0].corrected, "");
+        assert_eq!(r.interruptions[0].original, "Reply two");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //!                                          # allow_overrides is true (default)
 //! ping_interval_ms = 2000                  # 0 = no pings
 //! tool_timeout_ms = 10000                  # wait for client_tool_result this long
+//! response_delay_ms = 0                    # "thinking" time before each reply (user-audio clock)
 //!
 //! [[agent.turns]]                          # consumed one per caller utterance, in order
 //! user = "I'd like a large margherita."    # sent as user_transcript when the utterance ends
@@ -161,6 +162,10 @@ pub struct AgentScript {
     pub ping_interval_ms: u64,
     #[serde(default = "default_tool_timeout")]
     pub tool_timeout_ms: u64,
+    /// "Thinking" time before each reply (not the greeting), on the user-audio clock: the
+    /// reply is released once this much more caller audio has arrived. 0 = immediate.
+    #[serde(default)]
+    pub response_delay_ms: u64,
     #[serde(default)]
     pub turns: Vec<Turn>,
     #[serde(default)]
