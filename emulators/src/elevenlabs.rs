@@ -276,7 +276,14 @@ pub async fn run(
     let state = Arc::new(ElState {
         api_key: config.api_key,
         agents,
-        ws_base: config.ws_base.unwrap_or_else(|| format!("ws://{addr}")),
+        ws_base: config.ws_base.unwrap_or_else(|| {
+            // A wildcard bind still hands out a connectable loopback URL.
+            let mut a = addr;
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("ws://{a}")
+        }),
         require_signed_url: config.require_signed_url,
         record_audio: config.record_audio,
         max_conversations: config.max_conversations,
