@@ -9,8 +9,15 @@
 //! - [`scenario`]: the TOML scenario format shared by all three and the demo.
 //! - [`synth`]: deterministic speech-like audio; [`vad`]: energy voice-activity detection.
 //!
-//! Each server has `run(listener, config, …, shutdown)` for in-process use on `127.0.0.1:0`
-//! and a one-line `serve(addr, …)` for the command line.
+//! Entry points:
+//! - in-process: [`elevenlabs::spawn`]`(ElevenLabsConfig)` / [`twilio_rest::spawn`]`(RestConfig)`
+//!   bind `127.0.0.1:0` and return a handle with `addr`, `base_url()`, the shared recorder and
+//!   `shutdown()`; `run(listener, config, …, shutdown)` when the caller owns the listener;
+//! - command line: [`elevenlabs::serve`]`(addr, scenarios_dir, api_key, shutdown)` and
+//!   [`twilio_rest::serve`]`(addr, RestConfig, shutdown)`;
+//! - a call: [`caller::run_call`]`(ws_url, CallParams, &scenario.caller, CallerOptions)` →
+//!   [`caller::CallResult`] (use [`caller::stream_from_twiml`] to take the URL and parameters
+//!   from the edge's TwiML, and `RestRecorder::wait_call_update` as the stop signal).
 #![forbid(unsafe_code)]
 
 pub mod caller;
