@@ -9,6 +9,8 @@
 //! refuses unless `PUBLIC_BASE_URL` is loopback).
 //!
 //! The artefacts must be built first; this test fails (it does not skip) when they are missing.
+//! `tests/benches/edge_workerd.rs` reuses this harness to measure the worker.
+#![allow(dead_code)] // Items used only by the benchmark that includes this file.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,13 +24,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use pulsara_core::config::RestaurantConfig;
-use pulsara_core::handoff::HandoffKeys;
 use pulsara_core::secret::Secret;
 use pulsara_core::webhooks::ReplayGuard;
 use pulsara_core::{request_auth, twilio, webhooks};
 use pulsara_tests::process::{free_port, repo_root, ProcessGroup, TempDir};
 
-const TWILIO_AUTH_TOKEN: &str = "test-twilio-auth-token";
+pub(crate) const TWILIO_AUTH_TOKEN: &str = "test-twilio-auth-token";
 const HANDOFF_KEYS: &str = "k2:edge-test-handoff-key-0123456789";
 const DASHBOARD_KEY_ID: &str = "edge-test";
 const DASHBOARD_SIGNING_SECRET: &str = "edge-test-dashboard-signing-secret";
@@ -36,7 +37,7 @@ const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const ELEVENLABS_SECRET: &str = "edge-test-elevenlabs-secret";
 
 /// Instants the opening-hours decision is pinned to (checked against `restaurants/`).
-mod at {
+pub(crate) mod at {
     /// Tuesday 1 Dec 2026 13:00 in Rome: Trattoria Roma is serving lunch.
     pub const ROME_TUESDAY_LUNCH: i64 = 1_796_126_400;
     /// Monday 30 Nov 2026 10:00 in Rome: Trattoria Roma is closed on Mondays (voicemail).
@@ -52,12 +53,12 @@ mod at {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Default)]
-struct Dashboard {
+pub(crate) struct Dashboard {
     /// E.164 → config served for it.
     by_number: Mutex<HashMap<String, RestaurantConfig>>,
     /// When set, every request hangs for 10 s and then fails (slower than the edge's 2 s timeout).
-    hang: AtomicBool,
-    config_requests: AtomicUsize,
+    pub(crate) hang: AtomicBool,
+    pub(crate) config_requests: AtomicUsize,
     /// Requests whose signature failed verification (path + reason).
     bad_signatures: Mutex<Vec<String>>,
     /// Forwarded events: (path, JSON body).
@@ -66,7 +67,7 @@ struct Dashboard {
 }
 
 impl Dashboard {
-    fn load_restaurants() -> Self {
+    pub(crate) fn load_restaurants() -> Self {
         let d = Dashboard::default();
         let dir = repo_root().join("restaurants");
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -91,7 +92,7 @@ impl Dashboard {
     }
 }
 
-async fn dashboard(State(d): State<Arc<Dashboard>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn dashboard(State(d): State<Arc<Dashboard>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path_and_query = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let verified = {
@@ -139,10 +140,10 @@ async fn dashboard(State(d): State<Arc<Dashboard>>, method: Method, uri: Uri, he
 // The edge in workerd
 // ---------------------------------------------------------------------------------------------
 
-struct Edge {
-    base: String,
-    http: reqwest::Client,
-    wrangler: ProcessGroup,
+pub(crate) struct Edge {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) wrangler: ProcessGroup,
     _dir: TempDir,
 }
 
@@ -175,7 +176,7 @@ fn check_artefacts(root: &Path) {
 }
 
 impl Edge {
-    async fn start(dashboard_url: &str) -> Edge {
+    pub(crate) async fn start(dashboard_url: &str) -> Edge {
         let root = repo_root();
         check_artefacts(&root);
         let dir = TempDir::new("pulsara-edge-workerd");
@@ -262,7 +263,7 @@ impl Edge {
         (status, text, started.elapsed())
     }
 
-    async fn call(&self, sid: &str, to: &str, test_now: i64) -> (u16, String, Duration) {
+    pub(crate) async fn call(&self, sid: &str, to: &str, test_now: i64) -> (u16, String, Duration) {
         let params = [("CallSid", sid), ("AccountSid", "ACtest"), ("From", "+14155550123"), ("To", to), ("CallStatus", "ringing")];
         self.twilio("/twilio/voice", &params, Some(test_now), None).await
     }
@@ -286,7 +287,7 @@ impl Edge {
 }
 
 /// The value of `<Parameter name="{name}" value="…"/>`.
-fn parameter(twiml: &str, name: &str) -> String {
+pub(crate) fn parameter(twiml: &str, name: &str) -> String {
     let marker = format!("<Parameter name=\"{name}\" value=\"");
     let start = twiml.find(&marker).unwrap_or_else(|| panic!("no parameter {name} in {twiml}")) + marker.len();
     twiml[start..].split('"').next().unwrap().to_owned()
@@ -300,7 +301,7 @@ async fn edge_worker_in_workerd() {
     let app = axum::Router::new().fallback(dashboard).with_state(stub.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let edge = Edge::start(&dashboard_url).await;
-    let keys = HandoffKeys::parse(&Secret::new(HANDOFF_KEYS)).unwrap();
+    let keys = pulsara_core::handoff::HandoffKeys::parse(&Secret::new(HANDOFF_KEYS)).unwrap();
 
     const ROMA: &str = "+390612345678";
     const ROMA_2: &str = "+390612345679";
