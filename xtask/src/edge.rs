@@ -1,7 +1,7 @@
 //! Building and benchmarking the edge worker.
 //!
 //! `build` runs worker-build (pinned) in `edge/`, which compiles `pulsara-edge` to
-//! `wasm32-unknown-unknown` (in `target/wasm`, separate from native builds), runs wasm-bindgen,
+//! `wasm32-unknown-unknown` (in `target/wasm-edge`, separate from native builds), runs wasm-bindgen,
 //! wasm-opt and esbuild, and writes `edge/build/index.js` + `edge/build/index_bg.wasm`: the files
 //! `wrangler.toml` points at. Size-oriented release settings are applied through
 //! `CARGO_PROFILE_RELEASE_*` for this build only.
@@ -23,6 +23,12 @@ pub fn artefacts() -> (PathBuf, PathBuf) {
     (dir.join("index.js"), dir.join("index_bg.wasm"))
 }
 
+/// The edge's own wasm target dir: its size-oriented profile differs from other wasm builds, and a
+/// separate directory lets them build without waiting on each other's lock.
+fn target_dir(tc: &Wasm) -> PathBuf {
+    tc.root.join("target").join("wasm-edge")
+}
+
 /// Builds the worker into `edge/build/`.
 ///
 /// # Errors
@@ -40,7 +46,7 @@ pub fn build(tc: &Wasm) -> Result<()> {
         .arg("--release")
         .arg("--")
         .arg("--target-dir")
-        .arg(tc.target_dir());
+        .arg(target_dir(tc));
     util::run(&mut cmd).context("building the edge worker failed")?;
     let (js, wasm) = artefacts();
     if !js.exists() || !wasm.exists() {
@@ -51,7 +57,39 @@ pub fn build(tc: &Wasm) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench edge`.
+/// `cargo xtask bench edge`: builds the worker, prints its size (raw, gzip -9, and the bundle
+/// `wrangler deploy --dry-run` would upload), runs the criterion benchmark of the core natively and
+/// the workerd benchmark (`tests/benches/edge_workerd.rs`).
 pub fn bench() -> Result<()> {
-    bail!("edge benchmark not implemented yet")
+    let tc = Wasm::prepare()?;
+    build(&tc)?;
+
+    util::step("worker size");
+    let (js, wasm) = artefacts();
+    let raw = std::fs::metadata(&wasm)?.len() + std::fs::metadata(&js)?.len();
+    let gz = gzip_len(&wasm)? + gzip_len(&js)?;
+    eprintln!("    edge/build (index.js + index_bg.wasm): {} KiB raw, {} KiB gzip -9", raw / 1024, gz / 1024);
+    let outdir = tc.root.join("target").join("edge-dry-run");
+    let mut dry = Command::new(tc.root.join("node_modules/.bin/wrangler"));
+    dry.current_dir(&tc.root)
+        .args(["deploy", "--dry-run", "--outdir"])
+        .arg(&outdir)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false");
+    util::run(&mut dry).context("wrangler deploy --dry-run")?;
+
+    util::step("criterion: edge core, natively");
+    util::cargo(&["bench", "-p", "pulsara-edge", "--bench", "edge_core"])?;
+
+    util::step("edge in workerd (wrangler dev): time and CPU per request");
+    util::cargo(&["bench", "-p", "pulsara-tests", "--bench", "edge_workerd"])?;
+    Ok(())
+}
+
+fn gzip_len(path: &std::path::Path) -> Result<u64> {
+    let out = Command::new("gzip").arg("-9").arg("-c").arg(path).output().context("gzip")?;
+    if !out.status.success() {
+        bail!("gzip failed on {}", path.display());
+    }
+    Ok(out.stdout.len() as u64)
 }
