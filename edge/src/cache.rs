@@ -70,7 +70,9 @@ impl CachePolicy {
 
     /// How long storage should keep an entry (KV expiration): until it can no longer be used.
     pub fn storage_ttl(&self) -> u64 {
-        self.ttl_secs.saturating_add(self.stale_secs).max(MIN_STORAGE_TTL_SECS)
+        self.ttl_secs
+            .saturating_add(self.stale_secs)
+            .max(MIN_STORAGE_TTL_SECS)
     }
 }
 
@@ -89,7 +91,10 @@ pub fn webhook_key(webhook_id: &str) -> String {
 /// The dashboard's answer to "which restaurant owns this number?", classified.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fetched {
-    Config { config: Box<RestaurantConfig>, etag: Option<String> },
+    Config {
+        config: Box<RestaurantConfig>,
+        etag: Option<String>,
+    },
     NotModified,
     NotFound,
     /// Any failure: network, timeout, 5xx, unexpected status, invalid JSON.
@@ -100,7 +105,10 @@ pub enum Fetched {
 pub fn classify(upstream: &Upstream) -> Fetched {
     match upstream.status {
         200 => match serde_json::from_slice::<RestaurantConfig>(&upstream.body) {
-            Ok(config) => Fetched::Config { config: Box::new(config), etag: upstream.etag.clone() },
+            Ok(config) => Fetched::Config {
+                config: Box::new(config),
+                etag: upstream.etag.clone(),
+            },
             Err(e) => Fetched::Failed(format!("dashboard sent an invalid restaurant config: {e}")),
         },
         304 => Fetched::NotModified,
@@ -112,7 +120,10 @@ pub fn classify(upstream: &Upstream) -> Fetched {
 /// What the voice decision is handed: the restaurant's config (or why there is none).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigLookup {
-    Found { config: Box<RestaurantConfig>, source: Source },
+    Found {
+        config: Box<RestaurantConfig>,
+        source: Source,
+    },
     UnknownNumber,
     /// No usable config: the dashboard failed and nothing usable was cached.
     Unavailable(String),
@@ -151,29 +162,62 @@ pub fn resolve(
     let usable_stale = |entry: &CacheEntry| policy.freshness(entry, now) != Freshness::Expired;
     match fetched {
         None => match cached {
-            Some(e) if policy.freshness(&e, now) == Freshness::Fresh => {
-                (ConfigLookup::Found { config: Box::new(e.config), source: Source::Cache }, Write::None)
-            }
-            _ => (ConfigLookup::Unavailable("cache entry is not fresh and the dashboard was not asked".into()), Write::None),
+            Some(e) if policy.freshness(&e, now) == Freshness::Fresh => (
+                ConfigLookup::Found {
+                    config: Box::new(e.config),
+                    source: Source::Cache,
+                },
+                Write::None,
+            ),
+            _ => (
+                ConfigLookup::Unavailable(
+                    "cache entry is not fresh and the dashboard was not asked".into(),
+                ),
+                Write::None,
+            ),
         },
         Some(Fetched::Config { config, etag }) => {
-            let entry = CacheEntry { config: (*config).clone(), fetched_at: now, etag, invalidated: false };
-            (ConfigLookup::Found { config, source: Source::Dashboard }, Write::Store(Box::new(entry)))
+            let entry = CacheEntry {
+                config: (*config).clone(),
+                fetched_at: now,
+                etag,
+                invalidated: false,
+            };
+            (
+                ConfigLookup::Found {
+                    config,
+                    source: Source::Dashboard,
+                },
+                Write::Store(Box::new(entry)),
+            )
         }
         Some(Fetched::NotModified) => match cached {
             Some(mut e) => {
                 e.fetched_at = now;
                 e.invalidated = false;
                 let config = Box::new(e.config.clone());
-                (ConfigLookup::Found { config, source: Source::Dashboard }, Write::Store(Box::new(e)))
+                (
+                    ConfigLookup::Found {
+                        config,
+                        source: Source::Dashboard,
+                    },
+                    Write::Store(Box::new(e)),
+                )
             }
-            None => (ConfigLookup::Unavailable("dashboard answered 304 but nothing is cached".into()), Write::None),
+            None => (
+                ConfigLookup::Unavailable("dashboard answered 304 but nothing is cached".into()),
+                Write::None,
+            ),
         },
         Some(Fetched::NotFound) => (ConfigLookup::UnknownNumber, Write::None),
         Some(Fetched::Failed(why)) => match cached {
-            Some(e) if usable_stale(&e) => {
-                (ConfigLookup::Found { config: Box::new(e.config), source: Source::StaleCache }, Write::None)
-            }
+            Some(e) if usable_stale(&e) => (
+                ConfigLookup::Found {
+                    config: Box::new(e.config),
+                    source: Source::StaleCache,
+                },
+                Write::None,
+            ),
             _ => (ConfigLookup::Unavailable(why), Write::None),
         },
     }
@@ -192,10 +236,18 @@ mod tests {
     use super::*;
     use crate::testdata::config;
 
-    const POLICY: CachePolicy = CachePolicy { ttl_secs: 300, stale_secs: 3600 };
+    const POLICY: CachePolicy = CachePolicy {
+        ttl_secs: 300,
+        stale_secs: 3600,
+    };
 
     fn entry(fetched_at: i64) -> CacheEntry {
-        CacheEntry { config: config("r1"), fetched_at, etag: Some("\"3\"".into()), invalidated: false }
+        CacheEntry {
+            config: config("r1"),
+            fetched_at,
+            etag: Some("\"3\"".into()),
+            invalidated: false,
+        }
     }
 
     #[test]
@@ -208,34 +260,75 @@ mod tests {
         assert_eq!(POLICY.freshness(&e, 1_000 + 300 + 3600), Freshness::Expired);
         // Clock went backwards: still fresh, not a panic or an overflow.
         assert_eq!(POLICY.freshness(&e, 0), Freshness::Fresh);
-        let inv = CacheEntry { invalidated: true, ..e };
+        let inv = CacheEntry {
+            invalidated: true,
+            ..e
+        };
         assert_eq!(POLICY.freshness(&inv, 1_001), Freshness::Stale);
         assert_eq!(POLICY.storage_ttl(), 3900);
-        assert_eq!(CachePolicy { ttl_secs: 0, stale_secs: 0 }.storage_ttl(), MIN_STORAGE_TTL_SECS);
+        assert_eq!(
+            CachePolicy {
+                ttl_secs: 0,
+                stale_secs: 0
+            }
+            .storage_ttl(),
+            MIN_STORAGE_TTL_SECS
+        );
     }
 
     #[test]
     fn fresh_entry_is_used_without_dashboard() {
         let (lookup, write) = resolve(POLICY, Some(entry(1_000)), None, 1_010);
-        assert!(matches!(lookup, ConfigLookup::Found { source: Source::Cache, .. }));
+        assert!(matches!(
+            lookup,
+            ConfigLookup::Found {
+                source: Source::Cache,
+                ..
+            }
+        ));
         assert_eq!(write, Write::None);
     }
 
     #[test]
     fn dashboard_answer_is_stored() {
-        let fetched = Fetched::Config { config: Box::new(config("r1")), etag: Some("\"4\"".into()) };
+        let fetched = Fetched::Config {
+            config: Box::new(config("r1")),
+            etag: Some("\"4\"".into()),
+        };
         let (lookup, write) = resolve(POLICY, Some(entry(1_000)), Some(fetched), 2_000);
-        assert!(matches!(lookup, ConfigLookup::Found { source: Source::Dashboard, .. }));
-        let Write::Store(e) = write else { panic!("expected a store") };
-        assert_eq!((e.fetched_at, e.etag.as_deref(), e.invalidated), (2_000, Some("\"4\""), false));
+        assert!(matches!(
+            lookup,
+            ConfigLookup::Found {
+                source: Source::Dashboard,
+                ..
+            }
+        ));
+        let Write::Store(e) = write else {
+            panic!("expected a store")
+        };
+        assert_eq!(
+            (e.fetched_at, e.etag.as_deref(), e.invalidated),
+            (2_000, Some("\"4\""), false)
+        );
     }
 
     #[test]
     fn not_modified_refreshes_and_clears_invalidation() {
-        let cached = CacheEntry { invalidated: true, ..entry(1_000) };
+        let cached = CacheEntry {
+            invalidated: true,
+            ..entry(1_000)
+        };
         let (lookup, write) = resolve(POLICY, Some(cached), Some(Fetched::NotModified), 5_000);
-        assert!(matches!(lookup, ConfigLookup::Found { source: Source::Dashboard, .. }));
-        let Write::Store(e) = write else { panic!("expected a store") };
+        assert!(matches!(
+            lookup,
+            ConfigLookup::Found {
+                source: Source::Dashboard,
+                ..
+            }
+        ));
+        let Write::Store(e) = write else {
+            panic!("expected a store")
+        };
         assert_eq!((e.fetched_at, e.invalidated), (5_000, false));
         let (lookup, _) = resolve(POLICY, None, Some(Fetched::NotModified), 5_000);
         assert!(matches!(lookup, ConfigLookup::Unavailable(_)));
@@ -245,7 +338,13 @@ mod tests {
     fn failure_uses_stale_entry_within_window_only() {
         let failed = || Some(Fetched::Failed("timeout".into()));
         let (lookup, write) = resolve(POLICY, Some(entry(1_000)), failed(), 1_000 + 3_000);
-        assert!(matches!(lookup, ConfigLookup::Found { source: Source::StaleCache, .. }));
+        assert!(matches!(
+            lookup,
+            ConfigLookup::Found {
+                source: Source::StaleCache,
+                ..
+            }
+        ));
         assert_eq!(write, Write::None);
         let (lookup, _) = resolve(POLICY, Some(entry(1_000)), failed(), 1_000 + 3_900);
         assert_eq!(lookup, ConfigLookup::Unavailable("timeout".into()));
@@ -262,9 +361,15 @@ mod tests {
     #[test]
     fn classify_statuses() {
         let body = serde_json::to_vec(&config("r1")).unwrap();
-        let up = |status, body: Vec<u8>| Upstream { status, etag: Some("\"1\"".into()), body };
+        let up = |status, body: Vec<u8>| Upstream {
+            status,
+            etag: Some("\"1\"".into()),
+            body,
+        };
         assert!(matches!(classify(&up(200, body)), Fetched::Config { .. }));
-        assert!(matches!(classify(&up(200, b"{".to_vec())), Fetched::Failed(m) if m.contains("invalid")));
+        assert!(
+            matches!(classify(&up(200, b"{".to_vec())), Fetched::Failed(m) if m.contains("invalid"))
+        );
         assert_eq!(classify(&up(304, vec![])), Fetched::NotModified);
         assert_eq!(classify(&up(404, vec![])), Fetched::NotFound);
         assert!(matches!(classify(&up(503, vec![])), Fetched::Failed(m) if m.contains("503")));

@@ -85,7 +85,10 @@ pub enum Refusal {
 pub fn refuse(route: Route, refusal: &Refusal, config: Option<&RestaurantConfig>) -> Reply {
     match refusal {
         Refusal::Forbidden(_) => Reply::text(403, "signature check failed"),
-        Refusal::TooLarge(n) => Reply::text(413, format!("body of {n} bytes exceeds the {MAX_BODY_BYTES}-byte limit")),
+        Refusal::TooLarge(n) => Reply::text(
+            413,
+            format!("body of {n} bytes exceeds the {MAX_BODY_BYTES}-byte limit"),
+        ),
         _ if route == Route::Voice => Reply::twiml(fallback_twiml(config)),
         _ if route == Route::Status => Reply::twiml(empty_twiml()),
         Refusal::BadRequest(why) => Reply::text(400, why.clone()),
@@ -93,7 +96,9 @@ pub fn refuse(route: Route, refusal: &Refusal, config: Option<&RestaurantConfig>
         Refusal::NotFound => Reply::text(404, "not found"),
         Refusal::MethodNotAllowed => Reply::text(405, "method not allowed"),
         Refusal::Misconfigured => Reply::text(503, "edge is misconfigured; see its logs"),
-        Refusal::UpstreamFailed(_) => Reply::text(502, "dashboard did not accept the event; retry later"),
+        Refusal::UpstreamFailed(_) => {
+            Reply::text(502, "dashboard did not accept the event; retry later")
+        }
     }
 }
 
@@ -107,7 +112,10 @@ pub fn fallback_twiml(config: Option<&RestaurantConfig>) -> String {
     match config {
         Some(c) => twiml::fallback(
             c.fallback_target(),
-            c.agent.apology_message.as_deref().unwrap_or(GENERIC_APOLOGY),
+            c.agent
+                .apology_message
+                .as_deref()
+                .unwrap_or(GENERIC_APOLOGY),
         ),
         None => twiml::fallback(None, GENERIC_APOLOGY),
     }
@@ -129,13 +137,21 @@ pub fn verify_twilio(settings: &Settings, req: &Inbound) -> Result<Vec<(String, 
     check_size(req)?;
     let params = twilio::parse_form(&req.body).map_err(|e| Refusal::Forbidden(e.to_string()))?;
     let url = settings.public_url(&req.path_and_query());
-    twilio::validate(&settings.twilio_auth_token, &url, &params, req.header("x-twilio-signature"))
-        .map_err(|e| Refusal::Forbidden(e.to_string()))?;
+    twilio::validate(
+        &settings.twilio_auth_token,
+        &url,
+        &params,
+        req.header("x-twilio-signature"),
+    )
+    .map_err(|e| Refusal::Forbidden(e.to_string()))?;
     Ok(params)
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A verified voice webhook.
@@ -159,24 +175,42 @@ pub fn voice_call(settings: &Settings, req: &Inbound) -> Result<VoiceCall, Refus
         .filter(|s| !s.is_empty() && s.len() <= 64)
         .ok_or_else(|| Refusal::BadRequest("voice webhook has no CallSid".into()))?
         .to_owned();
-    let to_raw = param(&params, "To").ok_or_else(|| Refusal::BadRequest("voice webhook has no To".into()))?;
+    let to_raw = param(&params, "To")
+        .ok_or_else(|| Refusal::BadRequest("voice webhook has no To".into()))?;
     let to = phone::normalize_e164(to_raw).map_err(|e| Refusal::BadRequest(format!("To: {e}")))?;
-    let from = param(&params, "From").unwrap_or("").chars().take(64).collect();
+    let from = param(&params, "From")
+        .unwrap_or("")
+        .chars()
+        .take(64)
+        .collect();
     Ok(VoiceCall { call_sid, from, to })
 }
 
 /// Whether `config` lists `e164` among its numbers (compared after normalisation).
 pub fn owns_number(config: &RestaurantConfig, e164: &str) -> bool {
-    config.phone_numbers.iter().any(|n| phone::normalize_e164(n).is_ok_and(|n| n == e164))
+    config
+        .phone_numbers
+        .iter()
+        .any(|n| phone::normalize_e164(n).is_ok_and(|n| n == e164))
 }
 
 /// What the edge decided for a call (logged by the shells, asserted by tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VoiceOutcome {
-    Stream { restaurant_id: String, region: String, config_version: u64, source: Source },
-    AfterHours { restaurant_id: String, mode: &'static str },
+    Stream {
+        restaurant_id: String,
+        region: String,
+        config_version: u64,
+        source: Source,
+    },
+    AfterHours {
+        restaurant_id: String,
+        mode: &'static str,
+    },
     UnknownNumber,
-    Fallback { reason: String },
+    Fallback {
+        reason: String,
+    },
 }
 
 /// The instant used for the opening-hours decision: the real `now`, or the test clock header
@@ -205,15 +239,30 @@ pub fn answer_call(
     let (config, source) = match lookup {
         ConfigLookup::Found { config, source } => (config.as_ref(), *source),
         ConfigLookup::UnknownNumber => {
-            return (Reply::twiml(twiml::unknown_number("en")), VoiceOutcome::UnknownNumber);
+            return (
+                Reply::twiml(twiml::unknown_number("en")),
+                VoiceOutcome::UnknownNumber,
+            );
         }
         ConfigLookup::Unavailable(why) => {
             let reply = refuse(Route::Voice, &Refusal::BadRequest(why.clone()), None);
-            return (reply, VoiceOutcome::Fallback { reason: format!("no config: {why}") });
+            return (
+                reply,
+                VoiceOutcome::Fallback {
+                    reason: format!("no config: {why}"),
+                },
+            );
         }
     };
     let fallback = |reason: String| {
-        (refuse(Route::Voice, &Refusal::BadRequest(reason.clone()), Some(config)), VoiceOutcome::Fallback { reason })
+        (
+            refuse(
+                Route::Voice,
+                &Refusal::BadRequest(reason.clone()),
+                Some(config),
+            ),
+            VoiceOutcome::Fallback { reason },
+        )
     };
     let tz = match hours::parse_tz(&config.time_zone) {
         Ok(tz) => tz,
@@ -229,7 +278,13 @@ pub fn answer_call(
                 AfterHours::Forward { .. } => "forward",
             };
             let body = twiml::after_hours(&config.after_hours, &config.agent.language, &callback);
-            return (Reply::twiml(body), VoiceOutcome::AfterHours { restaurant_id: config.id.clone(), mode });
+            return (
+                Reply::twiml(body),
+                VoiceOutcome::AfterHours {
+                    restaurant_id: config.id.clone(),
+                    mode,
+                },
+            );
         }
     }
     let (region, stream_url) = settings.bridge_for(&config.region);
@@ -294,14 +349,27 @@ pub fn dashboard_request(
         headers.push(("Content-Type".into(), JSON.into()));
     }
     headers.extend(extra_headers);
-    Outbound { method, url: format!("{}{}", settings.dashboard_url, path_and_query), headers, body }
+    Outbound {
+        method,
+        url: format!("{}{}", settings.dashboard_url, path_and_query),
+        headers,
+        body,
+    }
 }
 
 /// `GET /v1/restaurants/by-number/{e164}`, with `If-None-Match` when an ETag is cached.
-pub fn config_request(settings: &Settings, e164: &str, etag: Option<&str>, now_unix: i64, nonce: &str) -> Outbound {
+pub fn config_request(
+    settings: &Settings,
+    e164: &str,
+    etag: Option<&str>,
+    now_unix: i64,
+    nonce: &str,
+) -> Outbound {
     // `e164` is `+` and digits only (normalised), so it needs no escaping in a path.
     let path = format!("/v1/restaurants/by-number/{e164}");
-    let extra = etag.map(|e| vec![("If-None-Match".to_owned(), e.to_owned())]).unwrap_or_default();
+    let extra = etag
+        .map(|e| vec![("If-None-Match".to_owned(), e.to_owned())])
+        .unwrap_or_default();
     dashboard_request(settings, "GET", &path, Vec::new(), extra, now_unix, nonce)
 }
 
@@ -311,14 +379,25 @@ pub fn config_request(settings: &Settings, e164: &str, etag: Option<&str>, now_u
 ///
 /// # Errors
 /// As [`verify_twilio`]; [`Refusal::BadRequest`] without a usable `CallSid`.
-pub fn status_event(settings: &Settings, req: &Inbound, now_unix: i64, nonce: &str) -> Result<Outbound, Refusal> {
+pub fn status_event(
+    settings: &Settings,
+    req: &Inbound,
+    now_unix: i64,
+    nonce: &str,
+) -> Result<Outbound, Refusal> {
     let params = verify_twilio(settings, req)?;
     let call_sid = param(&params, "CallSid")
         .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
         .ok_or_else(|| Refusal::BadRequest("status callback has no valid CallSid".into()))?;
-    let kind = if req.query.split('&').any(|kv| kv == "kind=recording") { "recording" } else { "call" };
-    let map: serde_json::Map<String, serde_json::Value> =
-        params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+    let kind = if req.query.split('&').any(|kv| kv == "kind=recording") {
+        "recording"
+    } else {
+        "call"
+    };
+    let map: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
     let event = serde_json::json!({
         "source": "twilio",
         "kind": kind,
@@ -328,7 +407,15 @@ pub fn status_event(settings: &Settings, req: &Inbound, now_unix: i64, nonce: &s
         "params": map,
     });
     let body = serde_json::to_vec(&event).unwrap_or_default();
-    Ok(dashboard_request(settings, "POST", &format!("/v1/calls/{call_sid}/events"), body, Vec::new(), now_unix, nonce))
+    Ok(dashboard_request(
+        settings,
+        "POST",
+        &format!("/v1/calls/{call_sid}/events"),
+        body,
+        Vec::new(),
+        now_unix,
+        nonce,
+    ))
 }
 
 /// A verified dashboard webhook.
@@ -359,7 +446,11 @@ struct EventData {
 ///
 /// # Errors
 /// [`Refusal::Forbidden`] for a bad signature, [`Refusal::BadRequest`] for an unknown payload.
-pub fn dashboard_event(settings: &Settings, req: &Inbound, now_unix: i64) -> Result<DashboardEvent, Refusal> {
+pub fn dashboard_event(
+    settings: &Settings,
+    req: &Inbound,
+    now_unix: i64,
+) -> Result<DashboardEvent, Refusal> {
     check_size(req)?;
     webhooks::verify(
         &settings.dashboard_webhook_secrets,
@@ -370,10 +461,12 @@ pub fn dashboard_event(settings: &Settings, req: &Inbound, now_unix: i64) -> Res
         now_unix,
     )
     .map_err(|e| Refusal::Forbidden(e.to_string()))?;
-    let body: EventBody =
-        serde_json::from_slice(&req.body).map_err(|e| Refusal::BadRequest(format!("webhook body: {e}")))?;
+    let body: EventBody = serde_json::from_slice(&req.body)
+        .map_err(|e| Refusal::BadRequest(format!("webhook body: {e}")))?;
     if body.data.restaurant_id.is_empty() || body.data.restaurant_id.len() > 128 {
-        return Err(Refusal::BadRequest("webhook body has no valid restaurant_id".into()));
+        return Err(Refusal::BadRequest(
+            "webhook body has no valid restaurant_id".into(),
+        ));
     }
     Ok(DashboardEvent {
         webhook_id: req.header("webhook-id").unwrap_or_default().to_owned(),
@@ -389,7 +482,12 @@ pub fn dashboard_event(settings: &Settings, req: &Inbound, now_unix: i64) -> Res
 /// # Errors
 /// [`Refusal::Forbidden`] when no secret is configured (fail closed) or the signature is bad;
 /// [`Refusal::BadRequest`] when the body is not JSON.
-pub fn elevenlabs_forward(settings: &Settings, req: &Inbound, now_unix: i64, nonce: &str) -> Result<Outbound, Refusal> {
+pub fn elevenlabs_forward(
+    settings: &Settings,
+    req: &Inbound,
+    now_unix: i64,
+    nonce: &str,
+) -> Result<Outbound, Refusal> {
     check_size(req)?;
     let secret = settings
         .elevenlabs_webhook_secret
@@ -404,9 +502,19 @@ pub fn elevenlabs_forward(settings: &Settings, req: &Inbound, now_unix: i64, non
     )
     .map_err(|e| Refusal::Forbidden(e.to_string()))?;
     if serde_json::from_slice::<serde_json::Value>(&req.body).is_err() {
-        return Err(Refusal::BadRequest("post-call webhook body is not JSON".into()));
+        return Err(Refusal::BadRequest(
+            "post-call webhook body is not JSON".into(),
+        ));
     }
-    Ok(dashboard_request(settings, "POST", "/v1/post-call", req.body.clone(), Vec::new(), now_unix, nonce))
+    Ok(dashboard_request(
+        settings,
+        "POST",
+        "/v1/post-call",
+        req.body.clone(),
+        Vec::new(),
+        now_unix,
+        nonce,
+    ))
 }
 
 #[cfg(test)]
@@ -423,14 +531,28 @@ mod tests {
     }
 
     fn form(params: &[(&str, &str)]) -> Vec<u8> {
-        form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish().into_bytes()
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish()
+            .into_bytes()
     }
 
     /// A voice webhook signed as Twilio would sign it for `settings`.
     fn signed(settings: &Settings, path: &str, query: &str, params: &[(&str, &str)]) -> Inbound {
-        let owned: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let pq = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
-        let sig = twilio::compute_signature(&settings.twilio_auth_token, &settings.public_url(&pq), &owned);
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let pq = if query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{query}")
+        };
+        let sig = twilio::compute_signature(
+            &settings.twilio_auth_token,
+            &settings.public_url(&pq),
+            &owned,
+        );
         Inbound {
             method: "POST".into(),
             path: path.into(),
@@ -440,21 +562,31 @@ mod tests {
         }
     }
 
-    const CALL: [(&str, &str); 4] =
-        [("CallSid", "CA1234567890ABCDE"), ("From", "+14155550100"), ("To", "+390600000001"), ("CallStatus", "ringing")];
+    const CALL: [(&str, &str); 4] = [
+        ("CallSid", "CA1234567890ABCDE"),
+        ("From", "+14155550100"),
+        ("To", "+390600000001"),
+        ("CallStatus", "ringing"),
+    ];
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_790_000_000, 0).unwrap()
     }
 
     fn found(c: RestaurantConfig) -> ConfigLookup {
-        ConfigLookup::Found { config: Box::new(c), source: Source::Dashboard }
+        ConfigLookup::Found {
+            config: Box::new(c),
+            source: Source::Dashboard,
+        }
     }
 
     /// The value of `<Parameter name="{name}" value="…"/>` in a TwiML document.
     fn parameter(twiml: &str, name: &str) -> String {
         let marker = format!("<Parameter name=\"{name}\" value=\"");
-        let start = twiml.find(&marker).unwrap_or_else(|| panic!("no {name} in {twiml}")) + marker.len();
+        let start = twiml
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {twiml}"))
+            + marker.len();
         twiml[start..].split('"').next().unwrap().to_owned()
     }
 
@@ -474,7 +606,10 @@ mod tests {
             method: "POST".into(),
             path: "/myapp.php".into(),
             query: "foo=1&bar=2".into(),
-            headers: vec![("x-twilio-signature".into(), "0/KCTR6DLpKmkAf8muzZqo1nDgQ=".into())],
+            headers: vec![(
+                "x-twilio-signature".into(),
+                "0/KCTR6DLpKmkAf8muzZqo1nDgQ=".into(),
+            )],
             body: form(&params),
         };
         assert_eq!(verify_twilio(&s, &req).unwrap().len(), 5);
@@ -482,7 +617,10 @@ mod tests {
         req.headers.push(("host".into(), "evil.example".into()));
         assert!(verify_twilio(&s, &req).is_ok());
         req.query = "foo=1".into();
-        assert!(matches!(verify_twilio(&s, &req), Err(Refusal::Forbidden(_))));
+        assert!(matches!(
+            verify_twilio(&s, &req),
+            Err(Refusal::Forbidden(_))
+        ));
     }
 
     #[test]
@@ -491,25 +629,40 @@ mod tests {
         let mut req = signed(&s, "/twilio/voice", "", &CALL);
         assert!(voice_call(&s, &req).is_ok());
         req.body = form(&[("CallSid", "CA1234567890ABCDE"), ("To", "+390600000002")]);
-        let Err(forged) = voice_call(&s, &req) else { panic!("forged body accepted") };
+        let Err(forged) = voice_call(&s, &req) else {
+            panic!("forged body accepted")
+        };
         assert_eq!(refuse(Route::Voice, &forged, None).status, 403);
         req.headers.clear();
-        assert!(matches!(voice_call(&s, &req), Err(Refusal::Forbidden(m)) if m.contains("missing")));
-        req.headers.push(("x-twilio-signature".into(), String::new()));
+        assert!(
+            matches!(voice_call(&s, &req), Err(Refusal::Forbidden(m)) if m.contains("missing"))
+        );
+        req.headers
+            .push(("x-twilio-signature".into(), String::new()));
         assert!(matches!(voice_call(&s, &req), Err(Refusal::Forbidden(_))));
         req.body = vec![b'a'; MAX_BODY_BYTES + 1];
-        let Err(big) = voice_call(&s, &req) else { panic!("oversized body accepted") };
+        let Err(big) = voice_call(&s, &req) else {
+            panic!("oversized body accepted")
+        };
         assert_eq!(refuse(Route::Voice, &big, None).status, 413);
     }
 
     #[test]
     fn signed_request_without_usable_to_gets_fallback_twiml_not_an_error_status() {
         let s = settings();
-        let req = signed(&s, "/twilio/voice", "", &[("CallSid", "CA1"), ("To", "anonymous")]);
+        let req = signed(
+            &s,
+            "/twilio/voice",
+            "",
+            &[("CallSid", "CA1"), ("To", "anonymous")],
+        );
         let refusal = voice_call(&s, &req).unwrap_err();
         assert!(matches!(refusal, Refusal::BadRequest(_)));
         let reply = refuse(Route::Voice, &refusal, None);
-        assert_eq!((reply.status, reply.content_type), (200, crate::http::TWIML));
+        assert_eq!(
+            (reply.status, reply.content_type),
+            (200, crate::http::TWIML)
+        );
         assert!(reply.body.contains(GENERIC_APOLOGY) && reply.body.contains("<Hangup/>"));
     }
 
@@ -526,13 +679,20 @@ mod tests {
         for r in &all {
             for route in [Route::Voice, Route::Status] {
                 let reply = refuse(route, r, Some(&config("r1")));
-                assert_eq!((reply.status, reply.content_type), (200, crate::http::TWIML), "{route:?} {r:?}");
+                assert_eq!(
+                    (reply.status, reply.content_type),
+                    (200, crate::http::TWIML),
+                    "{route:?} {r:?}"
+                );
             }
             assert!(refuse(Route::DashboardWebhook, r, None).status >= 400);
         }
         // With a known config, the fallback dials the restaurant's fallback target.
         let body = refuse(Route::Voice, &Refusal::Misconfigured, Some(&config("r1"))).body;
-        assert!(body.contains("<Dial") && body.contains("+390600000099"), "{body}");
+        assert!(
+            body.contains("<Dial") && body.contains("+390600000099"),
+            "{body}"
+        );
     }
 
     #[test]
@@ -542,20 +702,43 @@ mod tests {
         assert_eq!(call.to, "+390600000001");
         let (reply, outcome) = answer_call(&s, &call, &found(config("r1")), now(), now());
         assert_eq!(reply.status, 200);
-        assert!(reply.body.contains(r#"<Stream url="wss://eu.bridge.example.com/media">"#), "{}", reply.body);
+        assert!(
+            reply
+                .body
+                .contains(r#"<Stream url="wss://eu.bridge.example.com/media">"#),
+            "{}",
+            reply.body
+        );
         assert_eq!(parameter(&reply.body, "restaurant_id"), "r1");
         assert_eq!(parameter(&reply.body, "config_version"), "3");
         assert_eq!(parameter(&reply.body, "caller"), "+14155550100");
         assert_eq!(parameter(&reply.body, "called"), "+390600000001");
         let bridge_keys = HandoffKeys::parse(&Secret::new("k1:handoff-secret-0123456789")).unwrap();
         let token = parameter(&reply.body, "handoff");
-        let claims = bridge_keys.verify(&token, "CA1234567890ABCDE", Some("eu-west"), now().timestamp() + 30).unwrap();
-        assert_eq!((claims.restaurant_id.as_str(), claims.config_version), ("r1", 3));
+        let claims = bridge_keys
+            .verify(
+                &token,
+                "CA1234567890ABCDE",
+                Some("eu-west"),
+                now().timestamp() + 30,
+            )
+            .unwrap();
+        assert_eq!(
+            (claims.restaurant_id.as_str(), claims.config_version),
+            ("r1", 3)
+        );
         assert_eq!(claims.exp - claims.iat, 60);
-        assert!(bridge_keys.verify(&token, "CAother", None, now().timestamp()).is_err());
+        assert!(bridge_keys
+            .verify(&token, "CAother", None, now().timestamp())
+            .is_err());
         assert_eq!(
             outcome,
-            VoiceOutcome::Stream { restaurant_id: "r1".into(), region: "eu-west".into(), config_version: 3, source: Source::Dashboard }
+            VoiceOutcome::Stream {
+                restaurant_id: "r1".into(),
+                region: "eu-west".into(),
+                config_version: 3,
+                source: Source::Dashboard
+            }
         );
     }
 
@@ -575,13 +758,33 @@ mod tests {
         let s = settings();
         let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
         let cases = [
-            (AfterHours::Message { message: "Closed & gone".into() }, "message", vec!["Closed &amp; gone", "<Hangup/>"]),
             (
-                AfterHours::Voicemail { message: "Leave a message".into(), max_length_secs: 90 },
-                "voicemail",
-                vec!["<Record", "maxLength=\"90\"", "https://edge.example.com/twilio/status?kind=recording"],
+                AfterHours::Message {
+                    message: "Closed & gone".into(),
+                },
+                "message",
+                vec!["Closed &amp; gone", "<Hangup/>"],
             ),
-            (AfterHours::Forward { message: None, number: "+390611111111".into() }, "forward", vec!["<Dial", "+390611111111"]),
+            (
+                AfterHours::Voicemail {
+                    message: "Leave a message".into(),
+                    max_length_secs: 90,
+                },
+                "voicemail",
+                vec![
+                    "<Record",
+                    "maxLength=\"90\"",
+                    "https://edge.example.com/twilio/status?kind=recording",
+                ],
+            ),
+            (
+                AfterHours::Forward {
+                    message: None,
+                    number: "+390611111111".into(),
+                },
+                "forward",
+                vec!["<Dial", "+390611111111"],
+            ),
         ];
         for (mode, name, needles) in cases {
             let (reply, outcome) = answer_call(&s, &call, &found(closed("r1", mode)), now(), now());
@@ -590,7 +793,13 @@ mod tests {
             for n in needles {
                 assert!(reply.body.contains(n), "{name}: {n} not in {}", reply.body);
             }
-            assert_eq!(outcome, VoiceOutcome::AfterHours { restaurant_id: "r1".into(), mode: name });
+            assert_eq!(
+                outcome,
+                VoiceOutcome::AfterHours {
+                    restaurant_id: "r1".into(),
+                    mode: name
+                }
+            );
         }
     }
 
@@ -605,8 +814,12 @@ mod tests {
             open: chrono::NaiveTime::from_hms_opt(12, 0, 0).unwrap(),
             close: chrono::NaiveTime::from_hms_opt(15, 0, 0).unwrap(),
         }];
-        let monday_1pm_rome = DateTime::parse_from_rfc3339("2026-11-30T13:00:00+01:00").unwrap().to_utc();
-        let monday_4pm_rome = DateTime::parse_from_rfc3339("2026-11-30T16:00:00+01:00").unwrap().to_utc();
+        let monday_1pm_rome = DateTime::parse_from_rfc3339("2026-11-30T13:00:00+01:00")
+            .unwrap()
+            .to_utc();
+        let monday_4pm_rome = DateTime::parse_from_rfc3339("2026-11-30T16:00:00+01:00")
+            .unwrap()
+            .to_utc();
         let (_, open) = answer_call(&s, &call, &found(c.clone()), now(), monday_1pm_rome);
         assert!(matches!(open, VoiceOutcome::Stream { .. }));
         let (_, shut) = answer_call(&s, &call, &found(c), now(), monday_4pm_rome);
@@ -633,23 +846,42 @@ mod tests {
         let (reply, outcome) = answer_call(&s, &call, &ConfigLookup::UnknownNumber, now(), now());
         assert_eq!((reply.status, outcome), (200, VoiceOutcome::UnknownNumber));
         assert!(reply.body.contains("not set up"));
-        let (reply, outcome) = answer_call(&s, &call, &ConfigLookup::Unavailable("down".into()), now(), now());
-        assert!(reply.body.contains(GENERIC_APOLOGY) && matches!(outcome, VoiceOutcome::Fallback { .. }));
+        let (reply, outcome) = answer_call(
+            &s,
+            &call,
+            &ConfigLookup::Unavailable("down".into()),
+            now(),
+            now(),
+        );
+        assert!(
+            reply.body.contains(GENERIC_APOLOGY)
+                && matches!(outcome, VoiceOutcome::Fallback { .. })
+        );
         let mut bad = config("r1");
         bad.time_zone = "Mars/Olympus".into();
         bad.fallback_number = Some("+390622222222".into());
         let (reply, outcome) = answer_call(&s, &call, &found(bad), now(), now());
         assert_eq!(reply.status, 200);
         assert!(reply.body.contains("+390622222222"), "{}", reply.body);
-        assert!(matches!(outcome, VoiceOutcome::Fallback { reason } if reason.contains("Mars/Olympus")));
+        assert!(
+            matches!(outcome, VoiceOutcome::Fallback { reason } if reason.contains("Mars/Olympus"))
+        );
     }
 
     #[test]
     fn config_request_is_signed_for_the_dashboard() {
         let s = settings();
         let req = config_request(&s, "+390600000001", Some("\"7\""), 1_790_000_000, "nonce-1");
-        assert_eq!(req.url, "http://127.0.0.1:9/v1/restaurants/by-number/+390600000001");
-        let header = |n: &str| req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        assert_eq!(
+            req.url,
+            "http://127.0.0.1:9/v1/restaurants/by-number/+390600000001"
+        );
+        let header = |n: &str| {
+            req.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(header("if-none-match").as_deref(), Some("\"7\""));
         let mut guard = webhooks::ReplayGuard::new(16);
         let key_id = request_auth::verify(
@@ -668,19 +900,32 @@ mod tests {
     #[test]
     fn status_callback_becomes_a_lifecycle_event() {
         let s = settings();
-        let params = [("CallSid", "CA42"), ("CallStatus", "completed"), ("CallDuration", "37")];
+        let params = [
+            ("CallSid", "CA42"),
+            ("CallStatus", "completed"),
+            ("CallDuration", "37"),
+        ];
         let req = signed(&s, "/twilio/status", "kind=recording", &params);
         let out = status_event(&s, &req, 1_790_000_000, "n").unwrap();
-        assert_eq!((out.method, out.url.as_str()), ("POST", "http://127.0.0.1:9/v1/calls/CA42/events"));
+        assert_eq!(
+            (out.method, out.url.as_str()),
+            ("POST", "http://127.0.0.1:9/v1/calls/CA42/events")
+        );
         let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(body["kind"], "recording");
         assert_eq!(body["call_status"], "completed");
         assert_eq!(body["params"]["CallDuration"], "37");
         let bad = signed(&s, "/twilio/status", "", &[("CallSid", "../../admin")]);
-        assert!(matches!(status_event(&s, &bad, 0, "n"), Err(Refusal::BadRequest(_))));
+        assert!(matches!(
+            status_event(&s, &bad, 0, "n"),
+            Err(Refusal::BadRequest(_))
+        ));
         let mut forged = signed(&s, "/twilio/status", "", &params);
         forged.query = "kind=recording".into();
-        assert!(matches!(status_event(&s, &forged, 0, "n"), Err(Refusal::Forbidden(_))));
+        assert!(matches!(
+            status_event(&s, &forged, 0, "n"),
+            Err(Refusal::Forbidden(_))
+        ));
     }
 
     fn dashboard_webhook(id: &str, ts: i64, body: &str, secret: &str) -> Inbound {
@@ -704,21 +949,47 @@ mod tests {
     fn dashboard_webhook_is_verified_and_parsed() {
         let s = settings();
         let body = r#"{"type":"restaurant.updated","data":{"restaurant_id":"r1","version":4}}"#;
-        let ev = dashboard_event(&s, &dashboard_webhook("msg_1", 1_790_000_000, body, SECRET), 1_790_000_100).unwrap();
+        let ev = dashboard_event(
+            &s,
+            &dashboard_webhook("msg_1", 1_790_000_000, body, SECRET),
+            1_790_000_100,
+        )
+        .unwrap();
         assert_eq!(
             ev,
-            DashboardEvent { webhook_id: "msg_1".into(), kind: "restaurant.updated".into(), restaurant_id: "r1".into(), version: 4 }
+            DashboardEvent {
+                webhook_id: "msg_1".into(),
+                kind: "restaurant.updated".into(),
+                restaurant_id: "r1".into(),
+                version: 4
+            }
         );
         // Stale, wrong secret, empty v1 signature, unparsable body.
         let stale = dashboard_webhook("msg_1", 1_790_000_000 - 400, body, SECRET);
-        assert!(matches!(dashboard_event(&s, &stale, 1_790_000_000), Err(Refusal::Forbidden(m)) if m.contains("old")));
-        let other = dashboard_webhook("msg_1", 1_790_000_000, body, "whsec_b3RoZXItc2VjcmV0LXZhbHVl");
-        assert!(matches!(dashboard_event(&s, &other, 1_790_000_000), Err(Refusal::Forbidden(_))));
+        assert!(
+            matches!(dashboard_event(&s, &stale, 1_790_000_000), Err(Refusal::Forbidden(m)) if m.contains("old"))
+        );
+        let other = dashboard_webhook(
+            "msg_1",
+            1_790_000_000,
+            body,
+            "whsec_b3RoZXItc2VjcmV0LXZhbHVl",
+        );
+        assert!(matches!(
+            dashboard_event(&s, &other, 1_790_000_000),
+            Err(Refusal::Forbidden(_))
+        ));
         let mut empty = dashboard_webhook("msg_1", 1_790_000_000, body, SECRET);
         empty.headers[2].1 = "v1,".into();
-        assert!(matches!(dashboard_event(&s, &empty, 1_790_000_000), Err(Refusal::Forbidden(_))));
+        assert!(matches!(
+            dashboard_event(&s, &empty, 1_790_000_000),
+            Err(Refusal::Forbidden(_))
+        ));
         let junk = dashboard_webhook("msg_2", 1_790_000_000, "{}", SECRET);
-        assert!(matches!(dashboard_event(&s, &junk, 1_790_000_000), Err(Refusal::BadRequest(_))));
+        assert!(matches!(
+            dashboard_event(&s, &junk, 1_790_000_000),
+            Err(Refusal::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -734,12 +1005,21 @@ mod tests {
             ..Inbound::default()
         };
         let out = elevenlabs_forward(&s, &req, 1_790_000_060, "n").unwrap();
-        assert_eq!((out.url.as_str(), out.body.as_slice()), ("http://127.0.0.1:9/v1/post-call", &body[..]));
-        assert!(matches!(elevenlabs_forward(&s, &req, 1_790_000_000 + 3600, "n"), Err(Refusal::Forbidden(_))));
+        assert_eq!(
+            (out.url.as_str(), out.body.as_slice()),
+            ("http://127.0.0.1:9/v1/post-call", &body[..])
+        );
+        assert!(matches!(
+            elevenlabs_forward(&s, &req, 1_790_000_000 + 3600, "n"),
+            Err(Refusal::Forbidden(_))
+        ));
         let mut v = vars();
         v.remove("ELEVENLABS_WEBHOOK_SECRET");
         let no_secret = settings_from(&v).unwrap();
-        assert!(matches!(elevenlabs_forward(&no_secret, &req, 1_790_000_060, "n"), Err(Refusal::Forbidden(_))));
+        assert!(matches!(
+            elevenlabs_forward(&no_secret, &req, 1_790_000_060, "n"),
+            Err(Refusal::Forbidden(_))
+        ));
     }
 
     #[test]

@@ -30,10 +30,19 @@ pub trait Ports {
     /// Reads a cache key.
     fn cache_get(&self, key: &str) -> impl Future<Output = Result<Option<String>, PortError>>;
     /// Writes a cache key that storage may drop after `ttl_secs`.
-    fn cache_put(&self, key: &str, value: String, ttl_secs: u64) -> impl Future<Output = Result<(), PortError>>;
+    fn cache_put(
+        &self,
+        key: &str,
+        value: String,
+        ttl_secs: u64,
+    ) -> impl Future<Output = Result<(), PortError>>;
     /// Sends a request to the dashboard, giving up after `timeout_ms` (the whole exchange, body
     /// included). Bodies over [`crate::http::MAX_UPSTREAM_BYTES`] are an error.
-    fn send(&self, req: Outbound, timeout_ms: u64) -> impl Future<Output = Result<Upstream, PortError>>;
+    fn send(
+        &self,
+        req: Outbound,
+        timeout_ms: u64,
+    ) -> impl Future<Output = Result<Upstream, PortError>>;
     /// A fresh unpredictable nonce for a signed dashboard request.
     fn nonce(&self) -> String;
 }
@@ -42,9 +51,18 @@ pub trait Ports {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Voice(VoiceOutcome),
-    Refused { route: Route, refusal: Refusal },
-    StatusForwarded { ok: bool },
-    Webhook { kind: String, restaurant_id: String, invalidated: bool },
+    Refused {
+        route: Route,
+        refusal: Refusal,
+    },
+    StatusForwarded {
+        ok: bool,
+    },
+    Webhook {
+        kind: String,
+        restaurant_id: String,
+        invalidated: bool,
+    },
     PostCallForwarded,
     Health,
 }
@@ -79,10 +97,18 @@ pub async fn handle<P: Ports>(
 }
 
 fn refused(route: Route, refusal: Refusal, config: Option<&RestaurantConfig>) -> (Reply, Outcome) {
-    (decide::refuse(route, &refusal, config), Outcome::Refused { route, refusal })
+    (
+        decide::refuse(route, &refusal, config),
+        Outcome::Refused { route, refusal },
+    )
 }
 
-async fn voice<P: Ports>(settings: &Settings, ports: &P, req: &Inbound, now: DateTime<Utc>) -> (Reply, Outcome) {
+async fn voice<P: Ports>(
+    settings: &Settings,
+    ports: &P,
+    req: &Inbound,
+    now: DateTime<Utc>,
+) -> (Reply, Outcome) {
     let call = match decide::voice_call(settings, req) {
         Ok(c) => c,
         Err(refusal) => return refused(Route::Voice, refusal, None),
@@ -95,8 +121,16 @@ async fn voice<P: Ports>(settings: &Settings, ports: &P, req: &Inbound, now: Dat
 
 /// Config for the number `e164` through the cache policy: fresh cache → use; otherwise ask the
 /// dashboard (timeout from settings) and fall back to a stale entry on failure.
-pub async fn lookup_config<P: Ports>(settings: &Settings, ports: &P, e164: &str, now: i64) -> ConfigLookup {
-    let policy = CachePolicy { ttl_secs: settings.config_ttl_secs, stale_secs: settings.config_stale_secs };
+pub async fn lookup_config<P: Ports>(
+    settings: &Settings,
+    ports: &P,
+    e164: &str,
+    now: i64,
+) -> ConfigLookup {
+    let policy = CachePolicy {
+        ttl_secs: settings.config_ttl_secs,
+        stale_secs: settings.config_stale_secs,
+    };
     let cached = cached_entry(ports, e164).await;
     if let Some(entry) = &cached {
         if policy.freshness(entry, now) == Freshness::Fresh {
@@ -112,7 +146,10 @@ pub async fn lookup_config<P: Ports>(settings: &Settings, ports: &P, e164: &str,
     // A config that does not list the number it was fetched for is not trusted for it.
     let fetched = match fetched {
         Fetched::Config { config, .. } if !decide::owns_number(&config, e164) => {
-            Fetched::Failed(format!("dashboard returned restaurant {:?}, which does not list the called number", config.id))
+            Fetched::Failed(format!(
+                "dashboard returned restaurant {:?}, which does not list the called number",
+                config.id
+            ))
         }
         other => other,
     };
@@ -130,24 +167,45 @@ pub async fn lookup_config<P: Ports>(settings: &Settings, ports: &P, e164: &str,
 }
 
 async fn cached_entry<P: Ports>(ports: &P, e164: &str) -> Option<CacheEntry> {
-    let id = ports.cache_get(&cache::number_key(e164)).await.ok().flatten()?;
-    let text = ports.cache_get(&cache::config_key(&id)).await.ok().flatten()?;
+    let id = ports
+        .cache_get(&cache::number_key(e164))
+        .await
+        .ok()
+        .flatten()?;
+    let text = ports
+        .cache_get(&cache::config_key(&id))
+        .await
+        .ok()
+        .flatten()?;
     let entry: CacheEntry = serde_json::from_str(&text).ok()?;
     // The index may be older than the entry: the entry must still own the number.
     decide::owns_number(&entry.config, e164).then_some(entry)
 }
 
-async fn status<P: Ports>(settings: &Settings, ports: &P, req: &Inbound, now: DateTime<Utc>) -> (Reply, Outcome) {
+async fn status<P: Ports>(
+    settings: &Settings,
+    ports: &P,
+    req: &Inbound,
+    now: DateTime<Utc>,
+) -> (Reply, Outcome) {
     let forward = match decide::status_event(settings, req, now.timestamp(), &ports.nonce()) {
         Ok(f) => f,
         Err(refusal) => return refused(Route::Status, refusal, None),
     };
     let ok = matches!(ports.send(forward, settings.dashboard_timeout_ms).await, Ok(up) if (200..300).contains(&up.status));
     // Twilio does not retry status callbacks; a failed forward is logged by the shell.
-    (Reply::twiml(decide::empty_twiml()), Outcome::StatusForwarded { ok })
+    (
+        Reply::twiml(decide::empty_twiml()),
+        Outcome::StatusForwarded { ok },
+    )
 }
 
-async fn dashboard_webhook<P: Ports>(settings: &Settings, ports: &P, req: &Inbound, now: DateTime<Utc>) -> (Reply, Outcome) {
+async fn dashboard_webhook<P: Ports>(
+    settings: &Settings,
+    ports: &P,
+    req: &Inbound,
+    now: DateTime<Utc>,
+) -> (Reply, Outcome) {
     let route = Route::DashboardWebhook;
     let event = match decide::dashboard_event(settings, req, now.timestamp()) {
         Ok(e) => e,
@@ -167,7 +225,10 @@ async fn dashboard_webhook<P: Ports>(settings: &Settings, ports: &P, req: &Inbou
         let cfg_key = cache::config_key(&event.restaurant_id);
         match ports.cache_get(&cfg_key).await {
             Ok(Some(text)) => {
-                let ttl = settings.config_ttl_secs.saturating_add(settings.config_stale_secs).max(cache::MIN_STORAGE_TTL_SECS);
+                let ttl = settings
+                    .config_ttl_secs
+                    .saturating_add(settings.config_stale_secs)
+                    .max(cache::MIN_STORAGE_TTL_SECS);
                 // An unreadable entry is replaced by a marker that parses as nothing (a miss).
                 let marked = cache::invalidate(&text).unwrap_or_default();
                 if let Err(e) = ports.cache_put(&cfg_key, marked, ttl).await {
@@ -179,22 +240,47 @@ async fn dashboard_webhook<P: Ports>(settings: &Settings, ports: &P, req: &Inbou
             Err(e) => return refused(route, Refusal::UpstreamFailed(e.to_string()), None),
         }
     }
-    if let Err(e) = ports.cache_put(&key, now.timestamp().to_string(), cache::WEBHOOK_ID_TTL_SECS).await {
+    if let Err(e) = ports
+        .cache_put(
+            &key,
+            now.timestamp().to_string(),
+            cache::WEBHOOK_ID_TTL_SECS,
+        )
+        .await
+    {
         return refused(route, Refusal::UpstreamFailed(e.to_string()), None);
     }
     // knowledge_base.updated and policy.updated concern the bridge; the edge acknowledges them.
-    (Reply::no_content(), Outcome::Webhook { kind: event.kind, restaurant_id: event.restaurant_id, invalidated })
+    (
+        Reply::no_content(),
+        Outcome::Webhook {
+            kind: event.kind,
+            restaurant_id: event.restaurant_id,
+            invalidated,
+        },
+    )
 }
 
-async fn elevenlabs_webhook<P: Ports>(settings: &Settings, ports: &P, req: &Inbound, now: DateTime<Utc>) -> (Reply, Outcome) {
+async fn elevenlabs_webhook<P: Ports>(
+    settings: &Settings,
+    ports: &P,
+    req: &Inbound,
+    now: DateTime<Utc>,
+) -> (Reply, Outcome) {
     let route = Route::ElevenLabsWebhook;
     let forward = match decide::elevenlabs_forward(settings, req, now.timestamp(), &ports.nonce()) {
         Ok(f) => f,
         Err(refusal) => return refused(route, refusal, None),
     };
     match ports.send(forward, settings.dashboard_timeout_ms).await {
-        Ok(up) if (200..300).contains(&up.status) => (Reply::text(200, "forwarded"), Outcome::PostCallForwarded),
-        Ok(up) => refused(route, Refusal::UpstreamFailed(format!("dashboard answered HTTP {}", up.status)), None),
+        Ok(up) if (200..300).contains(&up.status) => {
+            (Reply::text(200, "forwarded"), Outcome::PostCallForwarded)
+        }
+        Ok(up) => refused(
+            route,
+            Refusal::UpstreamFailed(format!("dashboard answered HTTP {}", up.status)),
+            None,
+        ),
         Err(e) => refused(route, Refusal::UpstreamFailed(e.to_string()), None),
     }
 }
@@ -222,14 +308,26 @@ mod tests {
 
     impl Fake {
         fn new() -> Self {
-            Self { cache: RefCell::default(), dashboard: RefCell::new(None), sent: RefCell::default() }
+            Self {
+                cache: RefCell::default(),
+                dashboard: RefCell::new(None),
+                sent: RefCell::default(),
+            }
         }
         fn serve(&self, config: &RestaurantConfig) {
             let body = serde_json::to_vec(config).unwrap();
-            *self.dashboard.borrow_mut() = Some(Upstream { status: 200, etag: Some(format!("\"{}\"", config.version)), body });
+            *self.dashboard.borrow_mut() = Some(Upstream {
+                status: 200,
+                etag: Some(format!("\"{}\"", config.version)),
+                body,
+            });
         }
         fn answer(&self, status: u16) {
-            *self.dashboard.borrow_mut() = Some(Upstream { status, etag: None, body: vec![] });
+            *self.dashboard.borrow_mut() = Some(Upstream {
+                status,
+                etag: None,
+                body: vec![],
+            });
         }
         fn down(&self) {
             *self.dashboard.borrow_mut() = None;
@@ -246,7 +344,10 @@ mod tests {
         }
         async fn send(&self, req: Outbound, timeout_ms: u64) -> Result<Upstream, PortError> {
             self.sent.borrow_mut().push(req);
-            self.dashboard.borrow().clone().ok_or(PortError::Timeout(timeout_ms))
+            self.dashboard
+                .borrow()
+                .clone()
+                .ok_or(PortError::Timeout(timeout_ms))
         }
         fn nonce(&self) -> String {
             format!("nonce-{}", self.sent.borrow().len())
@@ -264,10 +365,23 @@ mod tests {
     }
 
     fn call(s: &Settings, sid: &str) -> Inbound {
-        let params: Vec<(String, String)> =
-            [("CallSid", sid), ("From", "+14155550100"), ("To", "+390600000001")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let sig = twilio::compute_signature(&s.twilio_auth_token, &s.public_url("/twilio/voice"), &params);
-        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish().into_bytes();
+        let params: Vec<(String, String)> = [
+            ("CallSid", sid),
+            ("From", "+14155550100"),
+            ("To", "+390600000001"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let sig = twilio::compute_signature(
+            &s.twilio_auth_token,
+            &s.public_url("/twilio/voice"),
+            &params,
+        );
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&params)
+            .finish()
+            .into_bytes();
         Inbound {
             method: "POST".into(),
             path: "/twilio/voice".into(),
@@ -278,12 +392,23 @@ mod tests {
     }
 
     fn webhook(id: &str, ts: i64, kind: &str, restaurant: &str) -> Inbound {
-        let body = format!(r#"{{"type":"{kind}","data":{{"restaurant_id":"{restaurant}","version":9}}}}"#);
-        let sig = webhooks::sign(&Secret::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"), id, ts, body.as_bytes()).unwrap();
+        let body =
+            format!(r#"{{"type":"{kind}","data":{{"restaurant_id":"{restaurant}","version":9}}}}"#);
+        let sig = webhooks::sign(
+            &Secret::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"),
+            id,
+            ts,
+            body.as_bytes(),
+        )
+        .unwrap();
         Inbound {
             method: "POST".into(),
             path: "/webhooks/dashboard".into(),
-            headers: vec![("webhook-id".into(), id.into()), ("webhook-timestamp".into(), ts.to_string()), ("webhook-signature".into(), sig)],
+            headers: vec![
+                ("webhook-id".into(), id.into()),
+                ("webhook-timestamp".into(), ts.to_string()),
+                ("webhook-signature".into(), sig),
+            ],
             body: body.into_bytes(),
             ..Inbound::default()
         }
@@ -304,7 +429,10 @@ mod tests {
         assert_eq!(reply.status, 200);
         assert_eq!(source(&outcome), Some(Source::Dashboard));
         assert_eq!(ports.sent.borrow().len(), 1);
-        assert_eq!(ports.sent.borrow()[0].url, "http://127.0.0.1:9/v1/restaurants/by-number/+390600000001");
+        assert_eq!(
+            ports.sent.borrow()[0].url,
+            "http://127.0.0.1:9/v1/restaurants/by-number/+390600000001"
+        );
         // Within the TTL the dashboard is not asked again.
         let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0 + 299)).await;
         assert_eq!(source(&outcome), Some(Source::Cache));
@@ -314,7 +442,14 @@ mod tests {
         let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA3"), at(T0 + 301)).await;
         assert_eq!(source(&outcome), Some(Source::Dashboard));
         let sent = ports.sent.borrow();
-        assert!(sent[1].headers.iter().any(|(k, v)| k == "If-None-Match" && v == "\"3\""), "{:?}", sent[1].headers);
+        assert!(
+            sent[1]
+                .headers
+                .iter()
+                .any(|(k, v)| k == "If-None-Match" && v == "\"3\""),
+            "{:?}",
+            sent[1].headers
+        );
     }
 
     #[tokio::test]
@@ -323,8 +458,14 @@ mod tests {
         ports.down();
         let (reply, outcome) = handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
         assert_eq!(reply.status, 200);
-        assert!(reply.body.contains(crate::decide::GENERIC_APOLOGY), "{}", reply.body);
-        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { reason }) if reason.contains("timed out")));
+        assert!(
+            reply.body.contains(crate::decide::GENERIC_APOLOGY),
+            "{}",
+            reply.body
+        );
+        assert!(
+            matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { reason }) if reason.contains("timed out"))
+        );
         ports.serve(&config("r1"));
         handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0)).await;
         ports.down();
@@ -333,7 +474,10 @@ mod tests {
         assert_eq!(source(&outcome), Some(Source::StaleCache));
         // Past TTL + stale window the cached config is no longer used.
         let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA4"), at(T0 + 300 + 86_400)).await;
-        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { .. })));
+        assert!(matches!(
+            outcome,
+            Outcome::Voice(VoiceOutcome::Fallback { .. })
+        ));
     }
 
     #[tokio::test]
@@ -342,23 +486,59 @@ mod tests {
         ports.serve(&config("r1"));
         handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
         // The restaurant changes: now closed, new version.
-        let mut updated = closed("r1", pulsara_core::config::AfterHours::Message { message: "Closed for works".into() });
+        let mut updated = closed(
+            "r1",
+            pulsara_core::config::AfterHours::Message {
+                message: "Closed for works".into(),
+            },
+        );
         updated.version = 4;
         ports.serve(&updated);
-        let (reply, outcome) = handle(Ok(&s), &ports, &webhook("msg_1", T0 + 5, "restaurant.updated", "r1"), at(T0 + 10)).await;
+        let (reply, outcome) = handle(
+            Ok(&s),
+            &ports,
+            &webhook("msg_1", T0 + 5, "restaurant.updated", "r1"),
+            at(T0 + 10),
+        )
+        .await;
         assert_eq!(reply.status, 204);
-        assert_eq!(outcome, Outcome::Webhook { kind: "restaurant.updated".into(), restaurant_id: "r1".into(), invalidated: true });
+        assert_eq!(
+            outcome,
+            Outcome::Webhook {
+                kind: "restaurant.updated".into(),
+                restaurant_id: "r1".into(),
+                invalidated: true
+            }
+        );
         let (reply, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0 + 11)).await;
         assert!(reply.body.contains("Closed for works"), "{}", reply.body);
-        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::AfterHours { .. })));
+        assert!(matches!(
+            outcome,
+            Outcome::Voice(VoiceOutcome::AfterHours { .. })
+        ));
         // The same delivery again is refused and changes nothing.
-        let (reply, outcome) = handle(Ok(&s), &ports, &webhook("msg_1", T0 + 5, "restaurant.updated", "r1"), at(T0 + 12)).await;
+        let (reply, outcome) = handle(
+            Ok(&s),
+            &ports,
+            &webhook("msg_1", T0 + 5, "restaurant.updated", "r1"),
+            at(T0 + 12),
+        )
+        .await;
         assert_eq!(reply.status, 409);
-        assert!(matches!(outcome, Outcome::Refused { refusal: Refusal::Replayed, .. }));
+        assert!(matches!(
+            outcome,
+            Outcome::Refused {
+                refusal: Refusal::Replayed,
+                ..
+            }
+        ));
         // Forged deliveries neither invalidate nor burn ids.
         let mut forged = webhook("msg_2", T0 + 5, "restaurant.updated", "r1");
         forged.body = br#"{"type":"restaurant.updated","data":{"restaurant_id":"r2"}}"#.to_vec();
-        assert_eq!(handle(Ok(&s), &ports, &forged, at(T0 + 12)).await.0.status, 403);
+        assert_eq!(
+            handle(Ok(&s), &ports, &forged, at(T0 + 12)).await.0.status,
+            403
+        );
         assert!(!ports.cache.borrow().contains_key("wh:msg_2"));
     }
 
@@ -367,11 +547,21 @@ mod tests {
         let (s, ports) = (settings(), Fake::new());
         ports.serve(&config("r1"));
         handle(Ok(&s), &ports, &call(&s, "CA1"), at(T0)).await;
-        handle(Ok(&s), &ports, &webhook("msg_1", T0, "restaurant.updated", "r1"), at(T0 + 1)).await;
+        handle(
+            Ok(&s),
+            &ports,
+            &webhook("msg_1", T0, "restaurant.updated", "r1"),
+            at(T0 + 1),
+        )
+        .await;
         ports.down();
         let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0 + 2)).await;
         assert_eq!(source(&outcome), Some(Source::StaleCache));
-        assert_eq!(ports.sent.borrow().len(), 2, "the invalidated entry must trigger a refetch");
+        assert_eq!(
+            ports.sent.borrow().len(),
+            2,
+            "the invalidated entry must trigger a refetch"
+        );
     }
 
     #[tokio::test]
@@ -386,7 +576,9 @@ mod tests {
         other.phone_numbers = vec!["+12125550100".into()];
         ports.serve(&other);
         let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0)).await;
-        assert!(matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { reason }) if reason.contains("does not list")));
+        assert!(
+            matches!(outcome, Outcome::Voice(VoiceOutcome::Fallback { reason }) if reason.contains("does not list"))
+        );
     }
 
     #[tokio::test]
@@ -397,8 +589,15 @@ mod tests {
         let ports = Fake::new();
         let s = settings();
         let (reply, _) = handle(Err(&err), &ports, &call(&s, "CA1"), at(T0)).await;
-        assert_eq!((reply.status, reply.content_type), (200, crate::http::TWIML));
-        let health = Inbound { method: "GET".into(), path: "/healthz".into(), ..Inbound::default() };
+        assert_eq!(
+            (reply.status, reply.content_type),
+            (200, crate::http::TWIML)
+        );
+        let health = Inbound {
+            method: "GET".into(),
+            path: "/healthz".into(),
+            ..Inbound::default()
+        };
         let (reply, _) = handle(Err(&err), &ports, &health, at(T0)).await;
         assert_eq!(reply.status, 503);
         assert!(reply.body.contains("HANDOFF_KEYS"));
@@ -410,8 +609,15 @@ mod tests {
     async fn status_and_post_call_are_forwarded() {
         let (s, ports) = (settings(), Fake::new());
         ports.answer(202);
-        let params: Vec<(String, String)> = vec![("CallSid".into(), "CA9".into()), ("CallStatus".into(), "completed".into())];
-        let sig = twilio::compute_signature(&s.twilio_auth_token, &s.public_url("/twilio/status"), &params);
+        let params: Vec<(String, String)> = vec![
+            ("CallSid".into(), "CA9".into()),
+            ("CallStatus".into(), "completed".into()),
+        ];
+        let sig = twilio::compute_signature(
+            &s.twilio_auth_token,
+            &s.public_url("/twilio/status"),
+            &params,
+        );
         let req = Inbound {
             method: "POST".into(),
             path: "/twilio/status".into(),
@@ -420,10 +626,16 @@ mod tests {
             ..Inbound::default()
         };
         let (reply, outcome) = handle(Ok(&s), &ports, &req, at(T0)).await;
-        assert_eq!((reply.status, outcome), (200, Outcome::StatusForwarded { ok: true }));
+        assert_eq!(
+            (reply.status, outcome),
+            (200, Outcome::StatusForwarded { ok: true })
+        );
         ports.down();
         let (reply, outcome) = handle(Ok(&s), &ports, &req, at(T0)).await;
-        assert_eq!((reply.status, outcome), (200, Outcome::StatusForwarded { ok: false }));
+        assert_eq!(
+            (reply.status, outcome),
+            (200, Outcome::StatusForwarded { ok: false })
+        );
 
         let body = br#"{"type":"post_call_transcription","data":{}}"#;
         let header = webhooks::sign_elevenlabs(&Secret::new("el-secret"), T0, body);
@@ -437,6 +649,9 @@ mod tests {
         assert_eq!(handle(Ok(&s), &ports, &req, at(T0)).await.0.status, 502);
         ports.answer(200);
         assert_eq!(handle(Ok(&s), &ports, &req, at(T0)).await.0.status, 200);
-        assert_eq!(ports.sent.borrow().last().unwrap().url, "http://127.0.0.1:9/v1/post-call");
+        assert_eq!(
+            ports.sent.borrow().last().unwrap().url,
+            "http://127.0.0.1:9/v1/post-call"
+        );
     }
 }

@@ -32,7 +32,10 @@ pub struct Inbound {
 impl Inbound {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// `path?query`, or `path` when there is no query.
@@ -55,15 +58,27 @@ pub struct Reply {
 
 impl Reply {
     pub fn twiml(body: String) -> Self {
-        Self { status: 200, content_type: TWIML, body }
+        Self {
+            status: 200,
+            content_type: TWIML,
+            body,
+        }
     }
 
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Self { status, content_type: TEXT, body: body.into() }
+        Self {
+            status,
+            content_type: TEXT,
+            body: body.into(),
+        }
     }
 
     pub fn no_content() -> Self {
-        Self { status: 204, content_type: TEXT, body: String::new() }
+        Self {
+            status: 204,
+            content_type: TEXT,
+            body: String::new(),
+        }
     }
 }
 

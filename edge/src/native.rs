@@ -55,7 +55,10 @@ impl EdgeState {
             .build()?;
         Ok(Self {
             settings: Arc::new(settings),
-            ports: Arc::new(NativePorts { cache: Mutex::new(MemoryCache::default()), http }),
+            ports: Arc::new(NativePorts {
+                cache: Mutex::new(MemoryCache::default()),
+                http,
+            }),
             clock: Arc::new(Utc::now),
         })
     }
@@ -115,7 +118,9 @@ pub async fn serve(
     state: EdgeState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn handle(
@@ -126,7 +131,10 @@ async fn handle(
     body: Body,
 ) -> Response {
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return into_response(Reply::text(413, format!("body exceeds the {MAX_BODY_BYTES}-byte limit")));
+        return into_response(Reply::text(
+            413,
+            format!("body exceeds the {MAX_BODY_BYTES}-byte limit"),
+        ));
     };
     let inbound = Inbound {
         method: method.as_str().to_ascii_uppercase(),
@@ -139,19 +147,27 @@ async fn handle(
         body: body.to_vec(),
     };
     let now = (state.clock)();
-    let (reply, outcome) = flow::handle(Ok(&state.settings), state.ports.as_ref(), &inbound, now).await;
+    let (reply, outcome) =
+        flow::handle(Ok(&state.settings), state.ports.as_ref(), &inbound, now).await;
     match &outcome {
         Outcome::Refused { .. } | Outcome::StatusForwarded { ok: false } => {
             tracing::warn!(method = %inbound.method, path = %inbound.path, status = reply.status, ?outcome, "edge request")
         }
-        _ => tracing::info!(method = %inbound.method, path = %inbound.path, status = reply.status, ?outcome, "edge request"),
+        _ => {
+            tracing::info!(method = %inbound.method, path = %inbound.path, status = reply.status, ?outcome, "edge request")
+        }
     }
     into_response(reply)
 }
 
 fn into_response(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, reply.content_type)],
+        reply.body,
+    )
+        .into_response()
 }
 
 struct NativePorts {
@@ -181,7 +197,12 @@ impl MemoryCache {
         if self.entries.len() >= MAX_CACHE_ENTRIES && !self.entries.contains_key(key) {
             self.entries.retain(|_, (_, exp)| *exp > now);
             if self.entries.len() >= MAX_CACHE_ENTRIES {
-                if let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, exp))| *exp).map(|(k, _)| k.clone()) {
+                if let Some(oldest) = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, exp))| *exp)
+                    .map(|(k, _)| k.clone())
+                {
                     self.entries.remove(&oldest);
                 }
             }
@@ -196,20 +217,32 @@ fn unix_now() -> i64 {
 
 impl Ports for NativePorts {
     async fn cache_get(&self, key: &str) -> Result<Option<String>, PortError> {
-        let mut cache = self.cache.lock().map_err(|_| PortError::Storage("cache lock poisoned".into()))?;
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| PortError::Storage("cache lock poisoned".into()))?;
         Ok(cache.get(key, unix_now()))
     }
 
     async fn cache_put(&self, key: &str, value: String, ttl_secs: u64) -> Result<(), PortError> {
         let now = unix_now();
-        let mut cache = self.cache.lock().map_err(|_| PortError::Storage("cache lock poisoned".into()))?;
-        cache.put(key, value, now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)), now);
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| PortError::Storage("cache lock poisoned".into()))?;
+        cache.put(
+            key,
+            value,
+            now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
+            now,
+        );
         Ok(())
     }
 
     async fn send(&self, req: Outbound, timeout_ms: u64) -> Result<Upstream, PortError> {
         let exchange = async {
-            let method = reqwest::Method::from_bytes(req.method.as_bytes()).map_err(|e| PortError::Network(e.to_string()))?;
+            let method = reqwest::Method::from_bytes(req.method.as_bytes())
+                .map_err(|e| PortError::Network(e.to_string()))?;
             let mut builder = self.http.request(method, &req.url);
             for (k, v) in &req.headers {
                 builder = builder.header(k, v);
@@ -217,13 +250,26 @@ impl Ports for NativePorts {
             if !req.body.is_empty() {
                 builder = builder.body(req.body.clone());
             }
-            let mut resp = builder.send().await.map_err(|e| PortError::Network(e.without_url().to_string()))?;
+            let mut resp = builder
+                .send()
+                .await
+                .map_err(|e| PortError::Network(e.without_url().to_string()))?;
             let status = resp.status().as_u16();
-            let etag = resp.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let etag = resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| PortError::Network(e.without_url().to_string()))? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| PortError::Network(e.without_url().to_string()))?
+            {
                 if body.len() + chunk.len() > MAX_UPSTREAM_BYTES {
-                    return Err(PortError::Network(format!("dashboard response over {MAX_UPSTREAM_BYTES} bytes")));
+                    return Err(PortError::Network(format!(
+                        "dashboard response over {MAX_UPSTREAM_BYTES} bytes"
+                    )));
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -71,7 +71,11 @@ impl Settings {
     /// [`SettingsError`] listing every missing or invalid setting.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let mut problems = Vec::new();
-        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let required = |name: &str, problems: &mut Vec<String>| {
             get(name).unwrap_or_else(|| {
                 problems.push(format!("{name} is not set"));
@@ -79,9 +83,16 @@ impl Settings {
             })
         };
 
-        let public_base_url = required("PUBLIC_BASE_URL", &mut problems).trim_end_matches('/').to_owned();
-        if !public_base_url.is_empty() && url_host(&public_base_url, &["https://", "http://"]).is_none() {
-            problems.push("PUBLIC_BASE_URL must be an absolute http(s) URL such as https://edge.example.com".into());
+        let public_base_url = required("PUBLIC_BASE_URL", &mut problems)
+            .trim_end_matches('/')
+            .to_owned();
+        if !public_base_url.is_empty()
+            && url_host(&public_base_url, &["https://", "http://"]).is_none()
+        {
+            problems.push(
+                "PUBLIC_BASE_URL must be an absolute http(s) URL such as https://edge.example.com"
+                    .into(),
+            );
         } else if public_base_url.contains(['?', '#']) {
             problems.push("PUBLIC_BASE_URL must not contain a query or fragment".into());
         }
@@ -94,12 +105,20 @@ impl Settings {
             }
         };
         let default_region = required("DEFAULT_REGION", &mut problems);
-        if !default_region.is_empty() && !bridges.is_empty() && !bridges.contains_key(&default_region) {
-            problems.push(format!("DEFAULT_REGION {default_region:?} has no entry in BRIDGE_URLS"));
+        if !default_region.is_empty()
+            && !bridges.is_empty()
+            && !bridges.contains_key(&default_region)
+        {
+            problems.push(format!(
+                "DEFAULT_REGION {default_region:?} has no entry in BRIDGE_URLS"
+            ));
         }
 
-        let dashboard_url = required("DASHBOARD_URL", &mut problems).trim_end_matches('/').to_owned();
-        if !dashboard_url.is_empty() && url_host(&dashboard_url, &["https://", "http://"]).is_none() {
+        let dashboard_url = required("DASHBOARD_URL", &mut problems)
+            .trim_end_matches('/')
+            .to_owned();
+        if !dashboard_url.is_empty() && url_host(&dashboard_url, &["https://", "http://"]).is_none()
+        {
             problems.push("DASHBOARD_URL must be an absolute http(s) URL".into());
         }
         let dashboard_key_id = required("DASHBOARD_KEY_ID", &mut problems);
@@ -129,7 +148,10 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .map(Secret::new)
             .collect();
-        if dashboard_webhook_secrets.iter().any(|s| !s.expose().starts_with("whsec_")) {
+        if dashboard_webhook_secrets
+            .iter()
+            .any(|s| !s.expose().starts_with("whsec_"))
+        {
             problems.push("DASHBOARD_WEBHOOK_SECRETS entries must look like whsec_<base64>".into());
         }
         let elevenlabs_webhook_secret = get("ELEVENLABS_WEBHOOK_SECRET").map(Secret::new);
@@ -139,15 +161,27 @@ impl Settings {
             Some(raw) => match raw.parse::<u64>() {
                 Ok(v) if (min..=max).contains(&v) => v,
                 _ => {
-                    problems.push(format!("{name} must be a whole number from {min} to {max}, not {raw:?}"));
+                    problems.push(format!(
+                        "{name} must be a whole number from {min} to {max}, not {raw:?}"
+                    ));
                     default
                 }
             },
         };
         let config_ttl_secs = number("CONFIG_TTL_SECS", DEFAULT_CONFIG_TTL_SECS, 0, 86_400);
         let config_stale_secs = number("CONFIG_STALE_SECS", DEFAULT_STALE_SECS, 0, 30 * 86_400);
-        let dashboard_timeout_ms = number("DASHBOARD_TIMEOUT_MS", DEFAULT_DASHBOARD_TIMEOUT_MS, 100, 10_000);
-        let handoff_ttl_secs = number("HANDOFF_TTL_SECS", MAX_LIFETIME_SECS as u64, 5, MAX_LIFETIME_SECS as u64) as i64;
+        let dashboard_timeout_ms = number(
+            "DASHBOARD_TIMEOUT_MS",
+            DEFAULT_DASHBOARD_TIMEOUT_MS,
+            100,
+            10_000,
+        );
+        let handoff_ttl_secs = number(
+            "HANDOFF_TTL_SECS",
+            MAX_LIFETIME_SECS as u64,
+            5,
+            MAX_LIFETIME_SECS as u64,
+        ) as i64;
 
         let allow_test_clock = matches!(get("ALLOW_TEST_CLOCK").as_deref(), Some("1" | "true"));
         if allow_test_clock && !is_loopback(&public_base_url) {
@@ -183,7 +217,11 @@ impl Settings {
         match self.bridges.get_key_value(region) {
             Some((r, url)) => (r.as_str(), url.as_str()),
             None => {
-                let url = self.bridges.get(&self.default_region).map(String::as_str).unwrap_or("");
+                let url = self
+                    .bridges
+                    .get(&self.default_region)
+                    .map(String::as_str)
+                    .unwrap_or("");
                 (self.default_region.as_str(), url)
             }
         }
@@ -205,8 +243,16 @@ fn url_host<'a>(url: &'a str, schemes: &[&str]) -> Option<&'a str> {
 }
 
 fn is_loopback(url: &str) -> bool {
-    let Some(host) = url_host(url, &["http://", "https://"]) else { return false };
-    let name = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let Some(host) = url_host(url, &["http://", "https://"]) else {
+        return false;
+    };
+    let name = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     matches!(name, "127.0.0.1" | "localhost" | "[::1]")
 }
 
@@ -228,7 +274,11 @@ fn parse_bridges(spec: &str) -> Result<BTreeMap<String, String>, String> {
             return Err(format!("BRIDGE_URLS entry for {region:?} must not carry a query string (Twilio forbids it)"));
         }
         let has_path = url.len() > "wss://".len() + host.len();
-        let stream = if has_path { url.to_owned() } else { format!("{url}/media") };
+        let stream = if has_path {
+            url.to_owned()
+        } else {
+            format!("{url}/media")
+        };
         if out.insert(region.to_owned(), stream).is_some() {
             return Err(format!("BRIDGE_URLS names region {region:?} twice"));
         }
@@ -246,14 +296,20 @@ pub(crate) mod tests {
     pub(crate) fn vars() -> BTreeMap<&'static str, &'static str> {
         BTreeMap::from([
             ("PUBLIC_BASE_URL", "https://edge.example.com/"),
-            ("BRIDGE_URLS", "eu-west=wss://eu.bridge.example.com, us-east=wss://us.bridge.example.com/custom"),
+            (
+                "BRIDGE_URLS",
+                "eu-west=wss://eu.bridge.example.com, us-east=wss://us.bridge.example.com/custom",
+            ),
             ("DEFAULT_REGION", "eu-west"),
             ("DASHBOARD_URL", "http://127.0.0.1:9/"),
             ("DASHBOARD_KEY_ID", "edge-1"),
             ("DASHBOARD_SIGNING_SECRET", "dashboard-signing-secret-0123"),
             ("TWILIO_AUTH_TOKEN", "12345"),
             ("HANDOFF_KEYS", "k1:handoff-secret-0123456789"),
-            ("DASHBOARD_WEBHOOK_SECRETS", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"),
+            (
+                "DASHBOARD_WEBHOOK_SECRETS",
+                "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            ),
             ("ELEVENLABS_WEBHOOK_SECRET", "el-secret"),
         ])
     }
@@ -266,10 +322,22 @@ pub(crate) mod tests {
     fn valid_settings_parse_with_defaults() {
         let s = settings_from(&vars()).unwrap();
         assert_eq!(s.public_base_url, "https://edge.example.com");
-        assert_eq!(s.public_url("/twilio/voice"), "https://edge.example.com/twilio/voice");
-        assert_eq!(s.bridge_for("eu-west"), ("eu-west", "wss://eu.bridge.example.com/media"));
-        assert_eq!(s.bridge_for("us-east"), ("us-east", "wss://us.bridge.example.com/custom"));
-        assert_eq!(s.bridge_for("ap-south"), ("eu-west", "wss://eu.bridge.example.com/media"));
+        assert_eq!(
+            s.public_url("/twilio/voice"),
+            "https://edge.example.com/twilio/voice"
+        );
+        assert_eq!(
+            s.bridge_for("eu-west"),
+            ("eu-west", "wss://eu.bridge.example.com/media")
+        );
+        assert_eq!(
+            s.bridge_for("us-east"),
+            ("us-east", "wss://us.bridge.example.com/custom")
+        );
+        assert_eq!(
+            s.bridge_for("ap-south"),
+            ("eu-west", "wss://eu.bridge.example.com/media")
+        );
         assert_eq!(s.config_ttl_secs, DEFAULT_CONFIG_TTL_SECS);
         assert_eq!(s.dashboard_timeout_ms, 2_000);
         assert_eq!(s.handoff_ttl_secs, 60);
@@ -286,10 +354,19 @@ pub(crate) mod tests {
         v.insert("DASHBOARD_WEBHOOK_SECRETS", "plain-secret-value");
         let err = settings_from(&v).unwrap_err();
         let text = err.to_string();
-        for needle in ["TWILIO_AUTH_TOKEN is not set", "wss://", "HANDOFF_KEYS", "CONFIG_TTL_SECS", "whsec_"] {
+        for needle in [
+            "TWILIO_AUTH_TOKEN is not set",
+            "wss://",
+            "HANDOFF_KEYS",
+            "CONFIG_TTL_SECS",
+            "whsec_",
+        ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
-        assert!(!text.contains("plain-secret-value") && !text.contains("k1:short"), "{text}");
+        assert!(
+            !text.contains("plain-secret-value") && !text.contains("k1:short"),
+            "{text}"
+        );
         assert_eq!(err.problems.len(), 5, "{text}");
     }
 
@@ -297,15 +374,22 @@ pub(crate) mod tests {
     fn test_clock_requires_loopback() {
         let mut v = vars();
         v.insert("ALLOW_TEST_CLOCK", "1");
-        assert!(settings_from(&v).unwrap_err().to_string().contains("ALLOW_TEST_CLOCK"));
+        assert!(settings_from(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("ALLOW_TEST_CLOCK"));
         v.insert("PUBLIC_BASE_URL", "http://127.0.0.1:8787");
         assert!(settings_from(&v).unwrap().allow_test_clock);
     }
 
     #[test]
     fn bridge_urls_refuse_queries_and_duplicates() {
-        assert!(parse_bridges("a=wss://h/media?x=1").unwrap_err().contains("query"));
-        assert!(parse_bridges("a=wss://h,a=wss://g").unwrap_err().contains("twice"));
+        assert!(parse_bridges("a=wss://h/media?x=1")
+            .unwrap_err()
+            .contains("query"));
+        assert!(parse_bridges("a=wss://h,a=wss://g")
+            .unwrap_err()
+            .contains("twice"));
         assert!(parse_bridges("wss://h").is_err());
         assert!(parse_bridges(" , ").is_err());
     }

@@ -6,7 +6,11 @@ use pulsara_core::config::{AfterHours, AgentConfig, OpeningHours, RestaurantConf
 /// A restaurant open every day 00:00–24:00 in Europe/Rome (so tests can pick "now" freely and
 /// close it with closures or by replacing `hours`), numbers `+390600000001` and `+390600000002`.
 pub fn config(id: &str) -> RestaurantConfig {
-    let all_day = |day| WeeklySpan { day, open: NaiveTime::MIN, close: NaiveTime::MIN };
+    let all_day = |day| WeeklySpan {
+        day,
+        open: NaiveTime::MIN,
+        close: NaiveTime::MIN,
+    };
     RestaurantConfig {
         id: id.to_owned(),
         version: 3,
@@ -15,15 +19,25 @@ pub fn config(id: &str) -> RestaurantConfig {
         phone_numbers: vec!["+39 06 0000 0001".into(), "+390600000002".into()],
         time_zone: "Europe/Rome".into(),
         hours: OpeningHours {
-            weekly: [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun]
-                .into_iter()
-                .map(all_day)
-                .collect(),
+            weekly: [
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+                Weekday::Sat,
+                Weekday::Sun,
+            ]
+            .into_iter()
+            .map(all_day)
+            .collect(),
             closures: vec![],
             last_call_minutes: 0,
         },
         region: "eu-west".into(),
-        after_hours: AfterHours::Message { message: "We are closed.".into() },
+        after_hours: AfterHours::Message {
+            message: "We are closed.".into(),
+        },
         staff_number: Some("+390600000099".into()),
         fallback_number: None,
         staffed_hours: vec![],

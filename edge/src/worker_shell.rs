@@ -7,7 +7,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::{select, Either};
 use worker::wasm_bindgen::JsValue;
-use worker::{console_error, console_log, event, AbortController, Context, Date, Delay, Env, Fetch, Headers, KvStore, Method, Request, RequestInit, Response};
+use worker::{
+    console_error, console_log, event, AbortController, Context, Date, Delay, Env, Fetch, Headers,
+    KvStore, Method, Request, RequestInit, Response,
+};
 
 use crate::flow::{self, Outcome, PortError, Ports};
 use crate::http::{Inbound, Outbound, Reply, Upstream, MAX_BODY_BYTES, MAX_UPSTREAM_BYTES};
@@ -26,13 +29,24 @@ fn storage(e: impl std::fmt::Display) -> PortError {
 
 impl Ports for WorkerPorts {
     async fn cache_get(&self, key: &str) -> Result<Option<String>, PortError> {
-        let kv = self.kv.as_ref().ok_or_else(|| storage("KV binding CONFIG_CACHE is missing"))?;
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| storage("KV binding CONFIG_CACHE is missing"))?;
         kv.get(key).text().await.map_err(storage)
     }
 
     async fn cache_put(&self, key: &str, value: String, ttl_secs: u64) -> Result<(), PortError> {
-        let kv = self.kv.as_ref().ok_or_else(|| storage("KV binding CONFIG_CACHE is missing"))?;
-        kv.put(key, value).map_err(storage)?.expiration_ttl(ttl_secs).execute().await.map_err(storage)
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| storage("KV binding CONFIG_CACHE is missing"))?;
+        kv.put(key, value)
+            .map_err(storage)?
+            .expiration_ttl(ttl_secs)
+            .execute()
+            .await
+            .map_err(storage)
     }
 
     async fn send(&self, req: Outbound, timeout_ms: u64) -> Result<Upstream, PortError> {
@@ -41,23 +55,34 @@ impl Ports for WorkerPorts {
         let exchange = async move {
             let headers = Headers::new();
             for (k, v) in &req.headers {
-                headers.set(k, v).map_err(|e| PortError::Network(e.to_string()))?;
+                headers
+                    .set(k, v)
+                    .map_err(|e| PortError::Network(e.to_string()))?;
             }
             let mut init = RequestInit::new();
-            init.with_method(Method::from(req.method.to_owned())).with_headers(headers);
+            init.with_method(Method::from(req.method.to_owned()))
+                .with_headers(headers);
             if !req.body.is_empty() {
-                init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(req.body.as_slice()))));
+                init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(
+                    req.body.as_slice(),
+                ))));
             }
-            let request = Request::new_with_init(&req.url, &init).map_err(|e| PortError::Network(e.to_string()))?;
+            let request = Request::new_with_init(&req.url, &init)
+                .map_err(|e| PortError::Network(e.to_string()))?;
             let mut resp = Fetch::Request(request)
                 .send_with_signal(&signal)
                 .await
                 .map_err(|e| PortError::Network(e.to_string()))?;
             let status = resp.status_code();
             let etag = resp.headers().get("etag").ok().flatten();
-            let body = resp.bytes().await.map_err(|e| PortError::Network(e.to_string()))?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| PortError::Network(e.to_string()))?;
             if body.len() > MAX_UPSTREAM_BYTES {
-                return Err(PortError::Network(format!("dashboard response over {MAX_UPSTREAM_BYTES} bytes")));
+                return Err(PortError::Network(format!(
+                    "dashboard response over {MAX_UPSTREAM_BYTES} bytes"
+                )));
             }
             Ok(Upstream { status, etag, body })
         };
@@ -85,21 +110,45 @@ impl Ports for WorkerPorts {
 }
 
 async fn inbound(req: &mut Request) -> Result<Inbound, Reply> {
-    let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<usize>().ok());
     if let Some(n) = declared.filter(|n| *n > MAX_BODY_BYTES) {
-        return Err(Reply::text(413, format!("body of {n} bytes exceeds the {MAX_BODY_BYTES}-byte limit")));
+        return Err(Reply::text(
+            413,
+            format!("body of {n} bytes exceeds the {MAX_BODY_BYTES}-byte limit"),
+        ));
     }
     let url = req.url().map_err(|_| Reply::text(400, "bad URL"))?;
-    let headers = req.headers().entries().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    let headers = req
+        .headers()
+        .entries()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
     let method = req.method().to_string().to_ascii_uppercase();
-    let body = if method == "GET" || method == "HEAD" { Vec::new() } else { req.bytes().await.unwrap_or_default() };
-    Ok(Inbound { method, path: url.path().to_owned(), query: url.query().unwrap_or("").to_owned(), headers, body })
+    let body = if method == "GET" || method == "HEAD" {
+        Vec::new()
+    } else {
+        req.bytes().await.unwrap_or_default()
+    };
+    Ok(Inbound {
+        method,
+        path: url.path().to_owned(),
+        query: url.query().unwrap_or("").to_owned(),
+        headers,
+        body,
+    })
 }
 
 fn response(reply: Reply) -> worker::Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", reply.content_type)?;
-    Ok(Response::ok(reply.body)?.with_status(reply.status).with_headers(headers))
+    Ok(Response::ok(reply.body)?
+        .with_status(reply.status)
+        .with_headers(headers))
 }
 
 #[event(fetch)]
@@ -112,14 +161,29 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         Ok(i) => i,
         Err(reply) => return response(reply),
     };
-    let ports = WorkerPorts { kv: env.kv(KV_BINDING).ok() };
-    let now = DateTime::<Utc>::from_timestamp_millis(Date::now().as_millis() as i64).unwrap_or_default();
+    let ports = WorkerPorts {
+        kv: env.kv(KV_BINDING).ok(),
+    };
+    let now =
+        DateTime::<Utc>::from_timestamp_millis(Date::now().as_millis() as i64).unwrap_or_default();
     let (reply, outcome) = flow::handle(settings.as_ref(), &ports, &inbound, now).await;
     match &outcome {
         Outcome::Refused { .. } | Outcome::StatusForwarded { ok: false } => {
-            console_error!("{} {} -> {} {:?}", inbound.method, inbound.path, reply.status, outcome)
+            console_error!(
+                "{} {} -> {} {:?}",
+                inbound.method,
+                inbound.path,
+                reply.status,
+                outcome
+            )
         }
-        _ => console_log!("{} {} -> {} {:?}", inbound.method, inbound.path, reply.status, outcome),
+        _ => console_log!(
+            "{} {} -> {} {:?}",
+            inbound.method,
+            inbound.path,
+            reply.status,
+            outcome
+        ),
     }
     response(reply)
 }

@@ -19,7 +19,10 @@ use harness::{at, Dashboard, Edge};
 
 /// workerd processes in the process group `pgid`.
 fn workerd_pids(pgid: u32) -> Vec<u32> {
-    let out = Command::new("ps").args(["-eo", "pid=,pgid=,comm="]).output().expect("ps");
+    let out = Command::new("ps")
+        .args(["-eo", "pid=,pgid=,comm="])
+        .output()
+        .expect("ps");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -37,8 +40,16 @@ fn cpu_secs(pid: u32) -> f64 {
     // Fields after the command name (which is in parentheses and may contain spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|&i| f.get(i)?.parse::<f64>().ok()).sum();
-    let hz = Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0);
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
+        .sum();
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
     ticks / hz
 }
 
@@ -48,17 +59,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::var("EDGE_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let n: usize = std::env::var("EDGE_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     let stub = Arc::new(Dashboard::load_restaurants());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dashboard_url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().fallback(harness::dashboard).with_state(stub.clone());
+    let app = axum::Router::new()
+        .fallback(harness::dashboard)
+        .with_state(stub.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let edge = Edge::start(&dashboard_url).await;
 
     // Warm up: fill KV and let workerd compile the module.
     for i in 0..20 {
-        let (_, body, _) = edge.call(&format!("CAwarm{i:028}"), "+390612345678", at::ROME_TUESDAY_LUNCH).await;
+        let (_, body, _) = edge
+            .call(
+                &format!("CAwarm{i:028}"),
+                "+390612345678",
+                at::ROME_TUESDAY_LUNCH,
+            )
+            .await;
         assert!(body.contains("<Stream"), "{body}");
     }
     let fetches = stub.config_requests.load(Ordering::SeqCst);
@@ -68,19 +90,34 @@ async fn main() {
     // Baseline: GET /healthz (routing + settings parse, no KV, no crypto) through the same path.
     let cpu_before = cpu();
     for _ in 0..n {
-        let r = edge.http.get(format!("{}/healthz", edge.base)).send().await.unwrap();
+        let r = edge
+            .http
+            .get(format!("{}/healthz", edge.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     let healthz_cpu = (cpu() - cpu_before) * 1e3 / n as f64;
     let cpu_before = cpu();
     let mut walls = Vec::with_capacity(n);
     for i in 0..n {
-        let (status, _, took) = edge.call(&format!("CA{i:032}"), "+390612345678", at::ROME_TUESDAY_LUNCH).await;
+        let (status, _, took) = edge
+            .call(
+                &format!("CA{i:032}"),
+                "+390612345678",
+                at::ROME_TUESDAY_LUNCH,
+            )
+            .await;
         assert_eq!(status, 200);
         walls.push(took);
     }
     let voice_cpu = (cpu() - cpu_before) * 1e3 / n as f64;
-    assert_eq!(stub.config_requests.load(Ordering::SeqCst), fetches, "warm cache: no dashboard requests expected");
+    assert_eq!(
+        stub.config_requests.load(Ordering::SeqCst),
+        fetches,
+        "warm cache: no dashboard requests expected"
+    );
     walls.sort();
     let mean = walls.iter().sum::<Duration>() / n as u32;
     println!("edge in workerd (wrangler dev, local): {n} sequential signed voice webhooks, warm KV cache");

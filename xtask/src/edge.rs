@@ -50,7 +50,11 @@ pub fn build(tc: &Wasm) -> Result<()> {
     util::run(&mut cmd).context("building the edge worker failed")?;
     let (js, wasm) = artefacts();
     if !js.exists() || !wasm.exists() {
-        bail!("worker-build finished but {} / {} are missing", js.display(), wasm.display());
+        bail!(
+            "worker-build finished but {} / {} are missing",
+            js.display(),
+            wasm.display()
+        );
     }
     let size = std::fs::metadata(&wasm)?.len();
     eprintln!("    {} ({} KiB)", wasm.display(), size / 1024);
@@ -68,7 +72,11 @@ pub fn bench() -> Result<()> {
     let (js, wasm) = artefacts();
     let raw = std::fs::metadata(&wasm)?.len() + std::fs::metadata(&js)?.len();
     let gz = gzip_len(&wasm)? + gzip_len(&js)?;
-    eprintln!("    edge/build (index.js + index_bg.wasm): {} KiB raw, {} KiB gzip -9", raw / 1024, gz / 1024);
+    eprintln!(
+        "    edge/build (index.js + index_bg.wasm): {} KiB raw, {} KiB gzip -9",
+        raw / 1024,
+        gz / 1024
+    );
     let outdir = tc.root.join("target").join("edge-dry-run");
     let mut dry = Command::new(tc.root.join("node_modules/.bin/wrangler"));
     dry.current_dir(&tc.root)
@@ -87,7 +95,12 @@ pub fn bench() -> Result<()> {
 }
 
 fn gzip_len(path: &std::path::Path) -> Result<u64> {
-    let out = Command::new("gzip").arg("-9").arg("-c").arg(path).output().context("gzip")?;
+    let out = Command::new("gzip")
+        .arg("-9")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .context("gzip")?;
     if !out.status.success() {
         bail!("gzip failed on {}", path.display());
     }

@@ -100,11 +100,15 @@ impl Wasm {
         if compiler == Compiler::Debian {
             tc.ensure_target_libdir()?;
         }
-        tc.wasm_bindgen = ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
+        tc.wasm_bindgen =
+            ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
         tc.worker_build = ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION)?;
         ensure_npm(&root)?;
         if !tc.wasm_opt.exists() {
-            bail!("{} is missing after `npm ci`; is `binaryen` in package.json?", tc.wasm_opt.display());
+            bail!(
+                "{} is missing after `npm ci`; is `binaryen` in package.json?",
+                tc.wasm_opt.display()
+            );
         }
         if !tc.esbuild.exists() {
             // Other platforms: fall back to the `esbuild` launcher script.
@@ -123,7 +127,14 @@ impl Wasm {
     /// local wasm-bindgen/wasm-opt/esbuild binaries) and clears what an enclosing `cargo run`
     /// may have set.
     pub fn apply_env(&self, cmd: &mut Command) {
-        for var in ["RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+        for var in [
+            "RUSTC",
+            "RUSTDOC",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+        ] {
             cmd.env_remove(var);
         }
         cmd.env("PATH", &self.path)
@@ -152,7 +163,12 @@ impl Wasm {
     ///
     /// # Errors
     /// When cargo cannot start or the build fails.
-    pub fn cargo_build_wasm(&self, manifest_dir: &Path, target_dir: &Path, release: bool) -> Result<()> {
+    pub fn cargo_build_wasm(
+        &self,
+        manifest_dir: &Path,
+        target_dir: &Path,
+        release: bool,
+    ) -> Result<()> {
         let mut cmd = self.cargo();
         cmd.current_dir(manifest_dir)
             .arg("build")
@@ -186,10 +202,16 @@ impl Wasm {
 }
 
 fn rustup_has_wasm_target() -> bool {
-    let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
         return false;
     };
-    out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET)
+    out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == WASM_TARGET)
 }
 
 fn is_root() -> bool {
@@ -218,7 +240,9 @@ fn ensure_debian_compiler() -> Result<()> {
     util::step(&format!("apt-get install {}", DEBIAN_PACKAGES.join(" ")));
     let install = || {
         let mut cmd = Command::new("apt-get");
-        cmd.args(["install", "-y", "--no-install-recommends"]).args(DEBIAN_PACKAGES).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd.args(["install", "-y", "--no-install-recommends"])
+            .args(DEBIAN_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         util::run(&mut cmd)
     };
     if install().is_err() {
@@ -229,16 +253,22 @@ fn ensure_debian_compiler() -> Result<()> {
 }
 
 fn rust_lld_present() -> bool {
-    ["/usr/bin/rust-lld", "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld", "/usr/bin/lld-22"]
-        .iter()
-        .any(|p| Path::new(p).exists())
+    [
+        "/usr/bin/rust-lld",
+        "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld",
+        "/usr/bin/lld-22",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
 }
 
 fn cargo_bin_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CARGO_HOME") {
         return PathBuf::from(home).join("bin");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cargo").join("bin")
 }
 
@@ -259,11 +289,14 @@ fn ensure_cargo_tool(krate: &str, bin: &str, version: &str) -> Result<PathBuf> {
             return Ok(path);
         }
         Some(v) => util::step(&format!("cargo install {krate} {version} (found {v:?})")),
-        None => util::step(&format!("cargo install {krate} {version} (about 10 minutes on 2 cores)")),
+        None => util::step(&format!(
+            "cargo install {krate} {version} (about 10 minutes on 2 cores)"
+        )),
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["install", krate, "--version", version, "--force"]).env_remove("CARGO_TARGET_DIR");
+    cmd.args(["install", krate, "--version", version, "--force"])
+        .env_remove("CARGO_TARGET_DIR");
     util::run(&mut cmd)?;
     Ok(path)
 }
@@ -283,6 +316,9 @@ fn ensure_npm(root: &Path) -> Result<()> {
     }
     util::step("npm ci (wrangler, binaryen, esbuild from package-lock.json)");
     let mut cmd = Command::new("npm");
-    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(root).env("WRANGLER_SEND_METRICS", "false");
-    util::run(&mut cmd).context("npm ci failed; Node.js 20+ and npm are needed (apt-get install nodejs npm)")
+    cmd.args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(root)
+        .env("WRANGLER_SEND_METRICS", "false");
+    util::run(&mut cmd)
+        .context("npm ci failed; Node.js 20+ and npm are needed (apt-get install nodejs npm)")
 }
