@@ -374,8 +374,9 @@ pub fn config_request(
 }
 
 /// Verifies a status callback and builds the lifecycle event to forward to the dashboard
-/// (`POST /v1/calls/{call_sid}/events`): `{"source":"twilio","kind":"call"|"recording",
-/// "call_sid","call_status","received_at","params":{…every Twilio parameter…}}`.
+/// (`POST /v1/calls/{call_sid}/events`, schema `CallEvent` in `api/openapi.yaml`): every Twilio
+/// parameter as a flat JSON object of strings. A recording status callback (the voicemail's
+/// `?kind=recording`) also carries `"PulsaraEventKind": "recording"`.
 ///
 /// # Errors
 /// As [`verify_twilio`]; [`Refusal::BadRequest`] without a usable `CallSid`.
@@ -389,23 +390,14 @@ pub fn status_event(
     let call_sid = param(&params, "CallSid")
         .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
         .ok_or_else(|| Refusal::BadRequest("status callback has no valid CallSid".into()))?;
-    let kind = if req.query.split('&').any(|kv| kv == "kind=recording") {
-        "recording"
-    } else {
-        "call"
-    };
-    let map: serde_json::Map<String, serde_json::Value> = params
+    // Repeated names keep their last value (Twilio does not repeat status callback parameters).
+    let mut event: serde_json::Map<String, serde_json::Value> = params
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
-    let event = serde_json::json!({
-        "source": "twilio",
-        "kind": kind,
-        "call_sid": call_sid,
-        "call_status": param(&params, "CallStatus"),
-        "received_at": now_unix,
-        "params": map,
-    });
+    if req.query.split('&').any(|kv| kv == "kind=recording") {
+        event.insert("PulsaraEventKind".into(), "recording".into());
+    }
     let body = serde_json::to_vec(&event).unwrap_or_default();
     Ok(dashboard_request(
         settings,
@@ -912,9 +904,10 @@ mod tests {
             ("POST", "http://127.0.0.1:9/v1/calls/CA42/events")
         );
         let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
-        assert_eq!(body["kind"], "recording");
-        assert_eq!(body["call_status"], "completed");
-        assert_eq!(body["params"]["CallDuration"], "37");
+        assert_eq!(body["PulsaraEventKind"], "recording");
+        assert_eq!(body["CallStatus"], "completed");
+        assert_eq!(body["CallSid"], "CA42");
+        assert_eq!(body["CallDuration"], "37");
         let bad = signed(&s, "/twilio/status", "", &[("CallSid", "../../admin")]);
         assert!(matches!(
             status_event(&s, &bad, 0, "n"),

@@ -664,10 +664,7 @@ async fn edge_worker_in_workerd() {
         let (_, ev) =
             status_event.unwrap_or_else(|| panic!("status event not forwarded: {events:?}"));
         assert_eq!(
-            (
-                ev["call_status"].as_str(),
-                ev["params"]["CallDuration"].as_str()
-            ),
+            (ev["CallStatus"].as_str(), ev["CallDuration"].as_str()),
             (Some("completed"), Some("42"))
         );
         let (_, pc) = events

@@ -100,6 +100,15 @@ impl Wasm {
         if compiler == Compiler::Debian {
             tc.ensure_target_libdir()?;
         }
+        if let Some(locked) = locked_version(&root, "wasm-bindgen") {
+            if locked != WASM_BINDGEN_VERSION {
+                bail!(
+                    "Cargo.lock pins wasm-bindgen {locked} but xtask installs wasm-bindgen-cli \
+                     {WASM_BINDGEN_VERSION}; they must match (update WASM_BINDGEN_VERSION in \
+                     xtask/src/toolchain.rs or `cargo update -p wasm-bindgen --precise {WASM_BINDGEN_VERSION}`)"
+                );
+            }
+        }
         tc.wasm_bindgen =
             ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
         tc.worker_build = ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION)?;
@@ -199,6 +208,24 @@ impl Wasm {
         eprintln!("    created empty {}", dir.display());
         Ok(())
     }
+}
+
+/// The version of package `name` in the workspace's `Cargo.lock`, if it is there once.
+fn locked_version(root: &Path, name: &str) -> Option<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).ok()?;
+    let wanted = format!("name = \"{name}\"");
+    let mut versions = lock.split("[[package]]").filter_map(|block| {
+        let mut lines = block.lines().map(str::trim);
+        lines.find(|l| *l == wanted)?;
+        let v = lines.find(|l| l.starts_with("version = "))?;
+        Some(
+            v.trim_start_matches("version = ")
+                .trim_matches('"')
+                .to_owned(),
+        )
+    });
+    let first = versions.next()?;
+    versions.next().is_none().then_some(first)
 }
 
 fn rustup_has_wasm_target() -> bool {
