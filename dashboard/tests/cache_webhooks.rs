@@ -89,7 +89,7 @@ async fn one_fetch_for_many_concurrent_callers_and_304_revalidation() {
     let cache = Arc::new(ConfigCache::new(
         fetcher,
         CacheConfig {
-            ttl: Duration::from_millis(300),
+            ttl: Duration::from_secs(2),
             ..Default::default()
         },
     ));
@@ -112,7 +112,7 @@ async fn one_fetch_for_many_concurrent_callers_and_304_revalidation() {
     assert_eq!(cache.stats.hits.load(Ordering::SeqCst), 49);
 
     // After the TTL: one conditional request, answered 304, same Arc kept.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let again = cache.restaurant("trattoria-roma").await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(cache.stats.not_modified.load(Ordering::SeqCst), 1);
