@@ -22,7 +22,7 @@ use pulsara_dashboard::cache::{CacheConfig, CacheError, ConfigCache};
 use pulsara_dashboard::client::{ClientConfig, ClientError, DashboardClient};
 use pulsara_dashboard::notify::{SendError, SmtpSender, TwilioSms};
 use pulsara_dashboard::outbox::{self, Dispatcher, Outbox, OutboxError, OutboxStats, RetryPolicy};
-use pulsara_dashboard::webhook_in::{self, WebhookReceiver};
+use pulsara_dashboard::webhook_in::{self, EventHandler, WebhookReceiver};
 use pulsara_dashboard::Clock;
 
 use crate::ports::{CallSink, ConfigError, ConfigSource, SinkError};
@@ -139,6 +139,126 @@ pub struct DashboardLinkConfig {
     pub twilio: Option<(String, String, Secret)>,
     /// How long `flush` (shutdown) keeps delivering.
     pub flush_deadline: Duration,
+    /// Extra webhook handlers (e.g. the policy host swapping a restaurant's tool set on
+    /// `policy.updated`); the cache invalidation is always registered.
+    pub on_event: Vec<EventHandler>,
+}
+
+/// A setting that stops start-up, naming the variable (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dashboard setting {name}: {reason}")]
+pub struct LinkConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+impl DashboardLinkConfig {
+    /// Reads the dashboard settings from the environment (`env` is `std::env::var` in
+    /// production, a map in tests):
+    ///
+    /// | variable | meaning | default |
+    /// | --- | --- | --- |
+    /// | `DASHBOARD_URL` | remote dashboard; unset = `embedded_url` | — |
+    /// | `DASHBOARD_KEY_ID` + `DASHBOARD_SIGNING_SECRET` | request signing key | — |
+    /// | `DASHBOARD_API_KEY` | `Authorization: Bearer` key | — |
+    /// | `DASHBOARD_WEBHOOK_SECRETS` | comma-separated `whsec_…` accepted on `/webhooks/dashboard` | — |
+    /// | `DASHBOARD_TIMEOUT_MS` | per-request timeout | 2000 |
+    /// | `DASHBOARD_CACHE_TTL_SECS` | config/KB cache TTL | 60 |
+    /// | `PULSARA_OUTBOX_PATH` | outbox SQLite file | `pulsara-outbox.db` |
+    /// | `SMTP_URL` + `SMTP_FROM` | notification emails | off |
+    /// | `TWILIO_API_BASE`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` | caller SMS | off |
+    ///
+    /// # Errors
+    /// No dashboard URL at all, no credential, half a signing key, or an unparsable number.
+    pub fn from_env(
+        env: impl Fn(&str) -> Option<String>,
+        embedded_url: Option<&str>,
+    ) -> Result<Self, LinkConfigError> {
+        let get = |n: &str| {
+            env(n)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let err = |name: &'static str, reason: &str| LinkConfigError {
+            name,
+            reason: reason.to_owned(),
+        };
+        let url = get("DASHBOARD_URL")
+            .or_else(|| embedded_url.map(str::to_owned))
+            .ok_or_else(|| {
+                err(
+                    "DASHBOARD_URL",
+                    "not set and no embedded dashboard is running",
+                )
+            })?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(err("DASHBOARD_URL", "must start with http:// or https://"));
+        }
+        let num = |name: &'static str, default: u64| -> Result<u64, LinkConfigError> {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| err(name, "must be a whole number"))
+                })
+                .unwrap_or(Ok(default))
+        };
+        let mut client = ClientConfig::new(url)
+            .timeout(Duration::from_millis(num("DASHBOARD_TIMEOUT_MS", 2000)?));
+        match (get("DASHBOARD_KEY_ID"), get("DASHBOARD_SIGNING_SECRET")) {
+            (Some(id), Some(secret)) => client = client.signing_key(id, Secret::new(secret)),
+            (None, None) => {}
+            _ => {
+                return Err(err(
+                    "DASHBOARD_SIGNING_SECRET",
+                    "DASHBOARD_KEY_ID and DASHBOARD_SIGNING_SECRET go together",
+                ))
+            }
+        }
+        if let Some(k) = get("DASHBOARD_API_KEY") {
+            client = client.api_key(Secret::new(k));
+        }
+        if client.signing_key.is_none() && client.api_key.is_none() {
+            return Err(err("DASHBOARD_SIGNING_SECRET", "set a signing key (DASHBOARD_KEY_ID + DASHBOARD_SIGNING_SECRET) or DASHBOARD_API_KEY"));
+        }
+        let webhook_secrets = get("DASHBOARD_WEBHOOK_SECRETS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let smtp = match (get("SMTP_URL"), get("SMTP_FROM")) {
+            (Some(u), Some(f)) => Some((Secret::new(u), f)),
+            (Some(u), None) => Some((Secret::new(u), "Pulsara <pulsara@localhost>".to_owned())),
+            (None, _) => None,
+        };
+        let twilio = match (get("TWILIO_ACCOUNT_SID"), get("TWILIO_AUTH_TOKEN")) {
+            (Some(sid), Some(token)) => Some((
+                get("TWILIO_API_BASE").unwrap_or_else(|| "https://api.twilio.com".to_owned()),
+                sid,
+                Secret::new(token),
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            client,
+            cache: CacheConfig {
+                ttl: Duration::from_secs(num("DASHBOARD_CACHE_TTL_SECS", 60)?),
+                ..Default::default()
+            },
+            webhook_secrets,
+            outbox_path: get("PULSARA_OUTBOX_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("pulsara-outbox.db")),
+            retry: RetryPolicy::default(),
+            smtp,
+            twilio,
+            flush_deadline: Duration::from_secs(10),
+            on_event: Vec::new(),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +319,11 @@ impl DashboardLink {
             flush_deadline: cfg.flush_deadline,
         });
         let inval = cache.clone();
-        let receiver = WebhookReceiver::new(cfg.webhook_secrets.clone(), clock)
+        let mut receiver = WebhookReceiver::new(cfg.webhook_secrets.clone(), clock)
             .on_event(Arc::new(move |ev| inval.invalidate(ev)));
+        for h in &cfg.on_event {
+            receiver = receiver.on_event(h.clone());
+        }
         let webhook_router = webhook_in::router(Arc::new(receiver));
         let outbox_task = tokio::spawn(outbox::run(outbox, dispatcher, cfg.retry, shutdown));
         Ok(Self {
@@ -210,5 +333,160 @@ impl DashboardLink {
             webhook_router,
             outbox_task,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn from_env_reads_settings_and_never_prints_secrets() {
+        let cfg = DashboardLinkConfig::from_env(
+            env(&[
+                ("DASHBOARD_KEY_ID", "bridge-eu"),
+                ("DASHBOARD_SIGNING_SECRET", "sign-s3cret"),
+                ("DASHBOARD_WEBHOOK_SECRETS", "whsec_YQ==, whsec_Yg=="),
+                ("SMTP_URL", "smtp://u:mail-s3cret@127.0.0.1:2525"),
+                ("TWILIO_ACCOUNT_SID", "AC1"),
+                ("TWILIO_AUTH_TOKEN", "tw-s3cret"),
+            ]),
+            Some("http://127.0.0.1:8787"),
+        )
+        .unwrap();
+        assert_eq!(cfg.client.base_url, "http://127.0.0.1:8787");
+        assert_eq!(cfg.webhook_secrets.len(), 2);
+        assert_eq!(cfg.twilio.as_ref().unwrap().0, "https://api.twilio.com");
+        assert!(!format!("{:?}", cfg.client).contains("s3cret"));
+        let remote = DashboardLinkConfig::from_env(
+            env(&[
+                ("DASHBOARD_URL", "https://dash.example"),
+                ("DASHBOARD_API_KEY", "pk_x"),
+            ]),
+            Some("http://127.0.0.1:8787"),
+        )
+        .unwrap();
+        assert_eq!(remote.client.base_url, "https://dash.example");
+        for (pairs, name) in [
+            (vec![("DASHBOARD_API_KEY", "k")], "DASHBOARD_URL"),
+            (
+                vec![("DASHBOARD_URL", "ftp://x"), ("DASHBOARD_API_KEY", "k")],
+                "DASHBOARD_URL",
+            ),
+            (
+                vec![("DASHBOARD_URL", "http://x")],
+                "DASHBOARD_SIGNING_SECRET",
+            ),
+            (
+                vec![("DASHBOARD_URL", "http://x"), ("DASHBOARD_KEY_ID", "k")],
+                "DASHBOARD_SIGNING_SECRET",
+            ),
+            (
+                vec![
+                    ("DASHBOARD_URL", "http://x"),
+                    ("DASHBOARD_API_KEY", "k"),
+                    ("DASHBOARD_TIMEOUT_MS", "soon"),
+                ],
+                "DASHBOARD_TIMEOUT_MS",
+            ),
+        ] {
+            let Err(e) = DashboardLinkConfig::from_env(env(&pairs), None) else {
+                panic!("{name} should be rejected")
+            };
+            assert_eq!(e.name, name, "{e}");
+        }
+    }
+
+    /// The whole link on loopback: embedded dashboard seeded from `restaurants/`, configuration
+    /// through the cache, a record through the outbox sink, delivered by the background task.
+    #[tokio::test]
+    async fn link_serves_configs_and_delivers_records_to_the_embedded_dashboard() {
+        use pulsara_dashboard::auth::SigningKeys;
+        use pulsara_dashboard::embedded::{EmbeddedDashboard, EmbeddedOptions};
+        use pulsara_dashboard::seed::SeedOptions;
+
+        let dir = std::env::temp_dir().join(format!("pulsara-link-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dash = EmbeddedDashboard::start(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            EmbeddedOptions {
+                db_path: None,
+                restaurants_dir: Some(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../restaurants"),
+                ),
+                seed: SeedOptions {
+                    manifest: None,
+                    strict: false,
+                },
+                signing_keys: SigningKeys::parse(&Secret::new("bridge1:bridge:link-secret"))
+                    .unwrap(),
+            },
+            pulsara_dashboard::system_clock(),
+        )
+        .await
+        .unwrap();
+        let outbox_path = dir.join("outbox.db");
+        let outbox_str = outbox_path.to_str().unwrap().to_owned();
+        let cfg = DashboardLinkConfig::from_env(
+            env(&[
+                ("DASHBOARD_KEY_ID", "bridge1"),
+                ("DASHBOARD_SIGNING_SECRET", "link-secret"),
+                ("PULSARA_OUTBOX_PATH", &outbox_str),
+            ]),
+            Some(&dash.url()),
+        )
+        .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let link = DashboardLink::start(cfg, pulsara_dashboard::system_clock(), async move {
+            let _ = rx.await;
+        })
+        .unwrap();
+        let sushi = link.configs.restaurant("sakura-sushi").await.unwrap();
+        assert_eq!(sushi.time_zone, "Asia/Tokyo");
+        assert!(!link
+            .configs
+            .knowledge_base("sakura-sushi")
+            .await
+            .unwrap()
+            .menu
+            .is_empty());
+        assert!(matches!(
+            link.configs.restaurant("nope").await,
+            Err(ConfigError::NotFound(_))
+        ));
+
+        let record = CallRecord {
+            call_sid: "CA-link".into(),
+            restaurant_id: "sakura-sushi".into(),
+            started_at: "2026-11-28T10:00:00Z".into(),
+            ended_at: "2026-11-28T10:01:00Z".into(),
+            ..Default::default()
+        };
+        link.sink.deliver(record).await.unwrap();
+        let mut stored = None;
+        for _ in 0..250 {
+            stored = dash.store.call("CA-link").unwrap();
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stored = stored.expect("record delivered by the outbox task");
+        assert!(stored["summary"]["paragraph"].is_string());
+        link.sink.flush().await.unwrap();
+        assert_eq!(link.sink.stats().unwrap().depth, 0);
+        let _ = tx.send(());
+        link.outbox_task.await.unwrap();
+        dash.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
