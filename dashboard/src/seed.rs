@@ -283,7 +283,7 @@ pub fn seed_from_dir(
                 });
             }
             let stored_kb = store.knowledge_base(&cfg.id)?.map(|k| k.version);
-            if !stored_kb.is_some_and(|v| v >= kb.version) {
+            if stored_kb.is_none_or(|v| v < kb.version) {
                 store.upsert_knowledge_base(&kb)?;
             }
         } else {
