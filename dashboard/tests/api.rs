@@ -438,3 +438,87 @@ async fn call_records_are_idempotent_enriched_and_merged_with_post_call_in_any_o
         Err(ClientError::Status { status: 400, .. })
     ));
 }
+
+#[tokio::test]
+async fn policy_upload_and_tool_swap_bump_version_and_send_policy_updated() {
+    use pulsara_dashboard::events::{DashboardEvent, EventType};
+    use pulsara_dashboard::webhook_in::{self, WebhookReceiver};
+    use std::sync::{Arc, Mutex};
+
+    let d = start_dashboard().await;
+    let got: Arc<Mutex<Vec<DashboardEvent>>> = Arc::default();
+    let g2 = got.clone();
+    let secret = Secret::new(pulsara_dashboard::server::new_webhook_secret());
+    let rx = WebhookReceiver::new(vec![secret.clone()], d.clock.clock())
+        .on_event(Arc::new(move |ev| g2.lock().unwrap().push(ev.clone())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!(
+        "http://{}/webhooks/dashboard",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, webhook_in::router(Arc::new(rx))).await });
+    let admin = d.client("admin1", ADMIN_SECRET);
+    admin.admin_add_webhook(&hook, Some(&secret)).await.unwrap();
+
+    // Upload a module over HTTP (signed by the admin key).
+    let module = b"\0asm\x01\0\0\0custom-policy".to_vec();
+    let path = "/v1/admin/policies?name=custom";
+    let h = request_auth::sign(
+        "admin1",
+        &Secret::new(ADMIN_SECRET),
+        "POST",
+        path,
+        d.clock.now(),
+        "n-upload",
+        &module,
+    );
+    assert_eq!(raw(&d.url(), "POST", path, h, &module).await.0, 201);
+    let sha = pulsara_dashboard::sha256_hex(&module);
+    let h = request_auth::sign(
+        "admin1",
+        &Secret::new(ADMIN_SECRET),
+        "POST",
+        path,
+        d.clock.now(),
+        "n-notwasm",
+        b"MZ",
+    );
+    assert_eq!(
+        raw(&d.url(), "POST", path, h, b"MZ").await,
+        (400, "invalid_request".into())
+    );
+
+    let before = d.dash.store.restaurant("sakura-sushi").unwrap().unwrap();
+    let mut tools = before.tools.clone();
+    tools.push(pulsara_core::config::ToolBinding {
+        name: "custom".into(),
+        module_sha256: sha.clone(),
+        grants: Default::default(),
+        limits: Default::default(),
+    });
+    let stored = admin.admin_put_tools("sakura-sushi", &tools).await.unwrap();
+    assert_eq!(stored.version, before.version + 1);
+    assert_eq!(stored.tools.last().unwrap().module_sha256, sha);
+    assert_eq!(
+        d.client("bridge1", BRIDGE_SECRET)
+            .policy(&sha)
+            .await
+            .unwrap(),
+        module
+    );
+    assert!(
+        eventually(5, || !got.lock().unwrap().is_empty()).await,
+        "webhook sent"
+    );
+    let ev = got.lock().unwrap()[0].clone();
+    assert_eq!(
+        (ev.kind, ev.data.restaurant_id.as_str(), ev.data.version),
+        (EventType::PolicyUpdated, "sakura-sushi", stored.version)
+    );
+
+    // A tool pointing at a module that was never uploaded is refused.
+    tools.last_mut().unwrap().module_sha256 = "ab".repeat(32);
+    assert!(
+        matches!(admin.admin_put_tools("sakura-sushi", &tools).await, Err(ClientError::Status { status: 422, ref code, .. }) if code == "unknown_module")
+    );
+}
