@@ -1,0 +1,161 @@
+//! The sandbox holds: each adversarial guest fails with its own error inside its limit, and the
+//! next call (on the same host) is unaffected.
+
+mod common;
+
+use common::*;
+use pulsara_policy_host::{HostConfig, Limits, PolicyError, PolicyHost, ToolRun};
+use serde_json::json;
+
+fn run(host: &PolicyHost, name: &str, limits: Limits, granted: &[&str]) -> ToolRun {
+    let module = host.load_bytes(&module_bytes(name)).expect("module loads");
+    let granted: Vec<String> = granted.iter().map(|s| s.to_string()).collect();
+    host.run_module(&module, name, &bare_input(name, json!({"text": "hi"})), limits, &granted)
+}
+
+fn echo_still_works(host: &PolicyHost) {
+    let out = run(host, "test_echo", Limits::DEFAULT, &[]).result.expect("echo after a failure");
+    assert_eq!(out.result, "test_echo: hi");
+}
+
+#[test]
+fn infinite_loop_runs_out_of_fuel() {
+    let host = host();
+    let r = run(&host, "test_infinite_loop", Limits::DEFAULT, &[]);
+    assert_eq!(r.result.unwrap_err(), PolicyError::OutOfFuel { fuel: Limits::DEFAULT.fuel });
+    let record = r.record.unwrap();
+    assert_eq!(record.fuel_used, Limits::DEFAULT.fuel, "all fuel consumed, not more");
+    echo_still_works(&host);
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline_when_fuel_is_plentiful() {
+    let host = host();
+    let limits = Limits { fuel: Limits::MAXIMA.fuel, deadline_ms: 5, ..Limits::DEFAULT };
+    let r = run(&host, "test_infinite_loop", limits, &[]);
+    assert_eq!(r.result.unwrap_err(), PolicyError::Timeout { deadline_ms: 5 });
+    let record = r.record.unwrap();
+    assert!(record.fuel_used < limits.fuel);
+    // Generous bound: the epoch tick is 1 ms; this only guards against "never stopped".
+    assert!(record.duration_us < 2_000_000, "stopped after {} µs", record.duration_us);
+    echo_still_works(&host);
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_limit() {
+    let host = host();
+    let r = run(&host, "test_memory_bomb", Limits::DEFAULT, &[]);
+    assert_eq!(r.result.unwrap_err(), PolicyError::MemoryLimit { limit_bytes: Limits::DEFAULT.memory_bytes });
+    let small = Limits { memory_bytes: 4 << 20, ..Limits::DEFAULT };
+    let r = run(&host, "test_memory_bomb", small, &[]);
+    assert_eq!(r.result.unwrap_err(), PolicyError::MemoryLimit { limit_bytes: 4 << 20 });
+    echo_still_works(&host);
+}
+
+#[test]
+fn deep_recursion_overflows_the_stack() {
+    let host = host();
+    let r = run(&host, "test_deep_recursion", Limits::DEFAULT, &[]);
+    assert_eq!(r.result.unwrap_err(), PolicyError::StackOverflow);
+    echo_still_works(&host);
+}
+
+#[test]
+fn huge_output_is_refused() {
+    let host = host();
+    let r = run(&host, "test_huge_output", Limits::DEFAULT, &[]);
+    match r.result.unwrap_err() {
+        PolicyError::OutputTooLarge { bytes, max } => {
+            assert!(bytes > 1 << 20);
+            assert_eq!(max, Limits::DEFAULT.output_bytes);
+        }
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    echo_still_works(&host);
+}
+
+#[test]
+fn invalid_output_is_refused() {
+    let host = host();
+    let r = run(&host, "test_invalid_output", Limits::DEFAULT, &[]);
+    assert!(matches!(r.result, Err(PolicyError::InvalidOutput(_))), "{:?}", r.result);
+    echo_still_works(&host);
+}
+
+#[test]
+fn panic_is_a_crash() {
+    let host = host();
+    let r = run(&host, "test_panic", Limits::DEFAULT, &[]);
+    let err = r.result.unwrap_err();
+    assert!(matches!(err, PolicyError::Crashed(_)), "{err:?}");
+    assert_eq!(err.kind(), "crashed");
+    assert!(!err.speakable().contains("unreachable"), "no internals in what the agent hears");
+    echo_still_works(&host);
+}
+
+#[test]
+fn ungranted_action_is_refused_and_granted_passes() {
+    let host = host();
+    let r = run(&host, "test_ungranted_action", Limits::DEFAULT, &["end_call"]);
+    assert_eq!(r.result.unwrap_err(), PolicyError::UngrantedAction { kind: "send_sms".into() });
+    let r = run(&host, "test_ungranted_action", Limits::DEFAULT, &["send_sms", "end_call"]);
+    assert_eq!(r.result.unwrap().actions.len(), 2);
+}
+
+#[test]
+fn wrong_abi_version_is_refused_at_load() {
+    let host = host();
+    let err = host.load_bytes(&module_bytes("test_wrong_abi")).unwrap_err();
+    assert!(matches!(err, PolicyError::AbiMismatch { module, host: 1, .. } if module == 1001), "{err:?}");
+    echo_still_works(&host);
+}
+
+#[test]
+fn oversized_input_is_refused_before_running() {
+    let host = host();
+    let module = host.load_bytes(&module_bytes("test_echo")).unwrap();
+    let input = bare_input("test_echo", json!({"text": "x".repeat(200_000)}));
+    let r = host.run_module(&module, "test_echo", &input, Limits::DEFAULT, &[]);
+    assert!(matches!(r.result, Err(PolicyError::InputTooLarge { max, .. }) if max == 128 * 1024));
+    assert_eq!(r.record.unwrap().fuel_used, 0);
+}
+
+#[test]
+fn guest_errors_reach_the_agent_verbatim() {
+    let host = host();
+    let module = host.load_bytes(&module_bytes("test_echo")).unwrap();
+    let r = host.run_module(&module, "test_echo", "{\"abi_version\":1}", Limits::DEFAULT, &[]);
+    match r.result.unwrap_err() {
+        PolicyError::Guest(message) => assert!(message.contains("invalid tool input"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ten_thousand_calls_keep_memory_flat() {
+    let host = host_with(HostConfig { max_concurrent_calls: 4, ..HostConfig::default() });
+    let module = host.load_bytes(&module_bytes("test_echo")).unwrap();
+    let input = bare_input("test_echo", json!({"text": "hello", "spin": 100}));
+    let mut call = || {
+        let out = host.run_module(&module, "test_echo", &input, Limits::DEFAULT, &[]).result.unwrap();
+        assert_eq!(out.result, "test_echo: hello");
+    };
+    for _ in 0..500 {
+        call();
+    }
+    let before = rss_kib();
+    for _ in 0..10_000 {
+        call();
+    }
+    let after = rss_kib();
+    if let (Some(before), Some(after)) = (before, after) {
+        // Generous: a leak of even 1 KiB per call would add ~10 MiB.
+        assert!(after < before + 8 * 1024, "RSS grew from {before} KiB to {after} KiB over 10,000 calls");
+    }
+}
+
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
