@@ -195,6 +195,11 @@ impl CallMachine {
         self.agent == AgentState::Ready && self.to_agent.is_none() && self.to_caller.is_none()
     }
 
+    /// Agent audio sent to Twilio whose mark has not come back yet (still playing).
+    pub fn audio_pending(&self) -> bool {
+        !self.pending_marks.is_empty()
+    }
+
     pub fn agent_ready(&self) -> bool {
         self.agent == AgentState::Ready
     }

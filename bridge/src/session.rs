@@ -38,6 +38,8 @@ type AgRx = SplitStream<AgentSocket>;
 
 /// Malformed frames tolerated before `start`.
 const MAX_GARBAGE_BEFORE_START: usize = 16;
+/// Longest wait for the agent's last words to play before hanging up.
+const HANGUP_PLAYBACK_MAX: Duration = Duration::from_secs(15);
 /// Pause before the second agent attempt.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -255,6 +257,8 @@ struct Call {
     tools_rx: mpsc::Receiver<ToolDone>,
     tools_in_flight: usize,
     reconnects_left: u32,
+    /// The agent ended the conversation: hang up once its audio has played (or at this deadline).
+    hangup_after_playback: Option<Instant>,
     done: bool,
 }
 
@@ -287,6 +291,7 @@ impl Call {
             tools_rx,
             tools_in_flight: 0,
             reconnects_left: 1,
+            hangup_after_playback: None,
             done: false,
         }
     }
@@ -353,6 +358,14 @@ impl Call {
                 msg = async { ag_rx.expect("guarded").next().await }, if ag_open => {
                     if let Some(again) = self.on_agent_frame(msg).await {
                         connecting = Some(again);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)), if self.hangup_after_playback.is_some() => {
+                    let deadline = self.hangup_after_playback.unwrap_or_else(Instant::now);
+                    if !self.m.audio_pending() || Instant::now() >= deadline {
+                        self.hangup_after_playback = None;
+                        let out = vec![Out::EndCall { reason: "agent ended the conversation".into() }];
+                        self.flush(out).await;
                     }
                 }
                 Some(done) = self.tools_rx.recv() => {
@@ -458,6 +471,20 @@ impl Call {
         let t0 = Instant::now();
         let text = match msg {
             Some(Ok(AgMessage::Text(t))) => t,
+            Some(Ok(AgMessage::Close(Some(f))))
+                if f.code == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal =>
+            {
+                // The agent ended the conversation (its end-call tool): let the goodbye play,
+                // then hang up.
+                self.ag_rx = None;
+                self.ag_tx = None;
+                self.m.on_agent_gone();
+                if !self.done && self.m.end_reason().is_none() {
+                    info!("agent ended the conversation");
+                    self.hangup_after_playback = Some(Instant::now() + HANGUP_PLAYBACK_MAX);
+                }
+                return None;
+            }
             Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
                 self.ag_rx = None;
                 self.ag_tx = None;

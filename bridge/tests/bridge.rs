@@ -976,3 +976,42 @@ async fn upgrade_signature_is_checked_against_the_public_url() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_ending_the_conversation_hangs_up_after_the_goodbye_plays() {
+    let script = AgentScript {
+        on_start: vec![say("Hello", 3, 1, 0x11)],
+        on_chunk: vec![
+            (10, say("Goodbye, see you soon!", 25, 2, 0x12)),
+            (10, AgentAction::Close),
+        ],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    let t0 = Instant::now();
+    let log = run_caller(s.caller("CA1040", "trattoria-roma", 500))
+        .await
+        .unwrap();
+    let rec = s.record("CA1040").await;
+    assert_eq!(rec.end_reason, EndReason::AgentEnded);
+    let update = s
+        .rest
+        .wait_for("CA1040", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(update.twiml.contains("<Hangup"), "{}", update.twiml);
+    // Not before the 500 ms goodbye (sent at ~200 ms) has played.
+    assert!(
+        update.at.duration_since(t0) >= Duration::from_millis(650),
+        "{:?}",
+        update.at.duration_since(t0)
+    );
+    assert_eq!(log.media.len(), 28);
+    assert!(rec.fallback.is_none());
+    assert!(
+        !rec.transcript.iter().any(|l| l.cut),
+        "{:?}",
+        rec.transcript
+    );
+    s.shutdown().await;
+}
