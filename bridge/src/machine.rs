@@ -337,7 +337,7 @@ impl CallMachine {
                 "transfer_to_staff"
             }
             Some(DtmfAction::Say { text }) => {
-                self.to_agent_text(convai::ClientMessage::ContextualUpdate { text }, out);
+                self.send_agent_text(convai::ClientMessage::ContextualUpdate { text }, out);
                 "say"
             }
             Some(DtmfAction::EndCall) => {
@@ -346,7 +346,7 @@ impl CallMachine {
             }
             None => {
                 let text = format!("The caller pressed the key {digit} on their phone keypad.");
-                self.to_agent_text(convai::ClientMessage::ContextualUpdate { text }, out);
+                self.send_agent_text(convai::ClientMessage::ContextualUpdate { text }, out);
                 "contextual_update"
             }
         };
@@ -359,7 +359,7 @@ impl CallMachine {
         }
     }
 
-    fn to_agent_text(&mut self, msg: convai::ClientMessage<'_>, out: &mut Vec<Out>) {
+    fn send_agent_text(&mut self, msg: convai::ClientMessage<'_>, out: &mut Vec<Out>) {
         if self.agent == AgentState::Ready {
             out.push(Out::ToAgent(msg.to_json()));
         }
@@ -384,7 +384,7 @@ impl CallMachine {
                 let text = "No staff line is available for a transfer right now; offer to take a \
                             message instead."
                     .to_owned();
-                self.to_agent_text(convai::ClientMessage::ContextualUpdate { text }, out);
+                self.send_agent_text(convai::ClientMessage::ContextualUpdate { text }, out);
                 out.push(Out::TransferUnavailable { reason });
             }
         }
@@ -614,7 +614,7 @@ impl CallMachine {
             ),
             Err(e) => (e.speakable(), true, None, None, Vec::new(), None),
         };
-        self.to_agent_text(
+        self.send_agent_text(
             convai::ClientMessage::ClientToolResult {
                 tool_call_id: tool_call_id.clone(),
                 result: text.clone(),

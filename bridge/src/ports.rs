@@ -48,10 +48,13 @@ pub trait ConfigSource: Send + Sync + 'static {
     async fn knowledge_base(&self, id: &str) -> Result<Arc<KnowledgeBase>, ConfigError>;
 }
 
+/// One restaurant's configuration and knowledge base, as a call holds them.
+pub type Restaurant = (Arc<RestaurantConfig>, Arc<KnowledgeBase>);
+
 /// An in-memory source (tests, the demo after seeding).
 #[derive(Default)]
 pub struct MemoryConfigSource {
-    inner: Mutex<HashMap<String, (Arc<RestaurantConfig>, Arc<KnowledgeBase>)>>,
+    inner: Mutex<HashMap<String, Restaurant>>,
 }
 
 impl MemoryConfigSource {
