@@ -22,7 +22,6 @@ pub fn granted_data(grants: &Grants, config: &RestaurantConfig, kb: &KnowledgeBa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pulsara_core::config::*;
 
     fn config() -> RestaurantConfig {
         serde_json::from_value(serde_json::json!({

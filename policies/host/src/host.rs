@@ -386,7 +386,12 @@ impl PolicyHost {
             .collect();
         let set = Arc::new(ToolSet::new(config, tools));
         if let Ok(mut sets) = self.sets.lock() {
-            sets.insert(config.id.clone(), set.clone());
+            // A call still on an older configuration gets its own set but never displaces the
+            // newer one that new calls use.
+            let newer_cached = sets.get(&config.id).is_some_and(|s| s.config_version > config.version);
+            if !newer_cached {
+                sets.insert(config.id.clone(), set.clone());
+            }
         }
         set
     }

@@ -17,7 +17,11 @@ struct Restaurant {
 
 impl Restaurant {
     fn new(id: &str) -> Self {
-        let (cfg, kb) = restaurant(id);
+        let (mut cfg, kb) = restaurant(id);
+        // A generous deadline: these tests share a loaded machine (deadlines: sandbox.rs).
+        for tool in &mut cfg.tools {
+            tool.limits.deadline_ms = Some(1000);
+        }
         Self { host: host(), cfg, kb }
     }
 

@@ -19,7 +19,8 @@ fn config_with(version: u64, module: &str) -> RestaurantConfig {
         name: "echo".into(),
         module_sha256: module.into(),
         grants: Grants::default(),
-        limits: PolicyLimits::default(),
+        // A generous deadline: these tests share a loaded machine; deadlines are tested in sandbox.rs.
+        limits: PolicyLimits { deadline_ms: Some(1000), ..PolicyLimits::default() },
     }];
     cfg
 }
@@ -59,7 +60,7 @@ fn precompiled_artefacts_survive_a_restart_and_corruption_is_recompiled() {
     let first = PolicyHost::new(config.clone(), source.clone()).unwrap();
     let fp = first.engine_fingerprint().to_owned();
     let m = first.load(&sha).unwrap();
-    let a = first.run_module(&m, "test_echo", &input, Limits::DEFAULT, &[]);
+    let a = first.run_module(&m, "test_echo", &input, Limits { deadline_ms: 1000, ..Limits::DEFAULT }, &[]);
     let artefact = cache.path().join(&fp).join(format!("{sha}.cwasm"));
     assert!(artefact.is_file(), "artefact written to {}", artefact.display());
     let written = std::fs::metadata(&artefact).unwrap().modified().unwrap();
@@ -68,7 +69,7 @@ fn precompiled_artefacts_survive_a_restart_and_corruption_is_recompiled() {
     // A new host (a restart) deserialises: the artefact is not rewritten, and runs are identical.
     let second = PolicyHost::new(config.clone(), source.clone()).unwrap();
     let m = second.load(&sha).unwrap();
-    let b = second.run_module(&m, "test_echo", &input, Limits::DEFAULT, &[]);
+    let b = second.run_module(&m, "test_echo", &input, Limits { deadline_ms: 1000, ..Limits::DEFAULT }, &[]);
     assert_eq!(std::fs::metadata(&artefact).unwrap().modified().unwrap(), written);
     assert_eq!(a.result.unwrap(), b.result.unwrap());
     assert_eq!(a.record.unwrap().fuel_used, b.record.unwrap().fuel_used);
@@ -78,7 +79,7 @@ fn precompiled_artefacts_survive_a_restart_and_corruption_is_recompiled() {
     std::fs::write(&artefact, b"not machine code").unwrap();
     let third = PolicyHost::new(config, source).unwrap();
     let m = third.load(&sha).unwrap();
-    assert!(third.run_module(&m, "test_echo", &input, Limits::DEFAULT, &[]).result.is_ok());
+    assert!(third.run_module(&m, "test_echo", &input, Limits { deadline_ms: 1000, ..Limits::DEFAULT }, &[]).result.is_ok());
     assert_ne!(std::fs::read(&artefact).unwrap(), b"not machine code");
 }
 
@@ -142,7 +143,10 @@ fn echo_sha(set: &pulsara_policy_host::ToolSet) -> String {
 #[test]
 fn replay_reproduces_output_and_fuel_exactly() {
     let host = host();
-    let (cfg, kb) = restaurant("trattoria-roma");
+    let (mut cfg, kb) = restaurant("trattoria-roma");
+    for tool in &mut cfg.tools {
+        tool.limits.deadline_ms = Some(1000);
+    }
     let set = host.tool_set(&cfg);
     let run = host.call(
         &set,
@@ -168,7 +172,7 @@ fn replay_reproduces_output_and_fuel_exactly() {
     // A failing run replays to the same failure with the same fuel.
     let m = host.load_bytes(&module_bytes("test_infinite_loop")).unwrap();
     let failed = host
-        .run_module(&m, "spin", &bare_input("spin", json!({})), Limits { fuel: 1_000_000, ..Limits::DEFAULT }, &[])
+        .run_module(&m, "spin", &bare_input("spin", json!({})), Limits { fuel: 1_000_000, deadline_ms: 1000, ..Limits::DEFAULT }, &[])
         .record
         .unwrap();
     let again = other.replay(&failed).unwrap().record.unwrap();

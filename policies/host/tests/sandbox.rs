@@ -7,6 +7,10 @@ use common::*;
 use pulsara_policy_host::{HostConfig, Limits, PolicyError, PolicyHost, ToolRun};
 use serde_json::json;
 
+/// The default limits with a generous deadline (tests share a loaded machine); the deadline
+/// itself is tested on its own below.
+const LIMITS: Limits = Limits { deadline_ms: 1000, ..Limits::DEFAULT };
+
 fn run(host: &PolicyHost, name: &str, limits: Limits, granted: &[&str]) -> ToolRun {
     let module = host.load_bytes(&module_bytes(name)).expect("module loads");
     let granted: Vec<String> = granted.iter().map(|s| s.to_string()).collect();
@@ -14,14 +18,14 @@ fn run(host: &PolicyHost, name: &str, limits: Limits, granted: &[&str]) -> ToolR
 }
 
 fn echo_still_works(host: &PolicyHost) {
-    let out = run(host, "test_echo", Limits::DEFAULT, &[]).result.expect("echo after a failure");
+    let out = run(host, "test_echo", LIMITS, &[]).result.expect("echo after a failure");
     assert_eq!(out.result, "test_echo: hi");
 }
 
 #[test]
 fn infinite_loop_runs_out_of_fuel() {
     let host = host();
-    let r = run(&host, "test_infinite_loop", Limits::DEFAULT, &[]);
+    let r = run(&host, "test_infinite_loop", LIMITS, &[]);
     assert_eq!(r.result.unwrap_err(), PolicyError::OutOfFuel { fuel: Limits::DEFAULT.fuel });
     let record = r.record.unwrap();
     assert_eq!(record.fuel_used, Limits::DEFAULT.fuel, "all fuel consumed, not more");
@@ -44,9 +48,9 @@ fn infinite_loop_hits_the_deadline_when_fuel_is_plentiful() {
 #[test]
 fn memory_bomb_hits_the_memory_limit() {
     let host = host();
-    let r = run(&host, "test_memory_bomb", Limits::DEFAULT, &[]);
+    let r = run(&host, "test_memory_bomb", LIMITS, &[]);
     assert_eq!(r.result.unwrap_err(), PolicyError::MemoryLimit { limit_bytes: Limits::DEFAULT.memory_bytes });
-    let small = Limits { memory_bytes: 4 << 20, ..Limits::DEFAULT };
+    let small = Limits { memory_bytes: 4 << 20, ..LIMITS };
     let r = run(&host, "test_memory_bomb", small, &[]);
     assert_eq!(r.result.unwrap_err(), PolicyError::MemoryLimit { limit_bytes: 4 << 20 });
     echo_still_works(&host);
@@ -55,7 +59,7 @@ fn memory_bomb_hits_the_memory_limit() {
 #[test]
 fn deep_recursion_overflows_the_stack() {
     let host = host();
-    let r = run(&host, "test_deep_recursion", Limits::DEFAULT, &[]);
+    let r = run(&host, "test_deep_recursion", LIMITS, &[]);
     assert_eq!(r.result.unwrap_err(), PolicyError::StackOverflow);
     echo_still_works(&host);
 }
@@ -63,7 +67,7 @@ fn deep_recursion_overflows_the_stack() {
 #[test]
 fn huge_output_is_refused() {
     let host = host();
-    let r = run(&host, "test_huge_output", Limits::DEFAULT, &[]);
+    let r = run(&host, "test_huge_output", LIMITS, &[]);
     match r.result.unwrap_err() {
         PolicyError::OutputTooLarge { bytes, max } => {
             assert!(bytes > 1 << 20);
@@ -77,7 +81,7 @@ fn huge_output_is_refused() {
 #[test]
 fn invalid_output_is_refused() {
     let host = host();
-    let r = run(&host, "test_invalid_output", Limits::DEFAULT, &[]);
+    let r = run(&host, "test_invalid_output", LIMITS, &[]);
     assert!(matches!(r.result, Err(PolicyError::InvalidOutput(_))), "{:?}", r.result);
     echo_still_works(&host);
 }
@@ -85,7 +89,7 @@ fn invalid_output_is_refused() {
 #[test]
 fn panic_is_a_crash() {
     let host = host();
-    let r = run(&host, "test_panic", Limits::DEFAULT, &[]);
+    let r = run(&host, "test_panic", LIMITS, &[]);
     let err = r.result.unwrap_err();
     assert!(matches!(err, PolicyError::Crashed(_)), "{err:?}");
     assert_eq!(err.kind(), "crashed");
@@ -96,9 +100,9 @@ fn panic_is_a_crash() {
 #[test]
 fn ungranted_action_is_refused_and_granted_passes() {
     let host = host();
-    let r = run(&host, "test_ungranted_action", Limits::DEFAULT, &["end_call"]);
+    let r = run(&host, "test_ungranted_action", LIMITS, &["end_call"]);
     assert_eq!(r.result.unwrap_err(), PolicyError::UngrantedAction { kind: "send_sms".into() });
-    let r = run(&host, "test_ungranted_action", Limits::DEFAULT, &["send_sms", "end_call"]);
+    let r = run(&host, "test_ungranted_action", LIMITS, &["send_sms", "end_call"]);
     assert_eq!(r.result.unwrap().actions.len(), 2);
 }
 
@@ -124,7 +128,7 @@ fn oversized_input_is_refused_before_running() {
 fn guest_errors_reach_the_agent_verbatim() {
     let host = host();
     let module = host.load_bytes(&module_bytes("test_echo")).unwrap();
-    let r = host.run_module(&module, "test_echo", "{\"abi_version\":1}", Limits::DEFAULT, &[]);
+    let r = host.run_module(&module, "test_echo", "{\"abi_version\":1}", LIMITS, &[]);
     match r.result.unwrap_err() {
         PolicyError::Guest(message) => assert!(message.contains("invalid tool input"), "{message}"),
         other => panic!("{other:?}"),
@@ -137,7 +141,7 @@ fn ten_thousand_calls_keep_memory_flat() {
     let module = host.load_bytes(&module_bytes("test_echo")).unwrap();
     let input = bare_input("test_echo", json!({"text": "hello", "spin": 100}));
     let mut call = || {
-        let out = host.run_module(&module, "test_echo", &input, Limits::DEFAULT, &[]).result.unwrap();
+        let out = host.run_module(&module, "test_echo", &input, LIMITS, &[]).result.unwrap();
         assert_eq!(out.result, "test_echo: hello");
     };
     for _ in 0..500 {
