@@ -28,6 +28,8 @@ pub enum Command {
     Bench(pulsara_bridge::bench::BenchArgs),
     /// Manage API keys of the embedded dashboard (create, list, revoke, rotate).
     Keys(pulsara_bridge::keys_cli::KeysArgs),
+    /// Run a tool policy module locally, or replay a recorded run.
+    Policy(pulsara_bridge::policy_cli::PolicyArgs),
 }
 
 #[derive(clap::Args)]
@@ -41,6 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Keys(args) => pulsara_bridge::keys_cli::run(args, &mut std::io::stdout()),
+        Command::Policy(args) => pulsara_bridge::policy_cli::run(args),
         Command::Bench(args) => {
             let report = pulsara_bridge::bench::run(args)
                 .await

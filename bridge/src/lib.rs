@@ -12,6 +12,8 @@
 //! - [`vars`]: dynamic variables and prompt overrides for the agent.
 //! - [`replay`]: single use of handoff tokens. [`metrics`]: Prometheus text exposition.
 //! - [`ports`]: the async traits the bridge depends on (configuration, tools, call-record sink).
+//! - [`tools`]: the wasm policy host as the bridge's tool runner; [`policy_cli`]: `pulsara policy
+//!   run|replay`.
 //! - [`config`]: typed settings (file + env), validated at start-up.
 //! - [`bench`]: the load harness behind `pulsara bench`; [`testkit`]: tiny loopback fakes of the
 //!   agent, the Twilio caller and Twilio REST for the bridge's tests and the bench.
@@ -24,11 +26,13 @@ pub mod dashboard_link;
 pub mod keys_cli;
 pub mod machine;
 pub mod metrics;
+pub mod policy_cli;
 pub mod ports;
 pub mod replay;
 pub mod server;
 pub mod session;
 pub mod testkit;
+pub mod tools;
 pub mod twilio_rest;
 pub mod vars;
 
