@@ -22,11 +22,12 @@ fn main() -> Result<()> {
     let rest = &args[args.len().min(1)..];
     match task {
         "build-wasm" => build_wasm(),
+        "build-policies" => policies::build(&toolchain::Wasm::prepare()?),
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build-wasm|test|demo|bench <edge|bridge|policies>>");
+            println!("usage: cargo xtask <build-wasm|build-policies|test|demo|bench <edge|bridge|policies>>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; run `cargo xtask help`"),
