@@ -30,6 +30,12 @@ pub enum Command {
     Keys(pulsara_bridge::keys_cli::KeysArgs),
     /// Run a tool policy module locally, or replay a recorded run.
     Policy(pulsara_bridge::policy_cli::PolicyArgs),
+    /// The main job: a whole local stack in one process and every scenario call through it.
+    Demo(pulsara_bridge::demo::DemoArgs),
+    /// Place one scenario call against a separately running edge and bridge.
+    Call(pulsara_bridge::demo::CallArgs),
+    /// Run the ElevenLabs or Twilio REST emulator on its own.
+    Emulate(pulsara_bridge::emulate::EmulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -44,6 +50,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Keys(args) => pulsara_bridge::keys_cli::run(args, &mut std::io::stdout()),
         Command::Policy(args) => pulsara_bridge::policy_cli::run(args),
+        Command::Demo(args) => {
+            if pulsara_bridge::demo::run(args).await? {
+                Ok(())
+            } else {
+                anyhow::bail!("some scenarios missed their expectations (see MISSED above)")
+            }
+        }
+        Command::Call(args) => {
+            if pulsara_bridge::demo::call(args).await? {
+                Ok(())
+            } else {
+                anyhow::bail!("the call missed its expectations")
+            }
+        }
+        Command::Emulate(args) => pulsara_bridge::emulate::run(args, shutdown_signal()).await,
         Command::Bench(args) => {
             let report = pulsara_bridge::bench::run(args)
                 .await

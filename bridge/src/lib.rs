@@ -14,6 +14,10 @@
 //! - [`ports`]: the async traits the bridge depends on (configuration, tools, call-record sink).
 //! - [`tools`]: the wasm policy host as the bridge's tool runner; [`policy_cli`]: `pulsara policy
 //!   run|replay`.
+//! - [`clock`]: the process clock (the demo shifts it to each scenario's instant).
+//! - [`stack`]: a whole local Pulsara in one process (dashboard, edge, bridge, emulators);
+//!   [`frontdoor`]: placing a call as Twilio does; [`demo`]: `pulsara demo` and `pulsara call`;
+//!   [`emulate`]: the emulators as standalone servers.
 //! - [`config`]: typed settings (file + env), validated at start-up.
 //! - [`bench`]: the load harness behind `pulsara bench`; [`testkit`]: tiny loopback fakes of the
 //!   agent, the Twilio caller and Twilio REST for the bridge's tests and the bench.
@@ -21,8 +25,12 @@
 
 pub mod agent;
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod dashboard_link;
+pub mod demo;
+pub mod emulate;
+pub mod frontdoor;
 pub mod keys_cli;
 pub mod machine;
 pub mod metrics;
@@ -31,6 +39,7 @@ pub mod ports;
 pub mod replay;
 pub mod server;
 pub mod session;
+pub mod stack;
 pub mod testkit;
 pub mod tools;
 pub mod twilio_rest;

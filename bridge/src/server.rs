@@ -3,6 +3,7 @@
 //! drains: `/readyz` turns unready, no new streams are accepted, live calls continue for the grace
 //! period, are then ended politely, and the sink is flushed.
 
+use crate::clock::Clock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,6 +56,8 @@ pub struct App {
     pub draining: CancellationToken,
     /// Cancelled when the grace period is over: live calls end politely.
     pub hard_stop: CancellationToken,
+    /// Every time the bridge reads: handoff expiry, the agent's "today", tools' local time.
+    pub clock: Clock,
     ready: AtomicBool,
     open_streams: AtomicUsize,
     live: Mutex<HashMap<String, usize>>,
@@ -71,6 +74,20 @@ impl App {
         configs: Arc<dyn ConfigSource>,
         tools: Arc<dyn ToolRunner>,
         sink: Arc<dyn CallSink>,
+    ) -> Result<Arc<App>, AppError> {
+        Self::with_clock(cfg, configs, tools, sink, Clock::system())
+    }
+
+    /// As [`App::new`], reading time from `clock` (the demo and scenario tests shift it).
+    ///
+    /// # Errors
+    /// As [`App::new`].
+    pub fn with_clock(
+        cfg: BridgeConfig,
+        configs: Arc<dyn ConfigSource>,
+        tools: Arc<dyn ToolRunner>,
+        sink: Arc<dyn CallSink>,
+        clock: Clock,
     ) -> Result<Arc<App>, AppError> {
         let keys = cfg.handoff_ring()?;
         let http = reqwest::Client::builder()
@@ -106,6 +123,7 @@ impl App {
             open_streams: AtomicUsize::new(0),
             live: Mutex::new(HashMap::new()),
             live_total: AtomicUsize::new(0),
+            clock,
             cfg,
         }))
     }

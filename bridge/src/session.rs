@@ -69,7 +69,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
             return;
         };
         tracing::Span::current().record("restaurant_id", cfg.id.as_str());
-        let started_at = Utc::now();
+        let started_at = app.clock.now();
         let caller = start
             .custom_parameters
             .get("caller")
@@ -156,7 +156,7 @@ async fn authenticate(
         .map(String::as_str)
         .unwrap_or("");
     let region = (!app.cfg.region.is_empty()).then_some(app.cfg.region.as_str());
-    let now = Utc::now().timestamp();
+    let now = app.clock.unix();
     let claims = match app.keys.verify(token, &start.call_sid, region, now) {
         Ok(c) => c,
         Err(e) => {
@@ -231,7 +231,7 @@ async fn busy(app: &App, info: CallInfo, tx: &mut TwTx) {
     let _ = tx.close().await;
     let mut m = CallMachine::new(info, MachineLimits::default());
     m.force_end(EndReason::Busy);
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let now = app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true);
     deliver(app, m.finish(now, 0)).await;
 }
 
@@ -311,7 +311,7 @@ impl Call {
         let caller = self.m.info().caller.clone();
         tokio::spawn(async move {
             let init =
-                crate::vars::initiation(&cfg, &kb, &caller, Utc::now(), first_message.as_deref());
+                crate::vars::initiation(&cfg, &kb, &caller, app.clock.now(), first_message.as_deref());
             let timeout = ms(app.cfg.limits.agent_connect_timeout_ms);
             let mut last = None;
             for attempt in 0..attempts {
@@ -390,7 +390,7 @@ impl Call {
             .fetch_add(stats.dropped_frames, Relaxed);
         let duration = self.now_ms();
         self.m.finish(
-            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            self.app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true),
             duration,
         )
     }
@@ -620,7 +620,7 @@ impl Call {
             kb: self.kb.clone(),
             call_sid: info.call_sid.clone(),
             caller: info.caller.clone(),
-            local_time: local_time(&info.restaurant.time_zone),
+            local_time: local_time(&info.restaurant.time_zone, self.app.clock.now()),
             earlier: self.m.earlier_results(),
         };
         let runner = self.app.tools.clone();
@@ -763,8 +763,7 @@ impl Call {
 }
 
 /// The restaurant's local time now, RFC 3339 with offset.
-fn local_time(tz: &str) -> String {
-    let now = Utc::now();
+fn local_time(tz: &str, now: chrono::DateTime<Utc>) -> String {
     match tz.parse::<chrono_tz::Tz>() {
         Ok(tz) => now
             .with_timezone(&tz)
