@@ -2,12 +2,11 @@
 //! Adding a subcommand = one enum variant + one match arm in [`run`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pulsara_bridge::config::BridgeConfig;
-use pulsara_bridge::ports::{FileConfigSource, JsonLinesSink, NoTools};
+
 
 #[derive(Parser)]
 #[command(
@@ -78,18 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = BridgeConfig::load(args.config.as_deref(), |k| std::env::var(k).ok())
         .context("bridge configuration")?;
-    let configs = FileConfigSource::load(&cfg.restaurants_dir).context("restaurant files")?;
-    tracing::info!(restaurants = ?configs.ids(), dir = %cfg.restaurants_dir.display(), "restaurants loaded");
-    let sink = JsonLinesSink::open(&cfg.call_records_path)
-        .await
-        .context("call record file")?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
-    let app = pulsara_bridge::App::new(cfg, Arc::new(configs), Arc::new(NoTools), Arc::new(sink))?;
-    pulsara_bridge::run(listener, app, shutdown_signal()).await?;
-    Ok(())
+    pulsara_bridge::service::serve(cfg, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

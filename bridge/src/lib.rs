@@ -18,6 +18,8 @@
 //! - [`stack`]: a whole local Pulsara in one process (dashboard, edge, bridge, emulators);
 //!   [`frontdoor`]: placing a call as Twilio does; [`demo`]: `pulsara demo` and `pulsara call`;
 //!   [`emulate`]: the emulators as standalone servers.
+//! - [`service`]: `pulsara serve`'s wiring (dashboard remote or embedded, policy host, outbox,
+//!   optional native edge).
 //! - [`config`]: typed settings (file + env), validated at start-up.
 //! - [`bench`]: the load harness behind `pulsara bench`; [`testkit`]: tiny loopback fakes of the
 //!   agent, the Twilio caller and Twilio REST for the bridge's tests and the bench.
@@ -38,6 +40,7 @@ pub mod policy_cli;
 pub mod ports;
 pub mod replay;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod stack;
 pub mod testkit;

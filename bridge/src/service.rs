@@ -1,0 +1,157 @@
+//! `pulsara serve`: the production wiring of one bridge process.
+//!
+//! - Configuration, tools and call records come from the dashboard: the remote one at
+//!   `DASHBOARD_URL`, or — when that is unset — the embedded dashboard this process starts itself
+//!   on `PULSARA_DASHBOARD_LISTEN`, stored in SQLite at `PULSARA_DASHBOARD_DB` and seeded from the
+//!   restaurants directory, so a new user runs everything with nothing external.
+//! - Tool policies run in the wasm host; modules are fetched from the dashboard by sha256 (and
+//!   verified against it), or read from `PULSARA_POLICIES_DIR` when it is set.
+//! - Finished calls go through the durable outbox to the dashboard, SMTP and Twilio.
+//! - With `PULSARA_EDGE_LISTEN` set, the edge's native shell is served too (self-hosting without
+//!   Cloudflare), configured by the same variables as the Worker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pulsara_core::secret::Secret;
+use pulsara_dashboard::auth::SigningKeys;
+use pulsara_dashboard::client::{ClientError, DashboardClient};
+use pulsara_dashboard::embedded::{EmbeddedDashboard, EmbeddedOptions};
+use pulsara_dashboard::seed::SeedOptions;
+use pulsara_policy_host::source::{ModuleSource, SourceError};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::BridgeConfig;
+use crate::dashboard_link::{DashboardLink, DashboardLinkConfig};
+use crate::tools::PolicyToolRunner;
+
+/// Policy modules fetched from the dashboard (`GET /v1/policies/{sha256}`). The host verifies the
+/// bytes against the hash and caches the compiled module, so this runs once per module.
+pub struct DashboardModules {
+    client: DashboardClient,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ModuleSource for DashboardModules {
+    fn fetch(&self, sha256: &str) -> Result<Vec<u8>, SourceError> {
+        let client = self.client.clone();
+        let handle = self.runtime.clone();
+        let sha = sha256.to_owned();
+        // The host asks synchronously; run the request on the runtime from a plain thread so
+        // this never blocks inside an async task.
+        std::thread::scope(|s| {
+            s.spawn(move || handle.block_on(client.policy(&sha)))
+                .join()
+                .map_err(|_| SourceError::Unavailable("policy fetch thread panicked".into()))?
+                .map_err(|e| match e {
+                    ClientError::NotFound(_) => SourceError::NotFound,
+                    other => SourceError::Unavailable(other.to_string()),
+                })
+        })
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// Runs the bridge (and, as configured, the embedded dashboard and the edge) until `shutdown`.
+///
+/// # Errors
+/// Invalid configuration (named, never with a secret), a port that cannot be bound, a database
+/// that cannot be opened.
+pub async fn serve(
+    cfg: BridgeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let clock = Clock::system();
+    let stop = CancellationToken::new();
+
+    // The dashboard: remote, or embedded in this process.
+    let mut embedded = None;
+    if env("DASHBOARD_URL").is_none() {
+        let listen: SocketAddr = env("PULSARA_DASHBOARD_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8088".into())
+            .parse()
+            .context("PULSARA_DASHBOARD_LISTEN must be host:port")?;
+        let keys = env("PULSARA_DASHBOARD_SIGNING_KEYS").context(
+            "the embedded dashboard needs PULSARA_DASHBOARD_SIGNING_KEYS (id:scope:secret,…) \
+             or set DASHBOARD_URL to use a remote dashboard",
+        )?;
+        let keys = SigningKeys::parse(&Secret::new(keys)).context("PULSARA_DASHBOARD_SIGNING_KEYS")?;
+        let policies = PathBuf::from(env("PULSARA_POLICIES_DIR").unwrap_or_else(|| "target/policies".into()));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the embedded dashboard on {listen}"))?;
+        let dash = EmbeddedDashboard::start(
+            listener,
+            EmbeddedOptions {
+                db_path: Some(PathBuf::from(env("PULSARA_DASHBOARD_DB").unwrap_or_else(|| "pulsara-dashboard.db".into()))),
+                restaurants_dir: Some(cfg.restaurants_dir.clone()),
+                seed: SeedOptions { manifest: Some(policies.join("manifest.json")), strict: false },
+                signing_keys: keys,
+            },
+            clock.as_unix_fn(),
+        )
+        .await
+        .context("embedded dashboard")?;
+        tracing::info!(url = %dash.url(), seeded = ?dash.seed_report.seeded, "embedded dashboard serving API v1");
+        embedded = Some(dash);
+    }
+    let embedded_url = embedded.as_ref().map(EmbeddedDashboard::url);
+
+    let mut link_cfg =
+        DashboardLinkConfig::from_env(|k| std::env::var(k).ok(), embedded_url.as_deref()).context("dashboard link")?;
+    let tools = match env("PULSARA_POLICIES_DIR") {
+        Some(dir) => PolicyToolRunner::from_dir(std::path::Path::new(&dir), None),
+        None => {
+            let client = DashboardClient::new(link_cfg.client.clone(), clock.as_unix_fn()).context("dashboard client")?;
+            let source = DashboardModules { client, runtime: tokio::runtime::Handle::current() };
+            PolicyToolRunner::with_source(Arc::new(source), None)
+        }
+    }
+    .context("policy host")?;
+    let swap = tools.clone();
+    link_cfg.on_event.push(Arc::new(move |ev| {
+        if ev.kind == pulsara_dashboard::events::EventType::PolicyUpdated {
+            swap.invalidate(&ev.data.restaurant_id);
+        }
+    }));
+    let link_stop = stop.clone();
+    let link = DashboardLink::start(link_cfg, clock.as_unix_fn(), async move { link_stop.cancelled().await })
+        .context("dashboard link")?;
+
+    // The edge's native shell, for self-hosting.
+    let mut edge_task = None;
+    if let Some(addr) = env("PULSARA_EDGE_LISTEN") {
+        let state = pulsara_edge::native::EdgeState::from_env().map_err(|e| anyhow::anyhow!("edge settings: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding the edge on {addr}"))?;
+        tracing::info!(listen = %addr, "edge (native shell) listening");
+        let edge_stop = stop.clone();
+        edge_task = Some(tokio::spawn(async move {
+            let _ = pulsara_edge::native::serve(listener, state, async move { edge_stop.cancelled().await }).await;
+        }));
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
+    let app = crate::App::with_clock(cfg, link.configs.clone(), Arc::new(tools), link.sink.clone(), clock)?;
+    let router = crate::server::router(app.clone()).merge(link.webhook_router);
+    crate::server::run_router(listener, router, app, shutdown).await?;
+
+    // The bridge has drained and flushed its sink; stop the rest.
+    stop.cancel();
+    let _ = link.outbox_task.await;
+    if let Some(t) = edge_task {
+        let _ = t.await;
+    }
+    if let Some(dash) = embedded {
+        dash.stop().await;
+    }
+    Ok(())
+}
