@@ -80,6 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     println!("  edge      {}\n  bridge    {}\n  dashboard {}\n", stack.edge_url, stack.bridge_url, stack.dashboard.url());
 
     let outcomes = run_scenarios(&stack, &scenarios, Some(&args.out)).await;
+    let metrics = stack_metrics(&stack).await;
     stack.stop().await;
 
     let mut passed = 0;
@@ -89,9 +90,43 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             passed += 1;
         }
     }
+    let depth = metric(&metrics, "pulsara_outbox_depth");
+    let delivered = metric(&metrics, "pulsara_outbox_delivered_total");
+    println!("outbox: {} delivered, {} waiting (bridge /metrics)", fmt_metric(delivered), fmt_metric(depth));
+    let metrics_ok = depth == Some(0.0) && delivered.is_some_and(|d| d > 0.0);
+    if !metrics_ok {
+        println!("MISSED    the outbox did not drain, or /metrics lacks it");
+    }
     println!("demo: {passed} passed, {} failed", outcomes.len() - passed);
     println!("recordings and call records: {}", args.out.display());
-    Ok(passed == outcomes.len())
+    Ok(passed == outcomes.len() && metrics_ok)
+}
+
+/// The bridge's `/metrics` text once the outbox has drained (notifications go out after the
+/// records), or as it is after 15 s; empty when unreachable.
+async fn stack_metrics(stack: &Stack) -> String {
+    let url = stack.bridge_url.replace("ws://", "http://").replace("/media", "/metrics");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if metric(&text, "pulsara_outbox_depth") == Some(0.0) || tokio::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn fmt_metric(v: Option<f64>) -> String {
+    v.map(|v| format!("{v}")).unwrap_or_else(|| "?".into())
 }
 
 /// Runs scenarios grouped by their instant, each group concurrently, and checks expectations.

@@ -58,6 +58,8 @@ pub struct App {
     pub hard_stop: CancellationToken,
     /// Every time the bridge reads: handoff expiry, the agent's "today", tools' local time.
     pub clock: Clock,
+    /// More Prometheus text appended to `/metrics` (the outbox, the config cache).
+    pub extra_metrics: Mutex<Vec<MetricsSource>>,
     ready: AtomicBool,
     open_streams: AtomicUsize,
     live: Mutex<HashMap<String, usize>>,
@@ -124,6 +126,7 @@ impl App {
             live: Mutex::new(HashMap::new()),
             live_total: AtomicUsize::new(0),
             clock,
+            extra_metrics: Mutex::new(Vec::new()),
             cfg,
         }))
     }
@@ -201,16 +204,31 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// Renders more metrics text for `/metrics`.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+impl App {
+    /// Appends `source`'s text to every `/metrics` answer.
+    pub fn add_metrics(&self, source: MetricsSource) {
+        self.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()).push(source);
+    }
+}
+
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     if !app.cfg.metrics {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    let mut text = app.metrics.render();
+    let extra: Vec<MetricsSource> = app.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for source in extra {
+        text.push_str(&source());
     }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        app.metrics.render(),
+        text,
     )
         .into_response()
 }

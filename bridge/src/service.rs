@@ -141,6 +141,7 @@ pub async fn serve(
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
     let app = crate::App::with_clock(cfg, link.configs.clone(), Arc::new(tools), link.sink.clone(), clock)?;
+    register_link_metrics(&app, &link);
     let router = crate::server::router(app.clone()).merge(link.webhook_router);
     crate::server::run_router(listener, router, app, shutdown).await?;
 
@@ -154,4 +155,18 @@ pub async fn serve(
         dash.stop().await;
     }
     Ok(())
+}
+
+/// The outbox (depth, oldest age, parked) and the config cache on the bridge's `/metrics`.
+pub fn register_link_metrics(app: &crate::App, link: &DashboardLink) {
+    let sink = link.sink.clone();
+    app.add_metrics(Arc::new(move || match sink.stats() {
+        Ok(stats) => stats.prometheus(),
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox statistics unavailable");
+            "pulsara_outbox_stats_errors_total 1\n".to_owned()
+        }
+    }));
+    let cache = link.cache.clone();
+    app.add_metrics(Arc::new(move || cache.metrics_text()));
 }

@@ -201,6 +201,7 @@ impl Stack {
         bridge_cfg.restaurants_dir = opts.restaurants_dir.clone();
         let bridge = App::with_clock(bridge_cfg, link.configs.clone(), Arc::new(tools.clone()), link.sink.clone(), clock.clone())
             .map_err(|e| start_err("bridge")(e.to_string()))?;
+        crate::service::register_link_metrics(&bridge, &link);
 
         let edge_settings = pulsara_edge::settings::Settings::from_lookup(|k| {
             Some(match k {
