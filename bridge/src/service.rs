@@ -123,6 +123,12 @@ pub async fn serve(
     let link_stop = stop.clone();
     let link = DashboardLink::start(link_cfg, clock.as_unix_fn(), async move { link_stop.cancelled().await })
         .context("dashboard link")?;
+    // Compile the embedded restaurants' tools in the background, before their first calls.
+    if let Some(dash) = &embedded {
+        let ids: Vec<String> = dash.seed_report.seeded.iter().chain(&dash.seed_report.kept).cloned().collect();
+        let (runner, configs) = (tools.clone(), link.configs.clone());
+        tokio::spawn(async move { crate::tools::warm_up(&runner, configs.as_ref(), &ids).await });
+    }
 
     // The edge's native shell, for self-hosting.
     let mut edge_task = None;

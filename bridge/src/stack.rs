@@ -199,6 +199,7 @@ impl Stack {
         bridge_cfg.public_base_url = Some(bridge_public.clone());
         bridge_cfg.require_twilio_signature = true;
         bridge_cfg.restaurants_dir = opts.restaurants_dir.clone();
+        crate::tools::warm_up(&tools, link.configs.as_ref(), &dashboard.seed_report.seeded).await;
         let bridge = App::with_clock(bridge_cfg, link.configs.clone(), Arc::new(tools.clone()), link.sink.clone(), clock.clone())
             .map_err(|e| start_err("bridge")(e.to_string()))?;
         crate::service::register_link_metrics(&bridge, &link);

@@ -150,3 +150,24 @@ impl ToolRunner for PolicyToolRunner {
             .map(|(outcome, _)| outcome)
     }
 }
+
+/// Compiles (or loads from the precompiled cache) the tool modules of `restaurant_ids` before
+/// calls need them, so a caller never waits for a compilation on the first tool call. Failures
+/// are logged and left to the call path, which turns them into clean tool errors.
+pub async fn warm_up(
+    runner: &PolicyToolRunner,
+    configs: &dyn crate::ports::ConfigSource,
+    restaurant_ids: &[String],
+) {
+    for id in restaurant_ids {
+        match configs.restaurant(id).await {
+            Ok(cfg) => {
+                let host = runner.host().clone();
+                let started = std::time::Instant::now();
+                let set = tokio::task::spawn_blocking(move || host.tool_set(&cfg)).await;
+                tracing::info!(restaurant = %id, ok = set.is_ok(), ms = started.elapsed().as_millis() as u64, "tool modules ready");
+            }
+            Err(e) => tracing::warn!(restaurant = %id, error = %e, "tool warm-up skipped"),
+        }
+    }
+}

@@ -84,9 +84,16 @@ pub fn plan(
         reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
     });
 
+    // A policy that already texted the caller during the call (send_confirmation) has sent the
+    // confirmation; a second, automatic one would only be noise.
+    let already_texted = record
+        .notifications
+        .iter()
+        .any(|n| n.channel == "sms" && n.to == record.caller);
     let wants_sms = cfg.notifications.sms_confirmations
         && (!summary.orders.is_empty() || !summary.bookings.is_empty())
-        && is_e164(&record.caller);
+        && is_e164(&record.caller)
+        && !already_texted;
     let sms = match (&cfg.notifications.sms_from, wants_sms) {
         (Some(from), true) => Some(SmsJob {
             to: record.caller.clone(),
@@ -432,6 +439,18 @@ mod tests {
         let mut c = cfg();
         c.notifications.sms_confirmations = false;
         assert!(plan_for(&r, &c).1.is_none());
+        // The caller was already texted during the call (a policy's send_sms) → no second SMS.
+        let mut texted = r.clone();
+        texted.notifications.push(pulsara_core::call_record::Notification {
+            channel: "sms".into(),
+            to: texted.caller.clone(),
+            subject: None,
+            body: "Your order is confirmed".into(),
+            status: "requested".into(),
+            error: None,
+        });
+        assert!(plan_for(&texted, &cfg()).1.is_none());
+        assert!(plan_for(&texted, &cfg()).0.is_some(), "the restaurant still gets its email");
         // Anonymous caller → no SMS.
         r.caller = "anonymous".into();
         assert!(plan_for(&r, &cfg()).1.is_none());

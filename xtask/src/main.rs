@@ -46,7 +46,7 @@ fn test(extra: &[String]) -> Result<()> {
     build_wasm()?;
     policies::test()?;
     util::step("cargo test (workspace)");
-    let mut args = vec!["test", "--workspace", "--release"];
+    let mut args = vec!["test", "--workspace", "--release", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
     util::cargo(&args)?;
     // The README's first command, run as a test: every scenario must meet its expectations.
