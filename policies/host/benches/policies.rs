@@ -110,7 +110,7 @@ fn main() {
     .unwrap();
     let trivial = measure(20_000, || {
         let run = host.run_module(&m, "echo", &input, Limits::DEFAULT, &[]);
-        assert!(run.result.is_ok());
+        assert!(run.result.is_ok(), "{:?}", run.result.as_ref().err());
         run.record.unwrap().fuel_used
     });
 
@@ -121,12 +121,14 @@ fn main() {
         name: "take_order".into(),
         module_sha256: take_order.clone(),
         grants: Grants { menu: true, hours: true, ordering: true, actions: vec!["record_order".into()], ..Default::default() },
-        limits: PolicyLimits::default(),
+        // The default 11 M fuel is not enough for a 200-item menu today (see BENCHMARKS.md); the
+        // bench measures what it costs with the host maximum.
+        limits: PolicyLimits { fuel: Some(Limits::MAXIMA.fuel), ..PolicyLimits::default() },
     }];
     let kb = KnowledgeBase { restaurant_id: cfg.id.clone(), version: 1, currency: "EUR".into(), menu: big_menu(), ..Default::default() };
     let set = host.tool_set(&cfg);
     let params = json!({"items": [
-        {"name": "grilled salmon", "quantity": 2, "modifiers": ["large"]},
+        {"name": "grilled chiken", "quantity": 2, "modifiers": ["large"]},
         {"name": "honey quial", "quantity": 1},
         {"name": "chickpeas lemon", "quantity": 3}
     ], "fulfillment": "pickup", "pickup_time": "20:00", "customer_name": "Ada"});
