@@ -342,27 +342,27 @@ fn render_report(
             let _ = writeln!(o, "  tool      {} {status} in {} µs{fuel}: {}", t.tool, t.duration_us, first_line(&t.output));
         }
         for order in &r.orders {
-            let total = order.get("total_minor").and_then(|v| v.as_i64()).unwrap_or(0);
-            let cur = order.get("currency").and_then(|v| v.as_str()).unwrap_or("");
-            let items: Vec<String> = order
-                .get("items")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
+            match serde_json::from_value::<pulsara_policy_abi::Order>(order.clone()) {
+                Ok(ord) => {
+                    let items: Vec<String> = ord
+                        .items
+                        .iter()
                         .map(|i| {
-                            let mods: Vec<&str> = i
-                                .get("modifiers")
-                                .and_then(|m| m.as_array())
-                                .map(|m| m.iter().filter_map(|x| x.as_str().or_else(|| x.get("name")?.as_str())).collect())
-                                .unwrap_or_default();
-                            let name = i.get("name").and_then(|v| v.as_str()).unwrap_or("?");
-                            let qty = i.get("quantity").and_then(|v| v.as_u64()).unwrap_or(1);
-                            if mods.is_empty() { format!("{qty}× {name}") } else { format!("{qty}× {name} ({})", mods.join(", ")) }
+                            let mods: Vec<&str> = i.modifiers.iter().map(|m| m.option.as_str()).collect();
+                            if mods.is_empty() {
+                                format!("{}× {}", i.quantity, i.name)
+                            } else {
+                                format!("{}× {} ({})", i.quantity, i.name, mods.join(", "))
+                            }
                         })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let _ = writeln!(o, "  order     {} — total {}", items.join(", "), money(total, cur));
+                        .collect();
+                    let when = ord.pickup_time.as_deref().map(|t| format!(", pickup {t}")).unwrap_or_default();
+                    let _ = writeln!(o, "  order     {} — total {}{when}", items.join(", "), money(ord.total_minor, &ord.currency));
+                }
+                Err(e) => {
+                    let _ = writeln!(o, "  order     (unreadable: {e})");
+                }
+            }
         }
         for b in &r.bookings {
             let _ = writeln!(
