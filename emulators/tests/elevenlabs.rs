@@ -384,9 +384,10 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     );
     let tail = c.until("audio").await;
     assert!(audio_ms(&tail, Format::Pcm(16000)) > 0);
-    // Keep answering pings for a moment so some pongs are counted, then hang up.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let _ = tokio::time::timeout(Duration::from_millis(300), c.next()).await;
+    // Keep reading (answering pings as they come) for a moment so some pongs are counted, then
+    // hang up. Reading continuously, not sleeping, keeps every pong prompt on a loaded machine.
+    let until = tokio::time::Instant::now() + Duration::from_millis(700);
+    while let Ok(Some(_)) = tokio::time::timeout_at(until, c.next()).await {}
     c.ws.close(None).await.unwrap();
 
     let recs = emu.recorder.wait_ended(1, Duration::from_secs(5)).await;
