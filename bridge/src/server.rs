@@ -282,43 +282,15 @@ fn check_upgrade_signature(app: &App, headers: &HeaderMap) -> Result<(), &'stati
                 // Cannot check without PUBLIC_BASE_URL; the handoff token still authenticates.
                 return Ok(());
             };
-            if media_signature_ok(token, &url, sig) {
+            // The shared validator: the wss URL with no parameters, with and without the default
+            // port, compared in constant time.
+            if pulsara_core::twilio::validate(token, &url, &[], Some(sig)).is_ok() {
                 Ok(())
             } else {
                 Err("bad X-Twilio-Signature")
             }
         }
     }
-}
-
-/// `X-Twilio-Signature` over the `wss://` URL with no parameters, accepted with and without the
-/// default port (`:443`) as Twilio's own libraries do; compared in constant time.
-fn media_signature_ok(token: &pulsara_core::secret::Secret, url: &str, header: &str) -> bool {
-    if header.is_empty() || token.is_empty() {
-        return false;
-    }
-    let mut candidates = vec![url.to_owned()];
-    if let Some(rest) = url.strip_prefix("wss://") {
-        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        match host.strip_suffix(":443") {
-            Some(bare) => candidates.push(format!("wss://{bare}{path}")),
-            None if !host.contains(':') => candidates.push(format!("wss://{host}:443{path}")),
-            None => {}
-        }
-    }
-    let mut ok = false;
-    for c in candidates {
-        let expected = pulsara_core::twilio::compute_signature(token, &c, &[]);
-        ok |= ct_eq(expected.as_bytes(), header.as_bytes());
-    }
-    ok
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves the bridge's [`router`] on `listener` until `shutdown` resolves, then drains (see the
