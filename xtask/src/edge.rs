@@ -14,7 +14,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::toolchain::Wasm;
+use crate::toolchain::Edge;
 use crate::util;
 
 /// The worker's entry module and its wasm, as produced by worker-build.
@@ -25,19 +25,18 @@ pub fn artefacts() -> (PathBuf, PathBuf) {
 
 /// The edge's own wasm target dir: its size-oriented profile differs from other wasm builds, and a
 /// separate directory lets them build without waiting on each other's lock.
-fn target_dir(tc: &Wasm) -> PathBuf {
-    tc.root.join("target").join("wasm-edge")
+fn target_dir(tc: &Edge) -> PathBuf {
+    tc.wasm.root.join("target").join("wasm-edge")
 }
 
 /// Builds the worker into `edge/build/`.
 ///
 /// # Errors
 /// When worker-build fails or does not produce its artefacts.
-pub fn build(tc: &Wasm) -> Result<()> {
+pub fn build(tc: &Edge) -> Result<()> {
     util::step("edge worker (worker-build → edge/build/)");
-    let edge_dir = tc.root.join("edge");
-    let mut cmd = Command::new(&tc.worker_build);
-    tc.apply_env(&mut cmd);
+    let edge_dir = tc.wasm.root.join("edge");
+    let mut cmd = tc.worker_build_command();
     cmd.current_dir(&edge_dir)
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
         .env("CARGO_PROFILE_RELEASE_LTO", "true")
@@ -65,8 +64,9 @@ pub fn build(tc: &Wasm) -> Result<()> {
 /// `wrangler deploy --dry-run` would upload), runs the criterion benchmark of the core natively and
 /// the workerd benchmark (`tests/benches/edge_workerd.rs`).
 pub fn bench() -> Result<()> {
-    let tc = Wasm::prepare()?;
+    let tc = Edge::prepare()?;
     build(&tc)?;
+    let root = &tc.wasm.root;
 
     util::step("worker size");
     let (js, wasm) = artefacts();
@@ -77,9 +77,9 @@ pub fn bench() -> Result<()> {
         raw / 1024,
         gz / 1024
     );
-    let outdir = tc.root.join("target").join("edge-dry-run");
-    let mut dry = Command::new(tc.root.join("node_modules/.bin/wrangler"));
-    dry.current_dir(&tc.root)
+    let outdir = root.join("target").join("edge-dry-run");
+    let mut dry = Command::new(root.join("node_modules/.bin/wrangler"));
+    dry.current_dir(root)
         .args(["deploy", "--dry-run", "--outdir"])
         .arg(&outdir)
         .env("WRANGLER_SEND_METRICS", "false")

@@ -1,12 +1,13 @@
 //! `cargo xtask <task>`: the one entry point for builds that are more than `cargo build`.
 //!
-//! - `build-wasm`: the edge worker (`edge/build/`) and the policy modules (`target-wasm/policies/`).
+//! - `build-wasm`: the edge worker (`edge/build/`) and the policy modules (`target/policies/`).
+//! - `build-policies`: the policy modules only; needs only the wasm compiler, not the edge tools.
 //! - `test`: everything CI runs: builds the wasm artefacts, then every Rust test including the
-//!   integration tests that run the worker in workerd.
-//! - `demo`: the main job, a full simulated call on embedded defaults.
+//!   integration tests that run the worker in workerd, then the demo.
+//! - `demo`: the main job, every scenario call through a whole local stack in one process.
 //! - `bench <edge|bridge|policies>`: the benchmarks behind BENCHMARKS.md.
 //!
-//! Modules: [`util`] (process helpers), [`toolchain`] (wasm compiler, pinned tools, npm),
+//! Modules: [`util`] (process helpers), [`toolchain`] (wasm compiler; the edge's pinned tools and npm),
 //! [`edge`] (worker build), [`policies`] (policy module build).
 
 mod edge;
@@ -22,7 +23,7 @@ fn main() -> Result<()> {
     let rest = &args[args.len().min(1)..];
     match task {
         "build-wasm" => build_wasm(),
-        "build-policies" => policies::build(&toolchain::Wasm::prepare()?),
+        "build-policies" => policies::build(&toolchain::Wasm::compiler()?),
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench(rest),
@@ -35,9 +36,9 @@ fn main() -> Result<()> {
 }
 
 fn build_wasm() -> Result<()> {
-    let tc = toolchain::Wasm::prepare()?;
+    let tc = toolchain::Edge::prepare()?;
     edge::build(&tc)?;
-    policies::build(&tc)?;
+    policies::build(&tc.wasm)?;
     Ok(())
 }
 
@@ -51,15 +52,25 @@ fn test(extra: &[String]) -> Result<()> {
     util::cargo(&args)?;
     // The README's first command, run as a test: every scenario must meet its expectations.
     util::step("demo (every scenario end to end)");
-    util::cargo(&[
-        "run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--", "demo", "--out", "target/demo-ci",
-    ])?;
+    let demo_args = ["demo", "--out", "target/demo-ci"];
+    // `cargo test --workspace` has just built the binary; `cargo run -p pulsara-bridge` would
+    // build it again, because its dependencies' features differ without the other members.
+    let built = util::native_target_dir().join("release").join("pulsara");
+    if built.is_file() {
+        eprintln!("    {}", built.display());
+        util::run(std::process::Command::new(&built).args(demo_args).current_dir(util::root()))?;
+    } else {
+        let mut args = vec!["run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--"];
+        args.extend(demo_args);
+        util::cargo(&args)?;
+    }
     Ok(())
 }
 
-/// The main job. Needs only the policy modules (the edge runs as its native shell).
+/// The main job. Needs only the policy modules (the edge runs as its native shell), so only the
+/// wasm compiler, not the edge tools.
 fn demo(extra: &[String]) -> Result<()> {
-    policies::build(&toolchain::Wasm::prepare()?)?;
+    policies::build(&toolchain::Wasm::compiler()?)?;
     util::step("demo");
     let mut args = vec!["run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--", "demo"];
     args.extend(extra.iter().map(String::as_str));

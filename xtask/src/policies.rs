@@ -1,7 +1,7 @@
 //! Building and benchmarking the policy modules.
 //!
 //! `build`: compiles the guest workspace (`policies/guests`) for `wasm32-unknown-unknown` in
-//! release mode with the toolchain from [`crate::toolchain`], turns every policy crate's core
+//! release mode with the wasm compiler from [`crate::toolchain`] (no edge tools), turns every policy crate's core
 //! module into a WebAssembly component for the `tool` world (`policies/wit`) with `wit-component`
 //! (in-process: no external binaries), and writes `target/policies/<name>.wasm` plus
 //! `target/policies/manifest.json` (`{name: sha256}`), the table the embedded dashboard seeds
@@ -74,8 +74,7 @@ pub fn test() -> Result<()> {
 }
 
 pub fn bench() -> Result<()> {
-    let tc = Wasm::prepare()?;
-    build(&tc)?;
+    build(&Wasm::compiler()?)?;
     util::step("policy benchmarks");
     util::cargo(&["bench", "--package", "pulsara-policy-host", "--bench", "policies"])
 }

@@ -17,7 +17,9 @@
 //! `package-lock.json` via `npm ci`. `WASM_BINDGEN_BIN`, `WASM_OPT_BIN` and `ESBUILD_BIN` point
 //! worker-build at these local binaries so that nothing is downloaded from anywhere else.
 //!
-//! Other wasm builds (the policy modules) use [`Wasm::cargo_build_wasm`] or [`Wasm::cargo`].
+//! [`Wasm::compiler`] finds or installs only the compiler: enough for the policy modules (built
+//! with [`Wasm::cargo_build_wasm`]) and so for `cargo xtask demo` and `build-policies`.
+//! [`Edge::prepare`] adds the pinned tools and npm packages the edge worker needs (`build-wasm`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -44,9 +46,9 @@ pub enum Compiler {
     Debian,
 }
 
-/// How to invoke cargo (and the edge's JS tooling) for wasm32 builds on this machine.
+/// How to invoke cargo for wasm32 builds on this machine.
 ///
-/// Built once by [`Wasm::prepare`]; cheap to pass around by reference.
+/// Built once by [`Wasm::compiler`]; cheap to pass around by reference.
 #[derive(Debug, Clone)]
 pub struct Wasm {
     pub compiler: Compiler,
@@ -56,6 +58,13 @@ pub struct Wasm {
     path: OsString,
     /// Repository root.
     pub root: PathBuf,
+}
+
+/// The wasm compiler plus what turns the edge's wasm into a Worker: worker-build, wasm-bindgen,
+/// wasm-opt and esbuild, all local so that worker-build downloads nothing.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub wasm: Wasm,
     /// Installed `wasm-bindgen` CLI (pinned version).
     pub wasm_bindgen: PathBuf,
     /// Installed `worker-build` (pinned version).
@@ -66,39 +75,18 @@ pub struct Wasm {
     pub esbuild: PathBuf,
 }
 
-impl Wasm {
-    /// Finds or installs the compiler, the pinned cargo tools and the npm packages.
+impl Edge {
+    /// [`Wasm::compiler`], then the pinned cargo tools and the npm packages.
     ///
     /// # Errors
-    /// When a compiler cannot be found or installed (for example, not root on a machine without
-    /// the Debian packages), or an install fails. The message says what to install by hand.
+    /// As [`Wasm::compiler`]; also when `Cargo.lock` pins another wasm-bindgen than the CLI
+    /// installed here, or a `cargo install` / `npm ci` fails.
     pub fn prepare() -> Result<Self> {
-        util::step("wasm toolchain");
-        let root = util::root();
-        let host_path = std::env::var_os("PATH").unwrap_or_default();
-        let (compiler, cargo, path) = if rustup_has_wasm_target() {
-            eprintln!("    compiler: rustup toolchain with {WASM_TARGET}");
-            (Compiler::Rustup, PathBuf::from("cargo"), host_path.clone())
-        } else {
-            ensure_debian_compiler()?;
-            let mut paths = vec![PathBuf::from("/usr/bin")];
-            paths.extend(std::env::split_paths(&host_path));
-            let path = std::env::join_paths(paths).context("PATH contains an invalid entry")?;
-            eprintln!("    compiler: Debian rustc-web (/usr/bin/rustc) with -Zbuild-std");
-            (Compiler::Debian, PathBuf::from("/usr/bin/cargo"), path)
-        };
-        let mut tc = Self {
-            compiler,
-            cargo,
-            path,
-            root: root.clone(),
-            wasm_bindgen: PathBuf::new(),
-            worker_build: PathBuf::new(),
-            wasm_opt: root.join("node_modules/.bin/wasm-opt"),
-            esbuild: root.join("node_modules/@esbuild/linux-x64/bin/esbuild"),
-        };
-        if compiler == Compiler::Debian {
-            tc.ensure_target_libdir()?;
+        let wasm = Wasm::compiler()?;
+        util::step("edge tools (wasm-bindgen-cli, worker-build, npm packages)");
+        let root = wasm.root.clone();
+        if wasm.compiler == Compiler::Debian {
+            wasm.ensure_target_libdir()?;
         }
         if let Some(locked) = locked_version(&root, "wasm-bindgen") {
             if locked != WASM_BINDGEN_VERSION {
@@ -109,21 +97,58 @@ impl Wasm {
                 );
             }
         }
-        tc.wasm_bindgen =
-            ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
-        tc.worker_build = ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION)?;
+        let wasm_bindgen = ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
+        let worker_build = ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION)?;
         ensure_npm(&root)?;
-        if !tc.wasm_opt.exists() {
+        let wasm_opt = root.join("node_modules/.bin/wasm-opt");
+        if !wasm_opt.exists() {
             bail!(
                 "{} is missing after `npm ci`; is `binaryen` in package.json?",
-                tc.wasm_opt.display()
+                wasm_opt.display()
             );
         }
-        if !tc.esbuild.exists() {
+        let mut esbuild = root.join("node_modules/@esbuild/linux-x64/bin/esbuild");
+        if !esbuild.exists() {
             // Other platforms: fall back to the `esbuild` launcher script.
-            tc.esbuild = root.join("node_modules/.bin/esbuild");
+            esbuild = root.join("node_modules/.bin/esbuild");
         }
-        Ok(tc)
+        Ok(Self { wasm, wasm_bindgen, worker_build, wasm_opt, esbuild })
+    }
+
+    /// `worker-build` with the wasm build environment and the local tool binaries it must use
+    /// instead of downloading its own.
+    pub fn worker_build_command(&self) -> Command {
+        let mut cmd = Command::new(&self.worker_build);
+        self.wasm.apply_env(&mut cmd);
+        cmd.env("WASM_BINDGEN_BIN", &self.wasm_bindgen)
+            .env("WASM_OPT_BIN", &self.wasm_opt)
+            .env("ESBUILD_BIN", &self.esbuild);
+        cmd
+    }
+}
+
+impl Wasm {
+    /// Finds the wasm compiler, installing Debian's packages when there is no rustup wasm target.
+    ///
+    /// # Errors
+    /// When no compiler can be found or installed (for example, not root on a machine without
+    /// the Debian packages). The message says what to install by hand.
+    pub fn compiler() -> Result<Self> {
+        util::step("wasm compiler");
+        let root = util::root();
+        let host_path = std::env::var_os("PATH").unwrap_or_default();
+        let (compiler, cargo, path) = if rustup_has_wasm_target() {
+            eprintln!("    rustup toolchain with {WASM_TARGET}");
+            (Compiler::Rustup, PathBuf::from("cargo"), host_path.clone())
+        } else {
+            ensure_debian_compiler()?;
+            let mut paths = vec![PathBuf::from("/usr/bin")];
+            paths.extend(std::env::split_paths(&host_path));
+            let path = std::env::join_paths(paths).context("PATH contains an invalid entry")?;
+            eprintln!("    Debian rustc-web (/usr/bin/rustc) with -Zbuild-std");
+            (Compiler::Debian, PathBuf::from("/usr/bin/cargo"), path)
+        };
+        Ok(Self { compiler, cargo, path, root })
     }
 
     /// The target directory for wasm builds, separate from native ones so the two never
@@ -132,9 +157,8 @@ impl Wasm {
         self.root.join("target").join("wasm")
     }
 
-    /// Sets the environment a wasm cargo build needs on `cmd` (PATH, build-std for Debian, the
-    /// local wasm-bindgen/wasm-opt/esbuild binaries) and clears what an enclosing `cargo run`
-    /// may have set.
+    /// Sets the environment a wasm cargo build needs on `cmd` (PATH, build-std for Debian) and
+    /// clears what an enclosing `cargo run` may have set.
     pub fn apply_env(&self, cmd: &mut Command) {
         for var in [
             "RUSTC",
@@ -146,10 +170,7 @@ impl Wasm {
         ] {
             cmd.env_remove(var);
         }
-        cmd.env("PATH", &self.path)
-            .env("WASM_BINDGEN_BIN", &self.wasm_bindgen)
-            .env("WASM_OPT_BIN", &self.wasm_opt)
-            .env("ESBUILD_BIN", &self.esbuild);
+        cmd.env("PATH", &self.path);
         if self.compiler == Compiler::Debian {
             cmd.env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_UNSTABLE_BUILD_STD", "std,panic_abort")

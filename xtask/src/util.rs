@@ -10,6 +10,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// Where native cargo builds in the repository root put their artefacts: `CARGO_TARGET_DIR`
+/// (relative to the root, where [`cargo`] runs) or `<root>/target`.
+pub fn native_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
+}
+
 /// Prints a visible progress line.
 pub fn step(what: &str) {
     eprintln!("\n==> {what}");
