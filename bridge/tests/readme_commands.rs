@@ -4,8 +4,10 @@
 //! a `pulsara` flag the binary does not have fails it too.
 //!
 //! Run here: `pulsara keys create|list|revoke|rotate`, `pulsara policy run|replay` (needs the
-//! policy modules: `cargo xtask build-wasm` or `build-policies`), `pulsara emulate`, and
-//! `pulsara bench` at a small size (which runs `pulsara serve` as its bridge).
+//! policy modules: `cargo xtask build-wasm` or `build-policies`), `pulsara emulate`,
+//! `pulsara bench` at a small size (which runs `pulsara serve` as its bridge), and the deploy
+//! recipes in `deploy/` (`systemd-analyze verify` on the unit; each recipe's `pulsara serve`
+//! with its environment).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -340,7 +342,10 @@ fn expansion_of_alternatives() {
     );
     assert_eq!(
         expand("pulsara keys create  --scope edge|admin"),
-        ["pulsara keys create --scope edge", "pulsara keys create --scope admin"]
+        [
+            "pulsara keys create --scope edge",
+            "pulsara keys create --scope admin"
+        ]
     );
     assert_eq!(
         expand("pulsara policy replay <run.json>"),
@@ -375,7 +380,10 @@ fn readme_commands_are_all_exercised() {
             commands.iter().any(|c| c == command),
             "{THIS_FILE} lists {command:?} in NOT_RUN, which README.md no longer shows: remove it"
         );
-        assert!(!EXERCISED.iter().any(|e| e.command == *command), "{command:?} is in both lists");
+        assert!(
+            !EXERCISED.iter().any(|e| e.command == *command),
+            "{command:?} is in both lists"
+        );
         eprintln!("not run by any test or CI step: `{command}`: {why}");
     }
     for e in EXERCISED {
@@ -400,7 +408,8 @@ fn readme_commands_are_all_exercised() {
 /// The subcommand path (`keys create`) and the flags (`--scope`) of a `pulsara …` command.
 fn subcommand_and_flags(command: &str) -> (Vec<&str>, Vec<&str>) {
     let words: Vec<&str> = command.split(' ').skip(1).collect();
-    let is_word = |w: &&str| w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-');
+    let is_word =
+        |w: &&str| w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-');
     let path: Vec<&str> = words.iter().copied().take_while(is_word).collect();
     let flags = words
         .iter()
@@ -414,7 +423,10 @@ fn subcommand_and_flags(command: &str) -> (Vec<&str>, Vec<&str>) {
 #[test]
 fn readme_pulsara_commands_and_flags_exist() {
     let commands = readme_commands();
-    let pulsara_commands: Vec<&String> = commands.iter().filter(|c| c.starts_with("pulsara ")).collect();
+    let pulsara_commands: Vec<&String> = commands
+        .iter()
+        .filter(|c| c.starts_with("pulsara "))
+        .collect();
     assert!(pulsara_commands.len() >= 5, "{pulsara_commands:?}");
     for command in pulsara_commands {
         let (path, flags) = subcommand_and_flags(command);
@@ -430,10 +442,14 @@ fn readme_pulsara_commands_and_flags_exist() {
         );
         // `pulsara <unknown> --help` would fail above; a known path prints its own usage.
         let usage = format!("Usage: pulsara {}", path.join(" "));
-        assert!(help.contains(&usage), "`{command}`: no {usage:?} in:\n{help}");
+        assert!(
+            help.contains(&usage),
+            "`{command}`: no {usage:?} in:\n{help}"
+        );
         for flag in flags {
             assert!(
-                help.lines().any(|l| l.trim_start().split([' ', ',']).any(|w| w == flag)),
+                help.lines()
+                    .any(|l| l.trim_start().split([' ', ',']).any(|w| w == flag)),
                 "README.md shows `{command}`, but `pulsara {}` has no {flag}:\n{help}",
                 path.join(" ")
             );
@@ -453,13 +469,20 @@ fn keys_create_list_rotate_revoke() {
 
     // Without --db or PULSARA_DASHBOARD_DB: `pulsara-dashboard.db` in the working directory,
     // the same file `pulsara serve`'s embedded dashboard uses by default.
-    let created = pulsara_ok(&["keys", "create", "--scope", "bridge", "--label", "eu-west"], dir.path(), &[]);
+    let created = pulsara_ok(
+        &["keys", "create", "--scope", "bridge", "--label", "eu-west"],
+        dir.path(),
+        &[],
+    );
     assert!(db.is_file(), "no {} after keys create", db.display());
     let id = field(&created, "id:").to_owned();
     let key = field(&created, "key:").to_owned();
     assert_eq!(field(&created, "scope:"), "bridge");
     assert!(created.contains("shown only once"), "{created}");
-    assert!(key.len() >= 32 && key.contains(&id), "key {key:?} for id {id:?}");
+    assert!(
+        key.len() >= 32 && key.contains(&id),
+        "key {key:?} for id {id:?}"
+    );
 
     // The database keeps a hash, never the key.
     let bytes = std::fs::read(&db).expect("read db");
@@ -470,14 +493,28 @@ fn keys_create_list_rotate_revoke() {
     );
     let store = Store::open(&db).expect("open db");
     let now = chrono::Utc::now().timestamp();
-    let info = store.authenticate_api_key(&key, now).expect("db").expect("the new key works");
+    let info = store
+        .authenticate_api_key(&key, now)
+        .expect("db")
+        .expect("the new key works");
     assert_eq!(info.id, id);
 
     // The other scopes, via PULSARA_DASHBOARD_DB from another directory, and --db.
-    let edge = pulsara_ok(&["keys", "create", "--scope", "edge"], elsewhere.path(), &db_env);
+    let edge = pulsara_ok(
+        &["keys", "create", "--scope", "edge"],
+        elsewhere.path(),
+        &db_env,
+    );
     assert_eq!(field(&edge, "scope:"), "edge");
     let admin = pulsara_ok(
-        &["keys", "--db", db.to_str().unwrap(), "create", "--scope", "admin"],
+        &[
+            "keys",
+            "--db",
+            db.to_str().unwrap(),
+            "create",
+            "--scope",
+            "admin",
+        ],
         elsewhere.path(),
         &[],
     );
@@ -485,7 +522,11 @@ fn keys_create_list_rotate_revoke() {
     assert!(!elsewhere.path().join("pulsara-dashboard.db").exists());
     let bad = pulsara(&["keys", "create", "--scope", "root"], dir.path(), &[]);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("use edge, bridge or admin"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("use edge, bridge or admin"),
+        "{}",
+        stderr(&bad)
+    );
 
     // list: ids, scopes and states, never a key.
     let list = pulsara_ok(&["keys", "list"], elsewhere.path(), &db_env);
@@ -506,17 +547,39 @@ fn keys_create_list_rotate_revoke() {
     }
 
     // rotate: a new key at once, the old one valid for the grace period only.
-    let rotated = pulsara_ok(&["keys", "rotate", &id, "--grace-secs", "120"], elsewhere.path(), &db_env);
+    let rotated = pulsara_ok(
+        &["keys", "rotate", &id, "--grace-secs", "120"],
+        elsewhere.path(),
+        &db_env,
+    );
     let new_id = field(&rotated, "id:").to_owned();
     let new_key = field(&rotated, "key:").to_owned();
     assert_ne!(new_id, id);
     assert_ne!(new_key, key);
     assert_eq!(field(&rotated, "scope:"), "bridge");
-    assert!(rotated.contains(&format!("The old key {id} stays valid for 120 s")), "{rotated}");
+    assert!(
+        rotated.contains(&format!("The old key {id} stays valid for 120 s")),
+        "{rotated}"
+    );
     let now = chrono::Utc::now().timestamp();
-    assert!(store.authenticate_api_key(&key, now).unwrap().is_ok(), "old key within grace");
-    assert!(store.authenticate_api_key(&key, now + 121).unwrap().is_err(), "old key after grace");
-    assert!(store.authenticate_api_key(&new_key, now + 121).unwrap().is_ok(), "new key");
+    assert!(
+        store.authenticate_api_key(&key, now).unwrap().is_ok(),
+        "old key within grace"
+    );
+    assert!(
+        store
+            .authenticate_api_key(&key, now + 121)
+            .unwrap()
+            .is_err(),
+        "old key after grace"
+    );
+    assert!(
+        store
+            .authenticate_api_key(&new_key, now + 121)
+            .unwrap()
+            .is_ok(),
+        "new key"
+    );
     let list = pulsara_ok(&["keys", "list"], elsewhere.path(), &db_env);
     let old_row = row(&list, &id);
     assert_eq!(old_row[2], "active", "{list}");
@@ -526,15 +589,26 @@ fn keys_create_list_rotate_revoke() {
     // revoke: at once, and shown as revoked.
     let revoked = pulsara_ok(&["keys", "revoke", &new_id], elsewhere.path(), &db_env);
     assert!(revoked.contains(&format!("revoked {new_id}")), "{revoked}");
-    assert!(store.authenticate_api_key(&new_key, chrono::Utc::now().timestamp()).unwrap().is_err());
+    assert!(store
+        .authenticate_api_key(&new_key, chrono::Utc::now().timestamp())
+        .unwrap()
+        .is_err());
     let list = pulsara_ok(&["keys", "list"], elsewhere.path(), &db_env);
     assert_eq!(row(&list, &new_id)[2], "revoked", "{list}");
     let again = pulsara(&["keys", "rotate", &new_id], elsewhere.path(), &db_env);
     assert!(!again.status.success(), "a revoked key cannot be rotated");
-    assert!(stderr(&again).contains("revoked or expired"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("revoked or expired"),
+        "{}",
+        stderr(&again)
+    );
     let unknown = pulsara(&["keys", "revoke", "nosuchkey"], elsewhere.path(), &db_env);
     assert!(!unknown.status.success());
-    assert!(stderr(&unknown).contains("nosuchkey"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("nosuchkey"),
+        "{}",
+        stderr(&unknown)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,10 +643,15 @@ async fn take_order_input() -> (String, String) {
     };
     let params = json!({"items": [{"name": "pulled pork", "quantity": 2, "modifiers": ["extra sauce"]}],
                         "fulfillment": "pickup", "customer_name": "Sam"});
-    let (outcome, record) = runner.run_recorded(&ctx, "take_order", params).await.expect("take_order runs");
+    let (outcome, record) = runner
+        .run_recorded(&ctx, "take_order", params)
+        .await
+        .expect("take_order runs");
     assert!(!outcome.is_error, "{}", outcome.result);
     let record = record.expect("a run record");
-    let RunOutcome::Ok { output } = record.outcome else { panic!("{:?}", record.outcome) };
+    let RunOutcome::Ok { output } = record.outcome else {
+        panic!("{:?}", record.outcome)
+    };
     (record.input.get().to_owned(), output.result)
 }
 
@@ -592,20 +671,45 @@ async fn policy_run_record_and_replay() {
 
     // As the README shows it: output, fuel and time. Without a grant for record_order the
     // order the module returns is refused.
-    let plain = pulsara_ok(&["policy", "run", module_s, "--input", input_s], dir.path(), &[]);
+    let plain = pulsara_ok(
+        &["policy", "run", module_s, "--input", input_s],
+        dir.path(),
+        &[],
+    );
     assert!(field(&plain, "status:").starts_with("error"), "{plain}");
     assert!(plain.contains("record_order"), "{plain}");
 
     let out = pulsara_ok(
-        &["policy", "run", module_s, "--input", input_s, "--allow", "record_order", "--record", run_s],
+        &[
+            "policy",
+            "run",
+            module_s,
+            "--input",
+            input_s,
+            "--allow",
+            "record_order",
+            "--record",
+            run_s,
+        ],
         dir.path(),
         &[],
     );
     assert_eq!(field(&out, "status:"), "ok", "{out}");
     assert_eq!(field(&out, "tool:"), "take_order");
-    assert!(out.contains(&format!("\"result\": {}", serde_json::to_string(&expected_result).unwrap())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "\"result\": {}",
+            serde_json::to_string(&expected_result).unwrap()
+        )),
+        "{out}"
+    );
     assert!(field(&out, "time:").ends_with("µs"), "{out}");
-    let fuel: u64 = field(&out, "fuel:").split(' ').next().unwrap().parse().expect("fuel number");
+    let fuel: u64 = field(&out, "fuel:")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("fuel number");
     assert!(fuel > 0);
 
     let text = std::fs::read_to_string(&run_path).expect("the run record was written");
@@ -613,10 +717,15 @@ async fn policy_run_record_and_replay() {
     assert_eq!(record.fuel_used, fuel);
     assert_eq!(record.tool, "take_order");
     assert_eq!(record.granted_actions, ["record_order"]);
-    let RunOutcome::Ok { output } = &record.outcome else { panic!("{text}") };
+    let RunOutcome::Ok { output } = &record.outcome else {
+        panic!("{text}")
+    };
     assert_eq!(output.result, expected_result);
     assert_eq!(output.actions.len(), 1, "{text}");
-    assert_eq!(serde_json::to_value(&output.actions[0]).unwrap()["type"], "record_order");
+    assert_eq!(
+        serde_json::to_value(&output.actions[0]).unwrap()["type"],
+        "record_order"
+    );
     let recorded_sha = field(&out, "module:").to_owned();
     assert_eq!(record.module_sha256, recorded_sha);
 
@@ -630,7 +739,13 @@ async fn policy_run_record_and_replay() {
     );
     // Elsewhere, with --modules.
     let replay = pulsara_ok(
-        &["policy", "replay", run_s, "--modules", policies_dir().to_str().unwrap()],
+        &[
+            "policy",
+            "replay",
+            run_s,
+            "--modules",
+            policies_dir().to_str().unwrap(),
+        ],
         dir.path(),
         &[],
     );
@@ -650,31 +765,65 @@ async fn policy_run_record_and_replay() {
         &format!("\"fuel_used\": {}", fuel + 1),
     );
     assert!(!more_fuel.status.success());
-    assert_eq!(field(&stdout(&more_fuel), "same output:"), "yes", "{}", stdout(&more_fuel));
+    assert_eq!(
+        field(&stdout(&more_fuel), "same output:"),
+        "yes",
+        "{}",
+        stdout(&more_fuel)
+    );
     assert_eq!(
         field(&stdout(&more_fuel), "same fuel:"),
         format!("NO (recorded {}, now {fuel})", fuel + 1),
         "{}",
         stdout(&more_fuel)
     );
-    assert!(stderr(&more_fuel).contains("the replay differs from the recorded run"), "{}", stderr(&more_fuel));
+    assert!(
+        stderr(&more_fuel).contains("the replay differs from the recorded run"),
+        "{}",
+        stderr(&more_fuel)
+    );
 
     let result_json = serde_json::to_string(&expected_result).unwrap();
     let other_output = tamper("output.json", &result_json, "\"Nothing ordered.\"");
     assert!(!other_output.status.success());
-    assert_eq!(field(&stdout(&other_output), "same output:"), "NO", "{}", stdout(&other_output));
-    assert!(stderr(&other_output).contains("the replay differs"), "{}", stderr(&other_output));
+    assert_eq!(
+        field(&stdout(&other_output), "same output:"),
+        "NO",
+        "{}",
+        stdout(&other_output)
+    );
+    assert!(
+        stderr(&other_output).contains("the replay differs"),
+        "{}",
+        stderr(&other_output)
+    );
 
     let unknown_module = tamper("module.json", &recorded_sha, &"0".repeat(64));
     assert!(!unknown_module.status.success());
-    assert!(stderr(&unknown_module).starts_with("error:"), "{}", stderr(&unknown_module));
-    assert!(stderr(&unknown_module).contains(&"0".repeat(64)), "{}", stderr(&unknown_module));
+    assert!(
+        stderr(&unknown_module).starts_with("error:"),
+        "{}",
+        stderr(&unknown_module)
+    );
+    assert!(
+        stderr(&unknown_module).contains(&"0".repeat(64)),
+        "{}",
+        stderr(&unknown_module)
+    );
 
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "{\"tool\": 3}").unwrap();
-    let out = pulsara(&["policy", "replay", garbage.to_str().unwrap()], &root(), &[]);
+    let out = pulsara(
+        &["policy", "replay", garbage.to_str().unwrap()],
+        &root(),
+        &[],
+    );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("is not a run record"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a run record"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,7 +849,10 @@ impl Drop for Child {
 impl Child {
     /// SIGTERM, then the exit status (within 10 s).
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.0.try_wait().expect("wait") {
@@ -743,47 +895,101 @@ async fn emulate_serves_elevenlabs_and_twilio_rest() {
     let http = reqwest::Client::new();
 
     // Credentials come from the environment; without them, a clear refusal.
-    let out = pulsara(&["emulate", "twilio-rest", "--listen", "127.0.0.1:0"], &root(), &[]);
+    let out = pulsara(
+        &["emulate", "twilio-rest", "--listen", "127.0.0.1:0"],
+        &root(),
+        &[],
+    );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("set TWILIO_ACCOUNT_SID for the emulator"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("set TWILIO_ACCOUNT_SID for the emulator"),
+        "{}",
+        stderr(&out)
+    );
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut rest = spawn(
         &["emulate", "twilio-rest", "--listen", &listen],
-        &[("TWILIO_ACCOUNT_SID", "ACreadme"), ("TWILIO_AUTH_TOKEN", "readme-token")],
+        &[
+            ("TWILIO_ACCOUNT_SID", "ACreadme"),
+            ("TWILIO_AUTH_TOKEN", "readme-token"),
+        ],
     );
     let base = format!("http://{listen}");
     wait_until_up(&http, &base, &mut rest).await;
     let url = format!("{base}/2010-04-01/Accounts/ACreadme/Messages.json");
-    let form = [("To", "+12125550100"), ("From", "+15550000000"), ("Body", "Your order is ready")];
-    let wrong = http.post(&url).basic_auth("ACreadme", Some("wrong")).form(&form).send().await.unwrap();
+    let form = [
+        ("To", "+12125550100"),
+        ("From", "+15550000000"),
+        ("Body", "Your order is ready"),
+    ];
+    let wrong = http
+        .post(&url)
+        .basic_auth("ACreadme", Some("wrong"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let sent = http.post(&url).basic_auth("ACreadme", Some("readme-token")).form(&form).send().await.unwrap();
+    let sent = http
+        .post(&url)
+        .basic_auth("ACreadme", Some("readme-token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(sent.status(), 201);
     let body: serde_json::Value = sent.json().await.unwrap();
     assert_eq!(body["to"], "+12125550100", "{body}");
-    assert!(body["sid"].as_str().is_some_and(|s| s.starts_with("SM")), "{body}");
+    assert!(
+        body["sid"].as_str().is_some_and(|s| s.starts_with("SM")),
+        "{body}"
+    );
     assert!(rest.terminate().success());
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut el = spawn(
-        &["emulate", "elevenlabs", "--listen", &listen, "--scenarios", "scenarios"],
+        &[
+            "emulate",
+            "elevenlabs",
+            "--listen",
+            &listen,
+            "--scenarios",
+            "scenarios",
+        ],
         &[("ELEVENLABS_API_KEY", "xi-readme")],
     );
     let base = format!("http://{listen}");
     wait_until_up(&http, &format!("{base}/emulator/healthz"), &mut el).await;
     let url = format!("{base}/v1/convai/conversation/get-signed-url?agent_id=agent_trattoria_roma");
-    let wrong = http.get(&url).header("xi-api-key", "nope").send().await.unwrap();
+    let wrong = http
+        .get(&url)
+        .header("xi-api-key", "nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let ok = http.get(&url).header("xi-api-key", "xi-readme").send().await.unwrap();
+    let ok = http
+        .get(&url)
+        .header("xi-api-key", "xi-readme")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let body: serde_json::Value = ok.json().await.unwrap();
-    let signed = body["signed_url"].as_str().unwrap_or_else(|| panic!("{body}"));
-    assert!(signed.starts_with(&format!("ws://{listen}/v1/convai/conversation")), "{signed}");
+    let signed = body["signed_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        signed.starts_with(&format!("ws://{listen}/v1/convai/conversation")),
+        "{signed}"
+    );
     let unknown = http
-        .get(format!("{base}/v1/convai/conversation/get-signed-url?agent_id=agent_nobody"))
+        .get(format!(
+            "{base}/v1/convai/conversation/get-signed-url?agent_id=agent_nobody"
+        ))
         .header("xi-api-key", "xi-readme")
         .send()
         .await
@@ -810,9 +1016,19 @@ fn bench_runs_calls_through_pulsara_serve() {
         ("DASHBOARD_KEY_ID", "readme-bridge"),
         ("DASHBOARD_SIGNING_SECRET", secret),
     ];
-    let out = pulsara_ok(&["bench", "--calls", "3", "--seconds", "2", "--ramp", "1"], dir.path(), &env);
-    assert!(out.contains("bridge bench: 3 calls requested, 3 connected, 0 failed"), "{out}");
-    let frames = out.lines().find(|l| l.starts_with("frames in window:")).unwrap_or_else(|| panic!("{out}"));
+    let out = pulsara_ok(
+        &["bench", "--calls", "3", "--seconds", "2", "--ramp", "1"],
+        dir.path(),
+        &env,
+    );
+    assert!(
+        out.contains("bridge bench: 3 calls requested, 3 connected, 0 failed"),
+        "{out}"
+    );
+    let frames = out
+        .lines()
+        .find(|l| l.starts_with("frames in window:"))
+        .unwrap_or_else(|| panic!("{out}"));
     let number_after = |label: &str| -> u64 {
         frames
             .split(label)
@@ -825,5 +1041,210 @@ fn bench_runs_calls_through_pulsara_serve() {
     let sent = number_after("sent ");
     assert!(sent >= 150, "{frames}");
     assert!(number_after("echoed back ") * 10 >= sent * 9, "{frames}");
-    assert!(db.is_file(), "the bridge's embedded dashboard did not use {}", db.display());
+    assert!(
+        db.is_file(),
+        "the bridge's embedded dashboard did not use {}",
+        db.display()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/: the systemd unit and the container recipe the README points at
+
+/// `KEY=VALUE` words of a Containerfile `ENV` instruction (with `\` continuations) or of a
+/// systemd `Environment=` line.
+fn env_pairs(words: &str) -> Vec<(String, String)> {
+    words
+        .split_whitespace()
+        .filter(|w| *w != "\\")
+        .map(|w| {
+            let (k, v) = w
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=VALUE: {w:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+struct Recipe {
+    name: &'static str,
+    /// The process the recipe starts, as words (`/usr/local/bin/pulsara serve`).
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+fn containerfile() -> Recipe {
+    let text =
+        std::fs::read_to_string(root().join("deploy/Containerfile")).expect("deploy/Containerfile");
+    let joined = text.replace("\\\n", " \\ ");
+    let mut env = Vec::new();
+    let mut command = Vec::new();
+    for line in joined.lines() {
+        if let Some(rest) = line.strip_prefix("ENV ") {
+            env.extend(env_pairs(rest));
+        } else if let Some(rest) = line.strip_prefix("ENTRYPOINT ") {
+            command = serde_json::from_str(rest).expect("ENTRYPOINT is a JSON array");
+        } else if let Some(rest) = line.strip_prefix("COPY ") {
+            if !rest.starts_with("--from") {
+                let source = rest.split_whitespace().next().unwrap();
+                if source != "." {
+                    assert!(
+                        root().join(source).exists(),
+                        "deploy/Containerfile copies {source}, which is not there (build it first?)"
+                    );
+                }
+            }
+        }
+    }
+    Recipe {
+        name: "deploy/Containerfile",
+        command,
+        env,
+    }
+}
+
+fn systemd_unit() -> Recipe {
+    let text = std::fs::read_to_string(root().join("deploy/pulsara-bridge.service"))
+        .expect("deploy/pulsara-bridge.service");
+    let mut env = Vec::new();
+    let mut command = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Environment=") {
+            env.extend(env_pairs(rest));
+        } else if let Some(rest) = line.strip_prefix("ExecStart=") {
+            command = rest.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    Recipe {
+        name: "deploy/pulsara-bridge.service",
+        command,
+        env,
+    }
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    // `systemd-analyze verify` checks every key; ExecStart must exist, so point it at this build.
+    let dir = TempDir::new("unit");
+    let text = std::fs::read_to_string(root().join("deploy/pulsara-bridge.service")).unwrap();
+    let unit = dir.path().join("pulsara-bridge.service");
+    std::fs::write(&unit, text.replace("/usr/local/bin/pulsara", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .expect(
+            "systemd-analyze (package systemd) is needed to check deploy/pulsara-bridge.service",
+        );
+    let problems = stderr(&out);
+    assert!(
+        out.status.success() && problems.trim().is_empty(),
+        "deploy/pulsara-bridge.service:\n{problems}"
+    );
+}
+
+/// Each recipe's command with its environment (state paths moved into a temp dir laid out as the
+/// recipe lays out `/var/lib/pulsara`, plus the secrets an operator supplies) starts a bridge
+/// that becomes ready, writes its state where the recipe says, loads the policy modules, and stops
+/// cleanly on SIGTERM.
+#[tokio::test]
+async fn deploy_recipes_start_a_ready_bridge() {
+    let http = reqwest::Client::new();
+    for recipe in [containerfile(), systemd_unit()] {
+        let name = recipe.name;
+        assert_eq!(
+            recipe.command,
+            ["/usr/local/bin/pulsara", "serve"],
+            "{name}"
+        );
+        let state = TempDir::new("deploy");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(
+                root().join("restaurants"),
+                state.path().join("restaurants"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(policies_dir(), state.path().join("policies")).unwrap();
+        }
+        let state_s = state.path().to_str().unwrap().to_owned();
+        let mut env: Vec<(String, String)> = recipe
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("/var/lib/pulsara", &state_s)))
+            .collect();
+        for (k, v) in &env {
+            assert!(
+                k == "PULSARA_LISTEN" || !v.starts_with('/') || v.starts_with(&state_s),
+                "{name}: {k}={v} is outside /var/lib/pulsara"
+            );
+        }
+        let port = free_port();
+        let secret = "deploy-test-signing-secret-0123456789";
+        let keys = format!("bridge-deploy:bridge:{secret}");
+        let dashboard = format!("127.0.0.1:{}", free_port());
+        env.retain(|(k, _)| k != "PULSARA_LISTEN");
+        for (k, v) in [
+            ("PULSARA_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "HANDOFF_KEYS",
+                "k1:deploy-test-handoff-key-0123456789".into(),
+            ),
+            ("ELEVENLABS_API_KEY", "xi-deploy".into()),
+            ("TWILIO_ACCOUNT_SID", "ACdeploy".into()),
+            ("TWILIO_AUTH_TOKEN", "deploy-token".into()),
+            ("PULSARA_DASHBOARD_SIGNING_KEYS", keys),
+            ("PULSARA_DASHBOARD_LISTEN", dashboard),
+            ("DASHBOARD_KEY_ID", "bridge-deploy".into()),
+            ("DASHBOARD_SIGNING_SECRET", secret.into()),
+        ] {
+            env.push((k.into(), v));
+        }
+        let log = state.path().join("bridge.log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .current_dir(state.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut bridge = Child(cmd.spawn().expect("start pulsara serve"));
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            if let Some(status) = bridge.0.try_wait().unwrap() {
+                panic!(
+                    "{name}: pulsara serve exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: not ready:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some((_, outbox)) = env.iter().find(|(k, _)| k == "PULSARA_OUTBOX_PATH") {
+            assert!(Path::new(outbox).is_file(), "{name}: no outbox at {outbox}");
+        }
+        assert!(bridge.terminate().success(), "{name}: unclean stop");
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        // No warnings either: a recipe that misses the policy modules still starts, but drops
+        // every tool ("module builtin:… not built").
+        assert!(
+            !logged.contains("ERROR") && !logged.contains("WARN"),
+            "{name}:\n{logged}"
+        );
+    }
 }

@@ -90,7 +90,10 @@ fn readme_edge_settings(kind: &str) -> BTreeSet<String> {
             }
         }
     }
-    assert!(!names.is_empty(), "no `{kind}` rows in the README's edge table");
+    assert!(
+        !names.is_empty(),
+        "no `{kind}` rows in the README's edge table"
+    );
     names
 }
 
@@ -166,7 +169,10 @@ fn deploy_dry_run_staging_and_production() {
         assert!(kv.contains("KV Namespace"), "{kv}");
         let public = binding("PUBLIC_BASE_URL").unwrap();
         assert!(public.contains(public_base), "--env {env}: {public}");
-        assert!(!binding("BRIDGE_URLS").unwrap().contains("ws://"), "bridges only over wss://");
+        assert!(
+            !binding("BRIDGE_URLS").unwrap().contains("ws://"),
+            "bridges only over wss://"
+        );
 
         // The bundle is the built worker, within Cloudflare's size limit.
         let (_, gzip_kib) = upload_sizes(&shown);
@@ -198,14 +204,19 @@ fn secret_put_names_the_edge_secrets() {
 
     // NAME is one of the README's edge secrets: exactly those .dev.vars.example documents, each
     // read by the edge.
-    let example = std::fs::read_to_string(root.join(".dev.vars.example")).expect(".dev.vars.example");
+    let example =
+        std::fs::read_to_string(root.join(".dev.vars.example")).expect(".dev.vars.example");
     let documented: BTreeSet<String> = example
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
         .collect();
-    assert_eq!(documented, secrets, ".dev.vars.example and the README's secrets differ");
-    let settings = std::fs::read_to_string(root.join("edge/src/settings.rs")).expect("edge settings");
+    assert_eq!(
+        documented, secrets,
+        ".dev.vars.example and the README's secrets differ"
+    );
+    let settings =
+        std::fs::read_to_string(root.join("edge/src/settings.rs")).expect("edge settings");
     for name in &secrets {
         assert!(
             settings.contains(&format!("\"{name}\"")),
@@ -224,10 +235,19 @@ fn secret_put_names_the_edge_secrets() {
         "not-a-real-secret",
     );
     let shown = text(&out);
-    assert!(!out.status.success(), "secret put cannot succeed without credentials:\n{shown}");
-    assert!(shown.contains("CLOUDFLARE_API_TOKEN"), "expected a request for credentials:\n{shown}");
+    assert!(
+        !out.status.success(),
+        "secret put cannot succeed without credentials:\n{shown}"
+    );
+    assert!(
+        shown.contains("CLOUDFLARE_API_TOKEN"),
+        "expected a request for credentials:\n{shown}"
+    );
     assert!(!shown.contains("No environment found"), "{shown}");
-    assert!(!shown.contains("not-a-real-secret"), "wrangler echoed the secret:\n{shown}");
+    assert!(
+        !shown.contains("not-a-real-secret"),
+        "wrangler echoed the secret:\n{shown}"
+    );
     // An environment wrangler.toml does not define is refused before that.
     let out = wrangler(
         &root,
