@@ -121,9 +121,8 @@ fn main() {
         name: "take_order".into(),
         module_sha256: take_order.clone(),
         grants: Grants { menu: true, hours: true, ordering: true, actions: vec!["record_order".into()], ..Default::default() },
-        // The default 11 M fuel is not enough for a 200-item menu today (see BENCHMARKS.md); the
-        // bench measures what it costs with the host maximum.
-        limits: PolicyLimits { fuel: Some(Limits::MAXIMA.fuel), ..PolicyLimits::default() },
+        // The defaults, as a restaurant that sets no limits gets them.
+        limits: PolicyLimits::default(),
     }];
     let kb = KnowledgeBase { restaurant_id: cfg.id.clone(), version: 1, currency: "EUR".into(), menu: big_menu(), ..Default::default() };
     let set = host.tool_set(&cfg);

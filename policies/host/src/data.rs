@@ -2,21 +2,80 @@
 //! parts its grant names go in (capabilities, not ambient authority: an empty grant means an
 //! empty [`GrantedData`]).
 
-use pulsara_core::config::{Grants, KnowledgeBase, RestaurantConfig};
-use pulsara_policy_abi::GrantedData;
+use pulsara_core::config::{
+    BookingConfig, FaqDoc, Grants, KnowledgeBase, MenuItem, OpeningHours, OrderingConfig, RestaurantConfig,
+    WeeklySpan,
+};
+use pulsara_policy_abi::{CallContext, GrantedData, ABI_VERSION};
+use serde::Serialize;
+use serde_json::Value;
+
+/// [`GrantedData`] borrowed from the restaurant's configuration: serialises to the same JSON
+/// without copying the menu and knowledge base for every tool call.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct GrantedRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub menu: Option<&'a [MenuItem]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faq: Option<&'a [FaqDoc]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub specials: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours: Option<&'a OpeningHours>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staffed_hours: Option<&'a [WeeklySpan]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booking: Option<&'a BookingConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<&'a OrderingConfig>,
+}
+
+/// The restaurant data `grants` allows a policy to see, borrowed.
+pub fn granted_ref<'a>(grants: &Grants, config: &'a RestaurantConfig, kb: &'a KnowledgeBase) -> GrantedRef<'a> {
+    GrantedRef {
+        menu: grants.menu.then_some(kb.menu.as_slice()),
+        currency: grants.menu.then_some(kb.currency.as_str()),
+        faq: grants.knowledge_base.then_some(kb.faq.as_slice()),
+        specials: grants.knowledge_base.then_some(kb.specials.as_slice()),
+        hours: grants.hours.then_some(&config.hours),
+        staffed_hours: grants.hours.then_some(config.staffed_hours.as_slice()),
+        booking: if grants.booking { config.booking.as_ref() } else { None },
+        ordering: if grants.ordering { config.ordering.as_ref() } else { None },
+    }
+}
 
 /// The restaurant data `grants` allows a policy to see.
 pub fn granted_data(grants: &Grants, config: &RestaurantConfig, kb: &KnowledgeBase) -> GrantedData {
+    let r = granted_ref(grants, config, kb);
     GrantedData {
-        menu: grants.menu.then(|| kb.menu.clone()),
-        currency: grants.menu.then(|| kb.currency.clone()),
-        faq: grants.knowledge_base.then(|| kb.faq.clone()),
-        specials: grants.knowledge_base.then(|| kb.specials.clone()),
-        hours: grants.hours.then(|| config.hours.clone()),
-        staffed_hours: grants.hours.then(|| config.staffed_hours.clone()),
-        booking: if grants.booking { config.booking.clone() } else { None },
-        ordering: if grants.ordering { config.ordering.clone() } else { None },
+        menu: r.menu.map(<[_]>::to_vec),
+        currency: r.currency.map(str::to_owned),
+        faq: r.faq.map(<[_]>::to_vec),
+        specials: r.specials.map(<[_]>::to_vec),
+        hours: r.hours.cloned(),
+        staffed_hours: r.staffed_hours.map(<[_]>::to_vec),
+        booking: r.booking.cloned(),
+        ordering: r.ordering.cloned(),
     }
+}
+
+/// The [`pulsara_policy_abi::ToolInput`] document for one call, serialised straight from
+/// borrowed parts (byte-for-byte what serialising an owned `ToolInput` gives).
+///
+/// # Errors
+/// When a part cannot be serialised (not expected for these types).
+pub fn input_json(tool: &str, params: &Value, context: &CallContext, data: GrantedRef<'_>) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct InputRef<'a> {
+        abi_version: u32,
+        tool: &'a str,
+        params: &'a Value,
+        context: &'a CallContext,
+        data: GrantedRef<'a>,
+    }
+    serde_json::to_string(&InputRef { abi_version: ABI_VERSION, tool, params, context, data })
 }
 
 #[cfg(test)]
@@ -54,5 +113,31 @@ mod tests {
         let d = granted_data(&g, &config(), &kb);
         assert_eq!(d.currency.as_deref(), Some("EUR"));
         assert!(d.ordering.is_some() && d.booking.is_none());
+    }
+
+    #[test]
+    fn borrowed_input_serialises_like_the_owned_one() {
+        let mut kb = KnowledgeBase { restaurant_id: "r".into(), currency: "EUR".into(), ..Default::default() };
+        kb.menu = serde_json::from_value(serde_json::json!([
+            {"id": "1", "name": "Pizza", "price_minor": 900, "aliases": ["pie"]},
+            {"id": "2", "name": "Tiramisu", "price_minor": 600, "available": false}
+        ]))
+        .unwrap();
+        kb.specials = vec!["Soup".into()];
+        let config = config();
+        let context = CallContext { restaurant_id: "r".into(), caller: "+15550100".into(), ..Default::default() };
+        let params = serde_json::json!({"items": [{"name": "pizza"}]});
+        let all = Grants { menu: true, knowledge_base: true, hours: true, booking: true, ordering: true, ..Default::default() };
+        for grants in [Grants::default(), all, Grants { menu: true, ..Default::default() }] {
+            let owned = pulsara_policy_abi::ToolInput {
+                abi_version: ABI_VERSION,
+                tool: "take_order".into(),
+                params: params.clone(),
+                context: context.clone(),
+                data: granted_data(&grants, &config, &kb),
+            };
+            let borrowed = input_json("take_order", &params, &context, granted_ref(&grants, &config, &kb)).unwrap();
+            assert_eq!(borrowed, serde_json::to_string(&owned).unwrap());
+        }
     }
 }

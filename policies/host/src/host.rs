@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
-use pulsara_policy_abi::{check_output, CallContext, OutputProblem, ToolInput, ToolOutput, ABI_VERSION};
+use pulsara_policy_abi::{check_output, CallContext, OutputProblem, ToolOutput, ABI_VERSION};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 
 use crate::cache::ArtifactCache;
-use crate::data::granted_data;
+use crate::data::{granted_ref, input_json};
 use crate::limits::Limits;
 use crate::record::{RunOutcome, RunRecord};
 use crate::source::{sha256_hex, ModuleSource, SourceError};
@@ -48,7 +48,9 @@ pub struct HostConfig {
     pub epoch_tick: Duration,
     /// Tool calls running at once (pooling allocator slots); beyond it calls fail with `Busy`.
     pub max_concurrent_calls: u32,
-    /// Native stack for wasm code, engine-wide (wasmtime cannot set it per store).
+    /// Native stack for wasm code, engine-wide (wasmtime cannot set it per store). Kept well
+    /// below the policies' own stack in linear memory (2 MiB, `policies/guests/.cargo/config.toml`)
+    /// so unbounded recursion ends here, as a clean `StackOverflow`.
     pub max_wasm_stack: usize,
     /// Compiled modules kept in memory.
     pub max_modules: usize,
@@ -62,7 +64,7 @@ impl Default for HostConfig {
             maxima: Limits::MAXIMA,
             epoch_tick: Duration::from_millis(1),
             max_concurrent_calls: 256,
-            max_wasm_stack: 512 << 10,
+            max_wasm_stack: 256 << 10,
             max_modules: 256,
         }
     }
@@ -432,14 +434,8 @@ impl PolicyHost {
             Ok(m) => m.clone(),
             Err(e) => return ToolRun { result: Err(e.clone()), record: None },
         };
-        let input = ToolInput {
-            abi_version: ABI_VERSION,
-            tool: tool.to_owned(),
-            params,
-            context,
-            data: granted_data(&bound.binding.grants, config, kb),
-        };
-        let json = match serde_json::to_string(&input) {
+        let data = granted_ref(&bound.binding.grants, config, kb);
+        let json = match input_json(tool, &params, &context, data) {
             Ok(j) => j,
             Err(e) => return ToolRun { result: Err(PolicyError::Internal(format!("encoding input: {e}"))), record: None },
         };

@@ -59,8 +59,6 @@ fn memory_bomb_hits_the_memory_limit() {
 }
 
 #[test]
-#[ignore = "known gap: the guest's shadow stack (in linear memory) overflows before wasmtime's native \
-            stack, so this traps as an out-of-bounds access (reported as Crashed), not StackOverflow"]
 fn deep_recursion_overflows_the_stack() {
     let host = host();
     let r = run(&host, "test_deep_recursion", LIMITS, &[]);

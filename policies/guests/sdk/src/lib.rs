@@ -19,6 +19,8 @@
 //! other line of the SDK is safe Rust.
 #![deny(unsafe_code)]
 
+#[cfg(all(target_arch = "wasm32", not(feature = "std-alloc")))]
+mod heap;
 pub mod menu;
 pub mod money;
 pub mod text;
@@ -28,6 +30,11 @@ pub use pulsara_core::config;
 pub use pulsara_policy_abi::*;
 pub use chrono;
 pub use serde_json::{self, json, Value};
+
+/// Every policy built with the SDK allocates from [`heap::Bump`] (see there for why).
+#[cfg(all(target_arch = "wasm32", not(feature = "std-alloc")))]
+#[global_allocator]
+static HEAP: heap::Bump = heap::Bump::new();
 
 /// Generated component bindings (the `tool` world). Used by [`export_tool!`]; policies never
 /// need it directly.

@@ -2,9 +2,11 @@
 //! differences, small misspellings (edit distance), and the nearest available alternatives when an
 //! item is sold out ("86'd") or unknown.
 
+use std::cell::OnceCell;
+
 use pulsara_core::config::{MenuItem, ModifierGroup, ModifierOption};
 
-use crate::text::{edit_distance, normalize, tokens, tolerance};
+use crate::text::{edit_distance, match_key, normalize, tokens, tolerance, Letters};
 
 /// The outcome of looking a spoken name up on the menu.
 #[derive(Debug)]
@@ -22,116 +24,256 @@ fn names(item: &MenuItem) -> impl Iterator<Item = &str> {
     std::iter::once(item.name.as_str()).chain(item.aliases.iter().map(String::as_str))
 }
 
-fn key(s: &str) -> String {
-    tokens(s).join(" ")
-}
-
 fn sorted_tokens(s: &str) -> Vec<String> {
     let mut t = tokens(s);
     t.sort();
     t
 }
 
-/// Looks `said` up among `menu`'s names and aliases.
-pub fn find<'a>(menu: &'a [MenuItem], said: &str) -> Lookup<'a> {
-    let q = key(said);
-    if q.is_empty() {
-        return Lookup::NotFound { suggestions: Vec::new() };
+/// One name or alias of an item, normalised once.
+struct Name {
+    item: usize,
+    /// Its words, singular, joined by single spaces ([`match_key`]).
+    key: String,
+    /// [`Letters::mask_of`] `key`: a cheap first test before letter counts and distances.
+    mask: u32,
+    /// Length of `key` in chars.
+    len: usize,
+}
+
+impl Name {
+    /// Whether the name could be within `limit` edits of a query with this length and letters:
+    /// the cheap tests first (length, letters present), then letter counts.
+    fn may_be_within(&self, limit: usize, q_len: usize, q_letters: &Letters, q_mask: u32) -> bool {
+        self.len.abs_diff(q_len) <= limit
+            && Letters::mask_bound(self.mask, q_mask) <= limit
+            && Letters::of(&self.key).distance_bound(q_letters) <= limit
     }
-    let q_sorted = sorted_tokens(said);
-    // 1. Exact (after normalisation), or the same words in another order.
-    if let Some(item) = menu.iter().find(|i| names(i).any(|n| key(n) == q)) {
-        return Lookup::Found { item, exact: true };
+
+    fn words(&self) -> impl Iterator<Item = &str> {
+        self.key.split(' ')
     }
-    if let Some(item) = menu.iter().find(|i| names(i).any(|n| sorted_tokens(n) == q_sorted)) {
-        return Lookup::Found { item, exact: true };
+}
+
+/// The words of a key in sorted order, joined: equal for the same words in any order.
+fn sorted_key(key: &str) -> String {
+    let mut words: Vec<&str> = key.split(' ').collect();
+    words.sort_unstable();
+    words.join(" ")
+}
+
+/// The first byte of `name`'s [`match_key`] when it can be read off cheaply (ASCII up to the
+/// first letter or digit), `None` when the key must be computed to know.
+fn first_key_byte(name: &str) -> Option<u8> {
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() {
+            return Some(b.to_ascii_lowercase());
+        }
+        if !b.is_ascii() {
+            return None;
+        }
     }
-    // 2. Misspellings: the smallest edit distance within the tolerance for the name's length.
-    let limit = tolerance(q.chars().count());
-    let mut best: Vec<&MenuItem> = Vec::new();
-    let mut best_d = usize::MAX;
-    for item in menu {
-        let d = names(item).map(|n| edit_distance(&key(n), &q, limit)).min().unwrap_or(usize::MAX);
-        if d <= limit {
+    None
+}
+
+/// A menu prepared for lookups. An exact name or alias is found without normalising the whole
+/// menu (names that cannot start like the request are skipped); the first lookup that needs
+/// more (a misspelling, a partial name, suggestions) normalises every name and alias once, and
+/// later lookups only compare, skipping names whose length or letters rule out a match. Build
+/// one per tool call; [`find`] and friends build one each time.
+pub struct MenuIndex<'a> {
+    menu: &'a [MenuItem],
+    names: OnceCell<Vec<Name>>,
+}
+
+impl<'a> MenuIndex<'a> {
+    pub fn new(menu: &'a [MenuItem]) -> Self {
+        Self { menu, names: OnceCell::new() }
+    }
+
+    fn names(&self) -> &[Name] {
+        self.names.get_or_init(|| {
+            let mut indexed = Vec::with_capacity(self.menu.len() * 2);
+            for (item, entry) in self.menu.iter().enumerate() {
+                for name in names(entry) {
+                    let key = match_key(name);
+                    let mask = Letters::mask_of(&key);
+                    let len = if key.is_ascii() { key.len() } else { key.chars().count() };
+                    indexed.push(Name { item, key, mask, len });
+                }
+            }
+            indexed
+        })
+    }
+
+    /// The item with a name or alias whose key is `q`.
+    fn exact(&self, q: &str) -> Option<&'a MenuItem> {
+        if let Some(indexed) = self.names.get() {
+            return indexed.iter().find(|n| n.key == q).map(|n| &self.menu[n.item]);
+        }
+        let first = q.as_bytes().first().copied();
+        self.menu.iter().find(|item| {
+            names(item).any(|name| {
+                first_key_byte(name).is_none_or(|b| Some(b) == first) && match_key(name) == q
+            })
+        })
+    }
+
+    /// The menu this index was built over.
+    pub fn menu(&self) -> &'a [MenuItem] {
+        self.menu
+    }
+
+    /// Looks `said` up among the menu's names and aliases.
+    pub fn find(&self, said: &str) -> Lookup<'a> {
+        let q = match_key(said);
+        let q_letters = Letters::of(&q);
+        if q.is_empty() {
+            return Lookup::NotFound { suggestions: Vec::new() };
+        }
+        // 1. Exact (after normalisation), or the same words in another order (same words means
+        //    the same key length, which rules out nearly every name before sorting).
+        if let Some(item) = self.exact(&q) {
+            return Lookup::Found { item, exact: true };
+        }
+        let q_sorted = sorted_key(&q);
+        if let Some(n) = self.names().iter().find(|n| n.key.len() == q.len() && sorted_key(&n.key) == q_sorted) {
+            return Lookup::Found { item: &self.menu[n.item], exact: true };
+        }
+        // 2. Misspellings: the smallest edit distance within the tolerance for the name's length.
+        let q_len = q.chars().count();
+        let limit = tolerance(q_len);
+        let mut best: Vec<usize> = Vec::new();
+        let mut best_d = limit;
+        let q_mask = q_letters.mask();
+        for n in self.names() {
+            if !n.may_be_within(best_d, q_len, &q_letters, q_mask) {
+                continue;
+            }
+            let d = edit_distance(&n.key, &q, best_d);
+            if d > best_d {
+                continue;
+            }
             if d < best_d {
                 best_d = d;
                 best.clear();
             }
-            if d == best_d {
-                best.push(item);
+            if !best.contains(&n.item) {
+                best.push(n.item);
             }
         }
+        match best.len() {
+            1 => return Lookup::Found { item: &self.menu[best[0]], exact: false },
+            n if n > 1 => return Lookup::Ambiguous(best.into_iter().map(|i| &self.menu[i]).collect()),
+            _ => {}
+        }
+        // 3. Partial names: every word the caller said is in the name ("margherita" → "Pizza
+        //    Margherita"), allowing a one-letter slip per word.
+        let mut partial: Vec<usize> = Vec::new();
+        for n in self.names() {
+            if partial.contains(&n.item) {
+                continue;
+            }
+            let all_in = q.split(' ').all(|w| {
+                let slip = tolerance(w.len()).min(1);
+                n.words().any(|t| t == w || edit_distance(t, w, slip) <= slip)
+            });
+            if all_in {
+                partial.push(n.item);
+            }
+        }
+        match partial.len() {
+            1 => Lookup::Found { item: &self.menu[partial[0]], exact: false },
+            n if n > 1 => Lookup::Ambiguous(partial.into_iter().map(|i| &self.menu[i]).collect()),
+            _ => Lookup::NotFound { suggestions: self.suggestions(said, 3) },
+        }
     }
-    match best.len() {
-        1 => return Lookup::Found { item: best[0], exact: false },
-        n if n > 1 => return Lookup::Ambiguous(best),
-        _ => {}
+
+    /// Up to `n` available items whose names share words with or resemble `said`, best first.
+    pub fn suggestions(&self, said: &str, n: usize) -> Vec<&'a MenuItem> {
+        let q = match_key(said);
+        let q_letters = Letters::of(&q);
+        let q_words: Vec<&str> = q.split(' ').filter(|w| !w.is_empty()).collect();
+        let q_len = q.chars().count();
+        let limit = q_len / 2;
+        let q_mask = q_letters.mask();
+        // (words shared, edit distance) per item: the best over its names.
+        let mut best: Vec<Option<(usize, usize)>> = vec![None; self.menu.len()];
+        for name in self.names() {
+            if !self.menu[name.item].available {
+                continue;
+            }
+            let shared = name.words().filter(|t| q_words.contains(t)).count();
+            let d = if name.may_be_within(limit, q_len, &q_letters, q_mask) {
+                edit_distance(&name.key, &q, limit)
+            } else {
+                limit + 1
+            };
+            let slot = &mut best[name.item];
+            *slot = Some(match *slot {
+                None => (shared, d),
+                Some((s, e)) => (s.max(shared), e.min(d)),
+            });
+        }
+        let mut scored: Vec<(usize, usize, &'a MenuItem)> = best
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|(shared, d)| (shared, d, &self.menu[i])))
+            .filter(|&(shared, d, _)| shared > 0 || d <= limit)
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.name.cmp(&b.2.name)));
+        scored.into_iter().take(n).map(|(_, _, i)| i).collect()
     }
-    // 3. Partial names: every word the caller said is in the name ("margherita" → "Pizza
-    //    Margherita"), allowing a one-letter slip per word.
-    let q_tokens = tokens(said);
-    let partial: Vec<&MenuItem> = menu
-        .iter()
-        .filter(|i| {
-            names(i).any(|n| {
-                let nt = tokens(n);
-                q_tokens.iter().all(|w| nt.iter().any(|t| t == w || edit_distance(t, w, tolerance(w.len()).min(1)) <= tolerance(w.len()).min(1)))
-            })
-        })
-        .collect();
-    match partial.len() {
-        1 => Lookup::Found { item: partial[0], exact: false },
-        n if n > 1 => Lookup::Ambiguous(partial),
-        _ => Lookup::NotFound { suggestions: suggestions(menu, said, 3) },
+
+    /// Up to `n` available items to offer instead of `item`: same category first, closest in
+    /// price, then names that resemble it.
+    pub fn alternatives(&self, item: &MenuItem, n: usize) -> Vec<&'a MenuItem> {
+        let mut candidates: Vec<&'a MenuItem> =
+            self.menu.iter().filter(|i| i.available && i.id != item.id && i.category == item.category).collect();
+        candidates.sort_by(|a, b| {
+            (a.price_minor - item.price_minor)
+                .abs()
+                .cmp(&(b.price_minor - item.price_minor).abs())
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        if candidates.len() < n {
+            let shared: Vec<&'a MenuItem> = self
+                .suggestions(&item.name, n)
+                .into_iter()
+                .filter(|i| i.id != item.id && !candidates.iter().any(|c| c.id == i.id))
+                .collect();
+            candidates.extend(shared);
+        }
+        candidates.truncate(n);
+        candidates
     }
+}
+
+/// Looks `said` up among `menu`'s names and aliases (see [`MenuIndex::find`]; build a
+/// [`MenuIndex`] instead when looking up several names in one call).
+pub fn find<'a>(menu: &'a [MenuItem], said: &str) -> Lookup<'a> {
+    MenuIndex::new(menu).find(said)
 }
 
 /// Up to `n` available items whose names share words with or resemble `said`, best first.
 pub fn suggestions<'a>(menu: &'a [MenuItem], said: &str, n: usize) -> Vec<&'a MenuItem> {
-    let q = key(said);
-    let q_tokens = tokens(said);
-    let qlen = q.chars().count();
-    let mut scored: Vec<(usize, usize, &MenuItem)> = menu
-        .iter()
-        .filter(|i| i.available)
-        .filter_map(|i| {
-            let shared = names(i)
-                .map(|name| tokens(name).iter().filter(|t| q_tokens.contains(t)).count())
-                .max()
-                .unwrap_or(0);
-            let d = names(i).map(|name| edit_distance(&key(name), &q, qlen / 2)).min().unwrap_or(usize::MAX);
-            (shared > 0 || d <= qlen / 2).then_some((shared, d, i))
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.name.cmp(&b.2.name)));
-    scored.into_iter().take(n).map(|(_, _, i)| i).collect()
+    MenuIndex::new(menu).suggestions(said, n)
 }
 
 /// Up to `n` available items to offer instead of `item`: same category first, closest in price.
 pub fn alternatives<'a>(menu: &'a [MenuItem], item: &MenuItem, n: usize) -> Vec<&'a MenuItem> {
-    let mut candidates: Vec<&MenuItem> =
-        menu.iter().filter(|i| i.available && i.id != item.id && i.category == item.category).collect();
-    candidates.sort_by_key(|i| ((i.price_minor - item.price_minor).abs(), i.name.clone()));
-    if candidates.len() < n {
-        let shared: Vec<&MenuItem> = suggestions(menu, &item.name, n)
-            .into_iter()
-            .filter(|i| i.id != item.id && !candidates.iter().any(|c| c.id == i.id))
-            .collect();
-        candidates.extend(shared);
-    }
-    candidates.truncate(n);
-    candidates
+    MenuIndex::new(menu).alternatives(item, n)
 }
 
 /// Finds a modifier option of `item` by what the caller said ("large", "no onions", "extra
 /// cheese"), tolerating small misspellings.
 pub fn find_option<'a>(item: &'a MenuItem, said: &str) -> Option<(&'a ModifierGroup, &'a ModifierOption)> {
-    let q = key(said);
+    let q = match_key(said);
     if q.is_empty() {
         return None;
     }
     let all = || item.modifiers.iter().flat_map(|g| g.options.iter().map(move |o| (g, o)));
-    if let Some(found) = all().find(|(_, o)| key(&o.name) == q) {
+    if let Some(found) = all().find(|(_, o)| match_key(&o.name) == q) {
         return Some(found);
     }
     // "size large" / "large size": the group name plus the option name.
@@ -143,7 +285,7 @@ pub fn find_option<'a>(item: &'a MenuItem, said: &str) -> Option<(&'a ModifierGr
     }
     let limit = tolerance(q.chars().count());
     all()
-        .map(|(g, o)| (edit_distance(&key(&o.name), &q, limit), g, o))
+        .map(|(g, o)| (edit_distance(&match_key(&o.name), &q, limit), g, o))
         .filter(|(d, _, _)| *d <= limit)
         .min_by_key(|(d, _, _)| *d)
         .map(|(_, g, o)| (g, o))
@@ -206,6 +348,22 @@ mod tests {
         assert!(matches!(find(&m, "margherita"), Lookup::Found { item, exact: true } if item.id == "1"));
         assert!(matches!(find(&m, "Margherita Pizza"), Lookup::Found { item, exact: true } if item.id == "1"));
         assert!(matches!(find(&m, "pepperoni pizzas"), Lookup::Found { item, exact: true } if item.id == "2"));
+    }
+
+    #[test]
+    fn exact_matches_before_and_after_the_full_index_is_built() {
+        let mut m = menu();
+        m.push(item("6", "Àrancini (3 pcs)", &["'suppli' balls"], "starter", 500, true));
+        let index = MenuIndex::new(&m);
+        // Exact hits go through the cheap path (nothing normalised up front)…
+        assert!(matches!(index.find("arancini 3 pcs"), Lookup::Found { item, exact: true } if item.id == "6"));
+        assert!(matches!(index.find("suppli ball"), Lookup::Found { item, exact: true } if item.id == "6"));
+        assert!(index.names.get().is_none());
+        // …a misspelling builds the index, and exact hits then use it with the same answers.
+        assert!(matches!(index.find("tiramissu"), Lookup::Found { item, exact: false } if item.id == "4"));
+        assert!(index.names.get().is_some());
+        assert!(matches!(index.find("arancini 3 pcs"), Lookup::Found { item, exact: true } if item.id == "6"));
+        assert!(matches!(index.find("Pepperoni Pizza"), Lookup::Found { item, exact: true } if item.id == "2"));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use pulsara_policy_sdk::chrono::{Duration, NaiveDateTime, Timelike};
 use pulsara_policy_sdk::config::{MenuItem, OrderingConfig};
-use pulsara_policy_sdk::menu::{self, Lookup};
+use pulsara_policy_sdk::menu::{self, Lookup, MenuIndex};
 use pulsara_policy_sdk::money::{apply_bps, format_minor};
 use pulsara_policy_sdk::text::join_words;
 use pulsara_policy_sdk::time::{self, hhmm};
@@ -68,10 +68,11 @@ impl Tool for TakeOrder {
             return Err(ToolError::new(format!("an order can have at most {MAX_LINES} lines")));
         }
 
+        let index = MenuIndex::new(menu_items);
         let mut problems: Vec<Value> = Vec::new();
         let mut lines: Vec<OrderLine> = Vec::new();
         for req in &p.items {
-            match price_line(menu_items, ordering, req) {
+            match price_line(&index, ordering, req) {
                 Ok(line) => lines.push(line),
                 Err(problem) => problems.push(problem),
             }
@@ -187,8 +188,8 @@ fn names(items: &[&MenuItem]) -> Vec<String> {
     items.iter().map(|i| i.name.clone()).collect()
 }
 
-fn price_line(menu_items: &[MenuItem], ordering: &OrderingConfig, req: &ItemRequest) -> Result<OrderLine, Value> {
-    let item = match menu::find(menu_items, &req.name) {
+fn price_line(index: &MenuIndex<'_>, ordering: &OrderingConfig, req: &ItemRequest) -> Result<OrderLine, Value> {
+    let item = match index.find(&req.name) {
         Lookup::Found { item, .. } => item,
         Lookup::Ambiguous(options) => {
             return Err(problem(
@@ -208,7 +209,7 @@ fn price_line(menu_items: &[MenuItem], ordering: &OrderingConfig, req: &ItemRequ
         }
     };
     if !item.available {
-        let alts = menu::alternatives(menu_items, item, 3);
+        let alts = index.alternatives(item, 3);
         let message = if alts.is_empty() {
             format!("Sorry, {} is sold out today.", item.name)
         } else {
