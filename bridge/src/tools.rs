@@ -6,9 +6,13 @@
 //! its configuration version even after a `policy.updated` swap ([`PolicyToolRunner::invalidate`]).
 //! Policy failures (limits, traps, invalid output, ungranted actions) come back as `is_error`
 //! outcomes with a speakable message and the run's fuel, so they are recorded like any run.
+//!
+//! Every run is logged (`policy run`: tool, module, fuel, duration, outcome) and, with a
+//! [`RunLog`], its replayable [`RunRecord`] is kept as a file for `pulsara policy replay`.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pulsara_policy_abi::CallContext;
@@ -18,15 +22,135 @@ use pulsara_policy_host::{
 
 use crate::ports::{ToolContext, ToolError, ToolOutcome, ToolRunner};
 
+/// The replayable record of every policy run, one JSON file each (`<seq>-<call>-<tool>.json`,
+/// readable by `pulsara policy replay`), keeping the newest `max_files`. Records hold the call's
+/// input (the caller's number, the granted restaurant data), so files are owner-only.
+pub struct RunLog {
+    dir: PathBuf,
+    max_files: usize,
+    state: Mutex<RunLogState>,
+}
+
+struct RunLogState {
+    files: VecDeque<PathBuf>,
+    next_seq: u64,
+}
+
+impl RunLog {
+    /// Opens (creating) `dir`, continuing after the runs already in it.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or listed.
+    pub fn open(dir: &Path, max_files: usize) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut files: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let seq = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| n.ends_with(".json"))
+                .and_then(|n| n.split('-').next())
+                .and_then(|s| s.parse::<u64>().ok());
+            if let Some(seq) = seq {
+                files.push((seq, path));
+            }
+        }
+        files.sort();
+        let next_seq = files.last().map_or(1, |(s, _)| s + 1);
+        let log = Self {
+            dir: dir.to_path_buf(),
+            max_files: max_files.max(1),
+            state: Mutex::new(RunLogState { files: files.into_iter().map(|(_, p)| p).collect(), next_seq }),
+        };
+        log.trim();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `record` and deletes the oldest files beyond the bound; returns the new file.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write(&self, call_sid: &str, record: &RunRecord) -> std::io::Result<PathBuf> {
+        let seq = {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            seq
+        };
+        let name = format!("{seq:012}-{}-{}.json", file_safe(call_sid), file_safe(&record.tool));
+        let path = self.dir.join(name);
+        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        write_private(&path, &json)?;
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .files
+            .push_back(path.clone());
+        self.trim();
+        Ok(path)
+    }
+
+    fn trim(&self) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while state.files.len() > self.max_files {
+            if let Some(old) = state.files.pop_front() {
+                if let Err(e) = std::fs::remove_file(&old) {
+                    tracing::warn!(file = %old.display(), error = %e, "could not delete an old policy run record");
+                }
+            }
+        }
+    }
+}
+
+/// Letters, digits, `_` and `-` only (call SIDs and tool names are already; anything else is
+/// replaced so a name can never leave the directory).
+fn file_safe(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if cleaned.is_empty() {
+        "none".into()
+    } else {
+        cleaned
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
+}
+
 /// Runs tools as wasm policies.
 #[derive(Clone)]
 pub struct PolicyToolRunner {
     host: Arc<PolicyHost>,
+    runs: Option<Arc<RunLog>>,
 }
 
 impl PolicyToolRunner {
     pub fn new(host: Arc<PolicyHost>) -> Self {
-        Self { host }
+        Self { host, runs: None }
+    }
+
+    /// Keeps every run's record in `log`.
+    #[must_use]
+    pub fn with_run_log(mut self, log: RunLog) -> Self {
+        self.runs = Some(Arc::new(log));
+        self
     }
 
     /// A runner over a module directory (`target/policies`, with `manifest.json` for
@@ -90,9 +214,13 @@ impl PolicyToolRunner {
             time_zone: restaurant.time_zone.clone(),
             earlier_results: ctx.earlier.clone(),
         };
+        let runs = self.runs.clone();
+        let call_sid = ctx.call_sid.clone();
         let run = tokio::task::spawn_blocking(move || {
             let set = host.tool_set(&restaurant);
-            host.call(&set, &restaurant, &kb, &tool, params, context)
+            let run = host.call(&set, &restaurant, &kb, &tool, params, context);
+            log_run(&call_sid, &tool, run.record.as_ref(), runs.as_deref());
+            run
         })
         .await
         .map_err(|e| ToolError::Failed {
@@ -127,6 +255,36 @@ impl PolicyToolRunner {
         };
         Ok((outcome, run.record))
     }
+}
+
+/// The `policy run` log line, and the record file when a [`RunLog`] is set.
+fn log_run(call_sid: &str, tool: &str, record: Option<&RunRecord>, runs: Option<&RunLog>) {
+    let Some(record) = record else {
+        return;
+    };
+    let outcome = match &record.outcome {
+        pulsara_policy_host::RunOutcome::Ok { .. } => "ok",
+        pulsara_policy_host::RunOutcome::Error { kind, .. } => kind.as_str(),
+    };
+    let file = runs.map(|log| log.write(call_sid, record));
+    let file = match file {
+        Some(Ok(path)) => path.display().to_string(),
+        Some(Err(e)) => {
+            tracing::warn!(call_sid, tool, error = %e, "could not keep the policy run record");
+            String::new()
+        }
+        None => String::new(),
+    };
+    tracing::info!(
+        call_sid,
+        tool,
+        module = %record.module_sha256.get(..12).unwrap_or(&record.module_sha256),
+        fuel = record.fuel_used,
+        duration_us = record.duration_us,
+        outcome,
+        record = %file,
+        "policy run"
+    );
 }
 
 /// The text the agent gets: the policy's result, plus its structured data when present.
@@ -169,5 +327,53 @@ pub async fn warm_up(
             }
             Err(e) => tracing::warn!(restaurant = %id, error = %e, "tool warm-up skipped"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulsara_policy_host::{Limits, RunOutcome};
+
+    fn record(tool: &str) -> RunRecord {
+        RunRecord {
+            module_sha256: "ab".repeat(32),
+            tool: tool.into(),
+            input: serde_json::value::RawValue::from_string("{\"abi_version\":1}".into()).unwrap(),
+            granted_actions: Vec::new(),
+            limits: Limits::DEFAULT,
+            outcome: RunOutcome::Error { kind: "timeout".into(), message: "m".into() },
+            fuel_used: 7,
+            duration_us: 9,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_runs_and_continues_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("pulsara-runlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = RunLog::open(&dir, 3).unwrap();
+        let mut written = Vec::new();
+        for i in 0..5 {
+            written.push(log.write("CA1", &record(&format!("tool{i}"))).unwrap());
+        }
+        let mut left: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        left.sort();
+        assert_eq!(left, written[2..].to_vec());
+        let back: RunRecord = serde_json::from_slice(&std::fs::read(&written[4]).unwrap()).unwrap();
+        assert_eq!(back, record("tool4"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&written[4]).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+
+        // Reopened: numbering continues, the bound still holds.
+        let log = RunLog::open(&dir, 3).unwrap();
+        let next = log.write("../../etc/passwd", &record("x/y")).unwrap();
+        assert!(next.file_name().unwrap().to_str().unwrap().starts_with("000000000006-"), "{}", next.display());
+        assert_eq!(next.parent().unwrap(), dir.as_path(), "names cannot leave the directory");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -65,3 +65,27 @@ async fn failures_are_speakable_errors_and_unknown_tools_are_typed() {
     assert!(bad.is_error && bad.result.contains("invalid parameters"), "{bad:?}");
     assert!(bad.fuel_used.is_some());
 }
+
+#[tokio::test]
+async fn every_run_is_kept_as_a_replayable_record() {
+    let dir = std::env::temp_dir().join(format!("pulsara-policy-runs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runner = runner().with_run_log(pulsara_bridge::tools::RunLog::open(&dir, 100).unwrap());
+    let c = ctx("trattoria-roma", "2026-12-04T19:30:00+01:00");
+    let params = json!({"items": [{"name": "tiramisu", "quantity": 1}], "fulfillment": "pickup"});
+    let (outcome, _) = runner.run_recorded(&c, "take_order", params).await.unwrap();
+    // A failing run is kept too.
+    let unknown = runner.run(&c, "take_order", json!({"items": "not a list"})).await.unwrap();
+    assert!(unknown.is_error);
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].to_str().unwrap().ends_with("-CA0123-take_order.json"));
+    let record: pulsara_policy_host::RunRecord = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    assert_eq!(Some(record.fuel_used), outcome.fuel_used);
+    let replayed = runner.host().replay(&record).unwrap();
+    assert_eq!(replayed.result.as_ref().ok(), outcome.output.as_ref());
+    assert_eq!(replayed.record.unwrap().fuel_used, record.fuel_used);
+    let _ = std::fs::remove_dir_all(&dir);
+}
