@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pulsara_core::call_record::{CallRecord, Role};
+use pulsara_dashboard::client::{ClientConfig, DashboardClient};
 use pulsara_emulators::elevenlabs::ConversationRecord;
 use pulsara_emulators::scenario::Scenario;
 use pulsara_emulators::twilio_rest::RestRequest;
@@ -174,7 +175,7 @@ async fn run_one(stack: &Stack, s: &Scenario, out: Option<&Path>) -> ScenarioOut
             }
         }
     };
-    let record = if placed.caller.is_some() { wait_record(stack, &call_sid).await } else { None };
+    let record = if placed.caller.is_some() { wait_record(&stack.admin, &call_sid).await } else { None };
     let conversation = stack
         .elevenlabs
         .recorder
@@ -184,7 +185,11 @@ async fn run_one(stack: &Stack, s: &Scenario, out: Option<&Path>) -> ScenarioOut
         .last();
     let rest: Vec<RestRequest> = stack.twilio_rest.recorder.requests();
 
-    check(s, &placed, record.as_ref(), conversation.as_ref(), &rest, &mut failures);
+    let seen = match &record {
+        Some(r) => RecordSeen::Delivered(r),
+        None => RecordSeen::Missing,
+    };
+    check(s, &placed, seen, conversation.as_ref(), &rest, &mut failures);
 
     if let Some(out) = out {
         if let Some(caller) = &placed.caller {
@@ -211,11 +216,11 @@ async fn run_one(stack: &Stack, s: &Scenario, out: Option<&Path>) -> ScenarioOut
     ScenarioOutcome { name: s.name.clone(), report, failures, record }
 }
 
-/// Waits for the outbox to deliver the call's record to the dashboard.
-async fn wait_record(stack: &Stack, call_sid: &str) -> Option<CallRecord> {
+/// Waits for the outbox to deliver the call's record to the dashboard (`admin` reads it back).
+async fn wait_record(admin: &DashboardClient, call_sid: &str) -> Option<CallRecord> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(v) = stack.admin.call(call_sid).await {
+        if let Ok(v) = admin.call(call_sid).await {
             let v = v.get("record").cloned().unwrap_or(v);
             if let Ok(r) = serde_json::from_value::<CallRecord>(v) {
                 return Some(r);
@@ -228,10 +233,22 @@ async fn wait_record(stack: &Stack, call_sid: &str) -> Option<CallRecord> {
     }
 }
 
+/// Whether the call record was looked for, and what was found.
+#[derive(Clone, Copy)]
+enum RecordSeen<'a> {
+    Delivered(&'a CallRecord),
+    /// Looked for, but the dashboard did not have it within 20 s.
+    Missing,
+    /// No dashboard to ask (`pulsara call` without `--dashboard-url`).
+    NotAsked,
+}
+
+/// Checks a placed call against the scenario's `[expect]`: the edge's decision, what the caller
+/// heard, the agent side (when its record is at hand) and the call record (when looked for).
 fn check(
     s: &Scenario,
     placed: &PlacedCall,
-    record: Option<&CallRecord>,
+    record: RecordSeen<'_>,
     conversation: Option<&ConversationRecord>,
     rest: &[RestRequest],
     failures: &mut Vec<String>,
@@ -247,9 +264,39 @@ fn check(
         }
         return;
     }
-    let Some(r) = record else {
-        failures.push("no call record reached the dashboard within 20 s".into());
-        return;
+    if let Some(caller) = &placed.caller {
+        if caller.first_agent_audio_ms.is_none() {
+            failures.push("no agent audio reached the caller".into());
+        }
+        if let Some(want) = e.interrupted {
+            let interrupted = !caller.clears_ms.is_empty();
+            if interrupted != want {
+                failures.push(format!("interrupted = {interrupted}, expected {want}"));
+            }
+        }
+        if let Some(after) = caller.clears_ms.last() {
+            // Zero overlap: nothing of the agent may play in the 100 ms after a clear.
+            let leaked = caller.agent_audible_ms_between(*after + 1, *after + 100);
+            if leaked > 0 {
+                failures.push(format!("{leaked} ms of agent audio played right after a clear"));
+            }
+        }
+    }
+    if let Some(c) = conversation {
+        for f in &c.failures {
+            failures.push(format!("agent side: {f}"));
+        }
+        if !c.pongs_missing.is_empty() || !c.pongs_wrong.is_empty() {
+            failures.push(format!("pings unanswered {:?} / wrong {:?}", c.pongs_missing, c.pongs_wrong));
+        }
+    }
+    let r = match record {
+        RecordSeen::Delivered(r) => r,
+        RecordSeen::Missing => {
+            failures.push("no call record reached the dashboard within 20 s".into());
+            return;
+        }
+        RecordSeen::NotAsked => return,
     };
     let tools: Vec<&str> = r.tool_runs.iter().map(|t| t.tool.as_str()).collect();
     if !e.tools.is_empty() && tools != e.tools.iter().map(String::as_str).collect::<Vec<_>>() {
@@ -264,39 +311,19 @@ fn check(
             failures.push(format!("transcript lacks {needle:?}"));
         }
     }
+    // A transfer to staff, or a fallback that dialled a number; Twilio's REST log confirms it
+    // when it can be read.
     let transferred = r.transfer.is_some()
+        || r.fallback.as_ref().is_some_and(|f| f.kind == "dial" && f.ok)
         || rest.iter().any(|q| matches!(q, RestRequest::CallUpdate { call_sid, twiml: Some(t), .. } if *call_sid == r.call_sid && t.contains("<Dial")));
     if let Some(want) = e.transferred {
         if transferred != want {
             failures.push(format!("transferred = {transferred}, expected {want}"));
         }
     }
-    let interrupted = placed.caller.as_ref().is_some_and(|c| !c.clears_ms.is_empty());
-    if let Some(want) = e.interrupted {
-        if interrupted != want {
-            failures.push(format!("interrupted = {interrupted}, expected {want}"));
-        }
-    }
     if let Some(want) = e.fallback {
         if r.fallback.is_some() != want {
             failures.push(format!("fallback = {}, expected {want}", r.fallback.is_some()));
-        }
-    }
-    if let Some(c) = conversation {
-        for f in &c.failures {
-            failures.push(format!("agent side: {f}"));
-        }
-        if !c.pongs_missing.is_empty() || !c.pongs_wrong.is_empty() {
-            failures.push(format!("pings unanswered {:?} / wrong {:?}", c.pongs_missing, c.pongs_wrong));
-        }
-    }
-    if let Some(caller) = &placed.caller {
-        if let Some(after) = caller.clears_ms.last() {
-            // Zero overlap: nothing of the agent may play in the 100 ms after a clear.
-            let leaked = caller.agent_audible_ms_between(*after + 1, *after + 100);
-            if leaked > 0 {
-                failures.push(format!("{leaked} ms of agent audio played right after a clear"));
-            }
         }
     }
 }
@@ -433,16 +460,80 @@ pub struct CallArgs {
     /// The auth token the edge validates signatures with (from the environment, never a flag).
     #[arg(skip)]
     pub auth_token: Option<pulsara_core::secret::Secret>,
+    /// Send the scenario's `[call] at` as `X-Pulsara-Test-Now`, so an edge started with
+    /// `ALLOW_TEST_CLOCK=1` decides opening hours at the scenario's instant (start the bridge
+    /// with `PULSARA_TEST_NOW` at the same instant).
+    #[arg(long)]
+    pub test_clock: bool,
+    /// The dashboard the bridge delivers call records to: the record is read back and checked
+    /// against `[expect]`. Needs an admin key in the environment: `PULSARA_ADMIN_KEY_ID` +
+    /// `PULSARA_ADMIN_SIGNING_SECRET`, or `PULSARA_ADMIN_API_KEY`.
+    #[arg(long)]
+    pub dashboard_url: Option<String>,
+    /// The ElevenLabs emulator the bridge talks to (`pulsara emulate elevenlabs`): what the
+    /// agent side found wrong is checked too.
+    #[arg(long)]
+    pub elevenlabs_url: Option<String>,
     /// Write the stereo recording here.
     #[arg(long)]
     pub wav: Option<PathBuf>,
 }
 
-/// Places one scenario call and prints what happened; `Ok(false)` when the edge's decision or
-/// the media stream missed the scenario's expectations that can be checked from outside.
+/// An admin client of the dashboard at `url`, with the key from the environment.
+fn admin_client(url: &str, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<DashboardClient> {
+    let get = |k: &str| env(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let mut cfg = ClientConfig::new(url.trim_end_matches('/'));
+    match (get("PULSARA_ADMIN_KEY_ID"), get("PULSARA_ADMIN_SIGNING_SECRET"), get("PULSARA_ADMIN_API_KEY")) {
+        (Some(id), Some(secret), _) => cfg = cfg.signing_key(id, pulsara_core::secret::Secret::new(secret)),
+        (None, None, Some(key)) => cfg = cfg.api_key(pulsara_core::secret::Secret::new(key)),
+        _ => anyhow::bail!(
+            "--dashboard-url needs an admin key: set PULSARA_ADMIN_KEY_ID and PULSARA_ADMIN_SIGNING_SECRET, \
+             or PULSARA_ADMIN_API_KEY"
+        ),
+    }
+    Ok(DashboardClient::new(cfg, pulsara_dashboard::system_clock())?)
+}
+
+/// The emulator's record of the last conversation that played `scenario`, as far as the checks
+/// read it.
+async fn emulated_conversation(http: &reqwest::Client, base: &str, scenario: &str) -> anyhow::Result<Option<ConversationRecord>> {
+    let url = format!("{}/emulator/conversations", base.trim_end_matches('/'));
+    let all: Vec<serde_json::Value> = http
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| anyhow::anyhow!("reading {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading {url}: {e}"))?;
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    let numbers = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
+    };
+    Ok(all.iter().filter(|c| c["scenario"].as_str() == Some(scenario)).last().map(|c| ConversationRecord {
+        conversation_id: c["conversation_id"].as_str().unwrap_or_default().to_owned(),
+        agent_id: c["agent_id"].as_str().unwrap_or_default().to_owned(),
+        scenario: Some(scenario.to_owned()),
+        failures: strings(&c["failures"]),
+        pongs_missing: numbers(&c["pongs_missing"]),
+        pongs_wrong: numbers(&c["pongs_wrong"]),
+        ..ConversationRecord::default()
+    }))
+}
+
+/// Places one scenario call and prints what happened; `Ok(false)` when the call missed any of
+/// the scenario's expectations that can be checked from outside: always the edge's decision
+/// and what the caller heard; with `--dashboard-url` the delivered call record (tools,
+/// transcript, transfer, fallback); with `--elevenlabs-url` the agent side's findings. These are
+/// the checks `pulsara demo` applies.
 ///
 /// # Errors
-/// A missing `TWILIO_AUTH_TOKEN`, an unreadable scenario, or a call that could not be placed.
+/// A missing `TWILIO_AUTH_TOKEN` or admin key, an unreadable scenario, a scenario without an
+/// instant under `--test-clock`, or a call that could not be placed.
 pub async fn call(args: CallArgs) -> anyhow::Result<bool> {
     let token = args
         .auth_token
@@ -450,31 +541,160 @@ pub async fn call(args: CallArgs) -> anyhow::Result<bool> {
         .or_else(|| std::env::var("TWILIO_AUTH_TOKEN").ok().map(pulsara_core::secret::Secret::new))
         .ok_or_else(|| anyhow::anyhow!("set TWILIO_AUTH_TOKEN to the auth token the edge validates with"))?;
     let s = Scenario::load(&args.scenario)?;
+    let test_now = match args.test_clock {
+        true => Some(scenario_instant(&s).ok_or_else(|| {
+            anyhow::anyhow!("--test-clock needs `[call] at` in {}", args.scenario.display())
+        })?),
+        false => None,
+    };
+    let admin = match &args.dashboard_url {
+        Some(url) => Some(admin_client(url, |k| std::env::var(k).ok())?),
+        None => None,
+    };
+    let http = reqwest::Client::new();
     let door = crate::frontdoor::FrontDoor {
         edge_url: args.edge_url.clone(),
         account_sid: args.account_sid.clone(),
         auth_token: token,
-        http: reqwest::Client::new(),
+        http: http.clone(),
     };
     let call_sid = call_sid_for(&s.name);
-    let placed = door.place(&s, &call_sid, None).await?;
-    let want_edge = s.expect.extra.get("edge").and_then(|v| v.as_str()).unwrap_or("stream");
-    println!("{} {call_sid}: edge answered {}", s.name, placed.decision.label());
-    let mut ok = placed.decision.label() == want_edge;
+    let placed = door.place_at(&s, &call_sid, None, test_now).await?;
+    let record = match (&admin, &placed.caller) {
+        (Some(admin), Some(_)) => wait_record(admin, &call_sid).await,
+        _ => None,
+    };
+    let conversation = match (&args.elevenlabs_url, &placed.caller) {
+        (Some(url), Some(_)) => emulated_conversation(&http, url, &s.name).await?,
+        _ => None,
+    };
+    let seen = match (&admin, &record) {
+        (_, Some(r)) => RecordSeen::Delivered(r),
+        (Some(_), None) => RecordSeen::Missing,
+        (None, None) => RecordSeen::NotAsked,
+    };
+    let mut failures = Vec::new();
+    check(&s, &placed, seen, conversation.as_ref(), &[], &mut failures);
+    if args.elevenlabs_url.is_some() && placed.caller.is_some() && conversation.is_none() {
+        failures.push("the ElevenLabs emulator has no conversation for this scenario".into());
+    }
+    println!("{call_sid}");
+    print!("{}", render_report(&s, &placed, record.as_ref(), &[], &[], &failures));
     if let Some(c) = &placed.caller {
         println!(
-            "  stream {} ms, {} frames sent, {} agent messages received, {} clears, ended {:?}",
+            "  stream    {} ms, {} frames sent, {} agent messages received, {} clears, ended {:?}",
             c.duration_ms,
             c.frames_sent,
             c.received.len(),
             c.clears_ms.len(),
             c.end
         );
-        ok &= c.first_agent_audio_ms.is_some();
         if let Some(path) = &args.wav {
             c.write_wav(path)?;
-            println!("  recording: {}", path.display());
+            println!("  recording {}", path.display());
         }
     }
-    Ok(ok)
+    Ok(failures.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulsara_core::call_record::Fallback;
+    use pulsara_emulators::caller::{CallEnd, CallResult};
+
+    fn scenario(file: &str) -> Scenario {
+        Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(file)).unwrap()
+    }
+
+    fn streamed() -> PlacedCall {
+        let caller = CallResult {
+            call_sid: "CA1".into(),
+            stream_sid: "MZ1".into(),
+            duration_ms: 12_000,
+            end: CallEnd::ServerClosed("closed".into()),
+            received: Vec::new(),
+            marks: Vec::new(),
+            clears_ms: Vec::new(),
+            steps: Vec::new(),
+            frames_sent: 600,
+            first_agent_audio_ms: Some(400),
+            cleared_samples: 0,
+            playback_overflow_samples: 0,
+            caller_audio: Vec::new(),
+            agent_audio: Vec::new(),
+            caller_ulaw: Vec::new(),
+            agent_ulaw: Vec::new(),
+        };
+        PlacedCall {
+            call_sid: "CA1".into(),
+            twiml: String::new(),
+            decision: EdgeDecision::Stream { url: "wss://127.0.0.1:9/media".into(), parameters: BTreeMap::new() },
+            caller: Some(caller),
+        }
+    }
+
+    fn failures(s: &Scenario, placed: &PlacedCall, record: RecordSeen<'_>) -> Vec<String> {
+        let mut f = Vec::new();
+        check(s, placed, record, None, &[], &mut f);
+        f
+    }
+
+    #[test]
+    fn a_dialled_fallback_counts_as_a_transfer_and_a_missing_record_fails_only_when_looked_for() {
+        let s = scenario("brooklyn-elevenlabs-drop.toml");
+        let placed = streamed();
+        let mut record = CallRecord { call_sid: "CA1".into(), ..CallRecord::default() };
+        record.fallback = Some(Fallback {
+            kind: "dial".into(),
+            to: Some("+17185550199".into()),
+            reason: "agent connection dropped".into(),
+            at_ms: 5000,
+            ok: true,
+        });
+        assert_eq!(failures(&s, &placed, RecordSeen::Delivered(&record)), Vec::<String>::new());
+        assert_eq!(failures(&s, &placed, RecordSeen::NotAsked), Vec::<String>::new());
+        assert_eq!(failures(&s, &placed, RecordSeen::Missing), ["no call record reached the dashboard within 20 s"]);
+
+        let plain = CallRecord { call_sid: "CA1".into(), ..CallRecord::default() };
+        assert_eq!(
+            failures(&s, &placed, RecordSeen::Delivered(&plain)),
+            ["transferred = false, expected true", "fallback = false, expected true"]
+        );
+        record.fallback.as_mut().unwrap().ok = false;
+        assert_eq!(failures(&s, &placed, RecordSeen::Delivered(&record)), ["transferred = false, expected true"]);
+
+        let mut silent = streamed();
+        silent.caller.as_mut().unwrap().first_agent_audio_ms = None;
+        assert_eq!(failures(&s, &silent, RecordSeen::NotAsked), ["no agent audio reached the caller"]);
+    }
+
+    #[test]
+    fn the_edge_decision_is_checked_first() {
+        let closed = scenario("trattoria-after-hours.toml");
+        assert_eq!(failures(&closed, &streamed(), RecordSeen::NotAsked).len(), 2);
+        let voicemail = PlacedCall {
+            call_sid: "CA2".into(),
+            twiml: String::new(),
+            decision: EdgeDecision::Voicemail { message: "Closed".into() },
+            caller: None,
+        };
+        assert_eq!(failures(&closed, &voicemail, RecordSeen::Missing), Vec::<String>::new());
+        let open = scenario("trattoria-order.toml");
+        assert_eq!(failures(&open, &voicemail, RecordSeen::NotAsked), ["edge answered \"voicemail\", expected \"stream\""]);
+    }
+
+    #[test]
+    fn the_admin_key_comes_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        };
+        let url = "http://127.0.0.1:8088";
+        assert!(admin_client(url, env(&[])).is_err());
+        assert!(admin_client(url, env(&[("PULSARA_ADMIN_KEY_ID", "admin")])).is_err());
+        assert!(admin_client(url, env(&[("PULSARA_ADMIN_KEY_ID", "admin"), ("PULSARA_ADMIN_SIGNING_SECRET", "s3cret")])).is_ok());
+        assert!(admin_client(url, env(&[("PULSARA_ADMIN_API_KEY", "pk_s3cret")])).is_ok());
+        let missing = admin_client(url, env(&[("PULSARA_ADMIN_SIGNING_SECRET", "s3cret")])).unwrap_err().to_string();
+        assert!(missing.contains("PULSARA_ADMIN_KEY_ID") && !missing.contains("s3cret"), "{missing}");
+    }
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use pulsara_core::secret::Secret;
 use pulsara_core::twilio;
 use pulsara_emulators::caller::{self, CallParams, CallResult, CallerOptions};
@@ -80,6 +81,21 @@ impl FrontDoor {
     /// # Errors
     /// Transport errors, a non-200 answer, or TwiML that is not one of the known shapes.
     pub async fn ring(&self, call_sid: &str, from: &str, to: &str) -> Result<(String, EdgeDecision), FrontDoorError> {
+        self.ring_at(call_sid, from, to, None).await
+    }
+
+    /// As [`FrontDoor::ring`]; with `test_now`, the webhook carries it as `X-Pulsara-Test-Now`
+    /// (unix seconds), which an edge started with `ALLOW_TEST_CLOCK=1` decides opening hours at.
+    ///
+    /// # Errors
+    /// As [`FrontDoor::ring`].
+    pub async fn ring_at(
+        &self,
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        test_now: Option<DateTime<Utc>>,
+    ) -> Result<(String, EdgeDecision), FrontDoorError> {
         let url = format!("{}/twilio/voice", self.edge_url.trim_end_matches('/'));
         let params: Vec<(String, String)> = [
             ("AccountSid", self.account_sid.as_str()),
@@ -96,12 +112,16 @@ impl FrontDoor {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let signature = twilio::compute_signature(&self.auth_token, &url, &params);
-        let response = self
+        let mut request = self
             .http
             .post(&url)
             .header("X-Twilio-Signature", signature)
             .form(&params)
-            .timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(15));
+        if let Some(at) = test_now {
+            request = request.header(pulsara_edge::decide::TEST_NOW_HEADER, at.timestamp().to_string());
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| FrontDoorError::Webhook { url: url.clone(), reason: e.to_string() })?;
@@ -129,7 +149,21 @@ impl FrontDoor {
         call_sid: &str,
         stop: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     ) -> Result<PlacedCall, FrontDoorError> {
-        let (twiml, decision) = self.ring(call_sid, &scenario.call.from, &scenario.call.to).await?;
+        self.place_at(scenario, call_sid, stop, None).await
+    }
+
+    /// As [`FrontDoor::place`], ringing with [`FrontDoor::ring_at`]'s test clock.
+    ///
+    /// # Errors
+    /// As [`FrontDoor::place`].
+    pub async fn place_at(
+        &self,
+        scenario: &Scenario,
+        call_sid: &str,
+        stop: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+        test_now: Option<DateTime<Utc>>,
+    ) -> Result<PlacedCall, FrontDoorError> {
+        let (twiml, decision) = self.ring_at(call_sid, &scenario.call.from, &scenario.call.to, test_now).await?;
         let caller = match &decision {
             EdgeDecision::Stream { url, parameters } => {
                 let ws_url = local_ws_url(url)?;

@@ -9,6 +9,9 @@
 //! - Finished calls go through the durable outbox to the dashboard, SMTP and Twilio.
 //! - With `PULSARA_EDGE_LISTEN` set, the edge's native shell is served too (self-hosting without
 //!   Cloudflare), configured by the same variables as the Worker.
+//! - Tests only: `PULSARA_TEST_NOW` with `ALLOW_TEST_CLOCK=1` and loopback addresses starts the
+//!   process clock at a scenario's instant (see [`crate::clock::test_instant`]); tokens and
+//!   signatures stay on the wall clock the edge and the dashboard keep.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,16 +70,21 @@ pub async fn serve(
     cfg: BridgeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let clock = Clock::system();
+    let dashboard_listen: Option<SocketAddr> = match env("DASHBOARD_URL") {
+        Some(_) => None,
+        None => Some(
+            env("PULSARA_DASHBOARD_LISTEN")
+                .unwrap_or_else(|| "127.0.0.1:8088".into())
+                .parse()
+                .context("PULSARA_DASHBOARD_LISTEN must be host:port")?,
+        ),
+    };
+    let clock = start_clock(&cfg, dashboard_listen)?;
     let stop = CancellationToken::new();
 
     // The dashboard: remote, or embedded in this process.
     let mut embedded = None;
-    if env("DASHBOARD_URL").is_none() {
-        let listen: SocketAddr = env("PULSARA_DASHBOARD_LISTEN")
-            .unwrap_or_else(|| "127.0.0.1:8088".into())
-            .parse()
-            .context("PULSARA_DASHBOARD_LISTEN must be host:port")?;
+    if let Some(listen) = dashboard_listen {
         let keys = env("PULSARA_DASHBOARD_SIGNING_KEYS").context(
             "the embedded dashboard needs PULSARA_DASHBOARD_SIGNING_KEYS (id:scope:secret,…) \
              or set DASHBOARD_URL to use a remote dashboard",
@@ -94,7 +102,7 @@ pub async fn serve(
                 seed: SeedOptions { manifest: Some(policies.join("manifest.json")), strict: false },
                 signing_keys: keys,
             },
-            clock.as_unix_fn(),
+            clock.as_peer_unix_fn(),
         )
         .await
         .context("embedded dashboard")?;
@@ -108,7 +116,7 @@ pub async fn serve(
     let tools = match env("PULSARA_POLICIES_DIR") {
         Some(dir) => PolicyToolRunner::from_dir(std::path::Path::new(&dir), None),
         None => {
-            let client = DashboardClient::new(link_cfg.client.clone(), clock.as_unix_fn()).context("dashboard client")?;
+            let client = DashboardClient::new(link_cfg.client.clone(), clock.as_peer_unix_fn()).context("dashboard client")?;
             let source = DashboardModules { client, runtime: tokio::runtime::Handle::current() };
             PolicyToolRunner::with_source(Arc::new(source), None)
         }
@@ -121,7 +129,7 @@ pub async fn serve(
         }
     }));
     let link_stop = stop.clone();
-    let link = DashboardLink::start(link_cfg, clock.as_unix_fn(), async move { link_stop.cancelled().await })
+    let link = DashboardLink::start(link_cfg, clock.as_peer_unix_fn(), async move { link_stop.cancelled().await })
         .context("dashboard link")?;
     // Compile the embedded restaurants' tools in the background, before their first calls.
     if let Some(dash) = &embedded {
@@ -161,6 +169,26 @@ pub async fn serve(
         dash.stop().await;
     }
     Ok(())
+}
+
+/// The process clock: the wall clock, or — tests only — started at `PULSARA_TEST_NOW`.
+fn start_clock(cfg: &BridgeConfig, dashboard_listen: Option<SocketAddr>) -> anyhow::Result<Clock> {
+    let mut addresses = vec![("PULSARA_LISTEN", cfg.listen.to_string())];
+    if let Some(listen) = dashboard_listen {
+        addresses.push(("PULSARA_DASHBOARD_LISTEN", listen.to_string()));
+    }
+    if let Some(edge) = env("PULSARA_EDGE_LISTEN") {
+        addresses.push(("PULSARA_EDGE_LISTEN", edge));
+    }
+    if let Some(public) = &cfg.public_base_url {
+        addresses.push(("PUBLIC_BASE_URL", public.clone()));
+    }
+    let clock = Clock::system();
+    if let Some(at) = crate::clock::test_instant(env, &addresses)? {
+        clock.jump_alone_to(at);
+        tracing::warn!(%at, "test clock: calls happen at PULSARA_TEST_NOW and run on from there");
+    }
+    Ok(clock)
 }
 
 /// The outbox (depth, oldest age, parked) and the config cache on the bridge's `/metrics`.

@@ -1,7 +1,7 @@
 //! The edge as it runs on Cloudflare: `pulsara-edge` compiled to WebAssembly by
-//! `cargo xtask build-wasm`, served by workerd through `wrangler dev` (local mode, loopback only,
-//! telemetry off, a fresh local KV namespace), against a dashboard stub in this process that serves
-//! the example restaurants from `restaurants/` and checks every request's signature.
+//! `cargo xtask build-wasm`, served by workerd through `wrangler dev` (the harness in
+//! `pulsara_tests::workerd`), against a dashboard stub in this process that serves the example
+//! restaurants from `restaurants/` and checks every request's signature.
 //!
 //! One wrangler instance runs the steps in order, because later steps depend on the cache state
 //! earlier ones leave behind (warm cache, invalidation, replay). The opening-hours decision is
@@ -13,8 +13,6 @@
 #![allow(dead_code)] // Items used only by the benchmark that includes this file.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +25,8 @@ use pulsara_core::config::RestaurantConfig;
 use pulsara_core::secret::Secret;
 use pulsara_core::webhooks::ReplayGuard;
 use pulsara_core::{request_auth, twilio, webhooks};
-use pulsara_tests::process::{free_port, repo_root, ProcessGroup, TempDir};
+use pulsara_tests::process::repo_root;
+use pulsara_tests::workerd::WorkerdEdge;
 
 pub(crate) const TWILIO_AUTH_TOKEN: &str = "test-twilio-auth-token";
 const HANDOFF_KEYS: &str = "k2:edge-test-handoff-key-0123456789";
@@ -164,54 +163,20 @@ pub(crate) async fn dashboard(
 // The edge in workerd
 // ---------------------------------------------------------------------------------------------
 
-pub(crate) struct Edge {
-    pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
-    pub(crate) wrangler: ProcessGroup,
-    _dir: TempDir,
-}
+/// The worker in workerd, configured for these steps (`edge.base`, `edge.http` and
+/// `edge.wrangler` come from the shared harness).
+pub(crate) struct Edge(WorkerdEdge);
 
-/// Fails (with the command to run) when the worker has not been built or is older than its
-/// sources, so the test never silently exercises stale code.
-fn check_artefacts(root: &Path) {
-    let wasm = root.join("edge/build/index_bg.wasm");
-    let js = root.join("edge/build/index.js");
-    assert!(
-        wasm.exists() && js.exists(),
-        "the edge worker is not built ({} missing): run `cargo xtask build-wasm` first (`cargo xtask test` does it)",
-        if js.exists() { wasm.display() } else { js.display() }
-    );
-    let built = std::fs::metadata(&wasm)
-        .and_then(|m| m.modified())
-        .expect("wasm mtime");
-    for dir in ["edge/src", "core/src"] {
-        for entry in std::fs::read_dir(root.join(dir)).expect("source dir") {
-            let path = entry.unwrap().path();
-            let changed = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .expect("source mtime");
-            assert!(
-                changed <= built,
-                "{} changed after the worker was built: run `cargo xtask build-wasm` again",
-                path.display()
-            );
-        }
+impl std::ops::Deref for Edge {
+    type Target = WorkerdEdge;
+    fn deref(&self) -> &WorkerdEdge {
+        &self.0
     }
-    assert!(
-        root.join("node_modules/.bin/wrangler").exists(),
-        "wrangler is not installed: run `cargo xtask build-wasm` (it runs `npm ci`)"
-    );
 }
 
 impl Edge {
     pub(crate) async fn start(dashboard_url: &str) -> Edge {
-        let root = repo_root();
-        check_artefacts(&root);
-        let dir = TempDir::new("pulsara-edge-workerd");
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
         let vars = [
-            ("PUBLIC_BASE_URL", base.as_str()),
             (
                 "BRIDGE_URLS",
                 "eu-west=wss://eu.bridge.test,us-east=wss://us.bridge.test/stream",
@@ -222,72 +187,15 @@ impl Edge {
             ("CONFIG_TTL_SECS", "300"),
             ("DASHBOARD_TIMEOUT_MS", "2000"),
             ("ALLOW_TEST_CLOCK", "1"),
+        ];
+        let secrets = [
             ("TWILIO_AUTH_TOKEN", TWILIO_AUTH_TOKEN),
             ("HANDOFF_KEYS", HANDOFF_KEYS),
             ("DASHBOARD_SIGNING_SECRET", DASHBOARD_SIGNING_SECRET),
             ("DASHBOARD_WEBHOOK_SECRETS", WEBHOOK_SECRET),
             ("ELEVENLABS_WEBHOOK_SECRET", ELEVENLABS_SECRET),
         ];
-        let env_file = dir.path().join("edge.env");
-        let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        std::fs::write(&env_file, text).unwrap();
-        let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
-        cmd.current_dir(&root)
-            .arg("dev")
-            .arg("--config")
-            .arg(root.join("wrangler.toml"))
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port().to_string()])
-            .arg("--persist-to")
-            .arg(dir.path().join("state"))
-            .arg("--env-file")
-            .arg(&env_file)
-            .arg("--show-interactive-dev-session=false")
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("WRANGLER_LOG_PATH", dir.path().join("logs"))
-            .env("CI", "1");
-        // `--var` wins over [vars] in wrangler.toml for the non-secret settings.
-        for (k, v) in &vars[..8] {
-            cmd.arg("--var").arg(format!("{k}:{v}"));
-        }
-        let log = dir.path().join("wrangler.log");
-        let mut wrangler = ProcessGroup::spawn(cmd, &log).expect("start wrangler dev");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                assert_eq!(
-                    status,
-                    200,
-                    "edge /healthz: {body}\n--- wrangler ---\n{}",
-                    wrangler.log_tail(40)
-                );
-                break;
-            }
-            assert!(
-                !wrangler.exited(),
-                "wrangler dev exited:\n{}",
-                wrangler.log_tail(60)
-            );
-            assert!(
-                Instant::now() < deadline,
-                "wrangler dev not ready in 90 s:\n{}",
-                wrangler.log_tail(60)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Edge {
-            base,
-            http,
-            wrangler,
-            _dir: dir,
-        }
+        Edge(WorkerdEdge::start(&vars, &secrets).await)
     }
 
     /// POSTs a Twilio-style form, signed over `PUBLIC_BASE_URL + path` unless `signature` is given.
