@@ -37,7 +37,8 @@ pub struct StackOptions {
     pub restaurants_dir: PathBuf,
     /// Built policy modules with `manifest.json` (`cargo xtask build-wasm`).
     pub policies_dir: PathBuf,
-    /// SQLite files (dashboard, outbox) and the precompiled policy cache.
+    /// SQLite files (dashboard, outbox), the precompiled policy cache and the policy run
+    /// records (`policy-runs/`, replayable with `pulsara policy replay`).
     pub data_dir: PathBuf,
     /// The ElevenLabs emulator's agent scripts.
     pub scenarios: Vec<Scenario>,
@@ -160,8 +161,11 @@ impl Stack {
         let bridge_public = format!("https://{bridge_addr}");
         let edge_url = format!("http://{edge_addr}");
 
+        let run_log = crate::tools::RunLog::open(&opts.data_dir.join("policy-runs"), 10_000)
+            .map_err(|e| start_err("policy run records")(e.to_string()))?;
         let tools = PolicyToolRunner::from_dir(&opts.policies_dir, Some(&opts.data_dir.join("policy-cache")))
-            .map_err(|e| start_err("policy host")(e.to_string()))?;
+            .map_err(|e| start_err("policy host")(e.to_string()))?
+            .with_run_log(run_log);
         // `policy.updated`: new calls resolve the restaurant's tool set afresh.
         let swap = tools.clone();
         let on_policy: pulsara_dashboard::webhook_in::EventHandler = Arc::new(move |ev| {
