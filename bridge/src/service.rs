@@ -113,15 +113,26 @@ pub async fn serve(
 
     let mut link_cfg =
         DashboardLinkConfig::from_env(|k| std::env::var(k).ok(), embedded_url.as_deref()).context("dashboard link")?;
+    // Compiled policy modules survive restarts here (deserialised, not recompiled).
+    let policy_cache = PathBuf::from(env("PULSARA_POLICY_CACHE_DIR").unwrap_or_else(|| "pulsara-policy-cache".into()));
     let tools = match env("PULSARA_POLICIES_DIR") {
-        Some(dir) => PolicyToolRunner::from_dir(std::path::Path::new(&dir), None),
+        Some(dir) => PolicyToolRunner::from_dir(std::path::Path::new(&dir), Some(&policy_cache)),
         None => {
             let client = DashboardClient::new(link_cfg.client.clone(), clock.as_peer_unix_fn()).context("dashboard client")?;
             let source = DashboardModules { client, runtime: tokio::runtime::Handle::current() };
-            PolicyToolRunner::with_source(Arc::new(source), None)
+            PolicyToolRunner::with_source(Arc::new(source), Some(&policy_cache))
         }
     }
     .context("policy host")?;
+    // Every policy run's replayable record (`pulsara policy replay <file>`), newest N kept.
+    let runs_dir = PathBuf::from(env("PULSARA_POLICY_RUNS_DIR").unwrap_or_else(|| "pulsara-policy-runs".into()));
+    let runs_max = match env("PULSARA_POLICY_RUNS_MAX") {
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).context("PULSARA_POLICY_RUNS_MAX must be a positive number")?,
+        None => 10_000,
+    };
+    let run_log = crate::tools::RunLog::open(&runs_dir, runs_max)
+        .with_context(|| format!("policy run records directory {}", runs_dir.display()))?;
+    let tools = tools.with_run_log(run_log);
     let swap = tools.clone();
     link_cfg.on_event.push(Arc::new(move |ev| {
         if ev.kind == pulsara_dashboard::events::EventType::PolicyUpdated {

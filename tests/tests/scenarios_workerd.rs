@@ -299,6 +299,8 @@ async fn every_scenario_through_the_edge_in_workerd() {
             ("DASHBOARD_KEY_ID", "bridge".into()),
             ("DASHBOARD_SIGNING_SECRET", BRIDGE_SIGNING_SECRET.into()),
             ("PULSARA_OUTBOX_PATH", state.join("outbox.sqlite").display().to_string()),
+            ("PULSARA_POLICY_CACHE_DIR", state.join("policy-cache").display().to_string()),
+            ("PULSARA_POLICY_RUNS_DIR", state.join("policy-runs").display().to_string()),
         ];
         let mut serve = pulsara(
             &bin,
@@ -378,6 +380,10 @@ async fn every_scenario_through_the_edge_in_workerd() {
         }
         played.extend(results);
         drop(serve);
+        // The wave's tool calls left replayable run records where serve was told to keep them.
+        let scripted_tools = wave.iter().any(|(_, s)| s.agent.turns.iter().any(|t| !t.tool_calls.is_empty()));
+        let records = std::fs::read_dir(state.join("policy-runs")).map_or(0, |d| d.count());
+        assert_eq!(records > 0, scripted_tools, "{records} policy run records for the {at} wave");
     }
 
     let names: Vec<&str> = played.iter().map(|p| p.scenario.as_str()).collect();
