@@ -3,9 +3,6 @@
 
 /// Lower-case, ASCII-folded for common Latin accents, punctuation removed, single spaces.
 pub fn normalize(s: &str) -> String {
-    if s.is_ascii() {
-        return normalize_ascii(s);
-    }
     let mut out = String::with_capacity(s.len());
     let mut space = true;
     for c in s.chars() {
@@ -14,27 +11,6 @@ pub fn normalize(s: &str) -> String {
             out.extend(c.to_lowercase());
             space = false;
         } else if c == '\'' || c == '’' {
-            // "chef's" → "chefs"
-        } else if !space {
-            out.push(' ');
-            space = true;
-        }
-    }
-    if out.ends_with(' ') {
-        out.pop();
-    }
-    out
-}
-
-/// [`normalize`] for ASCII input (most menu text), byte by byte.
-fn normalize_ascii(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut space = true;
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() {
-            out.push(char::from(b.to_ascii_lowercase()));
-            space = false;
-        } else if b == b'\'' {
             // "chef's" → "chefs"
         } else if !space {
             out.push(' ');
