@@ -51,6 +51,7 @@ const KEYS: &str = "bench:bench-handoff-key-0123456789";
 const API_KEY: &str = "xi-bench";
 const SID: &str = "ACbench";
 const TOKEN: &str = "bench-token";
+const DASHBOARD_SECRET: &str = "bench-dashboard-signing-secret-0123456789";
 
 #[derive(Default)]
 struct CallerStats {
@@ -106,9 +107,22 @@ pub async fn run(args: BenchArgs) -> Result<String, String> {
         Some(b) => b.clone(),
         None => std::env::current_exe().map_err(|e| e.to_string())?,
     };
+    let dashboard_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        l.local_addr().map_err(|e| e.to_string())?.port()
+    };
     let mut child = tokio::process::Command::new(bin)
         .arg("serve")
         .env("PULSARA_LISTEN", format!("127.0.0.1:{port}"))
+        // Its own embedded dashboard, outbox and policy state, all in the bench's directory.
+        .env("PULSARA_DASHBOARD_LISTEN", format!("127.0.0.1:{dashboard_port}"))
+        .env("PULSARA_DASHBOARD_DB", dir.join("dashboard.sqlite"))
+        .env("PULSARA_DASHBOARD_SIGNING_KEYS", format!("bench-bridge:bridge:{DASHBOARD_SECRET}"))
+        .env("DASHBOARD_KEY_ID", "bench-bridge")
+        .env("DASHBOARD_SIGNING_SECRET", DASHBOARD_SECRET)
+        .env("PULSARA_OUTBOX_PATH", dir.join("outbox.sqlite"))
+        .env("PULSARA_POLICY_CACHE_DIR", dir.join("policy-cache"))
+        .env("PULSARA_POLICY_RUNS_DIR", dir.join("policy-runs"))
         .env("HANDOFF_KEYS", KEYS)
         .env("ELEVENLABS_API_KEY", API_KEY)
         .env("ELEVENLABS_BASE_URL", &agent_base)
