@@ -62,6 +62,30 @@ const EXERCISED: &[Exercised] = &[
         needle: "policies::build(&tc.wasm)?;",
     },
     Exercised {
+        command: "pulsara call --scenario FILE --edge-url URL",
+        by: "tests/tests/scenarios_workerd.rs: every scenario through the edge in workerd and `pulsara serve`",
+        file: "tests/tests/scenarios_workerd.rs",
+        needle: ".arg(\"call\")",
+    },
+    Exercised {
+        command: "pulsara call --test-clock",
+        by: "tests/tests/scenarios_workerd.rs",
+        file: "tests/tests/scenarios_workerd.rs",
+        needle: "\"--test-clock\"",
+    },
+    Exercised {
+        command: "pulsara emulate elevenlabs",
+        by: "this file, and tests/tests/scenarios_workerd.rs as the stack's ElevenLabs",
+        file: THIS_FILE,
+        needle: "fn emulate_serves_elevenlabs_and_twilio_rest",
+    },
+    Exercised {
+        command: "pulsara emulate twilio-rest",
+        by: "this file, and tests/tests/scenarios_workerd.rs as the stack's Twilio REST API",
+        file: THIS_FILE,
+        needle: "fn emulate_serves_elevenlabs_and_twilio_rest",
+    },
+    Exercised {
         command: "pulsara serve",
         by: "this file: `pulsara bench` starts `pulsara serve` as its bridge and calls through it",
         file: THIS_FILE,
