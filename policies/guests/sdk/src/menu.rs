@@ -31,6 +31,7 @@ fn sorted_tokens(s: &str) -> Vec<String> {
 }
 
 /// One name or alias of an item, normalised once.
+#[derive(Clone)]
 struct Name {
     item: usize,
     /// Its words, singular, joined by single spaces ([`match_key`]).
@@ -42,6 +43,13 @@ struct Name {
 }
 
 impl Name {
+    fn new(item: usize, name: &str) -> Self {
+        let key = match_key(name);
+        let mask = Letters::mask_of(&key);
+        let len = if key.is_ascii() { key.len() } else { key.chars().count() };
+        Self { item, key, mask, len }
+    }
+
     /// Whether the name could be within `limit` edits of a query with this length and letters:
     /// the cheap tests first (length, letters present), then letter counts.
     fn may_be_within(&self, limit: usize, q_len: usize, q_letters: &Letters, q_mask: u32) -> bool {
@@ -62,6 +70,25 @@ fn sorted_key(key: &str) -> String {
     words.join(" ")
 }
 
+/// The letters [`singular`](crate::text::tokens) may drop from a word's end (`s`, `es`).
+const PLURAL_LETTERS: u32 = 1 << (b's' - b'a') | 1 << (b'e' - b'a');
+
+/// The [`Letters::mask_of`] the raw text's letters and digits would give, without normalising
+/// it (ASCII only; `None` otherwise).
+fn raw_mask(name: &str) -> Option<u32> {
+    let mut mask = 0u32;
+    for b in name.bytes() {
+        match b {
+            b'a'..=b'z' => mask |= 1 << (b - b'a'),
+            b'A'..=b'Z' => mask |= 1 << (b - b'A'),
+            b'0'..=b'9' => mask |= 1 << 26,
+            0x80.. => return None,
+            _ => {}
+        }
+    }
+    Some(mask)
+}
+
 /// The first byte of `name`'s [`match_key`] when it can be read off cheaply (ASCII up to the
 /// first letter or digit), `None` when the key must be computed to know.
 fn first_key_byte(name: &str) -> Option<u8> {
@@ -76,47 +103,97 @@ fn first_key_byte(name: &str) -> Option<u8> {
     None
 }
 
-/// A menu prepared for lookups. An exact name or alias is found without normalising the whole
-/// menu (names that cannot start like the request are skipped); the first lookup that needs
-/// more (a misspelling, a partial name, suggestions) normalises every name and alias once, and
-/// later lookups only compare, skipping names whose length or letters rule out a match. Build
-/// one per tool call; [`find`] and friends build one each time.
+/// One name or alias as written, what can be read off it without normalising, and its
+/// normalised form once something needed it.
+struct Entry<'a> {
+    item: usize,
+    text: &'a str,
+    first: Option<u8>,
+    mask: Option<u32>,
+    name: OnceCell<Name>,
+}
+
+/// A menu prepared for lookups. Each name and alias is normalised at most once per index, and
+/// only when a lookup needs it: exact names, reordered words and misspellings skip the names
+/// that cannot start like the request or whose raw letters rule a match out; partial names and
+/// suggestions normalise the rest. Build one per tool call; [`find`] and friends build one each
+/// time.
 pub struct MenuIndex<'a> {
     menu: &'a [MenuItem],
-    names: OnceCell<Vec<Name>>,
+    entries: OnceCell<Vec<Entry<'a>>>,
 }
 
 impl<'a> MenuIndex<'a> {
     pub fn new(menu: &'a [MenuItem]) -> Self {
-        Self { menu, names: OnceCell::new() }
+        Self { menu, entries: OnceCell::new() }
     }
 
-    fn names(&self) -> &[Name] {
-        self.names.get_or_init(|| {
-            let mut indexed = Vec::with_capacity(self.menu.len() * 2);
+    fn entries(&self) -> &[Entry<'a>] {
+        self.entries.get_or_init(|| {
+            let mut entries = Vec::with_capacity(self.menu.len() * 2);
             for (item, entry) in self.menu.iter().enumerate() {
-                for name in names(entry) {
-                    let key = match_key(name);
-                    let mask = Letters::mask_of(&key);
-                    let len = if key.is_ascii() { key.len() } else { key.chars().count() };
-                    indexed.push(Name { item, key, mask, len });
+                for text in names(entry) {
+                    entries.push(Entry {
+                        item,
+                        text,
+                        first: first_key_byte(text),
+                        mask: raw_mask(text),
+                        name: OnceCell::new(),
+                    });
                 }
             }
-            indexed
+            entries
         })
+    }
+
+    fn name<'s>(&self, e: &'s Entry<'a>) -> &'s Name {
+        e.name.get_or_init(|| Name::new(e.item, e.text))
+    }
+
+    /// Every name and alias, normalised.
+    fn all<'s>(&'s self) -> impl Iterator<Item = &'s Name> + use<'a, 's> {
+        self.entries().iter().map(|e| self.name(e))
+    }
+
+    /// How many names and aliases have been normalised so far.
+    #[cfg(test)]
+    fn normalised(&self) -> usize {
+        self.entries.get().map_or(0, |v| v.iter().filter(|e| e.name.get().is_some()).count())
+    }
+
+    /// The names that may be within `limit` edits of a request whose key has `q_len` chars and
+    /// letter mask `q_mask`. A name not normalised yet is first judged from its raw text (its
+    /// letters and length), and only normalised when that cannot rule it out.
+    fn near(&self, q_len: usize, q_mask: u32, limit: usize) -> Vec<&Name> {
+        let mut near = Vec::new();
+        for e in self.entries() {
+            if e.name.get().is_none() {
+                if let Some(raw) = e.mask {
+                    // The key is never longer than the raw text, and has the raw letters except
+                    // perhaps an `s` or `e` a plural lost.
+                    let missing = (q_mask & !raw).count_ones();
+                    let extra = (raw & !q_mask & !PLURAL_LETTERS).count_ones();
+                    if e.text.len() + limit < q_len || missing.max(extra) as usize > limit {
+                        continue;
+                    }
+                }
+            }
+            let n = self.name(e);
+            if n.len.abs_diff(q_len) <= limit && Letters::mask_bound(n.mask, q_mask) <= limit {
+                near.push(n);
+            }
+        }
+        near
     }
 
     /// The item with a name or alias whose key is `q`.
     fn exact(&self, q: &str) -> Option<&'a MenuItem> {
-        if let Some(indexed) = self.names.get() {
-            return indexed.iter().find(|n| n.key == q).map(|n| &self.menu[n.item]);
-        }
         let first = q.as_bytes().first().copied();
-        self.menu.iter().find(|item| {
-            names(item).any(|name| {
-                first_key_byte(name).is_none_or(|b| Some(b) == first) && match_key(name) == q
-            })
-        })
+        self.entries()
+            .iter()
+            .filter(|e| e.first.is_none_or(|b| Some(b) == first))
+            .find(|e| self.name(e).key == q)
+            .map(|e| &self.menu[e.item])
     }
 
     /// The menu this index was built over.
@@ -136,17 +213,21 @@ impl<'a> MenuIndex<'a> {
         if let Some(item) = self.exact(&q) {
             return Lookup::Found { item, exact: true };
         }
+        let q_len = q.chars().count();
+        let q_mask = q_letters.mask();
         let q_sorted = sorted_key(&q);
-        if let Some(n) = self.names().iter().find(|n| n.key.len() == q.len() && sorted_key(&n.key) == q_sorted) {
+        if let Some(n) = self
+            .near(q_len, q_mask, 0)
+            .iter()
+            .find(|n| n.key.len() == q.len() && sorted_key(&n.key) == q_sorted)
+        {
             return Lookup::Found { item: &self.menu[n.item], exact: true };
         }
         // 2. Misspellings: the smallest edit distance within the tolerance for the name's length.
-        let q_len = q.chars().count();
         let limit = tolerance(q_len);
         let mut best: Vec<usize> = Vec::new();
         let mut best_d = limit;
-        let q_mask = q_letters.mask();
-        for n in self.names() {
+        for n in self.near(q_len, q_mask, limit) {
             if !n.may_be_within(best_d, q_len, &q_letters, q_mask) {
                 continue;
             }
@@ -170,7 +251,7 @@ impl<'a> MenuIndex<'a> {
         // 3. Partial names: every word the caller said is in the name ("margherita" → "Pizza
         //    Margherita"), allowing a one-letter slip per word.
         let mut partial: Vec<usize> = Vec::new();
-        for n in self.names() {
+        for n in self.all() {
             if partial.contains(&n.item) {
                 continue;
             }
@@ -199,7 +280,7 @@ impl<'a> MenuIndex<'a> {
         let q_mask = q_letters.mask();
         // (words shared, edit distance) per item: the best over its names.
         let mut best: Vec<Option<(usize, usize)>> = vec![None; self.menu.len()];
-        for name in self.names() {
+        for name in self.all() {
             if !self.menu[name.item].available {
                 continue;
             }
@@ -358,12 +439,46 @@ mod tests {
         // Exact hits go through the cheap path (nothing normalised up front)…
         assert!(matches!(index.find("arancini 3 pcs"), Lookup::Found { item, exact: true } if item.id == "6"));
         assert!(matches!(index.find("suppli ball"), Lookup::Found { item, exact: true } if item.id == "6"));
-        assert!(index.names.get().is_none());
-        // …a misspelling builds the index, and exact hits then use it with the same answers.
+        let total = m.len() + m.iter().map(|i| i.aliases.len()).sum::<usize>();
+        assert!(index.normalised() < total / 2, "{} of {total}", index.normalised());
+        // …so do misspellings (only names whose raw letters could match are normalised)…
         assert!(matches!(index.find("tiramissu"), Lookup::Found { item, exact: false } if item.id == "4"));
-        assert!(index.names.get().is_some());
+        assert!(index.normalised() < total, "{} of {total}", index.normalised());
+        // …an unknown name normalises the rest (suggestions need them), and lookups then reuse them.
+        assert!(matches!(index.find("sushi"), Lookup::NotFound { .. }));
+        assert_eq!(index.normalised(), total);
         assert!(matches!(index.find("arancini 3 pcs"), Lookup::Found { item, exact: true } if item.id == "6"));
         assert!(matches!(index.find("Pepperoni Pizza"), Lookup::Found { item, exact: true } if item.id == "2"));
+    }
+
+    fn outcome(l: &Lookup<'_>) -> String {
+        match l {
+            Lookup::Found { item, exact } => format!("found {} {exact}", item.id),
+            Lookup::Ambiguous(v) => format!("ambiguous {:?}", v.iter().map(|i| &i.id).collect::<Vec<_>>()),
+            Lookup::NotFound { suggestions } => {
+                format!("not found {:?}", suggestions.iter().map(|i| &i.id).collect::<Vec<_>>())
+            }
+        }
+    }
+
+    #[test]
+    fn raw_text_shortcuts_agree_with_the_full_index() {
+        let mut m = menu();
+        m.push(item("6", "Dishes of the Day", &["daily dishes", "chef's choice"], "mains", 1500, true));
+        m.push(item("7", "Crème Brûlée", &["burnt cream"], "dessert", 700, true));
+        m.push(item("8", "Fish & Chips (2 pcs)", &["chippy"], "mains", 1300, true));
+        let queries = [
+            "margherita", "margarita", "margheritas", "pizza margarita", "margherita pizzas", "diavolla",
+            "dish of the days", "day of the dishes", "days of dish", "dailly dish", "chefs choice", "chef choise",
+            "creme brulee", "cream burnt", "burnt creams", "fish chip 2 pc", "chips fish 2 pcs", "chipy",
+            "tiramisu", "tiramisus", "tirramisu", "pizza", "quatro formagi", "four cheeses", "pizza hawaii", "sushi",
+        ];
+        for q in queries {
+            let fresh = MenuIndex::new(&m);
+            let built = MenuIndex::new(&m);
+            assert_eq!(built.all().count(), built.normalised());
+            assert_eq!(outcome(&fresh.find(q)), outcome(&built.find(q)), "{q:?}");
+        }
     }
 
     #[test]
