@@ -62,6 +62,12 @@ struct CallerStats {
     rtt_us: std::sync::Mutex<Vec<u32>>,
 }
 
+/// A loopback port nothing listens on right now.
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
 /// Runs the bench and returns a printable report.
 ///
 /// # Errors
@@ -99,18 +105,12 @@ pub async fn run(args: BenchArgs) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
 
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.local_addr().map_err(|e| e.to_string())?.port()
-    };
+    let port = free_port()?;
     let bin = match &args.bridge_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe().map_err(|e| e.to_string())?,
     };
-    let dashboard_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.local_addr().map_err(|e| e.to_string())?.port()
-    };
+    let dashboard_port = free_port()?;
     let mut child = tokio::process::Command::new(bin)
         .arg("serve")
         .env("PULSARA_LISTEN", format!("127.0.0.1:{port}"))

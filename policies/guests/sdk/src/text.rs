@@ -49,15 +49,7 @@ pub fn tokens(s: &str) -> Vec<String> {
 /// policy).
 pub fn match_key(s: &str) -> String {
     if !s.is_ascii() {
-        let normalized = normalize(s);
-        let mut key = String::with_capacity(normalized.len());
-        for word in normalized.split(' ').filter(|w| !w.is_empty()) {
-            if !key.is_empty() {
-                key.push(' ');
-            }
-            key.push_str(singular(word));
-        }
-        return key;
+        return tokens(s).join(" ");
     }
     let mut key = String::with_capacity(s.len());
     let mut word_start: Option<usize> = None;
