@@ -10,6 +10,9 @@
 //!    build std for wasm itself. The packages are installed with apt-get when missing and we run
 //!    as root. `/usr/bin` goes first in `PATH` for these builds only (rustup's shims would
 //!    otherwise win), and the empty `target-libdir` directory worker-build checks for is created.
+//!    Debian ships no `rust-lld` (rustc's default wasm linker): cargo's wasm32 linker is pointed
+//!    at lld-22's `wasm-ld-22` ([`DEBIAN_WASM_LINKER`]), for the policy modules and, through
+//!    worker-build's cargo, for the edge alike.
 //!
 //! Pinned tools (installed with `cargo install` from crates.io when missing or of another
 //! version): `wasm-bindgen-cli` (must equal the `wasm-bindgen` version in `Cargo.lock`) and
@@ -36,6 +39,11 @@ pub const WASM_BINDGEN_VERSION: &str = "0.2.130";
 /// The `worker` crate version the edge depends on; worker-build is released in lockstep.
 pub const WORKER_BUILD_VERSION: &str = "0.8.7";
 const DEBIAN_PACKAGES: [&str; 4] = ["rustc-web", "cargo-web", "rust-web-src", "lld-22"];
+/// The wasm linker of Debian's `lld-22` package. Debian's `rustc-web` has no `rust-lld`, the
+/// linker rustc would otherwise ask for.
+pub const DEBIAN_WASM_LINKER: &str = "/usr/bin/wasm-ld-22";
+/// The cargo setting that names the wasm32 linker.
+const WASM_LINKER_VAR: &str = "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER";
 
 /// Where the wasm compiler comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +183,7 @@ impl Wasm {
             cmd.env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_UNSTABLE_BUILD_STD", "std,panic_abort")
                 .env("RUSTC", "/usr/bin/rustc")
+                .env(WASM_LINKER_VAR, DEBIAN_WASM_LINKER)
                 .env_remove("RUSTUP_TOOLCHAIN");
         }
     }
@@ -274,7 +283,7 @@ fn ensure_debian_compiler() -> Result<()> {
     let have = Path::new("/usr/bin/rustc").exists()
         && Path::new("/usr/bin/cargo").exists()
         && Path::new("/usr/lib/rustlib/src/rust/library").exists()
-        && rust_lld_present();
+        && debian_linker_present();
     if have {
         return Ok(());
     }
@@ -300,14 +309,10 @@ fn ensure_debian_compiler() -> Result<()> {
     Ok(())
 }
 
-fn rust_lld_present() -> bool {
-    [
-        "/usr/bin/rust-lld",
-        "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld",
-        "/usr/bin/lld-22",
-    ]
-    .iter()
-    .any(|p| Path::new(p).exists())
+/// Whether the linker Debian builds really use ([`DEBIAN_WASM_LINKER`]) is installed; a
+/// `rust-lld` lying around does not count, because these builds never call it.
+fn debian_linker_present() -> bool {
+    Path::new(DEBIAN_WASM_LINKER).exists()
 }
 
 fn cargo_bin_dir() -> PathBuf {
@@ -369,4 +374,39 @@ fn ensure_npm(root: &Path) -> Result<()> {
         .env("WRANGLER_SEND_METRICS", "false");
     util::run(&mut cmd)
         .context("npm ci failed; Node.js 20+ and npm are needed (apt-get install nodejs npm)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(cmd: &Command, name: &str) -> Option<OsString> {
+        cmd.get_envs()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.map(OsString::from))
+    }
+
+    #[test]
+    fn debian_builds_link_with_the_lld_package_not_rust_lld() {
+        let wasm = Wasm {
+            compiler: Compiler::Debian,
+            cargo: PathBuf::from("/usr/bin/cargo"),
+            path: OsString::from("/usr/bin"),
+            root: PathBuf::from("."),
+        };
+        let cmd = wasm.cargo();
+        assert_eq!(env_of(&cmd, WASM_LINKER_VAR), Some(OsString::from(DEBIAN_WASM_LINKER)));
+        assert!(DEBIAN_PACKAGES.contains(&"lld-22"), "the linker comes from lld-22");
+    }
+
+    #[test]
+    fn rustup_builds_keep_rustups_own_linker() {
+        let wasm = Wasm {
+            compiler: Compiler::Rustup,
+            cargo: PathBuf::from("cargo"),
+            path: OsString::from("/usr/bin"),
+            root: PathBuf::from("."),
+        };
+        assert_eq!(env_of(&wasm.cargo(), WASM_LINKER_VAR), None);
+    }
 }
