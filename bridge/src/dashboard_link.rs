@@ -161,7 +161,7 @@ impl DashboardLinkConfig {
     /// | `DASHBOARD_URL` | remote dashboard; unset = `embedded_url` | — |
     /// | `DASHBOARD_KEY_ID` + `DASHBOARD_SIGNING_SECRET` | request signing key | — |
     /// | `DASHBOARD_API_KEY` | `Authorization: Bearer` key | — |
-    /// | `DASHBOARD_WEBHOOK_SECRETS` | comma-separated `whsec_…` accepted on `/webhooks/dashboard` | — |
+    /// | `DASHBOARD_WEBHOOK_SECRETS` | comma-separated `whsec_…` accepted on `/webhooks/dashboard`; each must decode (padding optional) | — |
     /// | `DASHBOARD_TIMEOUT_MS` | per-request timeout | 2000 |
     /// | `DASHBOARD_CACHE_TTL_SECS` | config/KB cache TTL | 60 |
     /// | `PULSARA_OUTBOX_PATH` | outbox SQLite file | `pulsara-outbox.db` |
@@ -169,7 +169,8 @@ impl DashboardLinkConfig {
     /// | `TWILIO_API_BASE`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` | caller SMS | off |
     ///
     /// # Errors
-    /// No dashboard URL at all, no credential, half a signing key, or an unparsable number.
+    /// No dashboard URL at all, no credential, half a signing key, an unparsable number, or a
+    /// webhook secret that does not decode.
     pub fn from_env(
         env: impl Fn(&str) -> Option<String>,
         embedded_url: Option<&str>,
@@ -220,15 +221,13 @@ impl DashboardLinkConfig {
         if client.signing_key.is_none() && client.api_key.is_none() {
             return Err(err("DASHBOARD_SIGNING_SECRET", "set a signing key (DASHBOARD_KEY_ID + DASHBOARD_SIGNING_SECRET) or DASHBOARD_API_KEY"));
         }
-        let webhook_secrets = get("DASHBOARD_WEBHOOK_SECRETS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(Secret::new)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let webhook_secrets = match get("DASHBOARD_WEBHOOK_SECRETS") {
+            Some(v) => pulsara_core::webhooks::parse_secrets(&v).map_err(|e| LinkConfigError {
+                name: "DASHBOARD_WEBHOOK_SECRETS",
+                reason: e.to_string(),
+            })?,
+            None => Vec::new(),
+        };
         let smtp = match (get("SMTP_URL"), get("SMTP_FROM")) {
             (Some(u), Some(f)) => Some((Secret::new(u), f)),
             (Some(u), None) => Some((Secret::new(u), "Pulsara <pulsara@localhost>".to_owned())),
@@ -404,6 +403,30 @@ mod tests {
             };
             assert_eq!(e.name, name, "{e}");
         }
+    }
+
+    #[test]
+    fn a_malformed_webhook_secret_in_the_rotation_list_stops_start_up_without_echoing_it() {
+        let with = |secrets: &str| {
+            DashboardLinkConfig::from_env(
+                env(&[
+                    ("DASHBOARD_URL", "http://x"),
+                    ("DASHBOARD_API_KEY", "k"),
+                    ("DASHBOARD_WEBHOOK_SECRETS", secrets),
+                ]),
+                None,
+            )
+        };
+        let Err(e) = with("whsec_YQ==, whsec_r0tated-s3cret!") else {
+            panic!("a malformed entry must be refused at start-up")
+        };
+        assert_eq!(e.name, "DASHBOARD_WEBHOOK_SECRETS", "{e}");
+        let text = e.to_string();
+        assert!(text.contains("entry 2 of 2"), "{text}");
+        assert!(!text.contains("r0tated-s3cret") && !text.contains("YQ=="), "{text}");
+        // Unpadded base64, as the Standard Webhooks reference library accepts it.
+        let ok = with("whsec_cHVsc2FyYS13ZWJob29rcw,whsec_YQ").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.webhook_secrets.len(), 2);
     }
 
     /// The whole link on loopback: embedded dashboard seeded from `restaurants/`, configuration

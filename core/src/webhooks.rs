@@ -5,13 +5,19 @@
 //! - Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` = space-separated
 //!   `v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`; the key is the base64 part of
 //!   `whsec_<base64>`. Several secrets are tried (rotation), ±[`TOLERANCE_SECS`].
+//!   Secrets are decoded as the reference library does (`standardwebhooks` `Webhook.__init__`:
+//!   optional `whsec_` prefix, standard alphabet, padding optional); [`parse_secrets`] checks a
+//!   rotation list once, when the configuration is loaded, so a bad entry stops start-up instead
+//!   of failing every delivery.
 //! - ElevenLabs: `ElevenLabs-Signature: t=<unix>,v0=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //!
 //! Replay protection is the caller's job: [`ReplayGuard`] is a small bounded memory of ids for it.
 
 use std::collections::{BTreeSet, HashMap};
 
+use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 
 use crate::crypto::{ct_eq, hex, hmac_sha256};
@@ -25,6 +31,15 @@ pub const ELEVENLABS_TOLERANCE_SECS: i64 = 30 * 60;
 pub const MAX_ID_LEN: usize = 256;
 /// Longest signature header worth parsing.
 const MAX_SIGNATURE_HEADER: usize = 4096;
+/// The secret's base64, read as the reference library reads it: it appends `==` before decoding
+/// (so unpadded secrets work and surplus padding is ignored) and does not insist on zero trailing
+/// bits. Here the trailing padding is stripped and the rest decoded without padding.
+const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Why a webhook was refused. Messages never contain secrets or signatures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +64,16 @@ pub enum WebhookError {
     NoSupportedSignature,
     #[error("webhook signature does not match any configured secret")]
     Mismatch,
+}
+
+/// Why a list of Standard Webhooks secrets was refused. Names the entry by position, never by
+/// value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretListError {
+    #[error("no secret given; expected whsec_<base64>[,whsec_<base64>…]")]
+    Empty,
+    #[error("entry {position} of {count} is not whsec_<base64> (standard base64 alphabet A-Z a-z 0-9 + /, padding optional) or decodes to an empty key")]
+    Malformed { position: usize, count: usize },
 }
 
 /// A remembered id was seen again before it expired.
@@ -136,13 +161,51 @@ pub fn sign(
     Ok(format!("v1,{}", STANDARD.encode(mac)))
 }
 
+/// Parses a rotation list of Standard Webhooks secrets (`whsec_<base64>`, separated by commas
+/// and/or whitespace; the prefix is optional) and checks that each one decodes to a key, so a
+/// configuration loader can refuse a bad list before any delivery arrives.
+///
+/// # Errors
+/// [`SecretListError::Empty`] for a list without entries; [`SecretListError::Malformed`] naming
+/// the first unusable entry by its position.
+pub fn parse_secrets(spec: &str) -> Result<Vec<Secret>, SecretListError> {
+    let entries: Vec<&str> = spec
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return Err(SecretListError::Empty);
+    }
+    let count = entries.len();
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let secret = Secret::new(e);
+            decode_secret(&secret)
+                .map(|_| secret)
+                .map_err(|_| SecretListError::Malformed {
+                    position: i + 1,
+                    count,
+                })
+        })
+        .collect()
+}
+
+/// The HMAC key of a `whsec_` secret, decoded as the reference library decodes it: the prefix
+/// is optional and the base64 may be padded, unpadded or over-padded. Unlike the reference,
+/// characters outside the standard alphabet (including `-`/`_` of the URL-safe one and padding
+/// in the middle) are refused rather than silently dropped: a secret that decodes to a
+/// different key than the sender's would fail every delivery.
 fn decode_secret(secret: &Secret) -> Result<Vec<u8>, WebhookError> {
     let raw = secret.expose().trim();
     if raw.is_empty() {
         return Err(WebhookError::NoSecret);
     }
     let b64 = raw.strip_prefix("whsec_").unwrap_or(raw);
-    let key = STANDARD.decode(b64).map_err(|_| WebhookError::BadSecret)?;
+    let key = SECRET_BASE64
+        .decode(b64.trim_end_matches('='))
+        .map_err(|_| WebhookError::BadSecret)?;
     if key.is_empty() {
         return Err(WebhookError::BadSecret);
     }
@@ -339,6 +402,72 @@ mod tests {
         // Without the whsec_ prefix the key is the same.
         let bare = [Secret::new(SECRET.trim_start_matches("whsec_"))];
         verify(&bare, Some(ID), Some("1649367553"), Some(SIG), BODY, TS).unwrap();
+    }
+
+    /// 16 key bytes, so the base64 carries `==`; the signatures were computed with the reference
+    /// library (`standardwebhooks` 1.1.0, `Webhook(secret).sign`) for the padded, unpadded and
+    /// bare forms alike.
+    const PADDED_SECRET: &str = "whsec_cHVsc2FyYS13ZWJob29rcw==";
+    const PADDED_SIG: &str = "v1,j4kwtZ+QZWaHCFNlrZShdwC6m7R1KA51qU4w7JAbNU4=";
+
+    #[test]
+    fn padding_is_optional_as_in_the_reference_library() {
+        let ts = TS.to_string();
+        for form in [
+            PADDED_SECRET,
+            "whsec_cHVsc2FyYS13ZWJob29rcw",
+            "whsec_cHVsc2FyYS13ZWJob29rcw=",
+            "whsec_cHVsc2FyYS13ZWJob29rcw====",
+            "cHVsc2FyYS13ZWJob29rcw",
+        ] {
+            let s = [Secret::new(form)];
+            assert_eq!(sign(&s[0], ID, TS, BODY).as_deref(), Ok(PADDED_SIG), "{form}");
+            verify(&s, Some(ID), Some(&ts), Some(PADDED_SIG), BODY, TS).unwrap();
+        }
+        // The reference ignores non-zero trailing bits too: "YR" is the key "a", like "YQ".
+        assert_eq!(
+            sign(&Secret::new("whsec_YR"), ID, TS, BODY),
+            sign(&Secret::new("whsec_YQ=="), ID, TS, BODY)
+        );
+    }
+
+    #[test]
+    fn malformed_secrets_are_refused() {
+        for bad in [
+            "whsec_",
+            "whsec_====",
+            "whsec_!!!",
+            "whsec_cHVsc2FyYS13ZWJob29rcw-_",
+            "whsec_YQ==YQ==",
+            "whsec_cHVsc2FyYS13ZWJob29rc",
+            "whsec_cHVz c2Fy",
+        ] {
+            assert_eq!(
+                sign(&Secret::new(bad), ID, TS, BODY),
+                Err(WebhookError::BadSecret),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_lists_are_checked_entry_by_entry_without_echoing_values() {
+        let list = parse_secrets(&format!(" {SECRET}, whsec_cHVsc2FyYS13ZWJob29rcw\n")).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(parse_secrets(&format!("{SECRET} {PADDED_SECRET}")).unwrap().len(), 2);
+        let err = parse_secrets(&format!("{SECRET},whsec_n0t!base64")).unwrap_err();
+        assert_eq!(
+            err,
+            SecretListError::Malformed {
+                position: 2,
+                count: 2
+            }
+        );
+        let text = err.to_string();
+        assert!(text.contains("entry 2 of 2"), "{text}");
+        assert!(!text.contains("n0t!base64") && !text.contains("C2FVsBQI"), "{text}");
+        assert_eq!(parse_secrets(" , "), Err(SecretListError::Empty));
+        assert_eq!(parse_secrets(""), Err(SecretListError::Empty));
     }
 
     #[test]

@@ -17,13 +17,14 @@
 //! | `TWILIO_AUTH_TOKEN` | secret | Twilio account auth token |
 //! | `HANDOFF_KEYS` | secret | `kid:secret[,kid:secret]`, first one signs |
 //! | `DASHBOARD_SIGNING_SECRET` | secret | HMAC key for requests to the dashboard |
-//! | `DASHBOARD_WEBHOOK_SECRETS` | secret | `whsec_…[ whsec_…]` (several during rotation; space or comma separated) |
+//! | `DASHBOARD_WEBHOOK_SECRETS` | secret | `whsec_…[ whsec_…]` (several during rotation; space or comma separated); every entry must decode (padding optional, as in the Standard Webhooks reference) or start-up stops |
 //! | `ELEVENLABS_WEBHOOK_SECRET` | secret | optional; without it `/webhooks/elevenlabs` refuses everything |
 
 use std::collections::BTreeMap;
 
 use pulsara_core::handoff::{HandoffKeys, MAX_LIFETIME_SECS};
 use pulsara_core::secret::Secret;
+use pulsara_core::webhooks;
 
 /// Default for `CONFIG_TTL_SECS`.
 pub const DEFAULT_CONFIG_TTL_SECS: u64 = 300;
@@ -142,18 +143,14 @@ impl Settings {
             }
         };
         let webhook_spec = secret("DASHBOARD_WEBHOOK_SECRETS", &mut problems);
-        let dashboard_webhook_secrets: Vec<Secret> = webhook_spec
-            .expose()
-            .split([' ', ','])
-            .filter(|s| !s.is_empty())
-            .map(Secret::new)
-            .collect();
-        if dashboard_webhook_secrets
-            .iter()
-            .any(|s| !s.expose().starts_with("whsec_"))
-        {
-            problems.push("DASHBOARD_WEBHOOK_SECRETS entries must look like whsec_<base64>".into());
-        }
+        let dashboard_webhook_secrets = if webhook_spec.is_empty() {
+            Vec::new()
+        } else {
+            webhooks::parse_secrets(webhook_spec.expose()).unwrap_or_else(|e| {
+                problems.push(format!("DASHBOARD_WEBHOOK_SECRETS: {e}"));
+                Vec::new()
+            })
+        };
         let elevenlabs_webhook_secret = get("ELEVENLABS_WEBHOOK_SECRET").map(Secret::new);
 
         let mut number = |name: &str, default: u64, min: u64, max: u64| match get(name) {
@@ -368,6 +365,32 @@ pub(crate) mod tests {
             "{text}"
         );
         assert_eq!(err.problems.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn a_malformed_rotation_entry_stops_start_up_without_echoing_it() {
+        let mut v = vars();
+        v.insert(
+            "DASHBOARD_WEBHOOK_SECRETS",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD, whsec_r0tated-s3cret!",
+        );
+        let err = settings_from(&v).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 1, "{text}");
+        assert!(
+            text.contains("DASHBOARD_WEBHOOK_SECRETS") && text.contains("entry 2 of 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("r0tated-s3cret") && !text.contains("C2FVsBQI"),
+            "{text}"
+        );
+        // Unpadded base64 is what the reference library accepts; so does the edge.
+        v.insert(
+            "DASHBOARD_WEBHOOK_SECRETS",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD whsec_cHVsc2FyYS13ZWJob29rcw",
+        );
+        assert_eq!(settings_from(&v).unwrap().dashboard_webhook_secrets.len(), 2);
     }
 
     #[test]
