@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use pulsara_core::call_record::EndReasonDetail;
 use pulsara_core::secret::Secret;
 use pulsara_media::convai::{
     self, ClientMessage, InitiationClientData, InitiationMetadata, ServerMessage,
@@ -30,6 +31,29 @@ pub enum AgentError {
     NoMetadata,
     #[error("agent closed the conversation during set-up")]
     ClosedEarly,
+    /// ElevenLabs refused the conversation and said why (its `error` event, the close frame).
+    #[error("agent refused the conversation: {}", .0.describe())]
+    Refused(EndReasonDetail),
+}
+
+/// Longest error message or close reason kept from ElevenLabs.
+const MAX_DETAIL_CHARS: usize = 300;
+
+fn clip(s: &str) -> String {
+    s.chars().take(MAX_DETAIL_CHARS).collect()
+}
+
+/// Folds an `error` event into `detail`.
+pub fn note_error(detail: &mut EndReasonDetail, e: &convai::AgentErrorEvent) {
+    detail.error_type = e.error_type.as_deref().map(clip);
+    detail.error_code = e.code;
+    detail.error_message = e.message.as_deref().map(clip);
+}
+
+/// Folds a close frame into `detail`.
+pub fn note_close(detail: &mut EndReasonDetail, code: u16, reason: &str) {
+    detail.close_code = Some(code);
+    detail.close_reason = (!reason.is_empty()).then(|| clip(reason));
 }
 
 /// Connects calls to ElevenLabs.
@@ -133,23 +157,39 @@ impl AgentClient {
         ws.send(Message::text(hello))
             .await
             .map_err(|e| AgentError::Connect(e.to_string()))?;
+        // What the server says before it closes: its `error` event, then the close frame.
+        let mut refused: Option<EndReasonDetail> = None;
+        let gone = |refused: Option<EndReasonDetail>| {
+            refused.map_or(AgentError::ClosedEarly, AgentError::Refused)
+        };
         while let Some(msg) = ws.next().await {
-            let msg = msg.map_err(|e| AgentError::Connect(e.to_string()))?;
-            let Message::Text(text) = msg else {
-                if matches!(msg, Message::Close(_)) {
-                    return Err(AgentError::ClosedEarly);
+            let msg = match msg {
+                Ok(m) => m,
+                Err(_) if refused.is_some() => return Err(gone(refused)),
+                Err(e) => return Err(AgentError::Connect(e.to_string())),
+            };
+            let text = match msg {
+                Message::Text(text) => text,
+                Message::Close(frame) => {
+                    if let Some(f) = frame {
+                        note_close(refused.get_or_insert_with(Default::default), f.code.into(), &f.reason);
+                    }
+                    return Err(gone(refused));
                 }
-                continue;
+                _ => continue,
             };
             match convai::parse_server(&text) {
                 Ok(ServerMessage::ConversationInitiationMetadata(meta)) => return Ok((ws, meta)),
                 Ok(ServerMessage::Ping { event_id, .. }) => {
                     let _ = ws.send(Message::text(convai::pong_json(event_id))).await;
                 }
+                Ok(ServerMessage::Error(e)) => {
+                    note_error(refused.get_or_insert_with(Default::default), &e);
+                }
                 _ => {}
             }
         }
-        Err(AgentError::ClosedEarly)
+        Err(gone(refused))
     }
 }
 

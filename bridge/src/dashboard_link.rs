@@ -93,6 +93,32 @@ impl CallSink for OutboxSink {
         }
     }
 
+    async fn voicemail(
+        &self,
+        call_sid: &str,
+        restaurant_id: &str,
+        event: serde_json::Value,
+    ) -> Result<(), SinkError> {
+        let cfg = self.configs.restaurant(restaurant_id).await.ok();
+        let outbox = self.outbox.clone();
+        let (sid, rid) = (call_sid.to_owned(), restaurant_id.to_owned());
+        let queued = tokio::task::spawn_blocking(move || {
+            pulsara_dashboard::pipeline::enqueue_voicemail(
+                &outbox,
+                &sid,
+                &rid,
+                event,
+                cfg.as_deref(),
+                outbox::now_ms(),
+            )
+        })
+        .await
+        .map_err(|e| SinkError::Unavailable(format!("outbox task failed: {e}")))?
+        .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        tracing::info!(call_sid, queued, "voicemail queued in outbox");
+        Ok(())
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         let left = self
             .outbox

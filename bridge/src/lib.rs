@@ -3,12 +3,13 @@
 //!
 //! Modules, in the order data flows through them:
 //! - [`server`]: shared state ([`server::App`]), the axum [`server::router`] (`/media`, `/healthz`,
-//!   `/readyz`, `/metrics`) and [`server::run`] with graceful draining.
+//!   `/readyz`, `/metrics`, `/twilio/recording`) and [`server::run`] with graceful draining.
 //! - [`session`]: one task per Media Stream — authenticate `start`, admit under the caps, connect
 //!   the agent, pump frames, run tools, transfer / fall back, deliver the record.
 //! - [`machine`]: the sans-IO per-call state machine (audio routing, barge-in, marks, transcript,
 //!   DTMF, tool bookkeeping, the call record) the session drives.
 //! - [`agent`]: ElevenLabs signed URL + ConvAI WebSocket set-up. [`twilio_rest`]: call updates.
+//! - [`voicemail`]: `POST /twilio/recording`, where the agent-down voicemail's `<Record>` reports.
 //! - [`vars`]: dynamic variables and prompt overrides for the agent.
 //! - [`replay`]: single use of handoff tokens. [`metrics`]: Prometheus text exposition.
 //! - [`ports`]: the async traits the bridge depends on (configuration, tools, call-record sink).
@@ -47,5 +48,6 @@ pub mod testkit;
 pub mod tools;
 pub mod twilio_rest;
 pub mod vars;
+pub mod voicemail;
 
 pub use server::{router, run, run_router, App};

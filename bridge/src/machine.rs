@@ -20,8 +20,8 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use pulsara_core::call_record::{
-    CallRecord, DtmfEvent, EndReason, Fallback, Notification, Role, ToolRun, TranscriptLine,
-    Transfer,
+    CallRecord, DtmfEvent, EndReason, EndReasonDetail, Fallback, Notification, Role, ToolRun,
+    TranscriptLine, Transfer,
 };
 use pulsara_core::config::{DtmfAction, RestaurantConfig};
 use pulsara_media::audio::{Converter, Format};
@@ -141,6 +141,8 @@ pub struct CallMachine {
     bookings: Vec<serde_json::Value>,
     transfer: Option<Transfer>,
     fallback: Option<Fallback>,
+    /// What ElevenLabs said when it refused or ended the conversation.
+    end_detail: Option<EndReasonDetail>,
     dtmf: Vec<DtmfEvent>,
     notifications: Vec<Notification>,
     conversation_id: Option<String>,
@@ -175,6 +177,7 @@ impl CallMachine {
             bookings: Vec::new(),
             transfer: None,
             fallback: None,
+            end_detail: None,
             dtmf: Vec::new(),
             notifications: Vec::new(),
             conversation_id: None,
@@ -442,6 +445,21 @@ impl CallMachine {
         self.end.get_or_insert(reason);
     }
 
+    /// Keeps what ElevenLabs said about the end of the conversation (the latest word wins
+    /// field by field: an `error` event, then the close frame).
+    pub fn note_agent_end(&mut self, detail: EndReasonDetail) {
+        let d = self.end_detail.get_or_insert_with(Default::default);
+        if detail.error_type.is_some() || detail.error_code.is_some() || detail.error_message.is_some() {
+            d.error_type = detail.error_type;
+            d.error_code = detail.error_code;
+            d.error_message = detail.error_message;
+        }
+        if detail.close_code.is_some() {
+            d.close_code = detail.close_code;
+            d.close_reason = detail.close_reason;
+        }
+    }
+
     /// Overrides the end reason (e.g. shutdown).
     pub fn force_end(&mut self, reason: EndReason) {
         self.end = Some(reason);
@@ -515,7 +533,9 @@ impl CallMachine {
                     params: parameters,
                 });
             }
-            ServerMessage::VadScore { .. }
+            // The shell logs and counts it and folds it in with `note_agent_end`.
+            ServerMessage::Error(_)
+            | ServerMessage::VadScore { .. }
             | ServerMessage::InternalTentativeAgentResponse { .. }
             | ServerMessage::Unknown { .. } => {}
         }
@@ -737,6 +757,7 @@ impl CallMachine {
             notifications: self.notifications,
             fallback: self.fallback,
             agent_audio_format: self.agent_format_name,
+            end_reason_detail: self.end_detail,
         }
     }
 }
@@ -897,6 +918,40 @@ mod tests {
             (700..=800).contains(&n),
             "100 ms of μ-law ≈ 800 bytes, got {n}"
         );
+    }
+
+    #[test]
+    fn every_documented_agent_format_is_usable_both_ways() {
+        for name in pulsara_media::audio::FORMAT_NAMES {
+            let mut m = machine();
+            let mut out = Vec::new();
+            m.on_agent_connected(&meta(name), &mut out)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let fmt: Format = name.parse().unwrap();
+            // 100 ms of agent audio becomes about 100 ms (800 bytes) of μ-law for Twilio.
+            let bytes = fmt.bytes_per_second() / 10;
+            let audio = B64.encode(vec![0u8; bytes]);
+            m.on_agent(parse_server(&agent_audio(&audio, 1)).unwrap(), 20, &mut out);
+            let frames = to_twilio(&out);
+            let tw::Outbound::Media { payload_b64, .. } = tw::parse_outbound(&frames[0]).unwrap()
+            else {
+                panic!("{name}: expected media")
+            };
+            let n = B64.decode(payload_b64.as_ref()).unwrap().len();
+            assert!((700..=800).contains(&n), "{name}: 100 ms of μ-law ≈ 800 bytes, got {n}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_agent_format_is_refused_by_name() {
+        let mut m = machine();
+        let mut out = Vec::new();
+        let mut bad = meta("ulaw_8000");
+        bad.agent_output_audio_format = "mp3_44100_128".into();
+        let why = m.on_agent_connected(&bad, &mut out).unwrap_err();
+        assert!(why.contains("agent_output_audio_format") && why.contains("mp3_44100_128"), "{why}");
+        let why = m.on_agent_connected(&meta("pcm_32000"), &mut out).unwrap_err();
+        assert!(why.contains("user_input_audio_format") && why.contains("pcm_32000"), "{why}");
     }
 
     #[test]

@@ -98,7 +98,12 @@ pub struct Metrics {
     active: Mutex<BTreeMap<String, i64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     ended: Mutex<BTreeMap<&'static str, u64>>,
+    /// ElevenLabs `error` event types (or `close_<code>` without one), bounded in number.
+    agent_errors: Mutex<BTreeMap<String, u64>>,
 }
+
+/// Distinct ElevenLabs error types kept as labels; the rest count as `other`.
+const MAX_AGENT_ERROR_TYPES: usize = 32;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -116,6 +121,7 @@ impl Default for Metrics {
             active: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             ended: Mutex::new(BTreeMap::new()),
+            agent_errors: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -149,6 +155,31 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(kind)
             .or_insert(0) += 1;
+    }
+
+    /// Counts an ElevenLabs error by its type. Types come from the network: only short
+    /// `[a-z0-9_]` names become labels, and only the first [`MAX_AGENT_ERROR_TYPES`] of them.
+    pub fn agent_error(&self, kind: &str) {
+        let mut m = self.agent_errors.lock().unwrap_or_else(|e| e.into_inner());
+        let clean = !kind.is_empty()
+            && kind.len() <= 48
+            && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let key = if clean && (m.contains_key(kind) || m.len() < MAX_AGENT_ERROR_TYPES) {
+            kind.to_owned()
+        } else {
+            "other".to_owned()
+        };
+        *m.entry(key).or_insert(0) += 1;
+    }
+
+    /// How many ElevenLabs errors of `kind` were counted.
+    pub fn agent_errors_of(&self, kind: &str) -> u64 {
+        self.agent_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kind)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn errors_of(&self, kind: &str) -> u64 {
@@ -243,6 +274,10 @@ impl Metrics {
         );
         for (k, v) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(o, "pulsara_errors_total{{kind=\"{k}\"}} {v}");
+        }
+        o.push_str("# HELP pulsara_agent_errors_total Conversations ElevenLabs refused or ended with an error, by error type (close_<code> when it sent none).\n# TYPE pulsara_agent_errors_total counter\n");
+        for (k, v) in self.agent_errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(o, "pulsara_agent_errors_total{{type=\"{k}\"}} {v}");
         }
         o.push_str("# HELP pulsara_calls_ended_total Finished calls by end reason.\n# TYPE pulsara_calls_ended_total counter\n");
         for (k, v) in self.ended.lock().unwrap_or_else(|e| e.into_inner()).iter() {

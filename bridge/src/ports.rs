@@ -315,6 +315,17 @@ pub trait CallSink: Send + Sync + 'static {
     /// # Errors
     /// [`SinkError`] when the record could not be stored; the bridge logs and counts it.
     async fn deliver(&self, record: CallRecord) -> Result<(), SinkError>;
+    /// Receives a voicemail's recording event (Twilio's recording parameters, marked as in
+    /// [`pulsara_dashboard::voicemail`]) for the call `call_sid` of `restaurant_id`.
+    ///
+    /// # Errors
+    /// As [`CallSink::deliver`].
+    async fn voicemail(
+        &self,
+        call_sid: &str,
+        restaurant_id: &str,
+        event: serde_json::Value,
+    ) -> Result<(), SinkError>;
     /// Makes delivered records durable (called at shutdown).
     ///
     /// # Errors
@@ -360,6 +371,18 @@ impl CallSink for JsonLinesSink {
         f.write_all(&line).await?;
         Ok(())
     }
+    async fn voicemail(
+        &self,
+        call_sid: &str,
+        restaurant_id: &str,
+        event: serde_json::Value,
+    ) -> Result<(), SinkError> {
+        let doc = serde_json::json!({"voicemail_for": call_sid, "restaurant_id": restaurant_id, "event": event});
+        let mut line = doc.to_string().into_bytes();
+        line.push(b'\n');
+        self.file.lock().await.write_all(&line).await?;
+        Ok(())
+    }
     async fn flush(&self) -> Result<(), SinkError> {
         let mut f = self.file.lock().await;
         f.flush().await?;
@@ -371,6 +394,8 @@ impl CallSink for JsonLinesSink {
 /// Keeps records in memory (tests, the demo's report), bounded to `cap` (oldest dropped).
 pub struct MemorySink {
     records: Mutex<std::collections::VecDeque<CallRecord>>,
+    /// `(call_sid, restaurant_id, event)` of each voicemail, bounded like the records.
+    voicemails: Mutex<std::collections::VecDeque<(String, String, serde_json::Value)>>,
     cap: usize,
     notify: tokio::sync::Notify,
 }
@@ -379,6 +404,7 @@ impl MemorySink {
     pub fn new(cap: usize) -> Self {
         Self {
             records: Mutex::new(Default::default()),
+            voicemails: Mutex::new(Default::default()),
             cap: cap.max(1),
             notify: tokio::sync::Notify::new(),
         }
@@ -386,6 +412,16 @@ impl MemorySink {
 
     pub fn records(&self) -> Vec<CallRecord> {
         self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Voicemail events received, oldest first.
+    pub fn voicemails(&self) -> Vec<(String, String, serde_json::Value)> {
+        self.voicemails
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
@@ -432,6 +468,19 @@ impl CallSink for MemorySink {
             q.push_back(record);
         }
         self.notify.notify_waiters();
+        Ok(())
+    }
+    async fn voicemail(
+        &self,
+        call_sid: &str,
+        restaurant_id: &str,
+        event: serde_json::Value,
+    ) -> Result<(), SinkError> {
+        let mut q = self.voicemails.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= self.cap {
+            q.pop_front();
+        }
+        q.push_back((call_sid.to_owned(), restaurant_id.to_owned(), event));
         Ok(())
     }
 }

@@ -193,6 +193,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(crate::voicemail::PATH, axum::routing::post(crate::voicemail::recording))
         .with_state(app)
 }
 

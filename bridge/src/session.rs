@@ -259,7 +259,7 @@ struct Call {
     tools_in_flight: usize,
     reconnects_left: u32,
     /// The agent ended the conversation: hang up once its audio has played (or at this deadline).
-    hangup_after_playback: Option<Instant>,
+    hangup_after_playback: Option<tokio::time::Instant>,
     done: bool,
 }
 
@@ -340,6 +340,12 @@ impl Call {
         let mut connecting = Some(self.connect(2, None));
         let hard_stop = self.app.hard_stop.clone();
         while !self.done {
+            // The goodbye's last mark came back (or nothing was left to play): hang up now.
+            if self.hangup_after_playback.is_some() && !self.m.audio_pending() {
+                self.hang_up_after_goodbye().await;
+                continue;
+            }
+            let hangup_deadline = self.hangup_after_playback;
             let tw_open = self.tw_rx.is_some();
             let ag_open = self.ag_rx.is_some();
             let tw_rx = self.tw_rx.as_mut();
@@ -361,13 +367,10 @@ impl Call {
                         connecting = Some(again);
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_millis(50)), if self.hangup_after_playback.is_some() => {
-                    let deadline = self.hangup_after_playback.unwrap_or_else(Instant::now);
-                    if !self.m.audio_pending() || Instant::now() >= deadline {
-                        self.hangup_after_playback = None;
-                        let out = vec![Out::EndCall { reason: "agent ended the conversation".into() }];
-                        self.flush(out).await;
-                    }
+                // The backstop: one timer for the whole wait, however many frames arrive.
+                _ = async { tokio::time::sleep_until(hangup_deadline.expect("guarded")).await }, if hangup_deadline.is_some() => {
+                    warn!("the agent's goodbye did not finish playing in time; hanging up");
+                    self.hang_up_after_goodbye().await;
                 }
                 Some(done) = self.tools_rx.recv() => {
                     self.tools_in_flight = self.tools_in_flight.saturating_sub(1);
@@ -417,10 +420,34 @@ impl Call {
                 }
             }
             Err(e) => {
+                if let AgentError::Refused(detail) = &e {
+                    self.agent_said(detail.clone());
+                }
                 self.m.on_agent_gone();
                 self.fallback(&e.to_string()).await;
             }
         }
+    }
+
+    /// ElevenLabs said why it refused or is ending the conversation: log it with the call's
+    /// span, count it by type, and keep it for the call record.
+    fn agent_said(&mut self, detail: pulsara_core::call_record::EndReasonDetail) {
+        warn!(
+            error_type = detail.error_type.as_deref().unwrap_or(""),
+            error_code = detail.error_code,
+            error_message = detail.error_message.as_deref().unwrap_or(""),
+            close_code = detail.close_code,
+            close_reason = detail.close_reason.as_deref().unwrap_or(""),
+            "ElevenLabs ended the conversation: {}",
+            detail.describe()
+        );
+        let kind = match (&detail.error_type, detail.close_code) {
+            (Some(t), _) => t.clone(),
+            (None, Some(c)) => format!("close_{c}"),
+            (None, None) => "unknown".into(),
+        };
+        self.app.metrics.agent_error(&kind);
+        self.m.note_agent_end(detail);
     }
 
     async fn on_twilio_frame(&mut self, msg: Option<Result<TwMessage, axum::Error>>) {
@@ -475,6 +502,7 @@ impl Call {
             Some(Ok(AgMessage::Close(Some(f))))
                 if f.code == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal =>
             {
+                debug!(reason = %f.reason, "agent closed the socket normally");
                 // The agent ended the conversation (its end-call tool): let the goodbye play,
                 // then hang up.
                 self.ag_rx = None;
@@ -482,11 +510,17 @@ impl Call {
                 self.m.on_agent_gone();
                 if !self.done && self.m.end_reason().is_none() {
                     info!("agent ended the conversation");
-                    self.hangup_after_playback = Some(Instant::now() + HANGUP_PLAYBACK_MAX);
+                    self.hangup_after_playback =
+                        Some(tokio::time::Instant::now() + HANGUP_PLAYBACK_MAX);
                 }
                 return None;
             }
             Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
+                if let Some(Ok(AgMessage::Close(Some(f)))) = &msg {
+                    let mut detail = Default::default();
+                    crate::agent::note_close(&mut detail, f.code.into(), &f.reason);
+                    self.agent_said(detail);
+                }
                 self.ag_rx = None;
                 self.ag_tx = None;
                 self.m.on_agent_gone();
@@ -517,6 +551,11 @@ impl Call {
                 return None;
             }
         };
+        if let convai::ServerMessage::Error(e) = &parsed {
+            let mut detail = Default::default();
+            crate::agent::note_error(&mut detail, e);
+            self.agent_said(detail);
+        }
         let is_audio = matches!(parsed, convai::ServerMessage::Audio { .. });
         if is_audio {
             self.app.metrics.frames_in_agent.fetch_add(1, Relaxed);
@@ -581,11 +620,7 @@ impl Call {
                 }
                 Out::EndCall { reason } => {
                     info!(reason, "agent ended the call");
-                    let twiml =
-                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Hangup/></Response>";
-                    if let Err(e) = self.update_call(twiml).await {
-                        warn!(error = %e, "hang-up call update failed");
-                    }
+                    self.end_call().await;
                     self.m.on_end_done();
                     self.done = true;
                 }
@@ -662,6 +697,30 @@ impl Call {
         });
     }
 
+    async fn hang_up_after_goodbye(&mut self) {
+        self.hangup_after_playback = None;
+        let out = vec![Out::EndCall {
+            reason: "agent ended the conversation".into(),
+        }];
+        self.flush(out).await;
+    }
+
+    /// Ends the call at Twilio (`Status=completed`); a call Twilio already ended is fine.
+    async fn end_call(&self) {
+        let sid = &self.m.info().call_sid;
+        let timeout = ms(self.app.cfg.limits.rest_timeout_ms);
+        match self.app.rest.end_call(sid, timeout).await {
+            Ok(crate::twilio_rest::CallEnded::Now) => {}
+            Ok(crate::twilio_rest::CallEnded::Already) => {
+                debug!("call had already ended at Twilio");
+            }
+            Err(e) => {
+                self.app.metrics.error("twilio_rest");
+                warn!(error = %e, "hang-up call update failed");
+            }
+        }
+    }
+
     async fn update_call(&self, twiml: &str) -> Result<(), crate::twilio_rest::RestError> {
         let r = self
             .app
@@ -721,15 +780,26 @@ impl Call {
                 Some(n.to_owned()),
                 twiml::say_dial(Some(&apology), n, None, 30),
             ),
-            None => (
-                "voicemail",
-                None,
-                twiml::say_record(
-                    &format!("{apology} Please leave a message after the tone."),
-                    120,
-                    "",
-                ),
-            ),
+            None => {
+                let info = self.m.info();
+                match crate::voicemail::callback_url(&self.app.cfg, &cfg.id, &info.caller) {
+                    Some(callback) => (
+                        "voicemail",
+                        None,
+                        twiml::say_record(
+                            &format!("{apology} Please leave a message after the tone."),
+                            120,
+                            &callback,
+                        ),
+                    ),
+                    // Without a public URL nothing could receive a recording: apologise instead
+                    // of recording into nowhere.
+                    None => {
+                        warn!("no PUBLIC_BASE_URL for the voicemail callback; apologising instead");
+                        ("apology", None, twiml::fallback(None, &apology))
+                    }
+                }
+            }
         };
         let ok = self.update_call(&twiml).await.is_ok();
         let now = self.now_ms();

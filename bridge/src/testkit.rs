@@ -64,6 +64,12 @@ pub enum AgentAction {
     Raw(String),
     /// Drop the socket without a close frame.
     Drop,
+    /// An `error` event of `error_type`, then a close frame with `close_code`, as ElevenLabs
+    /// ends a conversation it cannot continue.
+    Fail {
+        error_type: String,
+        close_code: u16,
+    },
     /// End the conversation with a normal close frame (the agent's end-call).
     Close,
 }
@@ -81,6 +87,9 @@ pub struct AgentScript {
     pub echo: bool,
     /// Keep received payloads in the log (off for load tests).
     pub record_payloads: bool,
+    /// Refuse the conversation at initiation as ElevenLabs does (an `error` event of this type,
+    /// then close 1008) instead of sending `conversation_initiation_metadata`.
+    pub refuse: Option<String>,
 }
 
 impl Default for AgentScript {
@@ -92,6 +101,7 @@ impl Default for AgentScript {
             on_chunk: Vec::new(),
             echo: false,
             record_payloads: true,
+            refuse: None,
         }
     }
 }
@@ -237,6 +247,17 @@ async fn agent_ws(
     ws.on_upgrade(move |socket| agent_conversation(socket, script, log))
 }
 
+async fn fail(socket: &mut WebSocket, error_type: &str, close_code: u16) {
+    let event = json!({"type":"error","error_event":{"error_type":error_type,"code":close_code,"message":format!("{error_type} (test agent)")}});
+    let _ = socket.send(Message::Text(event.to_string().into())).await;
+    let _ = socket
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: close_code,
+            reason: error_type.to_owned().into(),
+        })))
+        .await;
+}
+
 fn chunk_b64(format: &str, fill: u8) -> String {
     // 20 ms of audio in the agent's output format.
     let bytes = match format {
@@ -273,6 +294,10 @@ async fn agent_conversation(mut socket: WebSocket, script: AgentScript, log: Arc
         .unwrap_or("")
         .to_owned();
     log.lock().unwrap().initiation = Some(init);
+    if let Some(error_type) = &script.refuse {
+        fail(&mut socket, error_type, 1008).await;
+        return;
+    }
     let meta = json!({"type":"conversation_initiation_metadata","conversation_initiation_metadata_event":{
         "conversation_id": format!("conv_{}", rand_id()),
         "agent_output_audio_format": script.output_format,
@@ -372,6 +397,10 @@ async fn agent_do(
         }
         AgentAction::Raw(s) => frames.push(s.clone()),
         AgentAction::Drop => return false,
+        AgentAction::Fail { error_type, close_code } => {
+            fail(socket, error_type, *close_code).await;
+            return false;
+        }
         AgentAction::Close => {
             let _ = socket
                 .send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: "end_call".into() })))
@@ -401,6 +430,8 @@ fn rand_id() -> u64 {
 pub struct CallUpdate {
     pub call_sid: String,
     pub twiml: String,
+    /// `Status=` (`completed` ends the call).
+    pub status: Option<String>,
     pub at: Instant,
 }
 
@@ -477,9 +508,14 @@ async fn rest_update(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let call_sid = call.trim_end_matches(".json").to_owned();
+    // As Twilio: a call ended with `Status=` is no longer live, so later updates are 404.
+    if st.updates_for(&call_sid).iter().any(|u| u.status.is_some()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     st.updates.lock().unwrap().push(CallUpdate {
         call_sid: call_sid.clone(),
         twiml: form.get("Twiml").cloned().unwrap_or_default(),
+        status: form.get("Status").cloned(),
         at: Instant::now(),
     });
     st.notify.notify_waiters();
@@ -525,6 +561,8 @@ pub struct CallerLog {
     pub media: Vec<(String, usize)>,
     pub clears: usize,
     pub marks_echoed: u64,
+    /// When the latest mark was echoed.
+    pub last_mark_at: Option<Instant>,
     pub other: Vec<String>,
     /// The bridge closed the socket (or it failed) before the caller stopped.
     pub closed_by_bridge: bool,
@@ -538,7 +576,8 @@ pub struct CallerLog {
 /// # Errors
 /// The WebSocket connection could not be opened (the message says why).
 pub async fn run_caller(s: CallerScript) -> Result<CallerLog, String> {
-    let (ws, _) = tokio_tungstenite::connect_async(s.ws_url.as_str())
+    // TCP_NODELAY, as Twilio's frames arrive: one 20 ms frame at a time, never batched.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(s.ws_url.as_str(), None, true)
         .await
         .map_err(|e| e.to_string())?;
     let (mut tx, mut rx) = ws.split();
@@ -571,6 +610,7 @@ pub async fn run_caller(s: CallerScript) -> Result<CallerLog, String> {
         while marks.front().is_some_and(|(_, at)| *at <= now) {
             let (name, _) = marks.pop_front().expect("checked");
             log.marks_echoed += 1;
+            log.last_mark_at = Some(now);
             let m = json!({"event":"mark","streamSid":s.stream_sid,"sequenceNumber":seq.to_string(),"mark":{"name":name}});
             seq += 1;
             if tx.send(send(m.to_string())).await.is_err() {

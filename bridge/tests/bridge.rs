@@ -93,6 +93,14 @@ fn restaurants(cap: u32) -> Arc<MemoryConfigSource> {
 }
 
 async fn stack_with(script: AgentScript, cap: u32, tweak: impl FnOnce(&mut BridgeConfig)) -> Stack {
+    stack_on(script, restaurants(cap), tweak).await
+}
+
+async fn stack_on(
+    script: AgentScript,
+    configs: Arc<MemoryConfigSource>,
+    tweak: impl FnOnce(&mut BridgeConfig),
+) -> Stack {
     let agent = FakeAgent::new(API_KEY, script);
     let agent_base = agent.spawn().await.unwrap();
     let rest = FakeRest::new(SID, TOKEN);
@@ -113,7 +121,7 @@ async fn stack_with(script: AgentScript, cap: u32, tweak: impl FnOnce(&mut Bridg
     let sink = Arc::new(MemorySink::new(10_000));
     let app = App::new(
         cfg,
-        restaurants(cap),
+        configs,
         Arc::new(TestTools),
         sink.clone() as Arc<dyn CallSink>,
     )
@@ -999,12 +1007,22 @@ async fn agent_ending_the_conversation_hangs_up_after_the_goodbye_plays() {
         .wait_for("CA1040", Duration::from_secs(1))
         .await
         .unwrap();
-    assert!(update.twiml.contains("<Hangup"), "{}", update.twiml);
+    assert_eq!(update.status.as_deref(), Some("completed"), "the call is ended, not redirected");
     // Not before the 500 ms goodbye (sent at ~200 ms) has played.
     assert!(
         update.at.duration_since(t0) >= Duration::from_millis(650),
         "{:?}",
         update.at.duration_since(t0)
+    );
+    // And soon after its last mark came back, while the caller still streams a frame every
+    // 20 ms (500 frames: 10 s): a timer re-armed by every frame would never fire.
+    let last_mark = log.last_mark_at.expect("the goodbye's marks were echoed");
+    let after_mark = update.at.saturating_duration_since(last_mark);
+    assert!(after_mark <= Duration::from_millis(250), "hang-up {after_mark:?} after the last mark");
+    assert!(
+        log.sent_frames < 250,
+        "the bridge hung up while the caller was still sending (sent {})",
+        log.sent_frames
     );
     assert_eq!(log.media.len(), 28);
     assert!(rec.fallback.is_none());
@@ -1013,5 +1031,144 @@ async fn agent_ending_the_conversation_hangs_up_after_the_goodbye_plays() {
         "{:?}",
         rec.transcript
     );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_conversation_keeps_elevenlabs_reason_on_the_record_and_in_metrics() {
+    let script = AgentScript {
+        refuse: Some("override_error".into()),
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    let caller = tokio::spawn(run_caller(s.caller("CA1050", "brooklyn-smokehouse", 150)));
+    let update = s
+        .rest
+        .wait_for("CA1050", Duration::from_secs(5))
+        .await
+        .expect("fallback call update");
+    assert!(update.twiml.contains("<Dial"), "{}", update.twiml);
+    let rec = s.record("CA1050").await;
+    let _ = caller.await;
+    assert_eq!(rec.end_reason, EndReason::AgentFailed);
+    let detail = rec.end_reason_detail.expect("ElevenLabs' reason is on the record");
+    assert_eq!(detail.error_type.as_deref(), Some("override_error"));
+    assert_eq!(detail.error_code, Some(1008));
+    assert_eq!(detail.close_code, Some(1008));
+    assert_eq!(detail.close_reason.as_deref(), Some("override_error"));
+    let fb = rec.fallback.expect("fallback");
+    assert!(fb.reason.contains("override_error"), "{}", fb.reason);
+    // Counted once per call (the retried connect was refused the same way).
+    assert_eq!(s.app.metrics.agent_errors_of("override_error"), 1);
+    let metrics = reqwest::get(format!("{}/metrics", s.http_base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pulsara_agent_errors_total{type=\"override_error\"} 1"),
+        "{metrics}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_mid_call_is_kept_with_the_close_code() {
+    let script = AgentScript {
+        on_start: vec![say("Hello", 3, 1, 0x11)],
+        on_chunk: vec![(
+            10,
+            AgentAction::Fail {
+                error_type: "max_duration_exceeded".into(),
+                close_code: 1011,
+            },
+        )],
+        ..Default::default()
+    };
+    let s = stack(script).await;
+    s.agent
+        .accept_ws
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let caller = tokio::spawn(run_caller(s.caller("CA1051", "brooklyn-smokehouse", 150)));
+    let rec = s.record("CA1051").await;
+    let _ = caller.await;
+    let detail = rec.end_reason_detail.expect("reason kept");
+    assert_eq!(detail.error_type.as_deref(), Some("max_duration_exceeded"));
+    assert_eq!(detail.close_code, Some(1011));
+    assert_eq!(s.app.metrics.agent_errors_of("max_duration_exceeded"), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_down_voicemail_reports_to_a_signed_route_that_keeps_it() {
+    // Brooklyn without a staff or fallback number: the agent-down fallback is a voicemail.
+    let src = restaurants(50);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../restaurants/brooklyn-smokehouse");
+    let (mut cfg, kb) = load_one(&dir).unwrap();
+    cfg.staff_number = None;
+    cfg.fallback_number = None;
+    src.insert(cfg, kb);
+    let script = AgentScript {
+        refuse: Some("internal_error".into()),
+        ..Default::default()
+    };
+    let public = "https://bridge.test";
+    let s = stack_on(script, src, |c| c.public_base_url = Some(public.into())).await;
+    let caller = tokio::spawn(run_caller(s.caller("CA1060", "brooklyn-smokehouse", 100)));
+    let update = s.rest.wait_for("CA1060", Duration::from_secs(5)).await.expect("fallback");
+    let _ = caller.await;
+    let doc = roxmltree::Document::parse(&update.twiml).unwrap();
+    let record = doc.descendants().find(|n| n.has_tag_name("Record")).expect("a <Record>");
+    let action = record.attribute("action").expect("action");
+    assert_eq!(record.attribute("recordingStatusCallback"), Some(action));
+    let expected = "https://bridge.test/twilio/recording?restaurant=brooklyn-smokehouse&caller=%2B15551060";
+    assert_eq!(action, expected);
+    let rec = s.record("CA1060").await;
+    assert_eq!(rec.fallback.as_ref().map(|f| f.kind.as_str()), Some("voicemail"));
+
+    // Twilio's callbacks, signed over the public URL.
+    let path_and_query = &expected[public.len()..];
+    let post = |params: Vec<(&str, &str)>, sig: Option<String>| {
+        let url = format!("{}{path_and_query}", s.http_base);
+        let owned: Vec<(String, String)> = params.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let sig = sig.unwrap_or_else(|| {
+            pulsara_core::twilio::compute_signature(&Secret::new(TOKEN), expected, &owned)
+        });
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("X-Twilio-Signature", sig)
+                .form(&owned)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let status = vec![
+        ("AccountSid", SID),
+        ("CallSid", "CA1060"),
+        ("RecordingSid", "RE1060"),
+        ("RecordingUrl", "https://api.twilio.com/2010-04-01/Accounts/AC0/Recordings/RE1060"),
+        ("RecordingStatus", "completed"),
+        ("RecordingDuration", "9"),
+    ];
+    let forged = post(status.clone(), Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into())).await;
+    assert_eq!(forged.status(), 403);
+    assert!(s.sink.voicemails().is_empty(), "a forged callback stores nothing");
+    let ok = post(status, None).await;
+    assert_eq!(ok.status(), 204);
+    let kept = s.sink.voicemails();
+    assert_eq!(kept.len(), 1);
+    let (sid, rid, event) = &kept[0];
+    assert_eq!((sid.as_str(), rid.as_str()), ("CA1060", "brooklyn-smokehouse"));
+    let vm = pulsara_dashboard::voicemail::from_event(event).expect("a voicemail");
+    assert_eq!(vm.recording_sid.as_deref(), Some("RE1060"));
+    assert_eq!(vm.duration_secs, Some(9));
+    assert_eq!(vm.caller.as_deref(), Some("+15551060"));
+    // The action request ends the call instead of replaying the stream's TwiML.
+    let action_reply = post(vec![("CallSid", "CA1060"), ("RecordingUrl", "https://x/RE1060"), ("Digits", "hangup")], None).await;
+    assert_eq!(action_reply.status(), 200);
+    assert!(action_reply.text().await.unwrap().contains("<Hangup/>"));
     s.shutdown().await;
 }

@@ -68,6 +68,30 @@ pub struct CallRecord {
     /// Audio format the agent used (`ulaw_8000` = pass-through, anything else = transcoded).
     #[serde(default)]
     pub agent_audio_format: Option<String>,
+    /// Why the agent side ended, as ElevenLabs said it: its `error` event and the WebSocket
+    /// close code and reason. Empty when the conversation ended normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason_detail: Option<EndReasonDetail>,
+}
+
+/// What ElevenLabs said when it refused or ended a conversation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndReasonDetail {
+    /// `error_event.error_type` (e.g. `override_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// `error_event.code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u32>,
+    /// `error_event.message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// The WebSocket close code (e.g. 1008).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_code: Option<u16>,
+    /// The WebSocket close reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
 }
 
 /// Why a call ended.
@@ -178,7 +202,7 @@ pub struct DtmfEvent {
     pub action: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Voicemail {
     #[serde(default)]
     pub recording_url: Option<String>,
@@ -186,6 +210,12 @@ pub struct Voicemail {
     pub duration_secs: Option<u32>,
     #[serde(default)]
     pub transcript: Option<String>,
+    /// Twilio's `RecordingSid` (`RE…`): the voicemail's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_sid: Option<String>,
+    /// Who left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
 }
 
 /// A notification requested for this call (an SMS to the caller, an email to the restaurant).
@@ -206,6 +236,37 @@ pub struct Notification {
 
 fn requested() -> String {
     "requested".to_owned()
+}
+
+impl EndReasonDetail {
+    /// One line for logs and the fallback reason: `override_error (code 1008): …; close 1008 …`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(t) = &self.error_type {
+            let mut p = t.clone();
+            if let Some(c) = self.error_code {
+                p.push_str(&format!(" (code {c})"));
+            }
+            if let Some(m) = &self.error_message {
+                p.push_str(": ");
+                p.push_str(m);
+            }
+            parts.push(p);
+        }
+        if let Some(c) = self.close_code {
+            let mut p = format!("close {c}");
+            if let Some(r) = self.close_reason.as_deref().filter(|r| !r.is_empty()) {
+                p.push(' ');
+                p.push_str(r);
+            }
+            parts.push(p);
+        }
+        if parts.is_empty() {
+            "no reason given".into()
+        } else {
+            parts.join("; ")
+        }
+    }
 }
 
 /// The restaurant fallback played when the agent was unavailable.

@@ -21,6 +21,7 @@
 //! - [`sentiment`], [`summary`], [`notify`]: call analysis and the notification messages, with
 //!   [`smtp_sink`] as a loopback mail server for the demo and tests.
 //! - [`pipeline`]: finishing a call record (analysis + notifications) and queueing it.
+//! - [`voicemail`]: a recording callback's voicemail, merged onto its call record.
 //!
 //! Data flow at call end: bridge → [`pipeline::finish_and_enqueue`] → [`outbox`] (one SQLite
 //! transaction) → [`outbox::Dispatcher`] → `POST /v1/calls` (+ SMTP, Twilio) → [`store`].
@@ -41,6 +42,7 @@ pub mod server;
 pub mod smtp_sink;
 pub mod store;
 pub mod summary;
+pub mod voicemail;
 pub mod webhook_in;
 pub mod webhook_out;
 

@@ -42,6 +42,9 @@ pub enum EntryKind {
     Email,
     /// A serialised [`SmsJob`].
     Sms,
+    /// `{"call_sid": …, "event": {…}}` for `POST /v1/calls/{call_sid}/events` (a voicemail's
+    /// recording callback).
+    CallEvent,
 }
 
 impl EntryKind {
@@ -50,6 +53,7 @@ impl EntryKind {
             EntryKind::CallRecord => "call_record",
             EntryKind::Email => "email",
             EntryKind::Sms => "sms",
+            EntryKind::CallEvent => "call_event",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -57,6 +61,7 @@ impl EntryKind {
             "call_record" => Some(EntryKind::CallRecord),
             "email" => Some(EntryKind::Email),
             "sms" => Some(EntryKind::Sms),
+            "call_event" => Some(EntryKind::CallEvent),
             _ => None,
         }
     }
@@ -572,6 +577,20 @@ impl Deliver for Dispatcher {
                     Err(ClientError::NotFound(w)) => {
                         Err(SendError::Permanent(format!("dashboard has no {w}")))
                     }
+                    Err(e) => Err(SendError::Permanent(e.to_string())),
+                }
+            }
+            EntryKind::CallEvent => {
+                let client = self
+                    .dashboard
+                    .as_ref()
+                    .ok_or_else(|| SendError::Transient("no dashboard client configured".into()))?;
+                let stored: serde_json::Value = serde_json::from_str(&entry.payload)
+                    .map_err(|e| SendError::Permanent(format!("stored call event is invalid: {e}")))?;
+                let sid = stored["call_sid"].as_str().unwrap_or_default();
+                match client.post_event(sid, &stored["event"]).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_transient() => Err(SendError::Transient(e.to_string())),
                     Err(e) => Err(SendError::Permanent(e.to_string())),
                 }
             }

@@ -160,3 +160,83 @@ pub fn finish_and_enqueue(
         queued,
     })
 }
+
+/// Queues a voicemail's recording event for the dashboard (in the restaurant's lane, so it
+/// follows the call's record) and, when the restaurant takes email, its notification, in one
+/// transaction. Idempotent per recording (`RecordingSid`): Twilio may call back twice.
+/// Returns how many entries were newly queued.
+///
+/// # Errors
+/// The outbox could not commit (disk full, I/O); nothing is queued then.
+pub fn enqueue_voicemail(
+    outbox: &Outbox,
+    call_sid: &str,
+    restaurant_id: &str,
+    event: serde_json::Value,
+    cfg: Option<&RestaurantConfig>,
+    now_ms: i64,
+) -> Result<usize, OutboxError> {
+    let vm = crate::voicemail::from_event(&event);
+    let id = vm
+        .as_ref()
+        .and_then(|v| v.recording_sid.clone())
+        .unwrap_or_else(|| call_sid.to_owned());
+    let mut entries = vec![NewEntry {
+        kind: EntryKind::CallEvent,
+        lane: restaurant_id.to_owned(),
+        idempotency_key: format!("{call_sid}:recording:{id}"),
+        payload: serde_json::json!({"call_sid": call_sid, "event": event}).to_string(),
+    }];
+    if let Some(email) = vm.as_ref().zip(cfg).and_then(|(v, c)| crate::voicemail::email(c, v)) {
+        entries.push(NewEntry {
+            kind: EntryKind::Email,
+            lane: format!("email:{restaurant_id}"),
+            idempotency_key: format!("{call_sid}:voicemail-email:{id}"),
+            payload: serde_json::to_string(&email).unwrap_or_default(),
+        });
+    }
+    outbox.enqueue(&entries, now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_voicemail_queues_its_event_and_one_email_once_per_recording() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let cfg: RestaurantConfig = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../restaurants/trattoria-roma/restaurant.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(!cfg.notifications.email.is_empty(), "the example restaurant takes email");
+        let event = crate::voicemail::event(
+            &[
+                ("CallSid".into(), "CA7".into()),
+                ("RecordingSid".into(), "RE7".into()),
+                ("RecordingUrl".into(), "https://api.twilio.com/rec/RE7".into()),
+                ("RecordingStatus".into(), "completed".into()),
+                ("RecordingDuration".into(), "31".into()),
+            ],
+            Some("+393331110002"),
+        );
+        assert_eq!(enqueue_voicemail(&ob, "CA7", &cfg.id, event.clone(), Some(&cfg), 0).unwrap(), 2);
+        assert_eq!(
+            enqueue_voicemail(&ob, "CA7", &cfg.id, event, Some(&cfg), 0).unwrap(),
+            0,
+            "Twilio calling back twice queues nothing new"
+        );
+        let entries = ob.list(None).unwrap();
+        let kinds: Vec<_> = entries.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![EntryKind::CallEvent, EntryKind::Email]);
+        assert_eq!(entries[0].lane, cfg.id, "after the call's record, in its lane");
+        let email: EmailJob = serde_json::from_str(&entries[1].payload).unwrap();
+        assert!(email.subject.contains("voicemail from +393331110002"), "{}", email.subject);
+        assert!(email.body.contains("https://api.twilio.com/rec/RE7") && email.body.contains("31 s"), "{}", email.body);
+    }
+}

@@ -402,6 +402,21 @@ impl Store {
             let payload: Value = parse(&p, &record.call_sid)?;
             merge_post_call(&mut value, &payload);
         }
+        // A voicemail whose recording callback arrived before the record.
+        let events: Vec<String> = {
+            let mut st = tx
+                .prepare("SELECT event_json FROM call_events WHERE call_sid = ?1 ORDER BY id")
+                .map_err(db("read events"))?;
+            let rows = st
+                .query_map([&record.call_sid], |r| r.get::<_, String>(0))
+                .map_err(db("read events"))?;
+            rows.collect::<Result<_, _>>().map_err(db("read events"))?
+        };
+        for e in &events {
+            if let Some(vm) = crate::voicemail::from_event(&parse(e, &record.call_sid)?) {
+                crate::voicemail::merge(&mut value, &vm);
+            }
+        }
         let conv = value
             .get("elevenlabs_conversation_id")
             .and_then(Value::as_str)
@@ -464,18 +479,41 @@ impl Store {
             .map_err(db("count calls"))
     }
 
+    /// Stores a call's lifecycle event; a recording event also puts its voicemail on the call
+    /// record when that has arrived (else [`Store::put_call`] merges it later).
     pub fn add_call_event(
         &self,
         call_sid: &str,
         event: &Value,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.lock()
-            .execute(
-                "INSERT INTO call_events (call_sid, event_json, received_at) VALUES (?1, ?2, ?3)",
-                params![call_sid, event.to_string(), now],
-            )
-            .map_err(db("write call event"))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db("begin"))?;
+        tx.execute(
+            "INSERT INTO call_events (call_sid, event_json, received_at) VALUES (?1, ?2, ?3)",
+            params![call_sid, event.to_string(), now],
+        )
+        .map_err(db("write call event"))?;
+        if let Some(vm) = crate::voicemail::from_event(event) {
+            let json: Option<String> = tx
+                .query_row(
+                    "SELECT record_json FROM calls WHERE call_sid = ?1",
+                    [call_sid],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db("read call"))?;
+            if let Some(j) = json {
+                let mut record: Value = parse(&j, call_sid)?;
+                crate::voicemail::merge(&mut record, &vm);
+                tx.execute(
+                    "UPDATE calls SET record_json = ?2 WHERE call_sid = ?1",
+                    params![call_sid, record.to_string()],
+                )
+                .map_err(db("write call"))?;
+            }
+        }
+        tx.commit().map_err(db("commit call event"))?;
         Ok(())
     }
 

@@ -437,6 +437,33 @@ async fn call_records_are_idempotent_enriched_and_merged_with_post_call_in_any_o
         edge.post_post_call(&json!({"data":{}})).await,
         Err(ClientError::Status { status: 400, .. })
     ));
+
+    // A voicemail's recording event lands on its call record, whichever arrives first.
+    let recording = |sid: &str| {
+        pulsara_dashboard::voicemail::event(
+            &[
+                ("CallSid".to_owned(), sid.to_owned()),
+                ("RecordingSid".to_owned(), format!("RE{sid}")),
+                ("RecordingUrl".to_owned(), format!("https://api.twilio.com/rec/RE{sid}")),
+                ("RecordingStatus".to_owned(), "completed".to_owned()),
+                ("RecordingDuration".to_owned(), "12".to_owned()),
+            ],
+            Some("+393331110009"),
+        )
+    };
+    bridge.post_event("CA-B", &recording("CA-B")).await.unwrap();
+    let vm = admin.call("CA-B").await.unwrap()["voicemail"].clone();
+    assert_eq!(vm["recording_sid"], "RECA-B");
+    assert_eq!(vm["duration_secs"], 12);
+    assert_eq!(vm["caller"], "+393331110009");
+    bridge.post_event("CA-C", &recording("CA-C")).await.unwrap();
+    let rec_c = record("CA-C", "trattoria-roma", "Hello?");
+    bridge
+        .post_call_record(&serde_json::to_vec(&rec_c).unwrap(), "CA-C")
+        .await
+        .unwrap();
+    let vm = admin.call("CA-C").await.unwrap()["voicemail"].clone();
+    assert_eq!(vm["recording_url"], "https://api.twilio.com/rec/RECA-C");
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
 //! Twilio REST API emulator: the two endpoints the bridge uses, with Basic auth, recording every
 //! request and answering with Twilio-shaped JSON.
 //!
-//! - `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`, form `Twiml=…` or `Url=…`
-//!   (optionally `Status=completed`) → 200 call resource. Missing both → 400 (Twilio code 21205-like).
+//! - `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`, form `Twiml=…`, `Url=…` or
+//!   `Status=completed|canceled` (the only two statuses an update may set) → 200 call resource.
+//!   None of them → 400 (code 21205-like); another `Status` → 400. A call ended with `Status` is
+//!   gone: any later update of it → 404 (code 20404), as Twilio answers for a call no longer live.
 //! - `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form `To`, `From` or
 //!   `MessagingServiceSid`, `Body` → 201 message resource; missing fields → 400 (code 21604/21602).
 //!
@@ -166,6 +168,8 @@ struct RestState {
     config: RestConfig,
     recorder: Arc<RestRecorder>,
     counter: AtomicU64,
+    /// Calls ended through `Status=`.
+    ended: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Serve until `shutdown` resolves.
@@ -183,6 +187,7 @@ pub async fn run(
         config,
         recorder,
         counter: AtomicU64::new(1),
+        ended: Mutex::default(),
     });
     let app = Router::new()
         .route(
@@ -345,6 +350,29 @@ async fn update_call(
             21205,
             "Either Url, Twiml or Status is required",
         );
+    }
+    if status.as_deref().is_some_and(|s| s != "completed" && s != "canceled") {
+        st.recorder.reject(StatusCode::BAD_REQUEST, path);
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            20001,
+            "Status must be canceled or completed",
+        );
+    }
+    {
+        let mut ended = st.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if ended.contains(call_sid) {
+            drop(ended);
+            st.recorder.reject(StatusCode::NOT_FOUND, path);
+            return twilio_error(
+                StatusCode::NOT_FOUND,
+                20404,
+                "The requested resource was not found",
+            );
+        }
+        if status.is_some() {
+            ended.insert(call_sid.to_owned());
+        }
     }
     st.recorder.accept(RestRequest::CallUpdate {
         call_sid: call_sid.to_owned(),

@@ -106,6 +106,18 @@ async fn call_update_requires_basic_auth_and_is_recorded() {
     .await;
     assert_eq!(empty.status, 400);
     assert_eq!(rest.recorder.rejected().len(), 5);
+
+    // Ending a call: only completed/canceled; once ended, the call is gone (404).
+    let bogus = request(rest.addr, "POST", &path, &[FORM, ("Authorization", &auth)], "Status=ringing").await;
+    assert_eq!(bogus.status, 400);
+    let end = request(rest.addr, "POST", &path, &[FORM, ("Authorization", &auth)], "Status=completed").await;
+    assert_eq!(end.status, 200, "{}", end.body);
+    assert_eq!(end.json()["status"], "completed");
+    for again in ["Status=completed", body] {
+        let gone = request(rest.addr, "POST", &path, &[FORM, ("Authorization", &auth)], again).await;
+        assert_eq!(gone.status, 404, "{again}");
+        assert_eq!(gone.json()["code"], 20404);
+    }
     rest.shutdown().await;
 }
 

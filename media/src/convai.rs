@@ -142,9 +142,23 @@ pub enum ServerMessage<'a> {
     InternalTentativeAgentResponse {
         text: String,
     },
+    /// The server reports why it is refusing or ending the conversation (for example
+    /// `override_error` before a close 1008). Every field is optional on the wire.
+    Error(AgentErrorEvent),
     Unknown {
         kind: String,
     },
+}
+
+/// `{"type":"error","error_event":{"error_type":"…","code":N,"message":"…"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentErrorEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn check_len(text: &str, max: usize) -> Result<(), CodecError> {
@@ -344,6 +358,7 @@ struct RawServer<'a> {
     client_tool_call: Option<ToolCall>,
     vad_score_event: Option<RawVad>,
     tentative_agent_response_internal_event: Option<RawTentative>,
+    error_event: Option<AgentErrorEvent>,
 }
 
 #[derive(Deserialize)]
@@ -468,6 +483,7 @@ pub fn parse_server(text: &str) -> Result<ServerMessage<'_>, CodecError> {
                 .map(|t| t.tentative_agent_response)
                 .unwrap_or_default(),
         },
+        "error" => ServerMessage::Error(raw.error_event.unwrap_or_default()),
         other => ServerMessage::Unknown {
             kind: other.to_owned(),
         },
@@ -507,6 +523,7 @@ impl ServerMessage<'_> {
             ServerMessage::InternalTentativeAgentResponse { .. } => {
                 "internal_tentative_agent_response"
             }
+            ServerMessage::Error(_) => "error",
             ServerMessage::Unknown { kind } => kind,
         }
     }
@@ -540,11 +557,13 @@ impl ServerMessage<'_> {
                 json!({"type":"user_transcript","user_transcription_event":{"user_transcript":text}}).to_string()
             }
             ServerMessage::Ping { event_id, ping_ms } => {
+                // `ping_ms` is always present, `null` on the first ping (the SDK reads the key).
                 let mut out = String::from("{\"type\":\"ping\",\"ping_event\":{\"event_id\":");
                 out.push_str(&event_id.to_string());
-                if let Some(ms) = ping_ms {
-                    out.push_str(",\"ping_ms\":");
-                    out.push_str(&ms.to_string());
+                out.push_str(",\"ping_ms\":");
+                match ping_ms {
+                    Some(ms) => out.push_str(&ms.to_string()),
+                    None => out.push_str("null"),
                 }
                 out.push_str("}}");
                 out
@@ -558,6 +577,7 @@ impl ServerMessage<'_> {
                 "tentative_agent_response_internal_event": {"tentative_agent_response": text}
             })
             .to_string(),
+            ServerMessage::Error(e) => json!({"type":"error","error_event":e}).to_string(),
             ServerMessage::Unknown { kind } => {
                 let mut out = String::from("{\"type\":");
                 push_str_lit(&mut out, kind);
@@ -592,6 +612,7 @@ impl ServerMessage<'_> {
             ServerMessage::UserTranscript { text } => ServerMessage::UserTranscript { text },
             ServerMessage::Ping { event_id, ping_ms } => ServerMessage::Ping { event_id, ping_ms },
             ServerMessage::ClientToolCall(c) => ServerMessage::ClientToolCall(c),
+            ServerMessage::Error(e) => ServerMessage::Error(e),
             ServerMessage::VadScore { score } => ServerMessage::VadScore { score },
             ServerMessage::InternalTentativeAgentResponse { text } => {
                 ServerMessage::InternalTentativeAgentResponse { text }
@@ -616,6 +637,7 @@ mod tests {
         r#"{"type":"client_tool_call","client_tool_call":{"tool_name":"take_order","tool_call_id":"call_1","parameters":{"items":[{"name":"Margherita","quantity":2}]}}}"#,
         r#"{"type":"vad_score","vad_score_event":{"vad_score":0.75}}"#,
         r#"{"type":"internal_tentative_agent_response","tentative_agent_response_internal_event":{"tentative_agent_response":"Sure"}}"#,
+        r#"{"type":"error","error_event":{"error_type":"override_error","code":1008,"message":"Override for field 'first_message' is not allowed by config."}}"#,
     ];
 
     const CLIENT: &[&str] = &[
@@ -698,6 +720,15 @@ mod tests {
             ServerMessage::InternalTentativeAgentResponse {
                 text: "Sure".into()
             }
+        );
+        let ServerMessage::Error(e) = &parsed[10] else {
+            panic!("{:?}", parsed[10])
+        };
+        assert_eq!((e.error_type.as_deref(), e.code), (Some("override_error"), Some(1008)));
+        // An error event without details is still an error, not a malformed frame.
+        assert_eq!(
+            parse_server(r#"{"type":"error"}"#).unwrap(),
+            ServerMessage::Error(AgentErrorEvent::default())
         );
         for (frame, msg) in SERVER.iter().zip(&parsed) {
             same_json(frame, &msg.to_json());

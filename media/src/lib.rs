@@ -45,7 +45,7 @@ pub enum CodecError {
     #[error("payload is not valid base64")]
     InvalidBase64,
     /// An audio format name that is not one of the documented ones.
-    #[error("unknown audio format `{0}` (expected ulaw_8000, pcm_8000, pcm_16000, pcm_22050, pcm_24000 or pcm_44100)")]
+    #[error("unknown audio format `{0}` (expected ulaw_8000, pcm_8000, pcm_16000, pcm_22050, pcm_24000, pcm_44100 or pcm_48000)")]
     UnknownFormat(String),
 }
 

@@ -29,8 +29,21 @@ pub enum Format {
     Pcm(u32),
 }
 
-/// The PCM rates ElevenLabs documents (plus 8 kHz).
-pub const PCM_RATES: [u32; 5] = [8000, 16000, 22050, 24000, 44100];
+/// The PCM rates ElevenLabs documents for agent output and user input (`pcm_8000` …
+/// `pcm_48000`: the ConvAI AsyncAPI enums and the official SDK's `tts_output_format` /
+/// `asr_input_format`).
+pub const PCM_RATES: [u32; 6] = [8000, 16000, 22050, 24000, 44100, 48000];
+
+/// Every format name an ElevenLabs agent may use, both ways.
+pub const FORMAT_NAMES: [&str; 7] = [
+    "ulaw_8000",
+    "pcm_8000",
+    "pcm_16000",
+    "pcm_22050",
+    "pcm_24000",
+    "pcm_44100",
+    "pcm_48000",
+];
 
 impl Format {
     /// The default ElevenLabs agent format.
@@ -224,6 +237,7 @@ mod tests {
             ("pcm_22050", Format::Pcm(22050)),
             ("pcm_24000", Format::Pcm(24000)),
             ("pcm_44100", Format::Pcm(44100)),
+            ("pcm_48000", Format::Pcm(48000)),
         ] {
             assert_eq!(s.parse::<Format>().unwrap(), f);
             assert_eq!(f.to_string(), s);
@@ -233,8 +247,13 @@ mod tests {
                 f
             );
         }
+        for name in FORMAT_NAMES {
+            assert_eq!(name.parse::<Format>().unwrap().to_string(), name);
+        }
         for bad in [
             "ulaw_16000",
+            "pcm_32000",
+            "alaw_8000",
             "pcm_16001",
             "pcm_",
             "mp3_44100_128",
