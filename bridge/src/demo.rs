@@ -258,6 +258,10 @@ fn check(
     if placed.decision.label() != want_edge {
         failures.push(format!("edge answered {:?}, expected {want_edge:?}", placed.decision.label()));
     }
+    // What Twilio speaks is checked only when the edge gave the expected kind of answer.
+    if (e.say_language.is_some() || e.say_voice.is_some()) && placed.decision.label() == want_edge {
+        check_says(&placed.twiml, e.say_language.as_deref(), e.say_voice.as_deref(), failures);
+    }
     if want_edge != "stream" {
         if placed.caller.is_some() {
             failures.push("an after-hours call must not open a media stream".into());
@@ -324,6 +328,31 @@ fn check(
     if let Some(want) = e.fallback {
         if r.fallback.is_some() != want {
             failures.push(format!("fallback = {}, expected {want}", r.fallback.is_some()));
+        }
+    }
+}
+
+/// Every `<Say>` in the edge's TwiML carries the expected `language` and `voice` (a Twilio locale
+/// such as `it-IT`, never the ElevenLabs code `it`), and there is at least one.
+fn check_says(twiml: &str, language: Option<&str>, voice: Option<&str>, failures: &mut Vec<String>) {
+    let doc = match roxmltree::Document::parse(twiml) {
+        Ok(d) => d,
+        Err(e) => {
+            failures.push(format!("the edge's TwiML does not parse: {e}"));
+            return;
+        }
+    };
+    let says: Vec<_> = doc.descendants().filter(|n| n.is_element() && n.tag_name().name() == "Say").collect();
+    if says.is_empty() {
+        failures.push("the edge's TwiML has no <Say> to check the language of".into());
+    }
+    for say in says {
+        for (attr, want) in [("language", language), ("voice", voice)] {
+            let Some(want) = want else { continue };
+            let got = say.attribute(attr);
+            if got != Some(want) {
+                failures.push(format!("<Say {attr}> is {got:?}, expected {want:?}"));
+            }
         }
     }
 }
@@ -641,6 +670,24 @@ mod tests {
     }
 
     #[test]
+    fn the_after_hours_scenario_wants_twilio_s_italian_not_the_elevenlabs_code() {
+        let s = scenario("trattoria-after-hours.toml");
+        let placed = |twiml: &str| PlacedCall {
+            call_sid: "CA1".into(),
+            twiml: twiml.into(),
+            decision: crate::frontdoor::parse_twiml(twiml).unwrap(),
+            caller: None,
+        };
+        let italian = pulsara_core::twiml::SayVoice::new("it-IT", None).unwrap().say_record("Siamo chiusi.", 90, "https://e/rec");
+        assert_eq!(failures(&s, &placed(&italian), RecordSeen::NotAsked), Vec::<String>::new());
+        // What the edge answered before agent.language and the Twilio locale were told apart.
+        let old = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say language="it">Siamo chiusi.</Say><Record maxLength="90" playBeep="true"/><Hangup/></Response>"#;
+        let f = failures(&s, &placed(old), RecordSeen::NotAsked);
+        assert!(f.iter().any(|m| m.contains("<Say language>") && m.contains("it-IT")), "{f:?}");
+        assert!(f.iter().any(|m| m.contains("<Say voice>")), "{f:?}");
+    }
+
+    #[test]
     fn a_dialled_fallback_counts_as_a_transfer_and_a_missing_record_fails_only_when_looked_for() {
         let s = scenario("brooklyn-elevenlabs-drop.toml");
         let placed = streamed();
@@ -675,7 +722,7 @@ mod tests {
         assert_eq!(failures(&closed, &streamed(), RecordSeen::NotAsked).len(), 2);
         let voicemail = PlacedCall {
             call_sid: "CA2".into(),
-            twiml: String::new(),
+            twiml: pulsara_core::twiml::SayVoice::new("it-IT", None).unwrap().say_record("Closed", 90, ""),
             decision: EdgeDecision::Voicemail { message: "Closed".into() },
             caller: None,
         };

@@ -145,6 +145,8 @@ mod tests {
             prompt.contains("Trattoria Roma") && !prompt.contains("{{restaurant_name}}"),
             "{prompt}"
         );
-        assert_eq!(agent.language.as_deref(), Some("en"));
+        // ElevenLabs gets its own language code, never the Twilio locale (`it-IT`).
+        assert_eq!(agent.language.as_deref(), Some("it"));
+        assert_eq!(cfg.say_voice().language(), "it-IT");
     }
 }

@@ -4,11 +4,17 @@
 //!
 //! Evolution rule: fields are only ever added, with `#[serde(default)]`, so an older reader accepts a
 //! newer document.
+//!
+//! Deserialising checks shapes only; [`RestaurantConfig::validate`] checks the values two vendors
+//! must understand (the ElevenLabs agent language and the Twilio `<Say>` locale and voice) and is
+//! run wherever a configuration is loaded, so a bad one is refused with an error naming the field.
 
 use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, NaiveTime, Weekday};
 use serde::{Deserialize, Serialize};
+
+use crate::twiml::{say_locale, SayError, SayVoice};
 
 /// Everything the phone agent needs to know about one restaurant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +78,31 @@ impl RestaurantConfig {
             .as_deref()
             .or(self.staff_number.as_deref())
     }
+
+    /// Checks the values vendors must understand: `agent.language` is an ElevenLabs agent
+    /// language, and the Twilio `<Say>` locale and voice ([`AgentConfig::twilio_say`], or the
+    /// defaults for the agent's language) are a known locale and a voice that speaks it.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.agent.resolve_say_voice().map(|_| ())
+    }
+
+    /// The language and voice of every `<Say>` Pulsara emits for this restaurant (after hours,
+    /// busy, fallbacks): never the ElevenLabs code. See [`AgentConfig::say_voice`].
+    pub fn say_voice(&self) -> SayVoice {
+        self.agent.say_voice()
+    }
+}
+
+/// A configuration value that cannot work, naming the field (`agent.language`,
+/// `agent.twilio_say.voice`, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
 }
 
 /// Weekly opening hours plus exceptions, in the restaurant's time zone.
@@ -146,8 +177,16 @@ pub struct AgentConfig {
     /// System prompt with `{{variable}}` placeholders filled from the call's dynamic variables.
     pub prompt_template: String,
     pub first_message: String,
+    /// The ElevenLabs agent language (`en`, `it`, `ja`, `pt-br`; see [`ELEVENLABS_LANGUAGES`]),
+    /// sent to ElevenLabs as the conversation's language. Twilio spells languages differently:
+    /// what Twilio itself speaks uses [`AgentConfig::twilio_say`].
     #[serde(default = "default_language")]
     pub language: String,
+    /// The Twilio `<Say>` locale and voice for what Twilio speaks for this restaurant
+    /// (after-hours, busy and fallback messages). Unset (or a field of it unset): the defaults
+    /// for `language`.
+    #[serde(default)]
+    pub twilio_say: Option<TwilioSay>,
     /// Spoken when the restaurant's concurrency cap is reached.
     #[serde(default)]
     pub busy_message: Option<String>,
@@ -160,12 +199,151 @@ fn default_language() -> String {
     "en".to_owned()
 }
 
+/// The Twilio `<Say>` language and voice a restaurant chooses instead of the defaults for its
+/// agent language, e.g. `{"language": "it-IT", "voice": "Polly.Bianca"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TwilioSay {
+    /// A Twilio locale from [`crate::twiml::SAY_LOCALES`] (`it-IT`, `ja-JP`, `pt-BR`); unset: the
+    /// default for the agent's language.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// `Polly.<Name>` or `Google.<locale>-<model>-<variant>`, a voice that speaks `language`;
+    /// unset: the locale's default voice.
+    #[serde(default)]
+    pub voice: Option<String>,
+}
+
+/// The languages ElevenLabs agents speak (the codes of `conversation_config_override.agent
+/// .language`: the Flash/Turbo v2.5 languages plus `pt-br`), each with the Twilio `<Say>` locale
+/// used by default for what Twilio speaks. `None`: Twilio has no voice for it, so the restaurant
+/// must name a locale in `agent.twilio_say.language`.
+pub const ELEVENLABS_LANGUAGES: &[(&str, Option<&str>)] = &[
+    ("en", Some("en-US")),
+    ("ja", Some("ja-JP")),
+    ("zh", Some("cmn-CN")),
+    ("de", Some("de-DE")),
+    ("hi", Some("hi-IN")),
+    ("fr", Some("fr-FR")),
+    ("ko", Some("ko-KR")),
+    ("pt", Some("pt-PT")),
+    ("pt-br", Some("pt-BR")),
+    ("it", Some("it-IT")),
+    ("es", Some("es-ES")),
+    ("id", Some("id-ID")),
+    ("nl", Some("nl-NL")),
+    ("tr", Some("tr-TR")),
+    ("fil", Some("fil-PH")),
+    ("pl", Some("pl-PL")),
+    ("sv", Some("sv-SE")),
+    ("bg", Some("bg-BG")),
+    ("ro", Some("ro-RO")),
+    ("ar", Some("arb")),
+    ("cs", Some("cs-CZ")),
+    ("el", Some("el-GR")),
+    ("fi", Some("fi-FI")),
+    ("hr", None),
+    ("ms", Some("ms-MY")),
+    ("sk", Some("sk-SK")),
+    ("da", Some("da-DK")),
+    ("ta", Some("ta-IN")),
+    ("uk", Some("uk-UA")),
+    ("ru", Some("ru-RU")),
+    ("hu", Some("hu-HU")),
+    ("no", Some("nb-NO")),
+    ("vi", Some("vi-VN")),
+];
+
+/// The default Twilio `<Say>` locale for an ElevenLabs agent language: `Err` when the code is
+/// not an ElevenLabs agent language, `Ok(None)` when Twilio has no voice for it.
+fn elevenlabs_default_locale(code: &str) -> Result<Option<&'static str>, ()> {
+    ELEVENLABS_LANGUAGES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, locale)| *locale)
+        .ok_or(())
+}
+
+impl AgentConfig {
+    /// The `<Say>` language and voice for this agent: `twilio_say` where it is set, otherwise
+    /// the default locale of `language` ([`ELEVENLABS_LANGUAGES`]) and that locale's default
+    /// voice ([`crate::twiml::SayLocale::default_voice`]).
+    ///
+    /// # Errors
+    /// [`ConfigError`] for `agent.language` when it is not an ElevenLabs agent language;
+    /// `agent.twilio_say.language` for an unknown Twilio locale, or none given where the agent
+    /// language has no default; `agent.twilio_say.voice` for a voice that does not speak the locale.
+    pub fn resolve_say_voice(&self) -> Result<SayVoice, ConfigError> {
+        let default_locale = elevenlabs_default_locale(&self.language).map_err(|()| {
+            let mut reason = format!(
+                "{:?} is not an ElevenLabs agent language; use one of {}",
+                self.language,
+                ELEVENLABS_LANGUAGES
+                    .iter()
+                    .map(|(c, _)| *c)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if say_locale(&self.language).is_some() {
+                reason.push_str(&format!(
+                    " ({:?} is a Twilio <Say> locale: it belongs in agent.twilio_say.language)",
+                    self.language
+                ));
+            }
+            ConfigError {
+                field: "agent.language",
+                reason,
+            }
+        })?;
+        let chosen = self.twilio_say.clone().unwrap_or_default();
+        let locale = match (chosen.language.as_deref(), default_locale) {
+            (Some(l), _) => l,
+            (None, Some(l)) => l,
+            (None, None) => {
+                return Err(ConfigError {
+                    field: "agent.twilio_say.language",
+                    reason: format!(
+                        "Twilio <Say> has no voice for the ElevenLabs language {:?}; name the Twilio locale Twilio should speak for this restaurant (for example en-US)",
+                        self.language
+                    ),
+                })
+            }
+        };
+        SayVoice::new(locale, chosen.voice.as_deref()).map_err(|e| ConfigError {
+            field: match e {
+                SayError::UnknownLanguage(_) => "agent.twilio_say.language",
+                SayError::VoiceMismatch { .. } => "agent.twilio_say.voice",
+            },
+            reason: e.to_string(),
+        })
+    }
+
+    /// [`AgentConfig::resolve_say_voice`] for a configuration that was validated when it was
+    /// loaded. For one that was not, it keeps what is usable (a known override locale, else the
+    /// agent language's default locale, with that locale's default voice) and otherwise falls
+    /// back to [`SayVoice::default`], so a document can always be spoken.
+    pub fn say_voice(&self) -> SayVoice {
+        self.resolve_say_voice().unwrap_or_else(|_| {
+            let chosen = self
+                .twilio_say
+                .as_ref()
+                .and_then(|t| t.language.as_deref())
+                .filter(|l| say_locale(l).is_some());
+            chosen
+                .or_else(|| elevenlabs_default_locale(&self.language).ok().flatten())
+                .and_then(|l| SayVoice::new(l, None).ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum DtmfAction {
     TransferToStaff,
     /// Send this text to the agent as a contextual update.
-    Say { text: String },
+    Say {
+        text: String,
+    },
     EndCall,
 }
 
@@ -361,7 +539,11 @@ mod weekday_serde {
     ];
 
     pub fn serialize<S: Serializer>(day: &Weekday, s: S) -> Result<S::Ok, S::Error> {
-        let name = NAMES.iter().find(|(_, d)| d == day).map(|(n, _)| *n).unwrap_or("mon");
+        let name = NAMES
+            .iter()
+            .find(|(_, d)| d == day)
+            .map(|(n, _)| *n)
+            .unwrap_or("mon");
         s.serialize_str(name)
     }
 
@@ -393,10 +575,148 @@ mod tests {
         assert_eq!(cfg.hours.weekly[0].day, Weekday::Fri);
         assert_eq!(cfg.max_concurrent_calls, 20);
         assert_eq!(cfg.region, "default");
-        assert!(matches!(cfg.after_hours, AfterHours::Voicemail { max_length_secs: 120, .. }));
+        assert!(matches!(
+            cfg.after_hours,
+            AfterHours::Voicemail {
+                max_length_secs: 120,
+                ..
+            }
+        ));
         let back: RestaurantConfig =
             serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    fn agent(language: &str, twilio_say: Option<(Option<&str>, Option<&str>)>) -> AgentConfig {
+        AgentConfig {
+            elevenlabs_agent_id: "a".into(),
+            voice_id: None,
+            prompt_template: "p".into(),
+            first_message: "hi".into(),
+            language: language.into(),
+            twilio_say: twilio_say.map(|(l, v)| TwilioSay {
+                language: l.map(str::to_owned),
+                voice: v.map(str::to_owned),
+            }),
+            busy_message: None,
+            apology_message: None,
+        }
+    }
+
+    fn said(a: &AgentConfig) -> (String, String) {
+        let v = a.resolve_say_voice().unwrap_or_else(|e| panic!("{e}"));
+        (v.language().to_owned(), v.voice().to_owned())
+    }
+
+    #[test]
+    fn agent_languages_map_to_twilio_locales_with_a_voice() {
+        let pair = |l: &str, v: &str| (l.to_owned(), v.to_owned());
+        assert_eq!(said(&agent("en", None)), pair("en-US", "Polly.Joanna"));
+        assert_eq!(said(&agent("it", None)), pair("it-IT", "Polly.Bianca"));
+        assert_eq!(said(&agent("ja", None)), pair("ja-JP", "Polly.Mizuki"));
+        assert_eq!(said(&agent("pt-br", None)), pair("pt-BR", "Polly.Camila"));
+        assert_eq!(said(&agent("pt", None)), pair("pt-PT", "Polly.Ines"));
+        assert_eq!(said(&agent("zh", None)), pair("cmn-CN", "Polly.Zhiyu"));
+        assert_eq!(said(&agent("no", None)), pair("nb-NO", "Polly.Liv"));
+        assert_eq!(
+            said(&agent("vi", None)),
+            pair("vi-VN", "Google.vi-VN-Standard-A")
+        );
+        // Every default locale is one the <Say> table knows, so each mapped language resolves.
+        for (code, locale) in ELEVENLABS_LANGUAGES {
+            match locale {
+                Some(l) => assert_eq!(said(&agent(code, None)).0, *l, "{code}"),
+                None => assert!(agent(code, None).resolve_say_voice().is_err(), "{code}"),
+            }
+        }
+        // An override wins, field by field.
+        assert_eq!(
+            said(&agent("it", Some((None, Some("Polly.Giorgio"))))),
+            pair("it-IT", "Polly.Giorgio")
+        );
+        assert_eq!(
+            said(&agent("en", Some((Some("en-GB"), None)))),
+            pair("en-GB", "Polly.Amy")
+        );
+        assert_eq!(
+            said(&agent("hr", Some((Some("en-US"), Some("Polly.Matthew"))))),
+            pair("en-US", "Polly.Matthew")
+        );
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let field = |a: AgentConfig| a.resolve_say_voice().unwrap_err().field;
+        assert_eq!(field(agent("xx", None)), "agent.language");
+        assert_eq!(field(agent("IT", None)), "agent.language");
+        let err = agent("it-IT", None).resolve_say_voice().unwrap_err();
+        assert_eq!(err.field, "agent.language");
+        assert!(
+            err.to_string().contains("agent.twilio_say.language"),
+            "{err}"
+        );
+        // The ElevenLabs code is not a Twilio locale.
+        assert_eq!(
+            field(agent("it", Some((Some("it"), None)))),
+            "agent.twilio_say.language"
+        );
+        assert_eq!(field(agent("hr", None)), "agent.twilio_say.language");
+        let err = agent("it", Some((Some("it-IT"), Some("Polly.Mizuki"))))
+            .resolve_say_voice()
+            .unwrap_err();
+        assert_eq!(err.field, "agent.twilio_say.voice");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("agent.twilio_say.voice: ") && text.contains("Polly.Bianca"),
+            "{text}"
+        );
+        // A voice of another locale than the default one is refused too.
+        assert_eq!(
+            field(agent("ja", Some((None, Some("Polly.Bianca"))))),
+            "agent.twilio_say.voice"
+        );
+    }
+
+    #[test]
+    fn a_loaded_config_is_validated_and_speaks_its_twilio_locale() {
+        let json = |agent: &str| {
+            format!(
+                r#"{{"id": "r1", "version": 1, "name": "R1", "phone_numbers": ["+390600000001"],
+                    "time_zone": "Europe/Rome", "hours": {{"weekly": []}},
+                    "after_hours": {{"mode": "message", "message": "Siamo chiusi"}},
+                    "agent": {{"elevenlabs_agent_id": "a", "prompt_template": "p", "first_message": "Ciao", {agent}}}}}"#
+            )
+        };
+        let cfg: RestaurantConfig = serde_json::from_str(&json(r#""language": "it""#)).unwrap();
+        cfg.validate().unwrap();
+        let doc = cfg.say_voice().after_hours(&cfg.after_hours, "");
+        assert!(
+            doc.contains(r#"<Say language="it-IT" voice="Polly.Bianca">Siamo chiusi</Say>"#),
+            "{doc}"
+        );
+        let cfg: RestaurantConfig = serde_json::from_str(&json(
+            r#""language": "it", "twilio_say": {"language": "it-IT", "voice": "Polly.Carla"}"#,
+        ))
+        .unwrap();
+        assert_eq!(cfg.say_voice().voice(), "Polly.Carla");
+        let back: RestaurantConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        // Invalid documents still parse (older readers, newer writers) but do not validate, and
+        // what Twilio speaks stays a real locale with a voice.
+        let cfg: RestaurantConfig = serde_json::from_str(&json(
+            r#""language": "it", "twilio_say": {"voice": "Polly.Joanna"}"#,
+        ))
+        .unwrap();
+        assert_eq!(cfg.validate().unwrap_err().field, "agent.twilio_say.voice");
+        assert_eq!(
+            (cfg.say_voice().language(), cfg.say_voice().voice()),
+            ("it-IT", "Polly.Bianca")
+        );
+        let cfg: RestaurantConfig =
+            serde_json::from_str(&json(r#""language": "klingon""#)).unwrap();
+        assert_eq!(cfg.validate().unwrap_err().field, "agent.language");
+        assert_eq!(cfg.say_voice(), SayVoice::default());
     }
 
     #[test]

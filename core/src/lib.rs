@@ -17,7 +17,8 @@
 //!
 //! Data flow for a voice webhook at the edge: [`twilio::parse_form`] → [`twilio::validate`] →
 //! [`phone::normalize_e164`] (find the restaurant's [`config::RestaurantConfig`]) →
-//! [`hours::status`] → [`twiml::stream`] with a [`handoff`] token, or [`twiml::after_hours`].
+//! [`hours::status`] → [`twiml::stream`] with a [`handoff`] token, or
+//! [`twiml::SayVoice::after_hours`] in the restaurant's [`config::RestaurantConfig::say_voice`].
 //!
 //! Time is always passed in (`now`), never read here.
 #![forbid(unsafe_code)]

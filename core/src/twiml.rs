@@ -2,9 +2,17 @@
 //! attribute goes through one escaping writer, so a restaurant's message, a caller's number or a
 //! token can never break the document or inject verbs.
 //!
-//! Documents: [`stream`] (open: hand the call to the bridge), [`after_hours`] (closed: the
-//! restaurant's mode), [`unknown_number`], [`busy`] and [`fallback`] (something failed: never leave
-//! Twilio without an answer).
+//! Documents: [`stream`] (open: hand the call to the bridge) and [`dial`] speak nothing; the
+//! documents that speak are methods of the [`SayVoice`] they speak with — [`SayVoice::after_hours`]
+//! (closed: the restaurant's mode), [`SayVoice::unknown_number`], [`SayVoice::busy`] and
+//! [`SayVoice::fallback`] (something failed: never leave Twilio without an answer),
+//! [`SayVoice::say_dial`], [`SayVoice::say_record`], [`SayVoice::say_hangup`] — so no `<Say>` is
+//! written without a Twilio locale and a voice that speaks it.
+//!
+//! `<Say language>` takes a Twilio locale (`it-IT`), not the ElevenLabs agent language (`it`);
+//! [`crate::config::RestaurantConfig::say_voice`] maps one to the other. [`SAY_LOCALES`] is the
+//! table of locales and voices accepted here, from Twilio's text-to-speech voice list (Amazon
+//! Polly and Google voices, as `Polly.<Name>` / `Google.<locale>-<model>-<variant>`).
 
 use crate::config::AfterHours;
 
@@ -27,6 +35,284 @@ pub enum TwimlError {
     #[error("stream parameter names must not be empty")]
     EmptyParameterName,
 }
+
+/// One Twilio `<Say>` locale and the voices that speak it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SayLocale {
+    /// The `language` attribute value, spelled as Twilio spells it (`it-IT`, `cmn-CN`, `arb`).
+    pub code: &'static str,
+    /// Amazon Polly voices, as Twilio names them after `Polly.` (`Bianca`, `Adriano-Neural`).
+    pub polly: &'static [&'static str],
+    /// Whether Google voices (`Google.<code>-…`) exist for the locale.
+    pub google: bool,
+    /// The default voice of a locale without Polly voices; otherwise the first Polly voice (a
+    /// standard one) is the default.
+    google_default: &'static str,
+}
+
+const fn polly(code: &'static str, voices: &'static [&'static str], google: bool) -> SayLocale {
+    SayLocale {
+        code,
+        polly: voices,
+        google,
+        google_default: "",
+    }
+}
+
+const fn google(code: &'static str, default_voice: &'static str) -> SayLocale {
+    SayLocale {
+        code,
+        polly: &[],
+        google: true,
+        google_default: default_voice,
+    }
+}
+
+/// The `<Say>` locales a configuration may name, with their voices. Locales missing here may
+/// exist at Twilio; add them (with voices that speak them) before a restaurant uses one.
+#[rustfmt::skip]
+pub const SAY_LOCALES: &[SayLocale] = &[
+    polly("en-US", &["Joanna", "Ivy", "Joey", "Justin", "Kendra", "Kimberly", "Matthew", "Salli",
+        "Joanna-Neural", "Ivy-Neural", "Joey-Neural", "Justin-Neural", "Kendra-Neural",
+        "Kevin-Neural", "Kimberly-Neural", "Matthew-Neural", "Salli-Neural", "Ruth-Neural",
+        "Stephen-Neural", "Danielle-Neural", "Gregory-Neural"], true),
+    polly("en-GB", &["Amy", "Brian", "Emma", "Amy-Neural", "Brian-Neural", "Emma-Neural", "Arthur-Neural"], true),
+    polly("en-AU", &["Nicole", "Russell", "Olivia-Neural"], true),
+    polly("en-IN", &["Raveena", "Aditi", "Kajal-Neural"], true),
+    polly("en-GB-WLS", &["Geraint"], false),
+    polly("cy-GB", &["Gwyneth"], false),
+    polly("it-IT", &["Bianca", "Carla", "Giorgio", "Bianca-Neural", "Adriano-Neural"], true),
+    polly("ja-JP", &["Mizuki", "Takumi", "Takumi-Neural", "Kazuha-Neural", "Tomoko-Neural"], true),
+    polly("de-DE", &["Marlene", "Vicki", "Hans", "Vicki-Neural", "Daniel-Neural"], true),
+    polly("fr-FR", &["Celine", "Lea", "Mathieu", "Lea-Neural", "Remi-Neural"], true),
+    polly("fr-CA", &["Chantal", "Gabrielle-Neural", "Liam-Neural"], true),
+    polly("es-ES", &["Lucia", "Conchita", "Enrique", "Lucia-Neural", "Sergio-Neural"], true),
+    polly("es-MX", &["Mia", "Mia-Neural", "Andres-Neural"], false),
+    polly("es-US", &["Penelope", "Lupe", "Miguel", "Lupe-Neural", "Pedro-Neural"], true),
+    polly("pt-BR", &["Camila", "Vitoria", "Ricardo", "Camila-Neural", "Vitoria-Neural", "Thiago-Neural"], true),
+    polly("pt-PT", &["Ines", "Cristiano", "Ines-Neural"], true),
+    polly("nl-NL", &["Lotte", "Ruben", "Laura-Neural"], true),
+    polly("da-DK", &["Naja", "Mads", "Sofie-Neural"], true),
+    polly("nb-NO", &["Liv", "Ida-Neural"], true),
+    polly("sv-SE", &["Astrid", "Elin-Neural"], true),
+    polly("pl-PL", &["Ewa", "Maja", "Jacek", "Jan", "Ola-Neural"], true),
+    polly("ro-RO", &["Carmen"], true),
+    polly("ru-RU", &["Tatyana", "Maxim"], true),
+    polly("tr-TR", &["Filiz"], true),
+    polly("is-IS", &["Dora", "Karl"], true),
+    polly("ko-KR", &["Seoyeon", "Seoyeon-Neural"], true),
+    polly("cmn-CN", &["Zhiyu", "Zhiyu-Neural"], true),
+    polly("hi-IN", &["Aditi", "Kajal-Neural"], true),
+    polly("arb", &["Zeina"], false),
+    google("fi-FI", "Google.fi-FI-Standard-A"),
+    google("bg-BG", "Google.bg-BG-Standard-A"),
+    google("cs-CZ", "Google.cs-CZ-Standard-A"),
+    google("el-GR", "Google.el-GR-Standard-A"),
+    google("fil-PH", "Google.fil-PH-Standard-A"),
+    google("hu-HU", "Google.hu-HU-Standard-A"),
+    google("id-ID", "Google.id-ID-Standard-A"),
+    google("ms-MY", "Google.ms-MY-Standard-A"),
+    google("sk-SK", "Google.sk-SK-Standard-A"),
+    google("ta-IN", "Google.ta-IN-Standard-C"),
+    google("uk-UA", "Google.uk-UA-Standard-A"),
+    google("vi-VN", "Google.vi-VN-Standard-A"),
+];
+
+/// The table entry for a Twilio locale, spelled exactly as Twilio spells it.
+pub fn say_locale(code: &str) -> Option<&'static SayLocale> {
+    SAY_LOCALES.iter().find(|l| l.code == code)
+}
+
+impl SayLocale {
+    /// Whether `voice` (`Polly.Bianca`, `Google.it-IT-Wavenet-B`) speaks this locale.
+    pub fn speaks(&self, voice: &str) -> bool {
+        if let Some(name) = voice.strip_prefix("Polly.") {
+            return self.polly.contains(&name);
+        }
+        if let Some(rest) = voice.strip_prefix("Google.") {
+            // Google voice names are `<locale>-<model>-<variant>`; the model and variant lists
+            // change often, so only the locale is checked.
+            return self.google
+                && rest.strip_prefix(self.code).is_some_and(|tail| {
+                    tail.len() > 1
+                        && tail.starts_with('-')
+                        && tail[1..]
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+        }
+        false
+    }
+
+    /// The voice for a configuration that names only the locale.
+    pub fn default_voice(&self) -> String {
+        match self.polly.first() {
+            Some(name) => format!("Polly.{name}"),
+            None => self.google_default.to_owned(),
+        }
+    }
+
+    /// The voices a configuration may name for this locale, for error messages.
+    pub fn describe_voices(&self) -> String {
+        let mut names: Vec<String> = self.polly.iter().map(|p| format!("Polly.{p}")).collect();
+        if self.google {
+            names.push(format!("Google.{}-<model>-<variant>", self.code));
+        }
+        names.join(", ")
+    }
+}
+
+/// Why a `<Say>` language or voice was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SayError {
+    #[error("{0:?} is not a Twilio <Say> locale known here; use one of {known}", known = known_locales())]
+    UnknownLanguage(String),
+    #[error("{voice:?} does not speak {language}; voices for {language}: {voices}")]
+    VoiceMismatch {
+        voice: String,
+        language: String,
+        voices: String,
+    },
+}
+
+fn known_locales() -> String {
+    SAY_LOCALES
+        .iter()
+        .map(|l| l.code)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The language and voice every `<Say>` of a document is spoken with: a Twilio locale and a
+/// voice that speaks it, checked against [`SAY_LOCALES`] when built. For a restaurant, get it
+/// from [`crate::config::RestaurantConfig::say_voice`]; [`SayVoice::default`] (`en-US`,
+/// `Polly.Joanna`) is for calls no restaurant is known for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SayVoice {
+    language: String,
+    voice: String,
+}
+
+impl Default for SayVoice {
+    fn default() -> Self {
+        SayVoice {
+            language: "en-US".to_owned(),
+            voice: "Polly.Joanna".to_owned(),
+        }
+    }
+}
+
+impl SayVoice {
+    /// `language` (a Twilio locale) with `voice`, or with the locale's default voice when `None`.
+    ///
+    /// # Errors
+    /// [`SayError::UnknownLanguage`] for a locale not in [`SAY_LOCALES`] (compared exactly:
+    /// `it-IT`, not `it-it` or `it`); [`SayError::VoiceMismatch`] for a voice that does not speak it.
+    pub fn new(language: &str, voice: Option<&str>) -> Result<SayVoice, SayError> {
+        let locale =
+            say_locale(language).ok_or_else(|| SayError::UnknownLanguage(language.to_owned()))?;
+        let voice = match voice {
+            Some(v) if locale.speaks(v) => v.to_owned(),
+            Some(v) => {
+                return Err(SayError::VoiceMismatch {
+                    voice: v.to_owned(),
+                    language: locale.code.to_owned(),
+                    voices: locale.describe_voices(),
+                })
+            }
+            None => locale.default_voice(),
+        };
+        Ok(SayVoice {
+            language: locale.code.to_owned(),
+            voice,
+        })
+    }
+
+    /// The `language` attribute (`it-IT`).
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+
+    /// The `voice` attribute (`Polly.Bianca`).
+    pub fn voice(&self) -> &str {
+        &self.voice
+    }
+
+    /// Speaks `message`, then hangs up.
+    pub fn say_hangup(&self, message: &str) -> String {
+        let mut x = Doc::new();
+        x.say(message, Some(self));
+        x.empty("Hangup", &[]);
+        x.finish()
+    }
+
+    /// Speaks `message`, then records a voicemail of at most `max_length_secs` after a beep;
+    /// Twilio posts the recording to `recording_status_callback_url`.
+    ///
+    /// The same URL is the `<Record>`'s `action`: without one Twilio requests the *current
+    /// document* (the voice webhook) when the recording ends, which would replay the after-hours
+    /// message in a loop. The action's reply (an empty `<Response/>`, as the status route gives)
+    /// ends the call. With an empty URL neither attribute is set; then the caller must handle
+    /// that request itself.
+    pub fn say_record(
+        &self,
+        message: &str,
+        max_length_secs: u32,
+        recording_status_callback_url: &str,
+    ) -> String {
+        say_record_doc(
+            message,
+            Some(self),
+            max_length_secs,
+            recording_status_callback_url,
+        )
+    }
+
+    /// Optionally speaks `message`, then dials `number` (ringing `timeout_secs`), presenting
+    /// `caller_id` when given.
+    pub fn say_dial(
+        &self,
+        message: Option<&str>,
+        number: &str,
+        caller_id: Option<&str>,
+        timeout_secs: u32,
+    ) -> String {
+        say_dial_doc(message, Some(self), number, caller_id, timeout_secs)
+    }
+
+    /// A polite generic message for a number no restaurant owns, then hang up.
+    pub fn unknown_number(&self) -> String {
+        self.say_hangup(UNKNOWN_NUMBER_MESSAGE)
+    }
+
+    /// The safe answer when something failed: dial `number` when one is known (the restaurant's
+    /// fallback or staff line), otherwise speak `apology` and hang up.
+    pub fn fallback(&self, number: Option<&str>, apology: &str) -> String {
+        fallback_doc(number, apology, Some(self))
+    }
+
+    /// All lines are busy: speak `message`, then dial `number` if given, else hang up.
+    pub fn busy(&self, message: &str, number: Option<&str>) -> String {
+        busy_doc(message, number, Some(self))
+    }
+
+    /// The restaurant's after-hours mode: message + hang up, message + voicemail (recording
+    /// posted to `recording_callback_url`), or optional message + forward.
+    pub fn after_hours(&self, mode: &AfterHours, recording_callback_url: &str) -> String {
+        match mode {
+            AfterHours::Message { message } => self.say_hangup(message),
+            AfterHours::Voicemail {
+                message,
+                max_length_secs,
+            } => self.say_record(message, *max_length_secs, recording_callback_url),
+            AfterHours::Forward { message, number } => {
+                self.say_dial(message.as_deref(), number, None, DEFAULT_DIAL_TIMEOUT_SECS)
+            }
+        }
+    }
+}
+
+const UNKNOWN_NUMBER_MESSAGE: &str = "Sorry, this number is not set up to take calls right now. Please check the number and try again. Goodbye.";
 
 /// `<Connect><Stream url=…>` with one `<Parameter>` per `(name, value)`.
 ///
@@ -65,27 +351,22 @@ pub fn stream(url: &str, params: &[(&str, &str)]) -> Result<String, TwimlError> 
     Ok(x.finish())
 }
 
-/// Speaks `message` in `language` (a Twilio `<Say>` language such as `"en-US"`), then hangs up.
-pub fn say_hangup(message: &str, language: &str) -> String {
-    let mut x = Doc::new();
-    x.say(message, Some(language));
-    x.empty("Hangup", &[]);
-    x.finish()
+/// Dials `number` (ringing `timeout_secs`), presenting `caller_id` when given; nothing is spoken.
+pub fn dial(number: &str, caller_id: Option<&str>, timeout_secs: u32) -> String {
+    say_dial_doc(None, None, number, caller_id, timeout_secs)
 }
 
-/// Speaks `message`, then records a voicemail of at most `max_length_secs` after a beep; Twilio
-/// posts the recording to `recording_status_callback_url`.
-///
-/// The same URL is the `<Record>`'s `action`: without one Twilio requests the *current document*
-/// (the voice webhook) when the recording ends, which would replay the after-hours message in a
-/// loop. The action's reply (an empty `<Response/>`, as the status route gives) ends the call.
-/// With an empty URL neither attribute is set; then the caller must handle that request itself.
+/// Speaks `message` with Twilio's default voice, then records a voicemail.
+#[deprecated(
+    note = "speaks without the restaurant's <Say> language and voice; use \
+    `RestaurantConfig::say_voice().say_record(..)`"
+)]
 pub fn say_record(
     message: &str,
     max_length_secs: u32,
     recording_status_callback_url: &str,
 ) -> String {
-    say_record_in(
+    say_record_doc(
         message,
         None,
         max_length_secs,
@@ -93,14 +374,47 @@ pub fn say_record(
     )
 }
 
-fn say_record_in(
+/// Optionally speaks `message` with Twilio's default voice, then dials `number`.
+#[deprecated(
+    note = "speaks without the restaurant's <Say> language and voice; use \
+    `RestaurantConfig::say_voice().say_dial(..)`, or `twiml::dial` when nothing is spoken"
+)]
+pub fn say_dial(
+    message: Option<&str>,
+    number: &str,
+    caller_id: Option<&str>,
+    timeout_secs: u32,
+) -> String {
+    say_dial_doc(message, None, number, caller_id, timeout_secs)
+}
+
+/// [`SayVoice::fallback`] with Twilio's default voice.
+#[deprecated(
+    note = "speaks without the restaurant's <Say> language and voice; use \
+    `RestaurantConfig::say_voice().fallback(..)`, or `SayVoice::default().fallback(..)` when no \
+    restaurant is known"
+)]
+pub fn fallback(number: Option<&str>, apology: &str) -> String {
+    fallback_doc(number, apology, None)
+}
+
+/// [`SayVoice::busy`] with Twilio's default voice.
+#[deprecated(
+    note = "speaks without the restaurant's <Say> language and voice; use \
+    `RestaurantConfig::say_voice().busy(..)`"
+)]
+pub fn busy(message: &str, number: Option<&str>) -> String {
+    busy_doc(message, number, None)
+}
+
+fn say_record_doc(
     message: &str,
-    language: Option<&str>,
+    voice: Option<&SayVoice>,
     max_length_secs: u32,
     callback: &str,
 ) -> String {
     let mut x = Doc::new();
-    x.say(message, language);
+    x.say(message, voice);
     let max = max_length_secs.max(1).to_string();
     let mut attrs = vec![("maxLength", max.as_str()), ("playBeep", "true")];
     if !callback.is_empty() {
@@ -114,90 +428,42 @@ fn say_record_in(
     x.finish()
 }
 
-/// Optionally speaks `message`, then dials `number` (ringing `timeout_secs`), presenting
-/// `caller_id` when given.
-pub fn say_dial(
+fn say_dial_doc(
     message: Option<&str>,
-    number: &str,
-    caller_id: Option<&str>,
-    timeout_secs: u32,
-) -> String {
-    say_dial_in(message, None, number, caller_id, timeout_secs)
-}
-
-fn say_dial_in(
-    message: Option<&str>,
-    language: Option<&str>,
+    voice: Option<&SayVoice>,
     number: &str,
     caller_id: Option<&str>,
     timeout_secs: u32,
 ) -> String {
     let mut x = Doc::new();
     if let Some(m) = message.filter(|m| !m.trim().is_empty()) {
-        x.say(m, language);
+        x.say(m, voice);
     }
     x.dial(number, caller_id, timeout_secs);
     x.finish()
 }
 
-/// A polite generic message for a number no restaurant owns, then hang up.
-pub fn unknown_number(language: &str) -> String {
-    say_hangup(
-        "Sorry, this number is not set up to take calls right now. Please check the number and try again. Goodbye.",
-        language,
-    )
-}
-
-/// The safe answer when something failed: dial `number` when one is known (the restaurant's
-/// fallback or staff line), otherwise speak `apology` and hang up.
-pub fn fallback(number: Option<&str>, apology: &str) -> String {
+fn fallback_doc(number: Option<&str>, apology: &str, voice: Option<&SayVoice>) -> String {
     match number.filter(|n| !n.trim().is_empty()) {
-        Some(n) => say_dial(None, n, None, DEFAULT_DIAL_TIMEOUT_SECS),
+        Some(n) => dial(n, None, DEFAULT_DIAL_TIMEOUT_SECS),
         None => {
             let mut x = Doc::new();
-            x.say(apology, None);
+            x.say(apology, voice);
             x.empty("Hangup", &[]);
             x.finish()
         }
     }
 }
 
-/// All lines are busy: speak `message`, then dial `number` if given, else hang up.
-pub fn busy(message: &str, number: Option<&str>) -> String {
+fn busy_doc(message: &str, number: Option<&str>, voice: Option<&SayVoice>) -> String {
     match number.filter(|n| !n.trim().is_empty()) {
-        Some(n) => say_dial(Some(message), n, None, DEFAULT_DIAL_TIMEOUT_SECS),
-        None => say_hangup_in(message, None),
-    }
-}
-
-fn say_hangup_in(message: &str, language: Option<&str>) -> String {
-    let mut x = Doc::new();
-    x.say(message, language);
-    x.empty("Hangup", &[]);
-    x.finish()
-}
-
-/// The restaurant's after-hours mode: message + hang up, message + voicemail (recording posted to
-/// `recording_callback_url`), or optional message + forward.
-pub fn after_hours(mode: &AfterHours, language: &str, recording_callback_url: &str) -> String {
-    match mode {
-        AfterHours::Message { message } => say_hangup(message, language),
-        AfterHours::Voicemail {
-            message,
-            max_length_secs,
-        } => say_record_in(
-            message,
-            Some(language),
-            *max_length_secs,
-            recording_callback_url,
-        ),
-        AfterHours::Forward { message, number } => say_dial_in(
-            message.as_deref(),
-            Some(language),
-            number,
-            None,
-            DEFAULT_DIAL_TIMEOUT_SECS,
-        ),
+        Some(n) => say_dial_doc(Some(message), voice, n, None, DEFAULT_DIAL_TIMEOUT_SECS),
+        None => {
+            let mut x = Doc::new();
+            x.say(message, voice);
+            x.empty("Hangup", &[]);
+            x.finish()
+        }
     }
 }
 
@@ -252,9 +518,10 @@ impl Doc {
         escape_into(&mut self.out, text);
     }
 
-    fn say(&mut self, message: &str, language: Option<&str>) {
-        match language.filter(|l| !l.trim().is_empty()) {
-            Some(l) => self.open("Say", &[("language", l)]),
+    /// `<Say>` with the voice's `language` and `voice`; `None` only for the deprecated builders.
+    fn say(&mut self, message: &str, voice: Option<&SayVoice>) {
+        match voice {
+            Some(v) => self.open("Say", &[("language", v.language()), ("voice", v.voice())]),
             None => self.open("Say", &[]),
         }
         self.text(message);
@@ -532,24 +799,142 @@ mod tests {
         );
     }
 
+    fn italian() -> SayVoice {
+        SayVoice::new("it-IT", Some("Polly.Bianca")).unwrap()
+    }
+
+    /// Every `<Say>` in `root` carries exactly this language and voice.
+    fn assert_spoken_with(root: &Node, voice: &SayVoice) {
+        let says: Vec<&Node> = root
+            .children()
+            .iter()
+            .filter(|n| n.name() == "Say")
+            .collect();
+        assert!(!says.is_empty(), "no <Say> in {root:?}");
+        for say in says {
+            assert_eq!(say.attr("language"), Some(voice.language()), "{say:?}");
+            assert_eq!(say.attr("voice"), Some(voice.voice()), "{say:?}");
+        }
+    }
+
     #[test]
-    fn say_hangup_escapes_and_sets_language() {
-        let root = parse(&say_hangup(NASTY, "it-IT"));
+    fn say_hangup_escapes_and_sets_language_and_voice() {
+        let root = parse(&italian().say_hangup(NASTY));
         assert_eq!(root.names(), ["Say", "Hangup"]);
-        assert_eq!(root.children()[0].attr("language"), Some("it-IT"));
+        assert_spoken_with(&root, &italian());
         assert_eq!(root.children()[0].text(), NASTY_CLEAN);
-        // Language itself is escaped; empty language is omitted.
-        let root = parse(&say_hangup("hi", "en\"><Hangup/>"));
-        assert_eq!(root.children()[0].attr("language"), Some("en\"><Hangup/>"));
+    }
+
+    #[test]
+    fn an_italian_restaurant_speaks_it_it_with_an_italian_voice_in_every_document() {
+        let it = italian();
+        let vm = AfterHours::Voicemail {
+            message: "Siamo chiusi. Lasci un messaggio dopo il segnale.".into(),
+            max_length_secs: 90,
+        };
+        let fwd = AfterHours::Forward {
+            message: Some("La inoltriamo".into()),
+            number: "+390612345600".into(),
+        };
+        let msg = AfterHours::Message {
+            message: "Siamo chiusi".into(),
+        };
+        for doc in [
+            it.after_hours(&vm, "https://e/rec"),
+            it.after_hours(&fwd, ""),
+            it.after_hours(&msg, ""),
+            it.busy("Linee occupate", Some("+390612345600")),
+            it.busy("Linee occupate", None),
+            it.fallback(None, "Ci scusi"),
+            it.say_dial(Some("Ci scusi"), "+390612345600", None, 30),
+            it.say_record("Ci scusi", 120, ""),
+        ] {
+            let root = parse(&doc);
+            assert_spoken_with(&root, &it);
+            assert!(
+                doc.contains(r#"<Say language="it-IT" voice="Polly.Bianca">"#),
+                "{doc}"
+            );
+            // The ElevenLabs code never reaches Twilio.
+            assert!(!doc.contains(r#"language="it""#), "{doc}");
+        }
+    }
+
+    #[test]
+    fn say_voice_accepts_only_known_locales_and_voices_that_speak_them() {
+        let it = SayVoice::new("it-IT", None).unwrap();
+        assert_eq!((it.language(), it.voice()), ("it-IT", "Polly.Bianca"));
+        let ja = SayVoice::new("ja-JP", Some("Polly.Takumi-Neural")).unwrap();
+        assert_eq!(ja.voice(), "Polly.Takumi-Neural");
+        SayVoice::new("it-IT", Some("Google.it-IT-Wavenet-B")).unwrap();
         assert_eq!(
-            parse(&say_hangup("hi", "")).children()[0].attr("language"),
-            None
+            SayVoice::new("uk-UA", None).unwrap().voice(),
+            "Google.uk-UA-Standard-A"
         );
+        for lang in ["it", "it-it", "IT-IT", "", "en_US", "xx-XX"] {
+            assert_eq!(
+                SayVoice::new(lang, None),
+                Err(SayError::UnknownLanguage(lang.to_owned())),
+                "{lang:?}"
+            );
+        }
+        for voice in [
+            "Polly.Mizuki",
+            "Polly.bianca",
+            "Bianca",
+            "man",
+            "alice",
+            "Google.ja-JP-Standard-A",
+            "Google.it-IT",
+            "Google.it-IT-",
+            "Google.it-ITX-Standard-A",
+            "Google.it-IT-Standard-A\"/><Hangup",
+        ] {
+            let err = SayVoice::new("it-IT", Some(voice)).unwrap_err();
+            assert!(
+                matches!(err, SayError::VoiceMismatch { .. }),
+                "{voice}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("it-IT") && text.contains("Polly.Bianca"),
+                "{text}"
+            );
+        }
+        // No Google voices for Arabic (arb) here: only Polly.Zeina.
+        assert!(SayVoice::new("arb", Some("Google.arb-Standard-A")).is_err());
+        assert_eq!(SayVoice::default().language(), "en-US");
+        assert_eq!(SayVoice::default().voice(), "Polly.Joanna");
+    }
+
+    #[test]
+    fn the_locale_table_is_consistent() {
+        let mut codes: Vec<&str> = SAY_LOCALES.iter().map(|l| l.code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), SAY_LOCALES.len(), "a locale is listed twice");
+        for l in SAY_LOCALES {
+            let v = l.default_voice();
+            assert!(
+                l.speaks(&v),
+                "{}: default voice {v} does not speak it",
+                l.code
+            );
+            assert_eq!(SayVoice::new(l.code, None).unwrap().voice(), v);
+            for p in l.polly {
+                assert!(
+                    !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                    "{}: {p}",
+                    l.code
+                );
+            }
+        }
+        assert!(SayVoice::default() == SayVoice::new("en-US", None).unwrap());
     }
 
     #[test]
     fn say_record_has_beep_length_and_callback() {
-        let root = parse(&say_record(
+        let root = parse(&SayVoice::default().say_record(
             "Leave a message & we'll call back",
             90,
             "https://edge.example/rec?a=1&b=2",
@@ -569,7 +954,7 @@ mod tests {
             root.children()[0].text(),
             "Leave a message & we'll call back"
         );
-        let no_cb = parse(&say_record("m", 0, ""));
+        let no_cb = parse(&SayVoice::default().say_record("m", 0, ""));
         assert_eq!(no_cb.children()[1].attr("recordingStatusCallback"), None);
         assert_eq!(no_cb.children()[1].attr("action"), None);
         assert_eq!(no_cb.children()[1].attr("maxLength"), Some("1"));
@@ -577,100 +962,124 @@ mod tests {
 
     #[test]
     fn say_dial_variants() {
-        let root = parse(&say_dial(
+        let en = SayVoice::default();
+        let root = parse(&en.say_dial(
             Some("Connecting you <now>"),
             "+390612345678",
             Some("+15550001111"),
             20,
         ));
         assert_eq!(root.names(), ["Say", "Dial"]);
-        let dial = &root.children()[1];
-        assert_eq!(dial.text(), "+390612345678");
-        assert_eq!(dial.attr("callerId"), Some("+15550001111"));
-        assert_eq!(dial.attr("timeout"), Some("20"));
-        let root = parse(&say_dial(None, "+1<script>", None, 0));
+        assert_spoken_with(&root, &en);
+        let dial_el = &root.children()[1];
+        assert_eq!(dial_el.text(), "+390612345678");
+        assert_eq!(dial_el.attr("callerId"), Some("+15550001111"));
+        assert_eq!(dial_el.attr("timeout"), Some("20"));
+        let root = parse(&dial("+1<script>", None, 0));
         assert_eq!(root.names(), ["Dial"]);
         assert_eq!(root.children()[0].text(), "+1<script>");
         assert_eq!(root.children()[0].attr("callerId"), None);
         assert_eq!(root.children()[0].attr("timeout"), Some("5"));
         assert_eq!(
-            parse(&say_dial(Some("  "), "+1", None, 30)).names(),
+            parse(&en.say_dial(Some("  "), "+1", None, 30)).names(),
             ["Dial"]
         );
+        assert_eq!(parse(&en.say_dial(None, "+1", None, 30)).names(), ["Dial"]);
     }
 
     #[test]
     fn unknown_number_is_polite_and_hangs_up() {
-        let root = parse(&unknown_number("en-US"));
+        let root = parse(&SayVoice::default().unknown_number());
         assert_eq!(root.names(), ["Say", "Hangup"]);
+        assert_spoken_with(&root, &SayVoice::default());
         assert!(root.children()[0].text().starts_with("Sorry"));
     }
 
     #[test]
     fn fallback_dials_when_it_can() {
-        let root = parse(&fallback(Some("+15550001111"), "Sorry & goodbye"));
+        let it = italian();
+        let root = parse(&it.fallback(Some("+15550001111"), "Sorry & goodbye"));
         assert_eq!(root.names(), ["Dial"]);
         assert_eq!(root.children()[0].text(), "+15550001111");
         for none in [None, Some(""), Some(" ")] {
-            let root = parse(&fallback(none, "Sorry & goodbye"));
+            let root = parse(&it.fallback(none, "Sorry & goodbye"));
             assert_eq!(root.names(), ["Say", "Hangup"]);
+            assert_spoken_with(&root, &it);
             assert_eq!(root.children()[0].text(), "Sorry & goodbye");
         }
     }
 
     #[test]
     fn busy_forwards_or_hangs_up() {
-        assert_eq!(
-            parse(&busy("All lines busy", Some("+15550001111"))).names(),
-            ["Say", "Dial"]
-        );
-        let root = parse(&busy("All <lines> busy", None));
+        let it = italian();
+        let root = parse(&it.busy("All lines busy", Some("+15550001111")));
+        assert_eq!(root.names(), ["Say", "Dial"]);
+        assert_spoken_with(&root, &it);
+        let root = parse(&it.busy("All <lines> busy", None));
         assert_eq!(root.names(), ["Say", "Hangup"]);
         assert_eq!(root.children()[0].text(), "All <lines> busy");
     }
 
     #[test]
+    #[allow(deprecated)]
+    fn the_deprecated_builders_keep_their_old_output_until_callers_move() {
+        assert_eq!(
+            parse(&busy("All lines busy", None)).children()[0].attr("language"),
+            None
+        );
+        assert_eq!(parse(&fallback(None, "Sorry")).names(), ["Say", "Hangup"]);
+        assert_eq!(parse(&say_dial(None, "+1", None, 30)).names(), ["Dial"]);
+        assert_eq!(
+            parse(&say_record("m", 5, "")).names(),
+            ["Say", "Record", "Hangup"]
+        );
+    }
+
+    #[test]
     fn after_hours_follows_the_mode() {
+        let en = SayVoice::default();
         let msg = AfterHours::Message {
             message: "We're closed".into(),
         };
-        let root = parse(&after_hours(&msg, "en-US", "https://e/rec"));
+        let root = parse(&en.after_hours(&msg, "https://e/rec"));
         assert_eq!(root.names(), ["Say", "Hangup"]);
-        assert_eq!(root.children()[0].attr("language"), Some("en-US"));
+        assert_spoken_with(&root, &en);
         assert_eq!(root.children()[0].text(), "We're closed");
 
         let vm = AfterHours::Voicemail {
             message: "Leave a message".into(),
             max_length_secs: 60,
         };
-        let root = parse(&after_hours(&vm, "it-IT", "https://e/rec"));
+        let root = parse(&italian().after_hours(&vm, "https://e/rec"));
         assert_eq!(root.names(), ["Say", "Record", "Hangup"]);
-        assert_eq!(root.children()[0].attr("language"), Some("it-IT"));
+        assert_spoken_with(&root, &italian());
         assert_eq!(root.children()[1].attr("maxLength"), Some("60"));
         assert_eq!(
             root.children()[1].attr("recordingStatusCallback"),
             Some("https://e/rec")
         );
 
+        let ja = SayVoice::new("ja-JP", None).unwrap();
         let fwd = AfterHours::Forward {
             message: Some("Forwarding".into()),
             number: "+81312345678".into(),
         };
-        let root = parse(&after_hours(&fwd, "ja-JP", ""));
+        let root = parse(&ja.after_hours(&fwd, ""));
         assert_eq!(root.names(), ["Say", "Dial"]);
+        assert_spoken_with(&root, &ja);
         assert_eq!(root.children()[1].text(), "+81312345678");
         let fwd = AfterHours::Forward {
             message: None,
             number: "+81312345678".into(),
         };
-        assert_eq!(parse(&after_hours(&fwd, "ja-JP", "")).names(), ["Dial"]);
+        assert_eq!(parse(&ja.after_hours(&fwd, "")).names(), ["Dial"]);
     }
 
     #[test]
     fn every_document_is_well_formed_for_arbitrary_text() {
         use proptest::prelude::*;
         proptest!(ProptestConfig::with_cases(200), |(text in any::<String>(), value in any::<String>())| {
-            let doc = say_hangup(&text, &value);
+            let doc = SayVoice::default().say_hangup(&text);
             let root = parse(&doc);
             let clean: String = text.chars().filter(|c| is_xml_char(*c) || matches!(c, '\t' | '\n' | '\r')).collect();
             prop_assert_eq!(root.children()[0].text(), clean);

@@ -7,6 +7,9 @@
 //! module's sha256, and the module bytes are stored so `GET /v1/policies/{sha256}` serves them.
 //! The bytes are hashed here and must match the manifest.
 //!
+//! Every configuration must pass [`RestaurantConfig::validate`] (the ElevenLabs agent language and
+//! the Twilio `<Say>` locale and voice); the error names the file and the field.
+//!
 //! A restaurant already in the database at the same or a newer version is left alone, so admin
 //! edits survive restarts.
 
@@ -203,6 +206,10 @@ pub fn seed_from_dir(
     for rdir in entries {
         let cfg_path = rdir.join("restaurant.json");
         let mut cfg: RestaurantConfig = read_json(&cfg_path)?;
+        cfg.validate().map_err(|e| SeedError::Invalid {
+            path: cfg_path.clone(),
+            message: e.to_string(),
+        })?;
         let mut tools = Vec::with_capacity(cfg.tools.len());
         for mut tool in std::mem::take(&mut cfg.tools) {
             if let Some(name) = tool.module_sha256.strip_prefix("builtin:") {
@@ -303,13 +310,22 @@ mod tests {
     use super::*;
 
     fn restaurant(dir: &Path, version: u64, tool_ref: &str) {
+        restaurant_with_agent(
+            dir,
+            version,
+            tool_ref,
+            serde_json::json!({"elevenlabs_agent_id": "a", "prompt_template": "p", "first_message": "hi"}),
+        );
+    }
+
+    fn restaurant_with_agent(dir: &Path, version: u64, tool_ref: &str, agent: Value) {
         let r = dir.join("r1");
         std::fs::create_dir_all(&r).unwrap();
         let cfg = serde_json::json!({
             "id": "r1", "version": version, "name": "R1", "phone_numbers": ["+15550001111"],
             "time_zone": "UTC", "hours": {"weekly": []},
             "after_hours": {"mode": "message", "message": "closed"},
-            "agent": {"elevenlabs_agent_id": "a", "prompt_template": "p", "first_message": "hi"},
+            "agent": agent,
             "tools": [{"name": "take_order", "module_sha256": tool_ref}]
         });
         std::fs::write(r.join("restaurant.json"), cfg.to_string()).unwrap();
@@ -357,6 +373,58 @@ mod tests {
         std::fs::write(pdir.join("take_order.wasm"), b"\0asm tampered").unwrap();
         let err = seed_from_dir(&Store::open_in_memory().unwrap(), &rdir, &opts, 0).unwrap_err();
         assert!(err.to_string().contains("manifest says"), "{err}");
+    }
+
+    #[test]
+    fn a_config_with_unusable_languages_is_refused_naming_file_and_field() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rdir = tmp.path().join("restaurants");
+        let lenient = SeedOptions {
+            manifest: None,
+            strict: false,
+        };
+        let agent = |extra: Value| {
+            let mut a = serde_json::json!({"elevenlabs_agent_id": "a", "prompt_template": "p", "first_message": "ciao"});
+            a.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            a
+        };
+        for (extra, field) in [
+            // A Twilio locale where the ElevenLabs code belongs.
+            (serde_json::json!({"language": "it-IT"}), "agent.language"),
+            // The ElevenLabs code where the Twilio locale belongs.
+            (
+                serde_json::json!({"language": "it", "twilio_say": {"language": "it"}}),
+                "agent.twilio_say.language",
+            ),
+            (
+                serde_json::json!({"language": "it", "twilio_say": {"voice": "Polly.Mizuki"}}),
+                "agent.twilio_say.voice",
+            ),
+        ] {
+            restaurant_with_agent(&rdir, 1, "builtin:take_order", agent(extra));
+            let store = Store::open_in_memory().unwrap();
+            let err = seed_from_dir(&store, &rdir, &lenient, 0).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("restaurant.json") && text.contains(field),
+                "{field}: {text}"
+            );
+            assert!(store.restaurant("r1").unwrap().is_none());
+        }
+        restaurant_with_agent(
+            &rdir,
+            1,
+            "builtin:take_order",
+            agent(
+                serde_json::json!({"language": "it", "twilio_say": {"language": "it-IT", "voice": "Polly.Bianca"}}),
+            ),
+        );
+        let store = Store::open_in_memory().unwrap();
+        seed_from_dir(&store, &rdir, &lenient, 0).unwrap();
+        let cfg = store.restaurant("r1").unwrap().unwrap();
+        assert_eq!(cfg.say_voice().language(), "it-IT");
     }
 
     #[test]

@@ -191,9 +191,13 @@ fn every_example_validates_and_deserialises_into_the_rust_type() {
         let value = &ex["value"];
         check(&d, ty, value, true);
         let reserialised = match ty {
-            "RestaurantConfig" => serde_json::to_value(
-                serde_json::from_value::<RestaurantConfig>(value.clone()).unwrap(),
-            ),
+            "RestaurantConfig" => {
+                let cfg = serde_json::from_value::<RestaurantConfig>(value.clone()).unwrap();
+                // The contract's own example must load: its languages are ones both vendors know.
+                cfg.validate()
+                    .unwrap_or_else(|e| panic!("example {name}: {e}"));
+                serde_json::to_value(cfg)
+            }
             "KnowledgeBase" => serde_json::to_value(
                 serde_json::from_value::<KnowledgeBase>(value.clone()).unwrap(),
             ),
@@ -222,6 +226,8 @@ fn example_restaurant_files_match_the_schema() {
             continue;
         };
         let cfg: RestaurantConfig = serde_json::from_slice(&raw).unwrap();
+        cfg.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         check(
             &d,
             "RestaurantConfig",

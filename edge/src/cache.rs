@@ -101,13 +101,22 @@ pub enum Fetched {
     Failed(String),
 }
 
-/// Classifies a dashboard response to `GET /v1/restaurants/by-number/{e164}`.
+/// Classifies a dashboard response to `GET /v1/restaurants/by-number/{e164}`; a 200 must carry a
+/// config that passes [`RestaurantConfig::validate`].
 pub fn classify(upstream: &Upstream) -> Fetched {
     match upstream.status {
         200 => match serde_json::from_slice::<RestaurantConfig>(&upstream.body) {
-            Ok(config) => Fetched::Config {
-                config: Box::new(config),
-                etag: upstream.etag.clone(),
+            // A config that parses but cannot work (e.g. an unknown `agent.language`) is treated
+            // like an unreadable one: a stale entry may still serve, else the fallback answers.
+            Ok(config) => match config.validate() {
+                Ok(()) => Fetched::Config {
+                    config: Box::new(config),
+                    etag: upstream.etag.clone(),
+                },
+                Err(e) => Fetched::Failed(format!(
+                    "dashboard sent an invalid restaurant config ({}): {e}",
+                    config.id
+                )),
             },
             Err(e) => Fetched::Failed(format!("dashboard sent an invalid restaurant config: {e}")),
         },
@@ -369,6 +378,15 @@ mod tests {
         assert!(matches!(classify(&up(200, body)), Fetched::Config { .. }));
         assert!(
             matches!(classify(&up(200, b"{".to_vec())), Fetched::Failed(m) if m.contains("invalid"))
+        );
+        // Parses, but ElevenLabs would not know the language: refused like unreadable JSON, so a
+        // stale entry (or the fallback) answers instead.
+        let mut bad = config("r1");
+        bad.agent.language = "it-IT".into();
+        let failed = classify(&up(200, serde_json::to_vec(&bad).unwrap()));
+        assert!(
+            matches!(&failed, Fetched::Failed(m) if m.contains("agent.language") && m.contains("r1")),
+            "{failed:?}"
         );
         assert_eq!(classify(&up(304, vec![])), Fetched::NotModified);
         assert_eq!(classify(&up(404, vec![])), Fetched::NotFound);

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use pulsara_core::config::{AfterHours, RestaurantConfig};
 use pulsara_core::handoff::HandoffClaims;
 use pulsara_core::hours::{self, HoursStatus};
+use pulsara_core::twiml::SayVoice;
 use pulsara_core::{phone, request_auth, twilio, twiml, webhooks};
 use serde::Deserialize;
 
@@ -107,17 +108,18 @@ pub fn empty_twiml() -> String {
     r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.to_owned()
 }
 
-/// The safe answer when a call cannot be handled.
+/// The safe answer when a call cannot be handled, spoken in the restaurant's `<Say>` language and
+/// voice when its config is known.
 pub fn fallback_twiml(config: Option<&RestaurantConfig>) -> String {
     match config {
-        Some(c) => twiml::fallback(
+        Some(c) => c.say_voice().fallback(
             c.fallback_target(),
             c.agent
                 .apology_message
                 .as_deref()
                 .unwrap_or(GENERIC_APOLOGY),
         ),
-        None => twiml::fallback(None, GENERIC_APOLOGY),
+        None => SayVoice::default().fallback(None, GENERIC_APOLOGY),
     }
 }
 
@@ -240,7 +242,7 @@ pub fn answer_call(
         ConfigLookup::Found { config, source } => (config.as_ref(), *source),
         ConfigLookup::UnknownNumber => {
             return (
-                Reply::twiml(twiml::unknown_number("en")),
+                Reply::twiml(SayVoice::default().unknown_number()),
                 VoiceOutcome::UnknownNumber,
             );
         }
@@ -277,7 +279,10 @@ pub fn answer_call(
                 AfterHours::Voicemail { .. } => "voicemail",
                 AfterHours::Forward { .. } => "forward",
             };
-            let body = twiml::after_hours(&config.after_hours, &config.agent.language, &callback);
+            // `<Say language>` is the Twilio locale (`it-IT`), never the ElevenLabs code (`it`).
+            let body = config
+                .say_voice()
+                .after_hours(&config.after_hours, &callback);
             return (
                 Reply::twiml(body),
                 VoiceOutcome::AfterHours {
@@ -793,6 +798,46 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn an_italian_restaurant_is_answered_in_twilio_s_italian_not_the_elevenlabs_code() {
+        let s = settings();
+        let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
+        let mut c = closed(
+            "r1",
+            AfterHours::Voicemail {
+                message: "Siamo chiusi.".into(),
+                max_length_secs: 60,
+            },
+        );
+        c.agent.language = "it".into();
+        let (reply, _) = answer_call(&s, &call, &found(c.clone()), now(), now());
+        assert!(
+            reply
+                .body
+                .contains(r#"<Say language="it-IT" voice="Polly.Bianca">Siamo chiusi.</Say>"#),
+            "{}",
+            reply.body
+        );
+        assert!(!reply.body.contains(r#"language="it""#), "{}", reply.body);
+        // The fallback apology, when there is no number to dial, speaks Italian too.
+        c.staff_number = None;
+        c.time_zone = "Mars/Olympus".into();
+        let (reply, outcome) = answer_call(&s, &call, &found(c), now(), now());
+        assert!(matches!(outcome, VoiceOutcome::Fallback { .. }));
+        assert!(
+            reply
+                .body
+                .contains(r#"<Say language="it-IT" voice="Polly.Bianca">"#),
+            "{}",
+            reply.body
+        );
+        // No restaurant known: Twilio's English.
+        let (reply, _) = answer_call(&s, &call, &ConfigLookup::UnknownNumber, now(), now());
+        assert!(reply
+            .body
+            .contains(r#"<Say language="en-US" voice="Polly.Joanna">"#));
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn config(id: &str) -> RestaurantConfig {
             prompt_template: "p".into(),
             first_message: "hi".into(),
             language: "en".into(),
+            twilio_say: None,
             busy_message: None,
             apology_message: Some("Sorry about that.".into()),
         },

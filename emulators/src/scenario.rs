@@ -65,6 +65,8 @@
 //! interrupted = false
 //! fallback = false                         # the call ended in the restaurant's fallback
 //! edge = "stream"                          # the edge's answer: stream | voicemail | dial | message
+//! say_language = "it-IT"                   # every <Say> in the edge's TwiML has this language
+//! say_voice = "Polly.Bianca"               # … and this voice (at least one <Say> must exist)
 //! ```
 //!
 //! Audio: caller utterances are synthesized ([`crate::synth`]) with the caller voice as μ-law
@@ -336,6 +338,13 @@ pub struct Expect {
     pub interrupted: Option<bool>,
     #[serde(default)]
     pub fallback: Option<bool>,
+    /// The Twilio locale every `<Say>` of the edge's TwiML must carry (`it-IT`, never the
+    /// ElevenLabs code `it`).
+    #[serde(default)]
+    pub say_language: Option<String>,
+    /// The voice every `<Say>` of the edge's TwiML must carry (`Polly.Bianca`).
+    #[serde(default)]
+    pub say_voice: Option<String>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, toml::Value>,
 }

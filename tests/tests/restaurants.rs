@@ -1,5 +1,6 @@
 //! The shipped example restaurants are valid documents of the dashboard model and differ where the
-//! product needs them to (time zone, after-hours mode, tools), so the demo and tests exercise each path.
+//! product needs them to (time zone, after-hours mode, tools, language), so the demo and tests
+//! exercise each path.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -51,5 +52,28 @@ fn example_restaurants_parse_and_differ() {
         assert!(cfg.phone_numbers.iter().all(|n| n.starts_with('+')), "{}: E.164 numbers", cfg.id);
         assert!(kb.menu.iter().any(|i| !i.available), "{}: has an 86'd item to exercise", cfg.id);
         assert!(!kb.faq.is_empty());
+        cfg.validate().unwrap_or_else(|e| panic!("{}: {e}", cfg.id));
     }
+    assert!(
+        all.iter().any(|(c, _)| c.agent.language != "en"),
+        "at least one example restaurant is not English"
+    );
+}
+
+/// Trattoria Roma is Italian end to end: ElevenLabs is told `it`, and everything Twilio speaks
+/// for it (after hours, busy, fallback) is `it-IT` with an Italian voice.
+#[test]
+fn trattoria_roma_speaks_italian_to_both_vendors() {
+    let all = load();
+    let (roma, _) = all.iter().find(|(c, _)| c.id == "trattoria-roma").expect("trattoria-roma");
+    assert_eq!(roma.agent.language, "it");
+    let voice = roma.say_voice();
+    assert_eq!((voice.language(), voice.voice()), ("it-IT", "Polly.Bianca"));
+    let say = r#"<Say language="it-IT" voice="Polly.Bianca">"#;
+    let after_hours = voice.after_hours(&roma.after_hours, "https://edge.example/twilio/status");
+    assert!(after_hours.contains(say) && after_hours.contains("<Record"), "{after_hours}");
+    let busy = voice.busy(roma.agent.busy_message.as_deref().unwrap(), roma.fallback_target());
+    assert!(busy.contains(say), "{busy}");
+    let apology = voice.fallback(None, roma.agent.apology_message.as_deref().unwrap());
+    assert!(apology.contains(say), "{apology}");
 }
