@@ -20,7 +20,8 @@
 //! period short moves its end (and its last call) to the closure's start.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+    DateTime, Datelike, Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime,
+    Offset, TimeZone, Utc,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,105 @@ fn hhmm(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz).format("%H:%M").to_string()
 }
 
+/// A period of opening as [`periods`] lists it: `[open, close)`, closures removed, last call not
+/// applied (calls are taken until `close - last_call_minutes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// The local date its first span opens on: the day [`describe_today`] lists it under.
+    pub day: NaiveDate,
+    pub open: DateTime<Utc>,
+    /// The last span's close, or the start of the closure that cuts it short.
+    pub close: DateTime<Utc>,
+}
+
+/// The local dates [`status`] and [`describe_today`] look at for an instant whose local date is
+/// `today`: spans opening from yesterday through [`SEARCH_DAYS`]` + 1` days ahead.
+pub fn plan_days(today: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+    Some((
+        today.checked_sub_signed(Duration::days(1))?,
+        today.checked_add_signed(Duration::days(SEARCH_DAYS + 1))?,
+    ))
+}
+
+/// The periods of opening of the spans that open on the local dates `first..=last`, sorted and
+/// disjoint, exactly as [`status`] and [`describe_today`] compute them (over [`plan_days`]):
+/// adjacent spans merged, every closure removed. A period is only as long as the spans in the
+/// range make it: one that the next day's span would extend ends at `last`'s close.
+///
+/// `None` for dates within a month of chrono's range limits.
+pub fn periods(
+    hours: &OpeningHours,
+    tz: Tz,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Option<Vec<Period>> {
+    // The same guard as `Plan::around`: local-time conversion panics at the range limits.
+    first.checked_sub_signed(Duration::days(31))?;
+    last.checked_add_signed(Duration::days(31))?;
+    let plan = Plan::between(hours, tz, first, last)?;
+    Some(
+        plan.open
+            .into_iter()
+            .map(|w| Period {
+                day: w.day,
+                open: w.start,
+                close: w.end,
+            })
+            .collect(),
+    )
+}
+
+/// The instant a local wall-clock time in `tz` means, under this module's rules for an opening:
+/// the earlier instant in a DST overlap, the first instant after a DST gap (minute resolution).
+pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    resolve(tz, local, false)
+}
+
+/// The UTC offsets `tz` uses from `from` to `until`: `(since, offset)` pairs, the first at `from`,
+/// then one per change (found to the second), in order. Local time at `t` is `t` plus the offset
+/// of the last pair whose `since` is not after `t`. Changes less than an hour apart may be missed
+/// (no zone has them). Empty for instants outside chrono's range.
+pub fn offset_changes(
+    tz: Tz,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, FixedOffset)> {
+    let at = |secs: i64| DateTime::<Utc>::from_timestamp(secs, 0);
+    let offset = |secs: i64| at(secs).map(|t| tz.offset_from_utc_datetime(&t.naive_utc()).fix());
+    let (from, until) = (from.timestamp(), until.timestamp());
+    let (Some(first), Some(mut current)) = (at(from), offset(from)) else {
+        return Vec::new();
+    };
+    let mut out = vec![(first, current)];
+    let mut t = from;
+    while t < until {
+        let next = t.saturating_add(3600).min(until);
+        match offset(next) {
+            Some(o) if o != current => {
+                // The change is in (t, next]: bisect to the second.
+                let (mut lo, mut hi) = (t, next);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if offset(mid) == Some(current) {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                let (Some(since), Some(o)) = (at(hi), offset(hi)) else {
+                    break;
+                };
+                current = o;
+                out.push((since, o));
+            }
+            Some(_) => {}
+            None => break,
+        }
+        t = next;
+    }
+    out
+}
+
 /// A period of opening: `[start, end)`, attributed to the local date its first span opens on.
 #[derive(Debug, Clone)]
 struct Window {
@@ -215,9 +315,12 @@ impl<'a> Plan<'a> {
         now.naive_utc()
             .checked_sub_signed(margin)?
             .checked_sub_signed(margin)?;
-        let today = now.with_timezone(&tz).date_naive();
-        let first = today.checked_sub_signed(Duration::days(1))?;
-        let last = today.checked_add_signed(Duration::days(SEARCH_DAYS + 1))?;
+        let (first, last) = plan_days(now.with_timezone(&tz).date_naive())?;
+        Self::between(hours, tz, first, last)
+    }
+
+    /// Spans opening on `first..=last`, closures of the days around them.
+    fn between(hours: &'a OpeningHours, tz: Tz, first: NaiveDate, last: NaiveDate) -> Option<Self> {
         let spans = span_windows(hours, tz, first, last)?;
         let closures = closure_windows(
             hours,
@@ -900,6 +1003,85 @@ mod tests {
             }
             let _ = describe_today(&h, tz, now);
             let _ = describe_next_open(&h, tz, now);
+        }
+    }
+
+    #[test]
+    fn offset_changes_are_found_to_the_second() {
+        let changes = offset_changes(
+            Rome,
+            utc("2026-03-27T00:00:00Z"),
+            utc("2026-04-10T00:00:00Z"),
+        );
+        let fixed = |h: i32| FixedOffset::east_opt(h * 3600).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                (utc("2026-03-27T00:00:00Z"), fixed(1)),
+                (utc("2026-03-29T01:00:00Z"), fixed(2))
+            ]
+        );
+        let changes = offset_changes(
+            New_York,
+            utc("2026-10-25T00:00:00Z"),
+            utc("2026-11-20T00:00:00Z"),
+        );
+        assert_eq!(changes[1], (utc("2026-11-01T06:00:00Z"), fixed(-5)));
+        assert_eq!(
+            offset_changes(
+                Tokyo,
+                utc("2026-03-01T00:00:00Z"),
+                utc("2026-12-01T00:00:00Z")
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn local_times_resolve_as_openings_do() {
+        let at = |d: &str, h, m| date(d).and_time(t(h, m));
+        // Gap: the first instant after it; overlap: the earlier instant.
+        assert_eq!(
+            resolve_local(New_York, at("2026-03-08", 2, 30)),
+            Some(utc("2026-03-08T07:00:00Z"))
+        );
+        assert_eq!(
+            resolve_local(New_York, at("2026-11-01", 1, 30)),
+            Some(utc("2026-11-01T05:30:00Z"))
+        );
+        assert_eq!(
+            resolve_local(Rome, at("2026-06-12", 19, 0)),
+            Some(utc("2026-06-12T17:00:00Z"))
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// `periods` over `plan_days` is what `status` decides with: open iff inside a period and
+        /// before its last call, and the next opening is the next period that takes calls.
+        #[test]
+        fn periods_are_what_status_decides_with(h in arb_hours(), tz in arb_tz(), now in arb_now()) {
+            let (first, last) = plan_days(now.with_timezone(&tz).date_naive()).unwrap();
+            let list = periods(&h, tz, first, last).unwrap();
+            let last_call = Duration::minutes(i64::from(h.last_call_minutes));
+            for w in list.windows(2) {
+                prop_assert!(w[0].close < w[1].open, "sorted, disjoint, merged: {:?}", w);
+            }
+            let open = list.iter().find(|p| p.open <= now && now < p.close - last_call);
+            match status(&h, tz, now) {
+                HoursStatus::Open { closes_at, .. } => prop_assert_eq!(open.map(|p| p.close), Some(closes_at)),
+                HoursStatus::Closed { next_open, .. } => {
+                    prop_assert!(open.is_none());
+                    let next = list
+                        .iter()
+                        .find(|p| p.open > now && p.close - last_call > p.open)
+                        .map(|p| p.open)
+                        .filter(|o| *o <= now + Duration::days(SEARCH_DAYS));
+                    prop_assert_eq!(next, next_open);
+                }
+            }
         }
     }
 

@@ -9,17 +9,22 @@
 //! otherwise) and has no effects of its own: every effect is an [`Action`] the host checks against
 //! the grant ([`Action::kind`]) before performing it.
 //!
+//! Opening hours cross as facts ([`HoursFacts`]) that the host computes with
+//! `pulsara_core::hours`, never as the weekly rules: policies have no hours engine of their own.
+//!
 //! This crate is pure (serde types and a few checks) and compiles natively and to wasm32.
 #![forbid(unsafe_code)]
 
-use pulsara_core::config::{
-    BookingConfig, FaqDoc, MenuItem, OpeningHours, OrderingConfig, WeeklySpan,
-};
+use chrono::{DateTime, NaiveDate, Utc};
+use pulsara_core::config::{BookingConfig, FaqDoc, MenuItem, OrderingConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Version of this contract. The host refuses modules whose `abi-version` export differs.
-pub const ABI_VERSION: u32 = 1;
+///
+/// 2: `data.hours` is [`HoursFacts`] (it was the configured `OpeningHours`, with
+/// `data.staffed_hours` beside it).
+pub const ABI_VERSION: u32 = 2;
 
 /// Largest serialised [`ToolInput`] the host sends (bytes).
 pub const MAX_INPUT_BYTES: usize = 128 * 1024;
@@ -88,18 +93,77 @@ pub struct GrantedData {
     /// Grant `knowledge_base`: today's specials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specials: Option<Vec<String>>,
-    /// Grant `hours`.
+    /// Grant `hours`: opening and staffed hours for this call, computed by the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hours: Option<OpeningHours>,
-    /// Grant `hours`: when a human can take a transfer (empty = whenever open).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staffed_hours: Option<Vec<WeeklySpan>>,
+    pub hours: Option<HoursFacts>,
     /// Grant `booking`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub booking: Option<BookingConfig>,
     /// Grant `ordering`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<OrderingConfig>,
+}
+
+/// Opening hours as `pulsara_core::hours` decides them (the engine of the edge and of the agent's
+/// variables), computed on the host from the restaurant's configuration at the call's instant.
+/// Every answer about hours is a look-up in these (the SDK's `time::Hours`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoursFacts {
+    /// `periods` are those of the spans opening on the local dates `first_day..=last_day`
+    /// (yesterday through at least 15 days ahead, further when bookings are granted).
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+    /// Calls (and bookings) stop this long before a period closes.
+    #[serde(default)]
+    pub last_call_minutes: u32,
+    /// Periods of opening, sorted and disjoint: DST applied, adjacent spans merged, closures
+    /// removed.
+    #[serde(default)]
+    pub periods: Vec<Period>,
+    /// Periods of the staffed hours (closures applied, no last call); `None` when the restaurant
+    /// set none: staff are there whenever it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staffed: Option<Vec<Period>>,
+    /// Closures that have not ended, as configured, in configuration order: for naming the
+    /// reason, not for deciding (the periods already exclude them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub closures: Vec<ClosureNote>,
+    /// The UTC offsets in force over the periods, oldest first; the first also applies before
+    /// its `since`.
+    pub offsets: Vec<UtcOffset>,
+}
+
+/// A period of opening, `[open, close)`. Instants are Unix seconds on the wire (compact and cheap
+/// to decode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    /// The local date the period's first span opens on: the day whose hours list it.
+    pub day: NaiveDate,
+    #[serde(with = "chrono::serde::ts_seconds")]
+    pub open: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_seconds")]
+    pub close: DateTime<Utc>,
+}
+
+/// A configured closure of the dates `start..=end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosureNote {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    /// Only part of each day is closed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// The restaurant's UTC offset from `since` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UtcOffset {
+    #[serde(with = "chrono::serde::ts_seconds")]
+    pub since: DateTime<Utc>,
+    /// Seconds east of UTC (local = UTC + offset).
+    pub offset: i32,
 }
 
 /// What a policy returns.
@@ -333,8 +397,36 @@ mod tests {
     }
 
     #[test]
+    fn hours_facts_are_compact_and_round_trip() {
+        let facts = HoursFacts {
+            first_day: "2026-10-31".parse().unwrap(),
+            last_day: "2026-11-15".parse().unwrap(),
+            last_call_minutes: 30,
+            periods: vec![Period {
+                day: "2026-10-31".parse().unwrap(),
+                open: "2026-11-01T00:00:00Z".parse().unwrap(),
+                close: "2026-11-01T06:30:00Z".parse().unwrap(),
+            }],
+            staffed: None,
+            closures: vec![ClosureNote {
+                start: "2026-11-04".parse().unwrap(),
+                end: "2026-11-05".parse().unwrap(),
+                partial: false,
+                reason: String::new(),
+            }],
+            offsets: vec![UtcOffset { since: "2026-11-01T06:00:00Z".parse().unwrap(), offset: -18000 }],
+        };
+        let json = serde_json::to_string(&facts).unwrap();
+        assert_eq!(
+            json,
+            r#"{"first_day":"2026-10-31","last_day":"2026-11-15","last_call_minutes":30,"periods":[{"day":"2026-10-31","open":1793491200,"close":1793514600}],"closures":[{"start":"2026-11-04","end":"2026-11-05"}],"offsets":[{"since":1793512800,"offset":-18000}]}"#
+        );
+        assert_eq!(serde_json::from_str::<HoursFacts>(&json).unwrap(), facts);
+    }
+
+    #[test]
     fn minimal_input_parses() {
-        let raw = r#"{"abi_version":1,"tool":"t","context":{"restaurant_id":"r","local_time":"2026-05-01T19:30:00+02:00","time_zone":"Europe/Rome"}}"#;
+        let raw = r#"{"abi_version":2,"tool":"t","context":{"restaurant_id":"r","local_time":"2026-05-01T19:30:00+02:00","time_zone":"Europe/Rome"}}"#;
         let input: ToolInput = serde_json::from_str(raw).unwrap();
         assert!(input.data.menu.is_none());
         assert_eq!(input.params, Value::Null);

@@ -118,7 +118,7 @@ fn main() {
     // Trivial tool: instantiate + run + output check.
     let m = host.load(&echo).unwrap();
     let input = serde_json::to_string(&json!({
-        "abi_version": 1, "tool": "echo", "params": {"text": "hi"},
+        "abi_version": pulsara_policy_host::abi::ABI_VERSION, "tool": "echo", "params": {"text": "hi"},
         "context": {"restaurant_id": "r", "local_time": "2026-12-01T12:00:00+00:00", "time_zone": "UTC"}
     }))
     .unwrap();

@@ -1,12 +1,12 @@
 //! Building a tool's input from the restaurant's configuration and knowledge base: only the
 //! parts its grant names go in (capabilities, not ambient authority: an empty grant means an
-//! empty [`GrantedData`]).
+//! empty [`GrantedData`]). Opening hours go in as the call's facts ([`crate::hours`]).
 
 use pulsara_core::config::{
-    BookingConfig, FaqDoc, Grants, KnowledgeBase, MenuItem, ModifierGroup, ModifierOption, OpeningHours, OrderingConfig,
-    RestaurantConfig, WeeklySpan,
+    BookingConfig, FaqDoc, Grants, KnowledgeBase, MenuItem, ModifierGroup, ModifierOption, OrderingConfig,
+    RestaurantConfig,
 };
-use pulsara_policy_abi::{CallContext, GrantedData, ABI_VERSION};
+use pulsara_policy_abi::{CallContext, GrantedData, HoursFacts, ABI_VERSION};
 use serde::ser::SerializeMap;
 use serde::Serialize;
 use serde_json::Value;
@@ -26,9 +26,7 @@ pub struct GrantedRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub specials: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hours: Option<&'a OpeningHours>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub staffed_hours: Option<&'a [WeeklySpan]>,
+    pub hours: Option<&'a HoursFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub booking: Option<&'a BookingConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,30 +126,34 @@ impl Serialize for CompactOption<'_> {
     }
 }
 
-/// The restaurant data `grants` allows a policy to see, borrowed.
-pub fn granted_ref<'a>(grants: &Grants, config: &'a RestaurantConfig, kb: &'a KnowledgeBase) -> GrantedRef<'a> {
+/// The restaurant data `grants` allows a policy to see, borrowed. `hours` are the call's facts
+/// ([`crate::hours::granted`]); they go in only when the grant names `hours`.
+pub fn granted_ref<'a>(
+    grants: &Grants,
+    config: &'a RestaurantConfig,
+    kb: &'a KnowledgeBase,
+    hours: Option<&'a HoursFacts>,
+) -> GrantedRef<'a> {
     GrantedRef {
         menu: grants.menu.then_some(kb.menu.as_slice()),
         currency: grants.menu.then_some(kb.currency.as_str()),
         faq: grants.knowledge_base.then_some(kb.faq.as_slice()),
         specials: grants.knowledge_base.then_some(kb.specials.as_slice()),
-        hours: grants.hours.then_some(&config.hours),
-        staffed_hours: grants.hours.then_some(config.staffed_hours.as_slice()),
+        hours: hours.filter(|_| grants.hours),
         booking: if grants.booking { config.booking.as_ref() } else { None },
         ordering: if grants.ordering { config.ordering.as_ref() } else { None },
     }
 }
 
-/// The restaurant data `grants` allows a policy to see.
-pub fn granted_data(grants: &Grants, config: &RestaurantConfig, kb: &KnowledgeBase) -> GrantedData {
-    let r = granted_ref(grants, config, kb);
+/// The restaurant data `grants` allows a policy to see (`hours` as for [`granted_ref`]).
+pub fn granted_data(grants: &Grants, config: &RestaurantConfig, kb: &KnowledgeBase, hours: Option<&HoursFacts>) -> GrantedData {
+    let r = granted_ref(grants, config, kb, hours);
     GrantedData {
         menu: r.menu.map(<[_]>::to_vec),
         currency: r.currency.map(str::to_owned),
         faq: r.faq.map(<[_]>::to_vec),
         specials: r.specials.map(<[_]>::to_vec),
         hours: r.hours.cloned(),
-        staffed_hours: r.staffed_hours.map(<[_]>::to_vec),
         booking: r.booking.cloned(),
         ordering: r.ordering.cloned(),
     }
@@ -193,7 +195,8 @@ mod tests {
     #[test]
     fn empty_grant_gives_nothing() {
         let kb = KnowledgeBase { restaurant_id: "r".into(), currency: "EUR".into(), ..Default::default() };
-        let d = granted_data(&Grants::default(), &config(), &kb);
+        let facts = crate::hours::facts_at(&config(), "2026-12-01T12:00:00Z", None).unwrap();
+        let d = granted_data(&Grants::default(), &config(), &kb, Some(&facts));
         assert_eq!(d, GrantedData::default());
         assert_eq!(serde_json::to_string(&d).unwrap(), "{}");
     }
@@ -202,11 +205,11 @@ mod tests {
     fn each_grant_adds_its_part_only() {
         let kb = KnowledgeBase { restaurant_id: "r".into(), currency: "EUR".into(), ..Default::default() };
         let g = Grants { booking: true, ..Default::default() };
-        let d = granted_data(&g, &config(), &kb);
+        let d = granted_data(&g, &config(), &kb, None);
         assert!(d.booking.is_some());
         assert!(d.ordering.is_none() && d.menu.is_none() && d.hours.is_none() && d.faq.is_none());
         let g = Grants { menu: true, ordering: true, ..Default::default() };
-        let d = granted_data(&g, &config(), &kb);
+        let d = granted_data(&g, &config(), &kb, None);
         assert_eq!(d.currency.as_deref(), Some("EUR"));
         assert!(d.ordering.is_some() && d.booking.is_none());
     }
@@ -231,14 +234,15 @@ mod tests {
         let params = serde_json::json!({"items": [{"name": "pizza"}]});
         let all = Grants { menu: true, knowledge_base: true, hours: true, booking: true, ordering: true, ..Default::default() };
         for grants in [Grants::default(), all, Grants { menu: true, ..Default::default() }] {
+            let hours = crate::hours::granted(&grants, &config, "2026-12-01T12:00:00+00:00").unwrap();
             let owned = pulsara_policy_abi::ToolInput {
                 abi_version: ABI_VERSION,
                 tool: "take_order".into(),
                 params: params.clone(),
                 context: context.clone(),
-                data: granted_data(&grants, &config, &kb),
+                data: granted_data(&grants, &config, &kb, hours.as_ref()),
             };
-            let borrowed = input_json("take_order", &params, &context, granted_ref(&grants, &config, &kb)).unwrap();
+            let borrowed = input_json("take_order", &params, &context, granted_ref(&grants, &config, &kb, hours.as_ref())).unwrap();
             let decoded: pulsara_policy_abi::ToolInput = serde_json::from_str(&borrowed).unwrap();
             assert_eq!(decoded, owned);
             let full = serde_json::to_string(&owned).unwrap();

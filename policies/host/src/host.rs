@@ -417,7 +417,8 @@ impl PolicyHost {
     }
 
     /// Runs tool `tool` of `set` for one call: builds the input from the call context and only
-    /// the data the tool's grant allows, then [`PolicyHost::run_module`].
+    /// the data the tool's grant allows (opening hours as facts at the context's `local_time`),
+    /// then [`PolicyHost::run_module`].
     pub fn call(
         &self,
         set: &ToolSet,
@@ -434,7 +435,14 @@ impl PolicyHost {
             Ok(m) => m.clone(),
             Err(e) => return ToolRun { result: Err(e.clone()), record: None },
         };
-        let data = granted_ref(&bound.binding.grants, config, kb);
+        let hours = match crate::hours::granted(&bound.binding.grants, config, &context.local_time) {
+            Ok(h) => h,
+            Err(e) => {
+                let error = PolicyError::Internal(format!("opening hours for the tool input: {e}"));
+                return ToolRun { result: Err(error), record: None };
+            }
+        };
+        let data = granted_ref(&bound.binding.grants, config, kb, hours.as_ref());
         let json = match input_json(tool, &params, &context, data) {
             Ok(j) => j,
             Err(e) => return ToolRun { result: Err(PolicyError::Internal(format!("encoding input: {e}"))), record: None },

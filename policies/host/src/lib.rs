@@ -10,6 +10,8 @@
 //!   [`PolicyHost::run_module`]).
 //! - [`toolset`]: a restaurant's tools resolved per configuration version ([`ToolSet`]; hot swap).
 //! - [`data`]: the granted part of the restaurant data for a tool's input.
+//! - [`hours`]: the opening-hours facts of a call, computed with `pulsara_core::hours` (the
+//!   edge's engine), which the `hours` grant passes to policies instead of the weekly rules.
 //! - [`limits`]: defaults and maxima ([`Limits`]).
 //! - [`record`]: [`RunRecord`], the replayable log of every run.
 //! - [`error`]: [`PolicyError`], with a speakable message per failure.
@@ -23,6 +25,7 @@ pub mod cache;
 pub mod data;
 pub mod error;
 pub mod host;
+pub mod hours;
 pub mod limits;
 pub mod record;
 pub mod source;

@@ -113,7 +113,8 @@ fn ungranted_action_is_refused_and_granted_passes() {
 fn wrong_abi_version_is_refused_at_load() {
     let host = host();
     let err = host.load_bytes(&module_bytes("test_wrong_abi")).unwrap_err();
-    assert!(matches!(err, PolicyError::AbiMismatch { module, host: 1, .. } if module == 1001), "{err:?}");
+    let abi = pulsara_policy_host::abi::ABI_VERSION;
+    assert!(matches!(err, PolicyError::AbiMismatch { module, host, .. } if host == abi && module == abi + 1000), "{err:?}");
     echo_still_works(&host);
 }
 

@@ -8,7 +8,8 @@
 //! Modules:
 //! - [`menu`]: find menu items by name, alias or a misspelling; nearest available alternatives.
 //! - [`money`]: amounts in minor units: formatting for speech, tax in basis points.
-//! - [`time`]: the call's local time, `HH:MM` parsing, opening-hours checks over the given data.
+//! - [`time`]: the call's local time, `HH:MM` parsing, and opening-hours answers looked up in
+//!   the hours facts the host computed ([`time::Hours`]; the SDK has no hours engine).
 //! - [`text`]: normalisation, tokens and edit distance shared by the others.
 //!
 //! Policies are pure: no clock, no I/O. Time is [`CallContext::local_time`]; data is what the

@@ -1,12 +1,21 @@
-//! Time for policies: the call's local time (the only clock a policy has), `HH:MM`/date parsing,
-//! and opening-hours questions answered over the granted [`OpeningHours`].
+//! Time for policies: the call's local time (the only clock a policy has), parsing and speaking
+//! times and dates, and opening-hours questions answered from the granted [`HoursFacts`].
 //!
-//! All times are the restaurant's local wall-clock times. The UTC offset of the call's moment is
-//! applied to the whole day; around a DST switch a computed time can be off by the switch.
+//! There is no opening-hours engine here. The host computes the facts with `pulsara_core::hours`
+//! — the engine the edge decides with and the agent's variables are filled from — at the call's
+//! instant: the periods of opening (time zone and DST applied, adjacent spans merged, closures
+//! removed, also those past midnight), the last-call cut-off, the staffed periods and the UTC
+//! offsets in force. [`Hours`] only looks instants up in them, so a policy, the edge and the agent
+//! give the same answer.
+//!
+//! Decide on instants (`DateTime<Utc>`), not wall-clock times: around a DST switch a local time
+//! means two instants or none. [`Hours::instant`] and [`Hours::local`] convert between them.
 
-use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Weekday};
-use pulsara_core::config::{Closure, OpeningHours, WeeklySpan};
-use pulsara_policy_abi::CallContext;
+use chrono::{
+    DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, Timelike, Utc, Weekday,
+};
+use pulsara_core::hours::SEARCH_DAYS;
+use pulsara_policy_abi::{CallContext, ClosureNote, HoursFacts, Period};
 
 use crate::ToolError;
 
@@ -81,122 +90,208 @@ pub fn weekday_name(d: Weekday) -> &'static str {
     }
 }
 
-/// The occurrences of `spans` that start on `date`, as `[start, end)` local date-times (a span
-/// whose close is not after its open ends the next day).
-pub fn spans_starting(spans: &[WeeklySpan], date: NaiveDate) -> Vec<(NaiveDateTime, NaiveDateTime)> {
-    let mut out: Vec<(NaiveDateTime, NaiveDateTime)> = spans
-        .iter()
-        .filter(|s| s.day == date.weekday())
-        .map(|s| {
-            let start = date.and_time(s.open);
-            let end_date = if s.close > s.open { date } else { date + Duration::days(1) };
-            (start, end_date.and_time(s.close))
-        })
-        .collect();
-    out.sort();
-    out
+/// The opening (or staffed) hours of one call, answered from the granted [`HoursFacts`].
+#[derive(Debug, Clone, Copy)]
+pub struct Hours<'a> {
+    facts: &'a HoursFacts,
+    periods: &'a [Period],
+    /// Zero for staffed hours: transfers have no last call.
+    last_call: Duration,
 }
 
-/// The span occurrence containing `at`, if any.
-pub fn span_at(spans: &[WeeklySpan], at: NaiveDateTime) -> Option<(NaiveDateTime, NaiveDateTime)> {
-    let day = at.date();
-    [day - Duration::days(1), day]
-        .into_iter()
-        .flat_map(|d| spans_starting(spans, d))
-        .find(|(start, end)| *start <= at && at < *end)
-}
-
-/// The closure in force at `at`, if any.
-pub fn closure_at(hours: &OpeningHours, at: NaiveDateTime) -> Option<&Closure> {
-    hours.closures.iter().find(|c| {
-        let d = at.date();
-        if d < c.start || d > c.end {
-            return false;
-        }
-        let t = at.time();
-        c.from.is_none_or(|f| t >= f) && c.until.is_none_or(|u| t < u)
-    })
-}
-
-/// A closure covering the whole of `date`, if any.
-pub fn closed_all_day(hours: &OpeningHours, date: NaiveDate) -> Option<&Closure> {
-    hours.closures.iter().find(|c| date >= c.start && date <= c.end && c.from.is_none() && c.until.is_none())
-}
-
-/// Open at `at`: inside a weekly span and not in a closure.
-pub fn is_open(hours: &OpeningHours, at: NaiveDateTime) -> bool {
-    span_at(&hours.weekly, at).is_some() && closure_at(hours, at).is_none()
-}
-
-/// Open at `at` and before the span's last-call cut-off.
-pub fn is_accepting(hours: &OpeningHours, at: NaiveDateTime) -> bool {
-    match span_at(&hours.weekly, at) {
-        Some((_, end)) => {
-            closure_at(hours, at).is_none() && at < end - Duration::minutes(i64::from(hours.last_call_minutes))
-        }
-        None => false,
+impl<'a> Hours<'a> {
+    /// The opening hours; calls (and bookings) stop at each period's last call.
+    pub fn opening(facts: &'a HoursFacts) -> Self {
+        Self { facts, periods: &facts.periods, last_call: Duration::minutes(i64::from(facts.last_call_minutes)) }
     }
-}
 
-/// The first moment at or after `from` when the restaurant is open, looking `max_days` ahead.
-pub fn next_open(hours: &OpeningHours, from: NaiveDateTime, max_days: i64) -> Option<NaiveDateTime> {
-    if is_open(hours, from) {
-        return Some(from);
+    /// When someone can take a transfer: the staffed periods (the restaurant's closures
+    /// applied), or the opening periods when the restaurant set no staffed hours; no last call.
+    pub fn staffed(facts: &'a HoursFacts) -> Self {
+        Self { facts, periods: facts.staffed.as_deref().unwrap_or(&facts.periods), last_call: Duration::zero() }
     }
-    let mut candidates: Vec<NaiveDateTime> = Vec::new();
-    for offset in -1..=max_days {
-        let d = from.date() + Duration::days(offset);
-        for (start, end) in spans_starting(&hours.weekly, d) {
-            // A span's start, or the end of a partial closure inside it.
-            candidates.push(start);
-            for c in &hours.closures {
-                if let Some(u) = c.until {
-                    let t = d.and_time(u);
-                    if t > start && t < end {
-                        candidates.push(t);
-                    }
-                }
+
+    /// The periods, sorted and disjoint.
+    pub fn periods(&self) -> &'a [Period] {
+        self.periods
+    }
+
+    /// The restaurant's wall-clock time at `t`.
+    pub fn local(&self, t: DateTime<Utc>) -> DateTime<FixedOffset> {
+        let offsets = &self.facts.offsets;
+        let i = offsets.partition_point(|o| o.since <= t).saturating_sub(1);
+        let seconds = offsets.get(i).map_or(0, |o| o.offset);
+        t.with_timezone(&FixedOffset::east_opt(seconds).unwrap_or_else(|| Utc.fix()))
+    }
+
+    /// The instant the restaurant's clock shows `local`: the earlier one when it shows it twice
+    /// (DST ends), the instant it jumps over it when never (DST starts) — as the host's engine
+    /// reads an opening time.
+    pub fn instant(&self, local: NaiveDateTime) -> DateTime<Utc> {
+        let offsets = &self.facts.offsets;
+        let shown = |i: usize| {
+            let t = (local - Duration::seconds(i64::from(offsets[i].offset))).and_utc();
+            let started = i == 0 || t >= offsets[i].since;
+            let ended = offsets.get(i + 1).is_some_and(|next| t >= next.since);
+            (started && !ended).then_some(t)
+        };
+        if let Some(t) = (0..offsets.len()).filter_map(shown).min() {
+            return t;
+        }
+        for pair in offsets.windows(2) {
+            let jump = pair[1].since.naive_utc();
+            let before = jump + Duration::seconds(i64::from(pair[0].offset));
+            let after = jump + Duration::seconds(i64::from(pair[1].offset));
+            if before <= local && local < after {
+                return pair[1].since;
             }
         }
+        local.and_utc()
     }
-    candidates.sort();
-    candidates.into_iter().find(|t| *t >= from && is_open(hours, *t))
-}
 
-/// `"12:00–15:00 and 19:00–23:00"`, or `None` when closed all day.
-pub fn describe_day(hours: &OpeningHours, date: NaiveDate) -> Option<String> {
-    if closed_all_day(hours, date).is_some() {
-        return None;
+    /// The period `t` is in, if any (last call not applied).
+    pub fn period_at(&self, t: DateTime<Utc>) -> Option<&'a Period> {
+        let i = self.periods.partition_point(|p| p.open <= t).checked_sub(1)?;
+        self.periods.get(i).filter(|p| t < p.close)
     }
-    let spans: Vec<String> = spans_starting(&hours.weekly, date)
-        .into_iter()
-        .map(|(s, e)| format!("{} to {}", hhmm(s.time()), hhmm(e.time())))
-        .collect();
-    (!spans.is_empty()).then(|| crate::text::join_words(&spans, "and"))
+
+    /// Open at `t` (inside a period; last call not applied).
+    pub fn is_open(&self, t: DateTime<Utc>) -> bool {
+        self.period_at(t).is_some()
+    }
+
+    /// The instant `period` stops taking calls.
+    pub fn last_call(&self, period: &Period) -> DateTime<Utc> {
+        period.close.checked_sub_signed(self.last_call).unwrap_or(period.open)
+    }
+
+    /// Taking calls at `t`: open and before last call. This is the edge's decision.
+    pub fn takes_calls(&self, t: DateTime<Utc>) -> bool {
+        self.period_at(t).is_some_and(|p| t < self.last_call(p))
+    }
+
+    /// The start of the first period after `after` (strictly), as far as the facts reach (at
+    /// least two weeks; filter for what you want to say).
+    pub fn next_open(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let i = self.periods.partition_point(|p| p.open <= after);
+        self.periods.get(i).map(|p| p.open)
+    }
+
+    /// The start of the first period after `after` that takes calls (one longer than the last
+    /// call): the edge's next opening.
+    pub fn next_taking_calls(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let i = self.periods.partition_point(|p| p.open <= after);
+        self.periods[i..].iter().find(|p| self.last_call(p) > p.open).map(|p| p.open)
+    }
+
+    /// The last local date the facts list periods for.
+    pub fn last_day(&self) -> NaiveDate {
+        self.facts.last_day
+    }
+
+    /// Whether the facts list the periods of the local date `day`.
+    pub fn covers(&self, day: NaiveDate) -> bool {
+        self.facts.first_day <= day && day <= self.facts.last_day
+    }
+
+    /// The periods listed under the local date `day`: those whose first span opens that day.
+    pub fn on(&self, day: NaiveDate) -> impl Iterator<Item = &'a Period> {
+        self.periods.iter().filter(move |p| p.day == day)
+    }
+
+    /// A closure of the whole of `day`, if any.
+    pub fn closed_all_day(&self, day: NaiveDate) -> Option<&'a ClosureNote> {
+        self.facts.closures.iter().find(|c| !c.partial && c.start <= day && day <= c.end)
+    }
+
+    /// The reason of the first closure on `day` that gives one.
+    pub fn closure_reason(&self, day: NaiveDate) -> Option<&'a str> {
+        self.facts
+            .closures
+            .iter()
+            .find(|c| c.start <= day && day <= c.end && !c.reason.trim().is_empty())
+            .map(|c| c.reason.trim())
+    }
+
+    /// `"12:00 to 15:00 and 19:00 to 23:00"`, or `"closed"` / `"closed (reason)"`: the periods
+    /// the agent's `hours_today` variable lists for that day.
+    pub fn describe_day(&self, day: NaiveDate) -> String {
+        let spans: Vec<String> = self
+            .on(day)
+            .map(|p| format!("{} to {}", hhmm(self.local(p.open).time()), hhmm(self.local(p.close).time())))
+            .collect();
+        if !spans.is_empty() {
+            return crate::text::join_words(&spans, "and");
+        }
+        match self.closure_reason(day) {
+            Some(reason) => format!("closed ({reason})"),
+            None => "closed".to_owned(),
+        }
+    }
+
+    /// The next opening relative to `now`, in the words of the agent's `next_opening` variable:
+    /// `"open now until 23:00"`, `"today at 19:00"`, `"tomorrow at 12:00"`, `"Friday at 12:00"`,
+    /// `"Friday 11 December at 12:00"` or `"not in the next 14 days"`.
+    pub fn describe_next_open(&self, now: DateTime<Utc>) -> String {
+        if let Some(p) = self.period_at(now).filter(|p| now < self.last_call(p)) {
+            return format!("open now until {}", hhmm(self.local(p.close).time()));
+        }
+        let horizon = now.checked_add_signed(Duration::days(SEARCH_DAYS)).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let Some(at) = self.next_taking_calls(now).filter(|at| *at <= horizon) else {
+            return format!("not in the next {SEARCH_DAYS} days");
+        };
+        let local = self.local(at);
+        let time = hhmm(local.time());
+        match (local.date_naive() - self.local(now).date_naive()).num_days() {
+            0 => format!("today at {time}"),
+            1 => format!("tomorrow at {time}"),
+            2..=6 => format!("{} at {time}", weekday_name(local.weekday())),
+            _ => format!("{} at {time}", spoken_date(local.date_naive())),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pulsara_policy_abi::UtcOffset;
 
     fn t(h: u32, m: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(h, m, 0).unwrap()
     }
 
-    fn hours() -> OpeningHours {
-        OpeningHours {
-            weekly: vec![
-                WeeklySpan { day: Weekday::Fri, open: t(18, 0), close: t(2, 0) },
-                WeeklySpan { day: Weekday::Sat, open: t(12, 0), close: t(15, 0) },
-            ],
-            closures: vec![Closure {
-                start: NaiveDate::from_ymd_opt(2026, 5, 9).unwrap(),
-                end: NaiveDate::from_ymd_opt(2026, 5, 9).unwrap(),
-                from: Some(t(13, 0)),
-                until: None,
-                reason: "private event".into(),
-            }],
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn period(day: &str, open: &str, close: &str) -> Period {
+        Period { day: d(day), open: utc(open), close: utc(close) }
+    }
+
+    /// New York around the end of DST (2026-11-01 02:00 EDT → 01:00 EST), as the host computes
+    /// it for Saturday's 20:00–01:30, Sunday's and Monday's 12:00–15:00, Tuesday's 12:00–12:20,
+    /// a closure on the 4th and 5th, and a 30-minute last call.
+    fn new_york_fall_back() -> HoursFacts {
+        HoursFacts {
+            first_day: d("2026-10-31"),
+            last_day: d("2026-11-16"),
             last_call_minutes: 30,
+            periods: vec![
+                period("2026-10-31", "2026-11-01T00:00:00Z", "2026-11-01T06:30:00Z"),
+                period("2026-11-01", "2026-11-01T17:00:00Z", "2026-11-01T20:00:00Z"),
+                period("2026-11-02", "2026-11-02T17:00:00Z", "2026-11-02T20:00:00Z"),
+                period("2026-11-03", "2026-11-03T17:00:00Z", "2026-11-03T17:20:00Z"),
+            ],
+            staffed: Some(vec![period("2026-11-02", "2026-11-02T17:00:00Z", "2026-11-02T19:00:00Z")]),
+            closures: vec![ClosureNote { start: d("2026-11-04"), end: d("2026-11-05"), partial: false, reason: "holiday".into() }],
+            offsets: vec![
+                UtcOffset { since: utc("2026-10-29T00:00:00Z"), offset: -4 * 3600 },
+                UtcOffset { since: utc("2026-11-01T06:00:00Z"), offset: -5 * 3600 },
+            ],
         }
     }
 
@@ -209,24 +304,88 @@ mod tests {
         assert_eq!(parse_time("noon"), Some(t(12, 0)));
         assert_eq!(parse_time("25:00"), None);
         assert_eq!(parse_time("soon"), None);
+        assert_eq!(spoken_date(d("2026-05-08")), "Friday 8 May");
     }
 
     #[test]
-    fn spans_cross_midnight_and_closures_apply() {
-        let h = hours();
-        let fri = NaiveDate::from_ymd_opt(2026, 5, 8).unwrap(); // a Friday
-        assert!(is_open(&h, fri.and_time(t(23, 0))));
-        assert!(is_open(&h, (fri + Duration::days(1)).and_time(t(1, 0))));
-        assert!(!is_accepting(&h, (fri + Duration::days(1)).and_time(t(1, 45))));
-        assert!(is_open(&h, (fri + Duration::days(1)).and_time(t(12, 30))));
-        assert!(!is_open(&h, (fri + Duration::days(1)).and_time(t(13, 30))), "partial closure");
-        assert!(!is_open(&h, fri.and_time(t(17, 0))));
-        assert_eq!(next_open(&h, fri.and_time(t(10, 0)), 7), Some(fri.and_time(t(18, 0))));
-        assert_eq!(
-            next_open(&h, (fri + Duration::days(1)).and_time(t(14, 0)), 7),
-            Some((fri + Duration::days(7)).and_time(t(18, 0)))
-        );
-        assert_eq!(describe_day(&h, fri).as_deref(), Some("18:00 to 02:00"));
-        assert_eq!(spoken_date(fri), "Friday 8 May");
+    fn local_times_follow_the_offsets() {
+        let facts = new_york_fall_back();
+        let h = Hours::opening(&facts);
+        assert_eq!(h.local(utc("2026-11-01T05:45:00Z")).to_rfc3339(), "2026-11-01T01:45:00-04:00");
+        assert_eq!(h.local(utc("2026-11-01T06:15:00Z")).to_rfc3339(), "2026-11-01T01:15:00-05:00");
+        // Before the first offset's `since`, the first offset still applies.
+        assert_eq!(h.local(utc("2026-10-01T12:00:00Z")).to_rfc3339(), "2026-10-01T08:00:00-04:00");
+        // 01:30 happens twice: the earlier; 03:00 once.
+        assert_eq!(h.instant(d("2026-11-01").and_time(t(1, 30))), utc("2026-11-01T05:30:00Z"));
+        assert_eq!(h.instant(d("2026-11-01").and_time(t(3, 0))), utc("2026-11-01T08:00:00Z"));
+        assert_eq!(h.instant(d("2026-10-31").and_time(t(23, 0))), utc("2026-11-01T03:00:00Z"));
+    }
+
+    #[test]
+    fn a_local_time_in_the_spring_gap_is_the_jump() {
+        // New York 2026-03-08 02:00 EST → 03:00 EDT.
+        let facts = HoursFacts {
+            first_day: d("2026-03-07"),
+            last_day: d("2026-03-23"),
+            last_call_minutes: 0,
+            periods: Vec::new(),
+            staffed: None,
+            closures: Vec::new(),
+            offsets: vec![
+                UtcOffset { since: utc("2026-03-06T00:00:00Z"), offset: -5 * 3600 },
+                UtcOffset { since: utc("2026-03-08T07:00:00Z"), offset: -4 * 3600 },
+            ],
+        };
+        let h = Hours::opening(&facts);
+        assert_eq!(h.instant(d("2026-03-08").and_time(t(2, 30))), utc("2026-03-08T07:00:00Z"));
+        assert_eq!(h.instant(d("2026-03-08").and_time(t(1, 59))), utc("2026-03-08T06:59:00Z"));
+        assert_eq!(h.instant(d("2026-03-08").and_time(t(3, 0))), utc("2026-03-08T07:00:00Z"));
+    }
+
+    #[test]
+    fn open_last_call_and_next_opening() {
+        let facts = new_york_fall_back();
+        let h = Hours::opening(&facts);
+        // 01:15 EST, after the clocks went back: open until the second 01:30, calls until 01:00.
+        let late = utc("2026-11-01T06:15:00Z");
+        assert!(h.is_open(late));
+        assert!(!h.takes_calls(late));
+        assert!(h.takes_calls(utc("2026-11-01T05:59:00Z")));
+        assert!(!h.is_open(utc("2026-11-01T06:30:00Z")), "the close is exclusive");
+        assert_eq!(h.describe_next_open(utc("2026-11-01T03:00:00Z")), "open now until 01:30");
+        assert_eq!(h.describe_next_open(late), "today at 12:00");
+        assert_eq!(h.describe_next_open(utc("2026-11-01T20:00:00Z")), "tomorrow at 12:00");
+        // Tuesday's 20 minutes are shorter than the last call: open, but never taking calls.
+        let monday_evening = utc("2026-11-02T20:00:00Z");
+        assert_eq!(h.next_open(monday_evening), Some(utc("2026-11-03T17:00:00Z")));
+        assert_eq!(h.next_taking_calls(monday_evening), None);
+        assert_eq!(h.describe_next_open(monday_evening), "not in the next 14 days");
+        assert!(h.is_open(utc("2026-11-03T17:10:00Z")) && !h.takes_calls(utc("2026-11-03T17:10:00Z")));
+    }
+
+    #[test]
+    fn days_are_described_as_the_agent_hears_them() {
+        let facts = new_york_fall_back();
+        let h = Hours::opening(&facts);
+        assert_eq!(h.describe_day(d("2026-10-31")), "20:00 to 01:30");
+        assert_eq!(h.describe_day(d("2026-11-01")), "12:00 to 15:00");
+        assert_eq!(h.describe_day(d("2026-11-04")), "closed (holiday)");
+        assert_eq!(h.describe_day(d("2026-11-06")), "closed");
+        assert!(h.closed_all_day(d("2026-11-05")).is_some());
+        assert!(h.closed_all_day(d("2026-11-06")).is_none());
+        assert!(h.covers(d("2026-11-16")) && !h.covers(d("2026-11-17")));
+    }
+
+    #[test]
+    fn staffed_hours_have_no_last_call() {
+        let facts = new_york_fall_back();
+        let staffed = Hours::staffed(&facts);
+        assert!(staffed.takes_calls(utc("2026-11-02T18:59:00Z")));
+        assert!(!staffed.is_open(utc("2026-11-02T19:30:00Z")), "staffed until 14:00, open until 15:00");
+        assert_eq!(staffed.next_open(utc("2026-11-01T12:00:00Z")), Some(utc("2026-11-02T17:00:00Z")));
+        let mut facts = facts;
+        facts.staffed = None;
+        let staffed = Hours::staffed(&facts);
+        assert!(staffed.takes_calls(utc("2026-11-01T06:15:00Z")), "opening hours without last call");
     }
 }

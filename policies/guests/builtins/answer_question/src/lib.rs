@@ -3,6 +3,9 @@
 //! for the agent to answer from. When nothing scores, it says so plainly so the agent does not
 //! make something up.
 //!
+//! The hours passage says what the agent was told at the start of the call (its next opening)
+//! and each day of the week ahead, from the host's hours facts.
+//!
 //! Grants: `knowledge_base` and/or `menu` and/or `hours` (whatever is granted is searched); no
 //! actions.
 
@@ -10,7 +13,7 @@ use std::collections::HashMap;
 
 use pulsara_policy_sdk::money::format_minor;
 use pulsara_policy_sdk::text::tokens;
-use pulsara_policy_sdk::time;
+use pulsara_policy_sdk::time::{self, Hours};
 use pulsara_policy_sdk::{json, params, Tool, ToolError, ToolInput, ToolOutput};
 use serde::Deserialize;
 
@@ -109,19 +112,21 @@ fn corpus(input: &ToolInput) -> Vec<Passage> {
             out.push(passage(format!("Menu: {}", item.name), text));
         }
     }
-    if let Some(hours) = &input.data.hours {
+    if let Some(facts) = &input.data.hours {
         if let Ok(now) = time::now(&input.context) {
-            let today = now.date_naive();
-            let mut lines = Vec::new();
+            // The agent's own words for now (its `next_opening` variable), then the week.
+            let hours = Hours::opening(facts);
+            let now = now.to_utc();
+            let today = hours.local(now).date_naive();
+            let mut lines = vec![format!("Next opening: {}", hours.describe_next_open(now))];
             for d in 0..7 {
                 let day = today + pulsara_policy_sdk::chrono::Duration::days(d);
-                let desc = time::describe_day(hours, day).unwrap_or_else(|| "closed".into());
-                lines.push(format!("{}: {desc}", time::spoken_date(day)));
+                lines.push(format!("{}: {}", time::spoken_date(day), hours.describe_day(day)));
             }
-            for c in &hours.closures {
-                if c.end >= today {
-                    lines.push(format!("Closed {} to {} ({})", c.start, c.end, c.reason));
-                }
+            for c in facts.closures.iter().filter(|c| c.end >= today) {
+                let part = if c.partial { " (part of each day)" } else { "" };
+                let why = if c.reason.is_empty() { String::new() } else { format!(" ({})", c.reason) };
+                lines.push(format!("Closed {} to {}{part}{why}", c.start, c.end));
             }
             out.push(passage("Opening hours (open, close, times, today, tomorrow, week)".into(), lines.join("; ")));
         }

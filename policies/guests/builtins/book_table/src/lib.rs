@@ -2,16 +2,17 @@
 //! allow it; otherwise says why and, when the slot is full or off the grid, offers the nearest
 //! free slots (same day first, then the following days).
 //!
-//! Slots: every `slot_minutes` from the start of each opening span, the last one starting at
-//! least one slot before closing (minus the last-call cut-off). Capacity is
-//! `capacity_per_slot` covers minus `booked["YYYY-MM-DDTHH:MM"]`.
+//! Slots: every `slot_minutes` from the start of each period of opening (the host's hours facts:
+//! closures applied, spans merged, DST applied), the last one ending by the period's last call;
+//! a slot belongs to the local date and time it starts at. Capacity is `capacity_per_slot`
+//! covers minus `booked["YYYY-MM-DDTHH:MM"]`.
 //!
 //! Grants: `booking` and `hours` (both required); actions: `record_booking`.
 
-use pulsara_policy_sdk::chrono::{Duration, NaiveDate, NaiveDateTime};
-use pulsara_policy_sdk::config::{BookingConfig, OpeningHours};
+use pulsara_policy_sdk::chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use pulsara_policy_sdk::config::BookingConfig;
 use pulsara_policy_sdk::text::join_words;
-use pulsara_policy_sdk::time::{self, hhmm, spoken_date};
+use pulsara_policy_sdk::time::{self, hhmm, spoken_date, Hours};
 use pulsara_policy_sdk::{json, params, require, Action, Booking, Tool, ToolError, ToolInput, ToolOutput};
 use serde::Deserialize;
 
@@ -24,9 +25,18 @@ struct Params {
     name: String,
 }
 
-/// How many alternatives to offer, and how many days ahead to look for them.
+/// How many alternatives to offer, and how many days after the asked-for one to look for them.
 const OFFER: usize = 3;
 const SEARCH_DAYS: i64 = 7;
+/// Most slots listed for one day (bounded work per call).
+const MAX_SLOTS_A_DAY: usize = 200;
+
+/// A bookable slot: its instant and the restaurant's wall-clock time it starts at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    at: DateTime<Utc>,
+    local: NaiveDateTime,
+}
 
 pub struct BookTable;
 
@@ -34,13 +44,14 @@ impl Tool for BookTable {
     fn run(input: &ToolInput) -> Result<ToolOutput, ToolError> {
         let p: Params = params(input)?;
         let cfg = require(&input.data.booking, "booking settings")?;
-        let hours = require(&input.data.hours, "opening hours")?;
-        let now = time::now(&input.context)?.naive_local();
-        let date = time::parse_date(&p.date, now.date())
+        let hours = Hours::opening(require(&input.data.hours, "opening hours")?);
+        let now = time::now(&input.context)?.to_utc();
+        let today = hours.local(now).date_naive();
+        let date = time::parse_date(&p.date, today)
             .ok_or_else(|| ToolError::new(format!("I didn't understand the date {:?}; use YYYY-MM-DD.", p.date)))?;
         let t = time::parse_time(&p.time)
             .ok_or_else(|| ToolError::new(format!("I didn't understand the time {:?}; use HH:MM.", p.time)))?;
-        let at = date.and_time(t);
+        let wanted = Slot { at: hours.instant(date.and_time(t)), local: date.and_time(t) };
 
         if p.party_size < 1 {
             return Err(ToolError::new("the party size must be at least 1"));
@@ -59,45 +70,41 @@ impl Tool for BookTable {
         if p.name.trim().is_empty() {
             return Err(ToolError::new("I need a name for the booking"));
         }
-        let earliest = now + Duration::minutes(i64::from(cfg.min_lead_minutes));
-        if at < now {
+        let search = Search { cfg, hours, party, earliest: now + Duration::minutes(i64::from(cfg.min_lead_minutes)), last_day: last_day(cfg, &hours, today) };
+        if wanted.at < now {
             return Ok(refusal("in_the_past", format!("{} at {} has already passed.", spoken_date(date), hhmm(t)), &[]));
         }
-        if date > now.date() + Duration::days(i64::from(cfg.max_days_ahead)) {
-            return Ok(refusal(
-                "too_far_ahead",
-                format!("We take bookings up to {} days ahead.", cfg.max_days_ahead),
-                &[],
-            ));
+        if date > search.last_day {
+            let days = (search.last_day - today).num_days();
+            return Ok(refusal("too_far_ahead", format!("We take bookings up to {days} days ahead."), &[]));
         }
-        if let Some(closure) = time::closed_all_day(hours, date) {
-            let offers = free_slots_near(cfg, hours, at, party, earliest, now);
-            let why = if closure.reason.is_empty() { String::new() } else { format!(" ({})", closure.reason) };
+        let slots = search.slots_on(date);
+        if slots.is_empty() {
+            let offers = search.free_slots_near(wanted);
+            let why = match hours.closed_all_day(date) {
+                Some(c) if !c.reason.is_empty() => format!(" ({})", c.reason),
+                _ => String::new(),
+            };
             return Ok(refusal("closed", format!("We're closed on {}{why}.{}", spoken_date(date), offer_text(&offers)), &offers));
         }
-        let slots = slots_on(cfg, hours, date);
-        if slots.is_empty() {
-            let offers = free_slots_near(cfg, hours, at, party, earliest, now);
-            return Ok(refusal("closed", format!("We're closed on {}s.{}", time::weekday_name(pulsara_policy_sdk::chrono::Datelike::weekday(&date)), offer_text(&offers)), &offers));
-        }
-        if at < earliest {
-            let offers = free_slots_near(cfg, hours, at, party, earliest, now);
+        if wanted.at < search.earliest {
+            let offers = search.free_slots_near(wanted);
             return Ok(refusal(
                 "too_short_notice",
                 format!("Bookings need at least {} minutes' notice.{}", cfg.min_lead_minutes, offer_text(&offers)),
                 &offers,
             ));
         }
-        if !slots.contains(&at) {
-            let offers = free_slots_near(cfg, hours, at, party, earliest, now);
+        let Some(slot) = slots.iter().find(|s| s.local == wanted.local) else {
+            let offers = search.free_slots_near(wanted);
             return Ok(refusal(
                 "no_such_slot",
                 format!("We don't take bookings for {} at {}.{}", spoken_date(date), hhmm(t), offer_text(&offers)),
                 &offers,
             ));
-        }
-        if free(cfg, at) < party {
-            let offers = free_slots_near(cfg, hours, at, party, earliest, now);
+        };
+        if free(cfg, slot) < party {
+            let offers = search.free_slots_near(wanted);
             return Ok(refusal(
                 "slot_full",
                 format!("{} at {} is fully booked for {party}.{}", spoken_date(date), hhmm(t), offer_text(&offers)),
@@ -125,10 +132,15 @@ impl Tool for BookTable {
     }
 }
 
-fn refusal(reason: &str, text: String, offers: &[NaiveDateTime]) -> ToolOutput {
+/// The last date bookings are taken for: `max_days_ahead`, as far as the hours facts reach.
+fn last_day(cfg: &BookingConfig, hours: &Hours<'_>, today: NaiveDate) -> NaiveDate {
+    (today + Duration::days(i64::from(cfg.max_days_ahead))).min(hours.last_day())
+}
+
+fn refusal(reason: &str, text: String, offers: &[Slot]) -> ToolOutput {
     let alternatives: Vec<_> = offers
         .iter()
-        .map(|o| json!({"date": o.date().format("%Y-%m-%d").to_string(), "time": hhmm(o.time())}))
+        .map(|o| json!({"date": o.local.date().format("%Y-%m-%d").to_string(), "time": hhmm(o.local.time())}))
         .collect();
     ToolOutput {
         result: text,
@@ -137,84 +149,93 @@ fn refusal(reason: &str, text: String, offers: &[NaiveDateTime]) -> ToolOutput {
     }
 }
 
-fn offer_text(offers: &[NaiveDateTime]) -> String {
-    if offers.is_empty() {
+fn offer_text(offers: &[Slot]) -> String {
+    let Some(first) = offers.first() else {
         return String::new();
-    }
-    let same_day = offers.iter().all(|o| o.date() == offers[0].date());
-    let spoken: Vec<String> = if same_day {
-        offers.iter().map(|o| hhmm(o.time())).collect()
-    } else {
-        offers.iter().map(|o| format!("{} at {}", spoken_date(o.date()), hhmm(o.time()))).collect()
     };
+    let same_day = offers.iter().all(|o| o.local.date() == first.local.date());
     if same_day {
-        format!(" Free on {}: {}.", spoken_date(offers[0].date()), join_words(&spoken, "or"))
+        let spoken: Vec<String> = offers.iter().map(|o| hhmm(o.local.time())).collect();
+        format!(" Free on {}: {}.", spoken_date(first.local.date()), join_words(&spoken, "or"))
     } else {
+        let spoken: Vec<String> =
+            offers.iter().map(|o| format!("{} at {}", spoken_date(o.local.date()), hhmm(o.local.time()))).collect();
         format!(" Free: {}.", join_words(&spoken, "or"))
     }
 }
 
-/// Bookable slot starts on `date`.
-fn slots_on(cfg: &BookingConfig, hours: &OpeningHours, date: NaiveDate) -> Vec<NaiveDateTime> {
-    if cfg.slot_minutes == 0 || time::closed_all_day(hours, date).is_some() {
-        return Vec::new();
-    }
-    let step = Duration::minutes(i64::from(cfg.slot_minutes));
-    let cutoff = Duration::minutes(i64::from(hours.last_call_minutes));
-    let mut out = Vec::new();
-    for (start, end) in time::spans_starting(&hours.weekly, date) {
-        let mut s = start;
-        while s + step <= end - cutoff && out.len() < 200 {
-            if time::closure_at(hours, s).is_none() {
-                out.push(s);
-            }
-            s += step;
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn free(cfg: &BookingConfig, at: NaiveDateTime) -> u32 {
-    let key = at.format("%Y-%m-%dT%H:%M").to_string();
+fn free(cfg: &BookingConfig, slot: &Slot) -> u32 {
+    let key = slot.local.format("%Y-%m-%dT%H:%M").to_string();
     cfg.capacity_per_slot.saturating_sub(cfg.booked.get(&key).copied().unwrap_or(0))
 }
 
-/// The free slots nearest to `wanted`: on its day by distance in time; if none, the first ones on
-/// the following days.
-fn free_slots_near(
-    cfg: &BookingConfig,
-    hours: &OpeningHours,
-    wanted: NaiveDateTime,
+/// What one booking may be offered.
+struct Search<'a> {
+    cfg: &'a BookingConfig,
+    hours: Hours<'a>,
     party: u32,
-    earliest: NaiveDateTime,
-    now: NaiveDateTime,
-) -> Vec<NaiveDateTime> {
-    let ok = |s: &NaiveDateTime| {
-        *s >= earliest && s.date() <= now.date() + Duration::days(i64::from(cfg.max_days_ahead)) && free(cfg, *s) >= party
-    };
-    let mut same_day: Vec<NaiveDateTime> = slots_on(cfg, hours, wanted.date()).into_iter().filter(|s| ok(s) && *s != wanted).collect();
-    same_day.sort_by_key(|s| ((*s - wanted).num_minutes().abs(), *s));
-    same_day.truncate(OFFER);
-    if !same_day.is_empty() {
-        same_day.sort();
-        return same_day;
-    }
-    let mut later = Vec::new();
-    for d in 1..=SEARCH_DAYS {
-        let day = wanted.date() + Duration::days(d);
-        let slots: Vec<NaiveDateTime> = slots_on(cfg, hours, day).into_iter().filter(|s| ok(s)).collect();
-        // Prefer the same time of day as asked for on the next open day.
-        let mut slots = slots;
-        slots.sort_by_key(|s| ((s.time() - wanted.time()).num_minutes().abs(), *s));
-        later.extend(slots.into_iter().take(OFFER - later.len()));
-        if later.len() >= OFFER || !later.is_empty() {
-            break;
+    earliest: DateTime<Utc>,
+    last_day: NaiveDate,
+}
+
+impl Search<'_> {
+    /// The slots starting on the local date `date`, in time order; a wall-clock time shown
+    /// twice (DST ends) is one slot, the earlier.
+    fn slots_on(&self, date: NaiveDate) -> Vec<Slot> {
+        let step = Duration::minutes(i64::from(self.cfg.slot_minutes));
+        if self.cfg.slot_minutes == 0 || !self.hours.covers(date) {
+            return Vec::new();
         }
+        let day_start = self.hours.instant(date.and_time(NaiveTime::MIN));
+        let day_end = self.hours.instant((date + Duration::days(1)).and_time(NaiveTime::MIN));
+        let mut out: Vec<Slot> = Vec::new();
+        for p in self.hours.periods().iter().filter(|p| p.open < day_end && p.close > day_start) {
+            let last_call = self.hours.last_call(p);
+            // Whole steps from the period's start to the first one on this date.
+            let skip = if p.open < day_start { (day_start - p.open).num_minutes() / step.num_minutes() } else { 0 };
+            let mut s = p.open + step * i32::try_from(skip).unwrap_or(0);
+            while s < day_end && s + step <= last_call && out.len() < MAX_SLOTS_A_DAY {
+                let local = self.hours.local(s).naive_local();
+                // Wall-clock times only repeat when the clocks go back.
+                let repeated = out.last().is_some_and(|o| o.local >= local) && out.iter().any(|o| o.local == local);
+                if local.date() == date && !repeated {
+                    out.push(Slot { at: s, local });
+                }
+                s += step;
+            }
+        }
+        out.sort_by_key(|s| s.at);
+        out
     }
-    later.sort();
-    later
+
+    fn bookable(&self, s: &Slot) -> bool {
+        s.at >= self.earliest && s.local.date() <= self.last_day && free(self.cfg, s) >= self.party
+    }
+
+    /// The free slots nearest to `wanted`: on its day by distance in time; if none, the first
+    /// ones on the following days, nearest to the same time of day.
+    fn free_slots_near(&self, wanted: Slot) -> Vec<Slot> {
+        let mut same_day: Vec<Slot> =
+            self.slots_on(wanted.local.date()).into_iter().filter(|s| self.bookable(s) && s.local != wanted.local).collect();
+        same_day.sort_by_key(|s| ((s.at - wanted.at).num_minutes().abs(), s.at));
+        same_day.truncate(OFFER);
+        if !same_day.is_empty() {
+            same_day.sort_by_key(|s| s.at);
+            return same_day;
+        }
+        for d in 1..=SEARCH_DAYS {
+            let day = wanted.local.date() + Duration::days(d);
+            let mut slots: Vec<Slot> = self.slots_on(day).into_iter().filter(|s| self.bookable(s)).collect();
+            if slots.is_empty() {
+                continue;
+            }
+            slots.sort_by_key(|s| ((s.local.time() - wanted.local.time()).num_minutes().abs(), s.at));
+            slots.truncate(OFFER);
+            slots.sort_by_key(|s| s.at);
+            return slots;
+        }
+        Vec::new()
+    }
 }
 
 pulsara_policy_sdk::export_tool!(BookTable);

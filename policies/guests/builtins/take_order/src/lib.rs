@@ -7,15 +7,19 @@
 //! A valid order yields a read-back for the agent and a `record_order` action. An order with
 //! problems yields no action and a result listing every problem, so the agent can ask once.
 //!
+//! A pickup (or delivery) time must fall inside a period of opening, as the host's hours facts
+//! give them (closures applied; last call stops calls, not pickups of orders already taken).
+//!
 //! Grants: `menu`, `ordering` (required), `hours` (optional: without it times are not checked
-//! against opening hours); actions: `record_order`.
+//! against opening hours, and the call's UTC offset stands for the whole day); actions:
+//! `record_order`.
 
-use pulsara_policy_sdk::chrono::{Duration, NaiveDateTime, Timelike};
+use pulsara_policy_sdk::chrono::{DateTime, Duration, FixedOffset, Timelike, Utc};
 use pulsara_policy_sdk::config::{MenuItem, OrderingConfig};
 use pulsara_policy_sdk::menu::{self, Lookup, MenuIndex};
 use pulsara_policy_sdk::money::{apply_bps, format_minor};
 use pulsara_policy_sdk::text::join_words;
-use pulsara_policy_sdk::time::{self, hhmm};
+use pulsara_policy_sdk::time::{self, hhmm, Hours};
 use pulsara_policy_sdk::{
     json, params, require, Action, Fulfillment, Order, OrderLine, OrderModifier, Tool, ToolError, ToolInput,
     ToolOutput, Value,
@@ -60,7 +64,9 @@ impl Tool for TakeOrder {
         let menu_items = require(&input.data.menu, "menu")?;
         let ordering = require(&input.data.ordering, "ordering settings")?;
         let currency = input.data.currency.clone().unwrap_or_default();
-        let now = time::now(&input.context)?.naive_local();
+        let call_time = time::now(&input.context)?;
+        let clock = Clock { hours: input.data.hours.as_ref().map(Hours::opening), offset: *call_time.offset() };
+        let now = call_time.to_utc();
         if p.items.is_empty() {
             return Err(ToolError::new("no items in the order; ask the caller what they would like"));
         }
@@ -126,7 +132,7 @@ impl Tool for TakeOrder {
             },
         }
 
-        let ready_at = match when_ready(input, ordering, now, p.pickup_time.as_deref()) {
+        let ready_at = match when_ready(&clock, ordering, now, p.pickup_time.as_deref()) {
             Ok(t) => Some(t),
             Err(message) => {
                 problems.push(problem("pickup_time", "", message, &[]));
@@ -146,13 +152,8 @@ impl Tool for TakeOrder {
 
         let tax = apply_bps(subtotal, ordering.tax_rate_bps);
         let total = subtotal + tax + fee;
-        let ready_at = ready_at.unwrap_or(now);
-        let offset = time::now(&input.context)?.offset().to_owned();
-        let pickup_rfc3339 = ready_at
-            .and_local_timezone(offset)
-            .single()
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
+        let ready_at = clock.local(ready_at.unwrap_or(now));
+        let pickup_rfc3339 = ready_at.to_rfc3339();
         let order = Order {
             items: lines,
             subtotal_minor: subtotal,
@@ -288,35 +289,58 @@ fn price_line(index: &MenuIndex<'_>, ordering: &OrderingConfig, req: &ItemReques
     })
 }
 
+/// The restaurant's clock: the granted hours facts, or else the call's UTC offset.
+struct Clock<'a> {
+    hours: Option<Hours<'a>>,
+    offset: FixedOffset,
+}
+
+impl Clock<'_> {
+    fn local(&self, t: DateTime<Utc>) -> DateTime<FixedOffset> {
+        match &self.hours {
+            Some(h) => h.local(t),
+            None => t.with_timezone(&self.offset),
+        }
+    }
+}
+
+/// How many days ahead a refusal looks for the next opening.
+const NEXT_OPEN_DAYS: i64 = 7;
+
 /// When the order will be ready: the requested time today (or ASAP), not before the preparation
-/// time, inside opening hours when they are granted.
-fn when_ready(input: &ToolInput, ordering: &OrderingConfig, now: NaiveDateTime, requested: Option<&str>) -> Result<NaiveDateTime, String> {
-    let earliest = now + Duration::minutes(i64::from(ordering.prep_minutes));
-    let earliest = round_up_5(earliest);
+/// time, inside a period of opening when the hours are granted.
+fn when_ready(clock: &Clock<'_>, ordering: &OrderingConfig, now: DateTime<Utc>, requested: Option<&str>) -> Result<DateTime<Utc>, String> {
+    let earliest = round_up_5(clock, now + Duration::minutes(i64::from(ordering.prep_minutes)));
     let at = match requested.map(str::trim).filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("asap")) {
         None => earliest,
         Some(raw) => {
             let t = time::parse_time(raw).ok_or_else(|| format!("I didn't understand the pickup time {raw:?}."))?;
-            let at = now.date().and_time(t);
+            let wall = clock.local(now).date_naive().and_time(t);
+            let at = match &clock.hours {
+                Some(h) => h.instant(wall),
+                None => (wall - Duration::seconds(i64::from(clock.offset.local_minus_utc()))).and_utc(),
+            };
             if at < earliest {
-                return Err(format!("The earliest we can have it ready is {}.", hhmm(earliest.time())));
+                return Err(format!("The earliest we can have it ready is {}.", hhmm(clock.local(earliest).time())));
             }
             at
         }
     };
-    if let Some(hours) = &input.data.hours {
-        if !time::is_open(hours, at) {
-            let message = match time::next_open(hours, at, 7) {
-                Some(next) if next.date() == at.date() => {
-                    format!("We're closed at {}; we open again at {}.", hhmm(at.time()), hhmm(next.time()))
+    if let Some(hours) = &clock.hours {
+        if !hours.is_open(at) {
+            let day = clock.local(at).date_naive();
+            let said = hhmm(clock.local(at).time());
+            let next = hours.next_open(at).map(|t| clock.local(t)).filter(|t| t.date_naive() <= day + Duration::days(NEXT_OPEN_DAYS));
+            let message = match next {
+                Some(next) if next.date_naive() == day => {
+                    format!("We're closed at {said}; we open again at {}.", hhmm(next.time()))
                 }
                 Some(next) => format!(
-                    "We're closed at {}; we open again {} at {}.",
-                    hhmm(at.time()),
-                    time::spoken_date(next.date()),
+                    "We're closed at {said}; we open again {} at {}.",
+                    time::spoken_date(next.date_naive()),
                     hhmm(next.time())
                 ),
-                None => format!("We're closed at {}.", hhmm(at.time())),
+                None => format!("We're closed at {said}."),
             };
             return Err(message);
         }
@@ -324,13 +348,13 @@ fn when_ready(input: &ToolInput, ordering: &OrderingConfig, now: NaiveDateTime, 
     Ok(at)
 }
 
-fn round_up_5(t: NaiveDateTime) -> NaiveDateTime {
-    let t = t.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(t);
-    let rem = t.minute() % 5;
-    if rem == 0 {
-        t
-    } else {
-        t + Duration::minutes(i64::from(5 - rem))
+/// `t` without seconds, rounded up to the restaurant clock's next multiple of five minutes.
+fn round_up_5(clock: &Clock<'_>, t: DateTime<Utc>) -> DateTime<Utc> {
+    let local = clock.local(t);
+    let t = t - Duration::seconds(i64::from(local.second())) - Duration::nanoseconds(i64::from(local.nanosecond()));
+    match local.minute() % 5 {
+        0 => t,
+        rem => t + Duration::minutes(i64::from(5 - rem)),
     }
 }
 
@@ -338,7 +362,7 @@ fn normalize_postcode(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase()
 }
 
-fn read_back(order: &Order, ready_at: NaiveDateTime) -> String {
+fn read_back(order: &Order, ready_at: DateTime<FixedOffset>) -> String {
     let lines: Vec<String> = order
         .items
         .iter()
