@@ -187,7 +187,7 @@ async fn authenticate(
         Err(e) => {
             app.metrics.error("config_unavailable");
             warn!(error = %e, "restaurant configuration unavailable; apologising");
-            let twiml = twiml::fallback(
+            let twiml = twiml::SayVoice::default().fallback(
                 None,
                 "Sorry, we cannot take your call right now. Please try again later.",
             );
@@ -220,7 +220,7 @@ async fn busy(app: &App, info: CallInfo, tx: &mut TwTx) {
     let msg = cfg.agent.busy_message.clone().unwrap_or_else(|| {
         "All our lines are busy right now. Please call again in a few minutes.".into()
     });
-    let twiml = twiml::busy(&msg, cfg.fallback_target());
+    let twiml = cfg.say_voice().busy(&msg, cfg.fallback_target());
     let ok = app
         .rest
         .update_call(&info.call_sid, &twiml, ms(app.cfg.limits.rest_timeout_ms))
@@ -738,7 +738,7 @@ impl Call {
     }
 
     async fn transfer(&mut self, to: String, reason: String) {
-        let twiml = twiml::say_dial(None, &to, None, 30);
+        let twiml = twiml::dial(&to, None, 30);
         let ok = match self.update_call(&twiml).await {
             Ok(()) => true,
             Err(e) => {
@@ -778,7 +778,7 @@ impl Call {
             Some(n) => (
                 "dial",
                 Some(n.to_owned()),
-                twiml::say_dial(Some(&apology), n, None, 30),
+                cfg.say_voice().say_dial(Some(&apology), n, None, 30),
             ),
             None => {
                 let info = self.m.info();
@@ -786,7 +786,7 @@ impl Call {
                     Some(callback) => (
                         "voicemail",
                         None,
-                        twiml::say_record(
+                        cfg.say_voice().say_record(
                             &format!("{apology} Please leave a message after the tone."),
                             120,
                             &callback,
@@ -796,7 +796,7 @@ impl Call {
                     // of recording into nowhere.
                     None => {
                         warn!("no PUBLIC_BASE_URL for the voicemail callback; apologising instead");
-                        ("apology", None, twiml::fallback(None, &apology))
+                        ("apology", None, cfg.say_voice().fallback(None, &apology))
                     }
                 }
             }
@@ -815,7 +815,7 @@ impl Call {
     /// Shutdown after the grace period: hand the caller to staff (or apologise), then finish.
     async fn end_politely(&mut self) {
         let cfg = self.m.info().restaurant.clone();
-        let twiml = twiml::fallback(
+        let twiml = cfg.say_voice().fallback(
             cfg.fallback_target(),
             "Sorry, we have to end this call now. Please call us again. Goodbye.",
         );

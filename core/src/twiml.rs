@@ -356,57 +356,6 @@ pub fn dial(number: &str, caller_id: Option<&str>, timeout_secs: u32) -> String 
     say_dial_doc(None, None, number, caller_id, timeout_secs)
 }
 
-/// Speaks `message` with Twilio's default voice, then records a voicemail.
-#[deprecated(
-    note = "speaks without the restaurant's <Say> language and voice; use \
-    `RestaurantConfig::say_voice().say_record(..)`"
-)]
-pub fn say_record(
-    message: &str,
-    max_length_secs: u32,
-    recording_status_callback_url: &str,
-) -> String {
-    say_record_doc(
-        message,
-        None,
-        max_length_secs,
-        recording_status_callback_url,
-    )
-}
-
-/// Optionally speaks `message` with Twilio's default voice, then dials `number`.
-#[deprecated(
-    note = "speaks without the restaurant's <Say> language and voice; use \
-    `RestaurantConfig::say_voice().say_dial(..)`, or `twiml::dial` when nothing is spoken"
-)]
-pub fn say_dial(
-    message: Option<&str>,
-    number: &str,
-    caller_id: Option<&str>,
-    timeout_secs: u32,
-) -> String {
-    say_dial_doc(message, None, number, caller_id, timeout_secs)
-}
-
-/// [`SayVoice::fallback`] with Twilio's default voice.
-#[deprecated(
-    note = "speaks without the restaurant's <Say> language and voice; use \
-    `RestaurantConfig::say_voice().fallback(..)`, or `SayVoice::default().fallback(..)` when no \
-    restaurant is known"
-)]
-pub fn fallback(number: Option<&str>, apology: &str) -> String {
-    fallback_doc(number, apology, None)
-}
-
-/// [`SayVoice::busy`] with Twilio's default voice.
-#[deprecated(
-    note = "speaks without the restaurant's <Say> language and voice; use \
-    `RestaurantConfig::say_voice().busy(..)`"
-)]
-pub fn busy(message: &str, number: Option<&str>) -> String {
-    busy_doc(message, number, None)
-}
-
 fn say_record_doc(
     message: &str,
     voice: Option<&SayVoice>,
@@ -415,14 +364,21 @@ fn say_record_doc(
 ) -> String {
     let mut x = Doc::new();
     x.say(message, voice);
-    let max = max_length_secs.max(1).to_string();
-    let mut attrs = vec![("maxLength", max.as_str()), ("playBeep", "true")];
-    if !callback.is_empty() {
-        attrs.push(("action", callback));
-        attrs.push(("method", "POST"));
-        attrs.push(("recordingStatusCallback", callback));
-        attrs.push(("recordingStatusCallbackMethod", "POST"));
+    if callback.is_empty() {
+        // A <Record> with nowhere to report would lose the message and make Twilio fetch this
+        // document again: without a callback, nothing is recorded.
+        x.empty("Hangup", &[]);
+        return x.finish();
     }
+    let max = max_length_secs.max(1).to_string();
+    let attrs = vec![
+        ("maxLength", max.as_str()),
+        ("playBeep", "true"),
+        ("action", callback),
+        ("method", "POST"),
+        ("recordingStatusCallback", callback),
+        ("recordingStatusCallbackMethod", "POST"),
+    ];
     x.empty("Record", &attrs);
     x.empty("Hangup", &[]);
     x.finish()
@@ -518,7 +474,7 @@ impl Doc {
         escape_into(&mut self.out, text);
     }
 
-    /// `<Say>` with the voice's `language` and `voice`; `None` only for the deprecated builders.
+    /// `<Say>` with the voice's `language` and `voice` (`None`: Twilio's default voice).
     fn say(&mut self, message: &str, voice: Option<&SayVoice>) {
         match voice {
             Some(v) => self.open("Say", &[("language", v.language()), ("voice", v.voice())]),
@@ -954,10 +910,8 @@ mod tests {
             root.children()[0].text(),
             "Leave a message & we'll call back"
         );
-        let no_cb = parse(&SayVoice::default().say_record("m", 0, ""));
-        assert_eq!(no_cb.children()[1].attr("recordingStatusCallback"), None);
-        assert_eq!(no_cb.children()[1].attr("action"), None);
-        assert_eq!(no_cb.children()[1].attr("maxLength"), Some("1"));
+        let min = parse(&SayVoice::default().say_record("m", 0, "https://b/rec"));
+        assert_eq!(min.children()[1].attr("maxLength"), Some("1"));
     }
 
     #[test]
@@ -1021,18 +975,12 @@ mod tests {
     }
 
     #[test]
-    #[allow(deprecated)]
-    fn the_deprecated_builders_keep_their_old_output_until_callers_move() {
-        assert_eq!(
-            parse(&busy("All lines busy", None)).children()[0].attr("language"),
-            None
-        );
-        assert_eq!(parse(&fallback(None, "Sorry")).names(), ["Say", "Hangup"]);
-        assert_eq!(parse(&say_dial(None, "+1", None, 30)).names(), ["Dial"]);
-        assert_eq!(
-            parse(&say_record("m", 5, "")).names(),
-            ["Say", "Record", "Hangup"]
-        );
+    fn a_record_without_a_callback_is_never_emitted() {
+        let root = parse(&SayVoice::default().say_record("m", 5, ""));
+        assert_eq!(root.names(), ["Say", "Hangup"]);
+        let root = parse(&SayVoice::default().say_record("m", 5, "https://b/twilio/recording"));
+        assert_eq!(root.names(), ["Say", "Record", "Hangup"]);
+        assert_eq!(root.children()[1].attr("action"), Some("https://b/twilio/recording"));
     }
 
     #[test]
