@@ -113,6 +113,10 @@ pub enum EndReason {
     Busy,
     /// The stream was refused (bad handoff token, bad signature, unknown restaurant).
     Rejected,
+    /// The handoff was genuine but the restaurant's configuration could not be loaded (dashboard
+    /// unreachable, nothing cached): the caller was forwarded to the fallback number carried in
+    /// the handoff token, or heard an apology. [`CallRecord::fallback`] says which.
+    ConfigUnavailable,
     /// Anything else that stopped the call.
     Error,
 }
@@ -127,6 +131,7 @@ impl EndReason {
             EndReason::BridgeShutdown => "bridge_shutdown",
             EndReason::Busy => "busy",
             EndReason::Rejected => "rejected",
+            EndReason::ConfigUnavailable => "config_unavailable",
             EndReason::Error => "error",
         }
     }
@@ -272,7 +277,8 @@ impl EndReasonDetail {
 /// The restaurant fallback played when the agent was unavailable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fallback {
-    /// `dial` (staff/fallback number) or `voicemail` (apology + record) or `apology`.
+    /// `dial` (staff/fallback number) or `voicemail` (apology + record) or `apology`. With
+    /// [`EndReason::ConfigUnavailable`], `dial` or `apology`.
     pub kind: String,
     #[serde(default)]
     pub to: Option<String>,
@@ -309,6 +315,7 @@ mod tests {
             EndReason::BridgeShutdown,
             EndReason::Busy,
             EndReason::Rejected,
+            EndReason::ConfigUnavailable,
             EndReason::Error,
         ] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());

@@ -10,6 +10,12 @@
 //! The key id selects one key of a [`HandoffKeys`] ring, so keys rotate without dropping calls:
 //! edges sign with the newest key while bridges still accept the previous ones. Single use is the
 //! bridge's job (it remembers [`HandoffClaims::replay_key`] until expiry).
+//!
+//! The claims may also carry a [`HandoffFallback`]: what the bridge needs to forward the caller
+//! politely when it cannot load the restaurant's configuration (the fallback number, the Twilio
+//! `<Say>` locale and voice, the restaurant's apology). Its fields are optional and left out when
+//! empty, so a token without them is byte for byte what older edges issued, and a bridge that
+//! does not know them ignores them: the format stays `v1` in both directions.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -24,6 +30,11 @@ pub const MAX_LIFETIME_SECS: i64 = 60;
 /// Tolerated clock difference between edge and bridge.
 pub const CLOCK_SKEW_SECS: i64 = 5;
 const VERSION: &str = "v1";
+/// Longest apology carried in a token; a longer one is left out (the bridge then uses its
+/// generic message), so a token stays well under the 2 KB the bridge accepts.
+pub const MAX_APOLOGY_CHARS: usize = 240;
+/// Longest fallback number, `<Say>` locale or voice name carried in a token.
+const MAX_FALLBACK_FIELD: usize = 64;
 
 /// What a token asserts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +47,63 @@ pub struct HandoffClaims {
     pub iat: i64,
     /// Expires at, unix seconds (`iat < exp <= iat + 60`).
     pub exp: i64,
+}
+
+/// What the bridge needs to forward a caller when the restaurant's configuration cannot be
+/// loaded (dashboard unreachable, nothing cached): signed with the rest of the claims, so a
+/// forged number can never be dialled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffFallback {
+    /// The restaurant's fallback (else staff) number, E.164.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_number: Option<String>,
+    /// The Twilio `<Say>` locale for the apology (`it-IT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub say_language: Option<String>,
+    /// The Twilio `<Say>` voice (`Polly.Bianca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub say_voice: Option<String>,
+    /// The restaurant's own apology (at most [`MAX_APOLOGY_CHARS`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apology: Option<String>,
+}
+
+impl HandoffFallback {
+    /// Drops what a token should not carry: an apology longer than [`MAX_APOLOGY_CHARS`],
+    /// empty values, and implausibly long numbers or voice names.
+    #[must_use]
+    pub fn bounded(self) -> Self {
+        let short = |v: Option<String>, max: usize| {
+            v.filter(|s| !s.trim().is_empty() && s.chars().count() <= max)
+        };
+        Self {
+            fallback_number: short(self.fallback_number, MAX_FALLBACK_FIELD),
+            say_language: short(self.say_language, MAX_FALLBACK_FIELD),
+            say_voice: short(self.say_voice, MAX_FALLBACK_FIELD),
+            apology: short(self.apology, MAX_APOLOGY_CHARS),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The claims JSON: the core claims, then the optional fallback fields.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    #[serde(flatten)]
+    claims: &'a HandoffClaims,
+    #[serde(flatten)]
+    fallback: &'a HandoffFallback,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    #[serde(flatten)]
+    claims: HandoffClaims,
+    #[serde(flatten)]
+    fallback: HandoffFallback,
 }
 
 impl HandoffClaims {
@@ -134,12 +202,27 @@ impl HandoffKeys {
     /// # Errors
     /// [`HandoffError::LifetimeTooLong`] if `exp` is not within 60 s after `iat`.
     pub fn issue(&self, claims: &HandoffClaims) -> Result<String, HandoffError> {
+        self.issue_with(claims, &HandoffFallback::default())
+    }
+
+    /// Signs `claims` plus the caller's fallback (see [`HandoffFallback`]; its oversized fields
+    /// are dropped by [`HandoffFallback::bounded`]).
+    ///
+    /// # Errors
+    /// As [`HandoffKeys::issue`].
+    pub fn issue_with(
+        &self,
+        claims: &HandoffClaims,
+        fallback: &HandoffFallback,
+    ) -> Result<String, HandoffError> {
         if claims.exp <= claims.iat || claims.exp - claims.iat > MAX_LIFETIME_SECS {
             return Err(HandoffError::LifetimeTooLong);
         }
         let (kid, key) = &self.keys[0];
+        let fallback = fallback.clone().bounded();
+        let wire = WireOut { claims, fallback: &fallback };
         let payload = URL_SAFE_NO_PAD.encode(
-            serde_json::to_vec(claims).map_err(|_| HandoffError::Malformed("claims"))?,
+            serde_json::to_vec(&wire).map_err(|_| HandoffError::Malformed("claims"))?,
         );
         let signed = format!("{VERSION}.{kid}.{payload}");
         let sig = URL_SAFE_NO_PAD.encode(mac(key, signed.as_bytes()).finalize().into_bytes());
@@ -161,6 +244,22 @@ impl HandoffKeys {
         region: Option<&str>,
         now_unix: i64,
     ) -> Result<HandoffClaims, HandoffError> {
+        self.verify_with_fallback(token, expected_call_sid, region, now_unix)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`HandoffKeys::verify`], also returning the signed [`HandoffFallback`] (empty for tokens
+    /// that carry none).
+    ///
+    /// # Errors
+    /// As [`HandoffKeys::verify`].
+    pub fn verify_with_fallback(
+        &self,
+        token: &str,
+        expected_call_sid: &str,
+        region: Option<&str>,
+        now_unix: i64,
+    ) -> Result<(HandoffClaims, HandoffFallback), HandoffError> {
         if token.len() > 2048 {
             return Err(HandoffError::Malformed("too long"));
         }
@@ -181,7 +280,7 @@ impl HandoffKeys {
         mac(key, &token.as_bytes()[..signed_len])
             .verify_slice(&sig)
             .map_err(|_| HandoffError::BadSignature)?;
-        let claims: HandoffClaims = URL_SAFE_NO_PAD
+        let WireIn { claims, fallback } = URL_SAFE_NO_PAD
             .decode(payload)
             .ok()
             .and_then(|raw| serde_json::from_slice(&raw).ok())
@@ -203,7 +302,7 @@ impl HandoffKeys {
                 return Err(HandoffError::WrongRegion(claims.region));
             }
         }
-        Ok(claims)
+        Ok((claims, fallback.bounded()))
     }
 }
 
@@ -283,6 +382,73 @@ mod tests {
         );
         let long = HandoffClaims { exp: claims().iat + 61, ..claims() };
         assert_eq!(keys.issue(&long), Err(HandoffError::LifetimeTooLong));
+    }
+
+    fn fallback() -> HandoffFallback {
+        HandoffFallback {
+            fallback_number: Some("+390600000099".into()),
+            say_language: Some("it-IT".into()),
+            say_voice: Some("Polly.Bianca".into()),
+            apology: Some("Ci scusiamo, non possiamo rispondere ora.".into()),
+        }
+    }
+
+    /// Known answer computed independently (Python `json`/`hmac`/`base64`): the fallback fields
+    /// follow the core claims, in this order.
+    #[test]
+    fn known_answer_with_fallback() {
+        let token = ring().issue_with(&claims(), &fallback()).unwrap();
+        assert_eq!(
+            token,
+            "v1.k2.eyJjYWxsX3NpZCI6IkNBMTIzNDU2Nzg5MEFCQ0RFIiwicmVzdGF1cmFudF9pZCI6InRyYXR0b3JpYS1yb21hIiwiY29uZmlnX3ZlcnNpb24iOjcsInJlZ2lvbiI6ImV1LXdlc3QiLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6MTcwMDAwMDA2MCwiZmFsbGJhY2tfbnVtYmVyIjoiKzM5MDYwMDAwMDA5OSIsInNheV9sYW5ndWFnZSI6Iml0LUlUIiwic2F5X3ZvaWNlIjoiUG9sbHkuQmlhbmNhIiwiYXBvbG9neSI6IkNpIHNjdXNpYW1vLCBub24gcG9zc2lhbW8gcmlzcG9uZGVyZSBvcmEuIn0.OxepayYY0vFx5V6UQ6OwG6C-wiREcUpUJwiK950lnkk"
+        );
+        assert!(token.len() < 512, "{}", token.len());
+        let (got, fb) = ring()
+            .verify_with_fallback(&token, "CA1234567890ABCDE", Some("eu-west"), 1_700_000_010)
+            .unwrap();
+        assert_eq!((got, fb), (claims(), fallback()));
+    }
+
+    #[test]
+    fn fallback_is_compatible_both_ways() {
+        // An empty fallback issues exactly the old token…
+        assert_eq!(
+            ring().issue_with(&claims(), &HandoffFallback::default()).unwrap(),
+            ring().issue(&claims()).unwrap()
+        );
+        // …which a new bridge reads with an empty fallback.
+        let old = ring().issue(&claims()).unwrap();
+        let (_, fb) = ring().verify_with_fallback(&old, "CA1234567890ABCDE", None, 1_700_000_010).unwrap();
+        assert!(fb.is_empty());
+        // A bridge that predates the fallback fields still verifies a token carrying them.
+        let new = ring().issue_with(&claims(), &fallback()).unwrap();
+        assert_eq!(ring().verify(&new, "CA1234567890ABCDE", None, 1_700_000_010).unwrap(), claims());
+        let payload = URL_SAFE_NO_PAD.decode(new.split('.').nth(2).unwrap()).unwrap();
+        assert_eq!(serde_json::from_slice::<HandoffClaims>(&payload).unwrap(), claims());
+    }
+
+    #[test]
+    fn fallback_is_signed_and_bounded() {
+        let keys = ring();
+        let token = keys.issue_with(&claims(), &fallback()).unwrap();
+        // Swapping the number for another one breaks the signature.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let wire = WireOut {
+            claims: &claims(),
+            fallback: &HandoffFallback { fallback_number: Some("+19005550100".into()), ..fallback() },
+        };
+        parts[2] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap());
+        assert_eq!(
+            keys.verify_with_fallback(&parts.join("."), "CA1234567890ABCDE", None, 1_700_000_010),
+            Err(HandoffError::BadSignature)
+        );
+        // An apology too long to travel is left out; the rest stays.
+        let long = HandoffFallback { apology: Some("a".repeat(MAX_APOLOGY_CHARS + 1)), ..fallback() };
+        let token = keys.issue_with(&claims(), &long).unwrap();
+        let (_, fb) = keys.verify_with_fallback(&token, "CA1234567890ABCDE", None, 1_700_000_010).unwrap();
+        assert_eq!(fb, HandoffFallback { apology: None, ..fallback() });
+        let blank = HandoffFallback { fallback_number: Some("  ".into()), ..Default::default() };
+        assert!(blank.bounded().is_empty());
     }
 
     #[test]
