@@ -5,7 +5,9 @@
 //! [`plan`] is pure: record + configuration + analysis in, messages out. The messages are then
 //! queued in the outbox next to the call record, and delivered by [`SmtpSender`] (lettre over
 //! `SMTP_URL`) and [`TwilioSms`] (Twilio's Messages API at `TWILIO_API_BASE`). An outage of
-//! either only delays delivery; the outbox retries.
+//! either only delays delivery; the outbox retries. A channel that is not configured at all is
+//! [`SendError::Unconfigured`]: the outbox parks its messages with that reason instead of
+//! retrying them forever, and sends them once the channel is configured.
 
 use std::time::Duration;
 
@@ -220,6 +222,10 @@ pub enum SendError {
     /// Retrying cannot help (bad address, 5xx SMTP reply, HTTP 4xx).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The channel is not configured in this process (e.g. `SMTP_URL` unset): retrying cannot
+    /// help until it is configured and the process restarted.
+    #[error("not configured: {0}")]
+    Unconfigured(String),
 }
 
 /// Sends emails through an SMTP relay described by `SMTP_URL`

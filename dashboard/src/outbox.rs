@@ -16,9 +16,18 @@
 //!   the record is sent again after restart with the same `Idempotency-Key` (its call sid) and the
 //!   dashboard answers "duplicate". Emails and SMS have no idempotency at SMTP/Twilio, so in that
 //!   narrow window they are at-least-once.
+//! - **Unconfigured channels**: an email with no `SMTP_URL` (or an SMS with no Twilio
+//!   credentials) is parked at once with the reason `not configured: …` and counted in
+//!   `pulsara_outbox_parked_unconfigured`, instead of being retried forever (which reads as a
+//!   stuck outbox). When the process starts with the channel configured, [`run`] puts those
+//!   entries back in their lanes. Restaurants' email settings live in the dashboard and change at
+//!   run time, so a missing `SMTP_URL` is not a reason to refuse calls at start-up.
 //! - **Storage failures** (disk full, I/O error) surface as [`OutboxError::DiskFull`] /
-//!   [`OutboxError::Storage`] with the path, and count in `enqueue_errors`.
+//!   [`OutboxError::Storage`] with the path, and count in `enqueue_errors`. A producer that must
+//!   not lose what the outbox refused keeps it in a [`MemoryQueue`]: bounded, retried into the
+//!   outbox in order, with its own metrics (`pulsara_outbox_memory_*`).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,6 +161,9 @@ struct Counters {
     enqueue_errors: AtomicU64,
 }
 
+/// How the reason of an entry parked for an unconfigured channel starts.
+pub const UNCONFIGURED_PREFIX: &str = "not configured: ";
+
 /// Point-in-time numbers for `/metrics` and `pulsara outbox list`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OutboxStats {
@@ -164,6 +176,11 @@ pub struct OutboxStats {
     pub failed_attempts_total: u64,
     pub parked_total: u64,
     pub enqueue_errors_total: u64,
+    /// Parked because their channel is not configured (part of `parked`).
+    pub parked_unconfigured: u64,
+    /// What the producer holds in memory because the outbox refused it (filled by the producer
+    /// that owns the [`MemoryQueue`]; zero from [`Outbox::stats`]).
+    pub memory: MemoryStats,
 }
 
 impl OutboxStats {
@@ -171,14 +188,17 @@ impl OutboxStats {
         format!(
             "pulsara_outbox_depth {}\npulsara_outbox_parked {}\npulsara_outbox_oldest_age_seconds {:.3}\n\
              pulsara_outbox_delivered_total {}\npulsara_outbox_failed_attempts_total {}\n\
-             pulsara_outbox_parked_total {}\npulsara_outbox_enqueue_errors_total {}\n",
+             pulsara_outbox_parked_total {}\npulsara_outbox_enqueue_errors_total {}\n\
+             pulsara_outbox_parked_unconfigured {}\n{}",
             self.depth,
             self.parked,
             self.oldest_age_secs,
             self.delivered_total,
             self.failed_attempts_total,
             self.parked_total,
-            self.enqueue_errors_total
+            self.enqueue_errors_total,
+            self.parked_unconfigured,
+            self.memory.prometheus()
         )
     }
 }
@@ -430,14 +450,16 @@ impl Outbox {
 
     /// Depth, parked count, oldest age and counters.
     pub fn stats(&self, now_ms: i64) -> Result<OutboxStats, OutboxError> {
-        let (depth, oldest, parked): (i64, Option<i64>, i64) = self
+        let (depth, oldest, parked, unconfigured): (i64, Option<i64>, i64, i64) = self
             .lock()
             .query_row(
                 "SELECT COUNT(*) FILTER (WHERE status = 'pending'),
                         MIN(created_at_ms) FILTER (WHERE status = 'pending'),
-                        COUNT(*) FILTER (WHERE status = 'parked') FROM outbox",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        COUNT(*) FILTER (WHERE status = 'parked'),
+                        COUNT(*) FILTER (WHERE status = 'parked' AND substr(last_error, 1, ?2) = ?1)
+                 FROM outbox",
+                params![UNCONFIGURED_PREFIX, UNCONFIGURED_PREFIX.len() as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .map_err(self.storage("stats"))?;
         let c = &self.counters;
@@ -451,7 +473,34 @@ impl Outbox {
             failed_attempts_total: c.failed_attempts.load(Ordering::Relaxed),
             parked_total: c.parked.load(Ordering::Relaxed),
             enqueue_errors_total: c.enqueue_errors.load(Ordering::Relaxed),
+            parked_unconfigured: unconfigured as u64,
+            memory: MemoryStats::default(),
         })
+    }
+
+    /// Puts every entry of `kind` parked for an unconfigured channel back in its lane (the
+    /// channel is configured now). Returns how many.
+    ///
+    /// # Errors
+    /// The outbox file failed.
+    pub fn requeue_unconfigured(&self, kind: EntryKind, now_ms: i64) -> Result<usize, OutboxError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_at_ms = ?3
+                 WHERE status = 'parked' AND kind = ?1 AND substr(last_error, 1, ?4) = ?2",
+                params![
+                    kind.as_str(),
+                    UNCONFIGURED_PREFIX,
+                    now_ms,
+                    UNCONFIGURED_PREFIX.len() as i64
+                ],
+            )
+            .map_err(self.storage("requeue unconfigured"))?;
+        if n > 0 {
+            self.wake.notify_one();
+        }
+        Ok(n)
     }
 
     /// Delivers every due lane head once (concurrently across lanes, at most `policy.concurrency`
@@ -492,6 +541,10 @@ impl Outbox {
                     tracing::error!(id = entry.id, kind = entry.kind.as_str(), key = %entry.idempotency_key, error = %msg, "outbox entry rejected permanently; parked");
                     self.park(entry.id, &msg)?;
                 }
+                Err(SendError::Unconfigured(msg)) => {
+                    tracing::warn!(id = entry.id, kind = entry.kind.as_str(), key = %entry.idempotency_key, reason = %msg, "outbox entry parked: its channel is not configured; it is sent after a restart with the channel configured");
+                    self.park(entry.id, &format!("{UNCONFIGURED_PREFIX}{msg}"))?;
+                }
             }
         }
         Ok(n)
@@ -523,6 +576,17 @@ pub async fn run<D: Deliver>(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    for kind in [EntryKind::CallRecord, EntryKind::CallEvent, EntryKind::Email, EntryKind::Sms] {
+        if !deliverer.configured(kind) {
+            tracing::info!(kind = kind.as_str(), "outbox channel not configured: its entries are parked (pulsara_outbox_parked_unconfigured), not retried");
+            continue;
+        }
+        match outbox.requeue_unconfigured(kind, now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(kind = kind.as_str(), requeued = n, "outbox channel configured now: entries parked for want of it are queued again"),
+            Err(e) => tracing::error!(error = %e, "outbox could not requeue entries parked for an unconfigured channel"),
+        }
+    }
     loop {
         match outbox.deliver_due(&deliverer, &policy).await {
             Ok(n) if n > 0 => continue,
@@ -549,10 +613,25 @@ pub trait Deliver: Send + Sync + 'static {
         &self,
         entry: &OutboxEntry,
     ) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+
+    /// Whether entries of `kind` can be delivered at all in this process ([`run`] requeues the
+    /// entries parked for want of the channel when it is).
+    fn configured(&self, _kind: EntryKind) -> bool {
+        true
+    }
 }
 
-/// The production deliverer: records to the dashboard, emails over SMTP, SMS via Twilio. A
-/// channel that is not configured is a transient failure (configure it and the backlog flows).
+/// The reason emails are parked when `SMTP_URL` is unset.
+pub const SMTP_UNCONFIGURED: &str =
+    "SMTP_URL is not set; set SMTP_URL (and SMTP_FROM) and restart to send the parked emails";
+/// The reason SMS are parked when the Twilio credentials are unset.
+pub const SMS_UNCONFIGURED: &str = "TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN are not set; set them \
+     and restart to send the parked SMS";
+
+/// The production deliverer: records to the dashboard, emails over SMTP, SMS via Twilio. An
+/// email or SMS whose channel is not configured is [`SendError::Unconfigured`] (parked, and
+/// requeued by [`run`] once the channel is configured); a record without a dashboard client is
+/// transient (it has nowhere else to go).
 #[derive(Clone, Debug, Default)]
 pub struct Dispatcher {
     pub dashboard: Option<DashboardClient>,
@@ -598,21 +677,335 @@ impl Deliver for Dispatcher {
                 let smtp = self
                     .smtp
                     .as_ref()
-                    .ok_or_else(|| SendError::Transient("SMTP_URL is not configured".into()))?;
+                    .ok_or_else(|| SendError::Unconfigured(SMTP_UNCONFIGURED.into()))?;
                 let job: EmailJob = serde_json::from_str(&entry.payload)
                     .map_err(|e| SendError::Permanent(format!("stored email is invalid: {e}")))?;
                 smtp.send(&job).await
             }
             EntryKind::Sms => {
-                let sms = self.sms.as_ref().ok_or_else(|| {
-                    SendError::Transient("Twilio credentials are not configured".into())
-                })?;
+                let sms = self
+                    .sms
+                    .as_ref()
+                    .ok_or_else(|| SendError::Unconfigured(SMS_UNCONFIGURED.into()))?;
                 let job: SmsJob = serde_json::from_str(&entry.payload)
                     .map_err(|e| SendError::Permanent(format!("stored SMS is invalid: {e}")))?;
                 sms.send(&job).await
             }
         }
     }
+
+    fn configured(&self, kind: EntryKind) -> bool {
+        match kind {
+            EntryKind::CallRecord | EntryKind::CallEvent => self.dashboard.is_some(),
+            EntryKind::Email => self.smtp.is_some(),
+            EntryKind::Sms => self.sms.is_some(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the outbox could not take
+// ---------------------------------------------------------------------------------------------
+
+/// One unit the outbox refused: the entries of one finished call (record and notifications) or
+/// of one voicemail, kept together so they are committed in one transaction later.
+#[derive(Debug, Clone)]
+pub struct HeldUnit {
+    /// What it is, for logs and reports (`call record CA…`, `voicemail CA…`); never a secret.
+    pub label: String,
+    pub entries: Vec<NewEntry>,
+    /// When the outbox first refused it (wall-clock ms).
+    pub held_since_ms: i64,
+}
+
+impl HeldUnit {
+    pub fn new(label: impl Into<String>, entries: Vec<NewEntry>, now_ms: i64) -> Self {
+        Self {
+            label: label.into(),
+            entries,
+            held_since_ms: now_ms,
+        }
+    }
+
+    /// Memory the unit holds (payloads and keys), as counted against [`MemoryLimits::max_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.payload.len() + e.idempotency_key.len() + e.lane.len())
+            .sum()
+    }
+}
+
+/// Bounds of a [`MemoryQueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Units held at most.
+    pub max_units: usize,
+    /// Bytes held at most ([`HeldUnit::bytes`]).
+    pub max_bytes: usize,
+    /// First retry delay while the outbox keeps refusing; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        Self {
+            max_units: 1_000,
+            max_bytes: 64 * 1024 * 1024,
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What [`MemoryQueue::submit`] did with a unit.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Committed to the outbox; `queued` entries were new (0 = already queued).
+    Committed { queued: usize },
+    /// The outbox refused it (or older held units still wait ahead of it): it is held in memory,
+    /// `held` units in all.
+    Held { held: usize, reason: String },
+    /// The outbox refused it and the queue is at its bound: the unit is handed back so the
+    /// caller can deliver it another way (and must report it lost if that fails). The units
+    /// already held are kept: they have waited longest, and the refusal lands on the call that
+    /// is finishing now, in its own log span.
+    Full { unit: HeldUnit, reason: String },
+}
+
+/// Point-in-time numbers of a [`MemoryQueue`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemoryStats {
+    pub held: u64,
+    pub held_bytes: u64,
+    pub capacity: u64,
+    /// Age of the oldest held unit, seconds (0 when empty).
+    pub oldest_age_secs: f64,
+    /// Units the outbox refused and that were held.
+    pub held_total: u64,
+    /// Held units committed to the outbox later.
+    pub persisted_total: u64,
+    /// Times a unit found the queue at its bound.
+    pub full_total: u64,
+    /// Units delivered straight to the dashboard / SMTP / Twilio instead (bound reached, or at
+    /// shutdown).
+    pub direct_total: u64,
+    /// Units that could be neither kept nor delivered: lost, each logged at error level.
+    pub lost_total: u64,
+}
+
+impl MemoryStats {
+    pub fn prometheus(&self) -> String {
+        format!(
+            "pulsara_outbox_memory_held {}\npulsara_outbox_memory_held_bytes {}\n\
+             pulsara_outbox_memory_capacity {}\npulsara_outbox_memory_oldest_age_seconds {:.3}\n\
+             pulsara_outbox_memory_held_total {}\npulsara_outbox_memory_persisted_total {}\n\
+             pulsara_outbox_memory_full_total {}\npulsara_outbox_direct_deliveries_total {}\n\
+             pulsara_outbox_lost_total {}\n",
+            self.held,
+            self.held_bytes,
+            self.capacity,
+            self.oldest_age_secs,
+            self.held_total,
+            self.persisted_total,
+            self.full_total,
+            self.direct_total,
+            self.lost_total
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    units: VecDeque<HeldUnit>,
+    bytes: usize,
+}
+
+/// A bounded, ordered, in-memory queue in front of the [`Outbox`] for what it refused (disk
+/// full, I/O error): units are retried into the outbox oldest first, and a new unit waits
+/// behind held ones, so lanes keep their order. Memory does not survive the process: the
+/// owner retries often, persists or delivers everything it can at shutdown, and reports the
+/// rest (see `pulsara_outbox_memory_*`).
+#[derive(Debug)]
+pub struct MemoryQueue {
+    held: Mutex<Held>,
+    limits: MemoryLimits,
+    held_total: AtomicU64,
+    persisted_total: AtomicU64,
+    full_total: AtomicU64,
+    direct_total: AtomicU64,
+    lost_total: AtomicU64,
+}
+
+impl MemoryQueue {
+    pub fn new(limits: MemoryLimits) -> Self {
+        Self {
+            held: Mutex::default(),
+            limits: MemoryLimits {
+                max_units: limits.max_units.max(1),
+                ..limits
+            },
+            held_total: AtomicU64::new(0),
+            persisted_total: AtomicU64::new(0),
+            full_total: AtomicU64::new(0),
+            direct_total: AtomicU64::new(0),
+            lost_total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn limits(&self) -> &MemoryLimits {
+        &self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().units.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().units.is_empty()
+    }
+
+    /// Labels of the held units, oldest first.
+    pub fn labels(&self) -> Vec<String> {
+        self.lock().units.iter().map(|u| u.label.clone()).collect()
+    }
+
+    /// Commits held units to `outbox`, oldest first, stopping at the first refusal (blocking:
+    /// call from a blocking context). Returns how many units are still held.
+    pub fn drain(&self, outbox: &Outbox, now_ms: i64) -> usize {
+        let mut held = self.lock();
+        self.drain_locked(&mut held, outbox, now_ms);
+        held.units.len()
+    }
+
+    fn drain_locked(&self, held: &mut Held, outbox: &Outbox, now_ms: i64) -> Option<String> {
+        let mut persisted = 0usize;
+        let mut refusal = None;
+        while let Some(front) = held.units.front() {
+            match outbox.enqueue(&front.entries, now_ms) {
+                Ok(_) => {
+                    if let Some(u) = held.units.pop_front() {
+                        held.bytes = held.bytes.saturating_sub(u.bytes());
+                        tracing::info!(what = %u.label, held_for_ms = now_ms - u.held_since_ms, "held in memory, now committed to the outbox");
+                    }
+                    persisted += 1;
+                }
+                Err(e) => {
+                    refusal = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        self.persisted_total
+            .fetch_add(persisted as u64, Ordering::Relaxed);
+        if persisted > 0 && held.units.is_empty() {
+            tracing::info!(persisted, "everything held in memory is in the outbox again");
+        }
+        refusal
+    }
+
+    /// Commits `unit` to `outbox` behind any held units (blocking). A refusal keeps it in
+    /// memory while the bound allows, else hands it back ([`Submitted::Full`]).
+    pub fn submit(&self, outbox: &Outbox, unit: HeldUnit, now_ms: i64) -> Submitted {
+        let mut held = self.lock();
+        let refusal = if held.units.is_empty() {
+            None
+        } else {
+            self.drain_locked(&mut held, outbox, now_ms)
+        };
+        let reason = match refusal {
+            Some(r) => format!("older refused entries are still waiting ({r})"),
+            None => match outbox.enqueue(&unit.entries, now_ms) {
+                Ok(queued) => return Submitted::Committed { queued },
+                Err(e) => e.to_string(),
+            },
+        };
+        let bytes = unit.bytes();
+        if held.units.len() >= self.limits.max_units
+            || held.bytes.saturating_add(bytes) > self.limits.max_bytes
+        {
+            self.full_total.fetch_add(1, Ordering::Relaxed);
+            return Submitted::Full { unit, reason };
+        }
+        held.bytes += bytes;
+        held.units.push_back(unit);
+        self.held_total.fetch_add(1, Ordering::Relaxed);
+        Submitted::Held {
+            held: held.units.len(),
+            reason,
+        }
+    }
+
+    /// Takes every held unit out (shutdown: the owner delivers them another way).
+    pub fn take_all(&self) -> Vec<HeldUnit> {
+        let mut held = self.lock();
+        held.bytes = 0;
+        held.units.drain(..).collect()
+    }
+
+    /// Counts a unit delivered another way.
+    pub fn note_direct(&self) {
+        self.direct_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a unit lost (the owner logs it at error level, naming it).
+    pub fn note_lost(&self) {
+        self.lost_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self, now_ms: i64) -> MemoryStats {
+        let held = self.lock();
+        MemoryStats {
+            held: held.units.len() as u64,
+            held_bytes: held.bytes as u64,
+            capacity: self.limits.max_units as u64,
+            oldest_age_secs: held
+                .units
+                .front()
+                .map(|u| (now_ms - u.held_since_ms).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
+            held_total: self.held_total.load(Ordering::Relaxed),
+            persisted_total: self.persisted_total.load(Ordering::Relaxed),
+            full_total: self.full_total.load(Ordering::Relaxed),
+            direct_total: self.direct_total.load(Ordering::Relaxed),
+            lost_total: self.lost_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Delivers `unit`'s entries with `deliverer`, bypassing the outbox (shutdown with a refusing
+/// outbox, or a full [`MemoryQueue`]). Delivered entries are removed from the unit, so a retry
+/// sends only the rest; call records carry their idempotency key, so the dashboard stores each
+/// once however often this is tried.
+///
+/// # Errors
+/// The first entry that could not be delivered, with its key; it and the later ones stay in
+/// `unit`.
+pub async fn deliver_directly<D: Deliver>(deliverer: &D, unit: &mut HeldUnit) -> Result<(), String> {
+    while let Some(e) = unit.entries.first() {
+        let entry = OutboxEntry {
+            id: 0,
+            kind: e.kind,
+            lane: e.lane.clone(),
+            idempotency_key: e.idempotency_key.clone(),
+            payload: e.payload.clone(),
+            status: "direct".into(),
+            attempts: 0,
+            created_at_ms: unit.held_since_ms,
+            next_attempt_at_ms: unit.held_since_ms,
+            last_error: None,
+        };
+        if let Err(err) = deliverer.deliver(&entry).await {
+            return Err(format!("{} {}: {err}", e.kind.as_str(), e.idempotency_key));
+        }
+        unit.entries.remove(0);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -688,6 +1081,187 @@ mod tests {
                 "attempt {attempts}: {d:?} vs {ceiling:?}"
             );
         }
+    }
+
+    /// Caps `ob` at its current size: every write that needs a new page fails with
+    /// SQLITE_FULL, as on a full disk.
+    fn fill(ob: &Outbox) {
+        let pages = ob
+            .lock()
+            .query_row("PRAGMA page_count", [], |r| r.get::<_, u64>(0))
+            .unwrap();
+        ob.set_max_pages(pages).unwrap();
+    }
+
+    fn unit(sid: &str) -> HeldUnit {
+        HeldUnit::new(
+            format!("call record {sid}"),
+            vec![
+                NewEntry {
+                    kind: EntryKind::CallRecord,
+                    lane: "roma".into(),
+                    idempotency_key: sid.into(),
+                    payload: "r".repeat(10_000),
+                },
+                NewEntry {
+                    kind: EntryKind::Email,
+                    lane: "email:roma".into(),
+                    idempotency_key: format!("{sid}:email"),
+                    payload: "e".repeat(100),
+                },
+            ],
+            1_000,
+        )
+    }
+
+    #[test]
+    fn the_memory_queue_keeps_the_oldest_at_its_bound_and_commits_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let q = MemoryQueue::new(MemoryLimits {
+            max_units: 3,
+            ..Default::default()
+        });
+        assert!(matches!(
+            q.submit(&ob, unit("CA0"), 1_000),
+            Submitted::Committed { queued: 2 }
+        ));
+        fill(&ob);
+        for (i, sid) in ["CA1", "CA2", "CA3"].into_iter().enumerate() {
+            match q.submit(&ob, unit(sid), 1_000) {
+                Submitted::Held { held, reason } => {
+                    assert_eq!(held, i + 1);
+                    assert!(reason.contains("full"), "{reason}");
+                }
+                other => panic!("{sid}: {other:?}"),
+            }
+        }
+        // At the bound: the newest is handed back, the oldest stay.
+        let Submitted::Full { unit: back, reason } = q.submit(&ob, unit("CA4"), 1_000) else {
+            panic!("the fourth unit must find the queue full")
+        };
+        assert_eq!(back.label, "call record CA4");
+        assert_eq!(back.entries.len(), 2, "handed back whole");
+        assert!(reason.contains("still waiting"), "{reason}");
+        assert_eq!(q.labels(), ["call record CA1", "call record CA2", "call record CA3"]);
+        let st = q.stats(4_000);
+        assert_eq!((st.held, st.capacity, st.held_total, st.full_total), (3, 3, 3, 1));
+        assert_eq!(st.oldest_age_secs, 3.0);
+        assert_eq!(st.held_bytes as usize, 3 * unit("CA1").bytes());
+        let text = st.prometheus();
+        assert!(text.contains("pulsara_outbox_memory_held 3\n"), "{text}");
+        assert!(text.contains("pulsara_outbox_memory_full_total 1\n"), "{text}");
+        assert_eq!(q.drain(&ob, 2_000), 3, "still full: nothing moves");
+        assert!(ob.stats(0).unwrap().enqueue_errors_total >= 4);
+
+        // A byte bound is a bound too.
+        let small = MemoryQueue::new(MemoryLimits {
+            max_bytes: 5_000,
+            ..Default::default()
+        });
+        assert!(matches!(small.submit(&ob, unit("CA9"), 0), Submitted::Full { .. }));
+
+        // Space again: held units go in oldest first; a duplicate key is not queued twice.
+        ob.set_max_pages(1 << 20).unwrap();
+        assert_eq!(q.drain(&ob, 5_000), 0);
+        assert!(matches!(
+            q.submit(&ob, unit("CA1"), 5_000),
+            Submitted::Committed { queued: 0 }
+        ));
+        let keys: Vec<String> = ob
+            .list(None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::CallRecord)
+            .map(|e| e.idempotency_key)
+            .collect();
+        assert_eq!(keys, ["CA0", "CA1", "CA2", "CA3"]);
+        let st = q.stats(5_000);
+        assert_eq!((st.held, st.held_bytes, st.persisted_total), (0, 0, 3));
+    }
+
+    /// Delivers everything; counts what it was given.
+    #[derive(Default)]
+    struct Counting {
+        seen: Mutex<Vec<String>>,
+        smtp: bool,
+    }
+
+    impl Deliver for Counting {
+        async fn deliver(&self, entry: &OutboxEntry) -> Result<(), SendError> {
+            if entry.kind == EntryKind::Email && !self.smtp {
+                return Err(SendError::Unconfigured(SMTP_UNCONFIGURED.into()));
+            }
+            self.seen.lock().unwrap().push(entry.idempotency_key.clone());
+            Ok(())
+        }
+        fn configured(&self, kind: EntryKind) -> bool {
+            kind != EntryKind::Email || self.smtp
+        }
+    }
+
+    #[tokio::test]
+    async fn an_email_without_smtp_is_parked_with_its_reason_and_sent_once_smtp_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let mut email = entry("email:roma", "CA1:email");
+        email.kind = EntryKind::Email;
+        ob.enqueue(&[entry("roma", "CA1"), email], 0).unwrap();
+
+        // The production dispatcher without SMTP_URL.
+        let d = Dispatcher::default();
+        assert!(!d.configured(EntryKind::Email) && !d.configured(EntryKind::Sms));
+        let e = ob.list(None).unwrap().into_iter().find(|e| e.kind == EntryKind::Email).unwrap();
+        let err = d.deliver(&e).await.unwrap_err();
+        assert!(matches!(err, SendError::Unconfigured(_)), "{err:?}");
+
+        let policy = RetryPolicy::default();
+        let without = Arc::new(Counting::default());
+        ob.deliver_due(&without, &policy).await.unwrap();
+        let st = ob.stats(0).unwrap();
+        assert_eq!((st.depth, st.parked, st.parked_unconfigured), (0, 1, 1), "{st:?}");
+        assert_eq!(st.failed_attempts_total, 0, "not a retry: no false 'stuck' alarm");
+        let parked = &ob.list(Some("parked")).unwrap()[0];
+        assert_eq!(parked.kind, EntryKind::Email);
+        assert!(
+            parked.last_error.as_deref().unwrap().starts_with("not configured: SMTP_URL is not set"),
+            "{parked:?}"
+        );
+        assert!(st.prometheus().contains("pulsara_outbox_parked_unconfigured 1\n"));
+        // Restarting without SMTP leaves it parked.
+        run(ob.clone(), without.clone(), policy.clone(), std::future::ready(())).await;
+        assert_eq!(ob.stats(0).unwrap().parked_unconfigured, 1);
+
+        // A start with SMTP configured requeues and sends it.
+        let with = Arc::new(Counting {
+            smtp: true,
+            ..Default::default()
+        });
+        run(ob.clone(), with.clone(), policy, std::future::ready(())).await;
+        assert_eq!(*with.seen.lock().unwrap(), ["CA1:email"]);
+        let st = ob.stats(0).unwrap();
+        assert_eq!((st.depth, st.parked, st.parked_unconfigured), (0, 0, 0), "{st:?}");
+    }
+
+    #[tokio::test]
+    async fn direct_delivery_sends_the_rest_of_a_unit_only() {
+        struct FailEmail(Mutex<Vec<String>>);
+        impl Deliver for FailEmail {
+            async fn deliver(&self, entry: &OutboxEntry) -> Result<(), SendError> {
+                if entry.kind == EntryKind::Email {
+                    return Err(SendError::Transient("smtp down".into()));
+                }
+                self.0.lock().unwrap().push(entry.idempotency_key.clone());
+                Ok(())
+            }
+        }
+        let d = FailEmail(Mutex::default());
+        let mut u = unit("CA5");
+        let err = deliver_directly(&d, &mut u).await.unwrap_err();
+        assert!(err.contains("email CA5:email") && err.contains("smtp down"), "{err}");
+        assert_eq!(*d.0.lock().unwrap(), ["CA5"]);
+        assert_eq!(u.entries.len(), 1, "the record is not sent twice");
+        assert_eq!(u.entries[0].kind, EntryKind::Email);
     }
 
     #[test]

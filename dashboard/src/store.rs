@@ -403,17 +403,8 @@ impl Store {
             merge_post_call(&mut value, &payload);
         }
         // A voicemail whose recording callback arrived before the record.
-        let events: Vec<String> = {
-            let mut st = tx
-                .prepare("SELECT event_json FROM call_events WHERE call_sid = ?1 ORDER BY id")
-                .map_err(db("read events"))?;
-            let rows = st
-                .query_map([&record.call_sid], |r| r.get::<_, String>(0))
-                .map_err(db("read events"))?;
-            rows.collect::<Result<_, _>>().map_err(db("read events"))?
-        };
-        for e in &events {
-            if let Some(vm) = crate::voicemail::from_event(&parse(e, &record.call_sid)?) {
+        for e in &events_of(&tx, &record.call_sid)? {
+            if let Some(vm) = crate::voicemail::from_event(e) {
                 crate::voicemail::merge(&mut value, &vm);
             }
         }
@@ -517,19 +508,9 @@ impl Store {
         Ok(())
     }
 
+    /// A call's lifecycle events, oldest first.
     pub fn call_events(&self, call_sid: &str) -> Result<Vec<Value>, StoreError> {
-        let conn = self.lock();
-        let mut st = conn
-            .prepare("SELECT event_json FROM call_events WHERE call_sid = ?1 ORDER BY id")
-            .map_err(db("list events"))?;
-        let rows = st
-            .query_map([call_sid], |r| r.get::<_, String>(0))
-            .map_err(db("list events"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(parse(&r.map_err(db("list events"))?, call_sid)?);
-        }
-        Ok(out)
+        events_of(&self.lock(), call_sid)
     }
 
     /// Stores an ElevenLabs post-call payload and merges it into the call record if that has
@@ -634,6 +615,22 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(db("list webhooks"))
     }
+}
+
+/// The stored events of `call_sid`, oldest first; on a plain connection or inside a transaction
+/// (`put_call` merges a voicemail that arrived before its record).
+fn events_of(conn: &rusqlite::Connection, call_sid: &str) -> Result<Vec<Value>, StoreError> {
+    let mut st = conn
+        .prepare_cached("SELECT event_json FROM call_events WHERE call_sid = ?1 ORDER BY id")
+        .map_err(db("read call events"))?;
+    let rows = st
+        .query_map([call_sid], |r| r.get::<_, String>(0))
+        .map_err(db("read call events"))?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(parse(&r.map_err(db("read call events"))?, call_sid)?);
+    }
+    Ok(out)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, StoreError> {

@@ -1,7 +1,9 @@
 //! `POST /webhooks/dashboard` for the bridge: Standard Webhooks verification
-//! (`pulsara_core::webhooks::verify`, several secrets for rotation, ±5 min), replayed ids refused
-//! (bounded [`ReplayGuard`]), then each handler (e.g. [`crate::cache::ConfigCache::invalidate`],
-//! the policy host's swap) is told about the event.
+//! (`pulsara_core::webhooks::verify`, several secrets for rotation, ±5 min), the body parsed and
+//! checked, and only then the id remembered so replays are refused (bounded [`ReplayGuard`]): a
+//! refused delivery never burns its id, so the sender's corrected retry goes through. Then each
+//! handler (e.g. [`crate::cache::ConfigCache::invalidate`], the policy host's swap) is told
+//! about the event.
 
 use std::sync::{Arc, Mutex};
 
@@ -94,6 +96,9 @@ impl WebhookReceiver {
             body,
             now,
         )?;
+        // Parse and check the body before remembering the id: a delivery we refuse must not
+        // burn its id, or the sender's corrected retry (same id) would be taken for a replay.
+        let event = parse_event(body)?;
         let id = h("webhook-id").unwrap_or_default();
         let ts: i64 = h("webhook-timestamp")
             .and_then(|t| t.trim().parse().ok())
@@ -106,14 +111,29 @@ impl WebhookReceiver {
                 Err(ReplayError::BadId) => return Err(ReceiveError::Verify(WebhookError::BadId)),
             }
         }
-        let event: DashboardEvent =
-            serde_json::from_slice(body).map_err(|e| ReceiveError::BadBody(e.to_string()))?;
         tracing::info!(kind = ?event.kind, restaurant_id = %event.data.restaurant_id, version = event.data.version, "dashboard webhook received");
         for handler in &self.handlers {
             handler(&event);
         }
         Ok(event)
     }
+}
+
+/// Longest `restaurant_id` an event may name (as the edge's receiver).
+pub const MAX_RESTAURANT_ID: usize = 128;
+
+/// A verified body as a [`DashboardEvent`], refused when it is not one or names no usable
+/// restaurant.
+fn parse_event(body: &[u8]) -> Result<DashboardEvent, ReceiveError> {
+    let event: DashboardEvent =
+        serde_json::from_slice(body).map_err(|e| ReceiveError::BadBody(e.to_string()))?;
+    let rid = &event.data.restaurant_id;
+    if rid.trim().is_empty() || rid.len() > MAX_RESTAURANT_ID {
+        return Err(ReceiveError::BadBody(format!(
+            "data.restaurant_id must be 1 to {MAX_RESTAURANT_ID} characters"
+        )));
+    }
+    Ok(event)
 }
 
 async fn handle(
@@ -148,4 +168,59 @@ pub fn router(receiver: Arc<WebhookReceiver>) -> Router {
         .route("/webhooks/dashboard", post(handle))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const NOW: i64 = 1_700_000_000;
+
+    fn delivery(id: &str, body: &[u8]) -> HeaderMap {
+        let sig = webhooks::sign(&Secret::new(SECRET), id, NOW, body).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", NOW.to_string().parse().unwrap());
+        h.insert("webhook-signature", sig.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn a_refused_body_does_not_burn_its_id_but_an_accepted_one_does() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r2 = ran.clone();
+        let rx = WebhookReceiver::new(vec![Secret::new(SECRET)], Arc::new(|| NOW)).on_event(
+            Arc::new(move |_| {
+                r2.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let id = "msg_fix_and_retry";
+        // Correctly signed, but not a dashboard event / no restaurant: refused with a 400.
+        for bad in [
+            &br#"{"type":"restaurant.updated","data":{"restaurant_idd":"x","version":2}}"#[..],
+            br#"{"type":"restaurant.updated","data":{"restaurant_id":"","version":2}}"#,
+            b"not json",
+        ] {
+            let err = rx.receive(&delivery(id, bad), bad).unwrap_err();
+            assert!(matches!(err, ReceiveError::BadBody(_)), "{err:?}");
+            assert_eq!(err.status_code().0, StatusCode::BAD_REQUEST);
+        }
+        // The sender's corrected retry, same id: accepted and handled.
+        let good = br#"{"type":"restaurant.updated","data":{"restaurant_id":"sakura-sushi","version":2}}"#;
+        let ev = rx.receive(&delivery(id, good), good).unwrap();
+        assert_eq!(ev.data.restaurant_id, "sakura-sushi");
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        // The accepted id again: a replay, refused and not handled twice.
+        let err = rx.receive(&delivery(id, good), good).unwrap_err();
+        assert!(matches!(err, ReceiveError::Replayed), "{err:?}");
+        assert_eq!(err.status_code().0, StatusCode::CONFLICT);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        // A forged delivery with a fresh id burns nothing either.
+        let mut forged = delivery("msg_forged", good);
+        forged.insert("webhook-signature", "v1,AAAA".parse().unwrap());
+        assert!(matches!(rx.receive(&forged, good), Err(ReceiveError::Verify(_))));
+        assert!(rx.receive(&delivery("msg_forged", good), good).is_ok());
+    }
 }
