@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use pulsara_core::config::{AfterHours, RestaurantConfig};
-use pulsara_core::handoff::HandoffClaims;
+use pulsara_core::handoff::{HandoffClaims, HandoffFallback};
 use pulsara_core::hours::{self, HoursStatus};
 use pulsara_core::twiml::SayVoice;
 use pulsara_core::{phone, request_auth, twilio, twiml, webhooks};
@@ -302,7 +302,16 @@ pub fn answer_call(
         iat: issued_at,
         exp: issued_at + settings.handoff_ttl_secs,
     };
-    let token = match settings.handoff_keys.issue(&claims) {
+    // Signed with the claims: how the bridge forwards the caller if it cannot load this
+    // configuration itself (dashboard unreachable at its start).
+    let say = config.say_voice();
+    let fallback_claims = HandoffFallback {
+        fallback_number: config.fallback_target().map(str::to_owned),
+        say_language: Some(say.language().to_owned()),
+        say_voice: Some(say.voice().to_owned()),
+        apology: config.agent.apology_message.clone(),
+    };
+    let token = match settings.handoff_keys.issue_with(&claims, &fallback_claims) {
         Ok(t) => t,
         Err(e) => return fallback(format!("handoff token: {e}")),
     };
@@ -725,6 +734,17 @@ mod tests {
             ("r1", 3)
         );
         assert_eq!(claims.exp - claims.iat, 60);
+        let (_, fallback) = bridge_keys
+            .verify_with_fallback(&token, "CA1234567890ABCDE", None, now().timestamp())
+            .unwrap();
+        let cfg = config("r1");
+        assert_eq!(fallback.fallback_number.as_deref(), cfg.fallback_target());
+        assert!(fallback.fallback_number.is_some());
+        assert_eq!(
+            (fallback.say_language.as_deref(), fallback.say_voice.as_deref()),
+            (Some(cfg.say_voice().language()), Some(cfg.say_voice().voice()))
+        );
+        assert_eq!(fallback.apology, cfg.agent.apology_message);
         assert!(bridge_keys
             .verify(&token, "CAother", None, now().timestamp())
             .is_err());

@@ -19,12 +19,30 @@
 //! | `DASHBOARD_SIGNING_SECRET` | secret | HMAC key for requests to the dashboard |
 //! | `DASHBOARD_WEBHOOK_SECRETS` | secret | `whsec_…[ whsec_…]` (several during rotation; space or comma separated); every entry must decode (padding optional, as in the Standard Webhooks reference) or start-up stops |
 //! | `ELEVENLABS_WEBHOOK_SECRET` | secret | optional; without it `/webhooks/elevenlabs` refuses everything |
+//!
+//! The edge also signs into each handoff token the restaurant's fallback number, `<Say>` locale
+//! and voice and apology ([`pulsara_core::handoff::HandoffFallback`]), so a bridge that cannot load
+//! the configuration still forwards the caller.
 
+//!
+//! Co-hosted in `pulsara serve` (`PULSARA_EDGE_LISTEN`), the process environment also holds the
+//! bridge's settings under some of the same names (`PUBLIC_BASE_URL` is the bridge's own URL
+//! there, `DASHBOARD_KEY_ID` its key). [`Settings::co_hosted`] reads each setting `NAME` from
+//! `PULSARA_EDGE_<NAME>` first, then from what the process supplies (the embedded dashboard's URL
+//! and edge key, the bridge's own Stream URL), then from `NAME` itself; `PUBLIC_BASE_URL` is never
+//! taken from the bridge's. The Worker reads the plain names only.
+
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use pulsara_core::handoff::{HandoffKeys, MAX_LIFETIME_SECS};
 use pulsara_core::secret::Secret;
 use pulsara_core::webhooks;
+
+/// Prefix of a co-hosted edge's own settings (see [`Settings::co_hosted`]).
+pub const CO_HOSTED_PREFIX: &str = "PULSARA_EDGE_";
+/// Settings a co-hosted edge never takes from the bridge's variable of the same name.
+const NOT_SHARED: &[&str] = &["PUBLIC_BASE_URL"];
 
 /// Default for `CONFIG_TTL_SECS`.
 pub const DEFAULT_CONFIG_TTL_SECS: u64 = 300;
@@ -205,6 +223,57 @@ impl Settings {
             dashboard_timeout_ms,
             handoff_ttl_secs,
             allow_test_clock,
+        })
+    }
+
+    /// The settings of an edge sharing its process (and environment) with a bridge: each setting
+    /// `NAME` comes from `PULSARA_EDGE_<NAME>`, else from `defaults` (what the host process knows,
+    /// e.g. its embedded dashboard's URL), else from `NAME` as the bridge reads it. The public URL
+    /// is the exception: only `PULSARA_EDGE_PUBLIC_BASE_URL` (or `defaults`) sets it, since
+    /// `PUBLIC_BASE_URL` is the bridge's.
+    ///
+    /// # Errors
+    /// As [`Settings::from_lookup`], each problem naming the variable the value came from (or
+    /// `PULSARA_EDGE_<NAME>` for one that is missing).
+    pub fn co_hosted(
+        get: impl Fn(&str) -> Option<String>,
+        defaults: &BTreeMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let origin: RefCell<BTreeMap<String, String>> = RefCell::new(BTreeMap::new());
+        let present = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let lookup = |name: &str| {
+            let own = format!("{CO_HOSTED_PREFIX}{name}");
+            let (from, value) = if let Some(v) = present(get(&own)) {
+                (own, Some(v))
+            } else if let Some(v) = present(defaults.get(name).cloned()) {
+                (format!("{own} (default from this process)"), Some(v))
+            } else if NOT_SHARED.contains(&name) {
+                (own, None)
+            } else if let Some(v) = present(get(name)) {
+                (name.to_owned(), Some(v))
+            } else {
+                (own, None)
+            };
+            origin.borrow_mut().insert(name.to_owned(), from);
+            value
+        };
+        Self::from_lookup(lookup).map_err(|mut e| {
+            let origin = origin.borrow();
+            for problem in &mut e.problems {
+                let named = origin
+                    .iter()
+                    .filter(|(name, _)| {
+                        problem.starts_with(name.as_str())
+                            && !problem[name.len()..].starts_with(|c: char| c == '_' || c.is_ascii_alphanumeric())
+                    })
+                    .max_by_key(|(name, _)| name.len());
+                if let Some((name, from)) = named {
+                    if from != name {
+                        *problem = format!("{from}{}", &problem[name.len()..]);
+                    }
+                }
+            }
+            e
         })
     }
 
@@ -403,6 +472,46 @@ pub(crate) mod tests {
             .contains("ALLOW_TEST_CLOCK"));
         v.insert("PUBLIC_BASE_URL", "http://127.0.0.1:8787");
         assert!(settings_from(&v).unwrap().allow_test_clock);
+    }
+
+    #[test]
+    fn co_hosted_edge_reads_its_own_names_then_the_process_then_the_shared_ones() {
+        let mut env: BTreeMap<String, String> = vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        // The bridge's own public URL and dashboard key, as `pulsara serve` reads them.
+        env.insert("PUBLIC_BASE_URL".into(), "https://bridge.example.com".into());
+        env.insert("DASHBOARD_KEY_ID".into(), "bridge-1".into());
+        let get = |env: &BTreeMap<String, String>| {
+            let env = env.clone();
+            move |k: &str| env.get(k).cloned()
+        };
+        let mut defaults = BTreeMap::new();
+        defaults.insert("DASHBOARD_URL".to_owned(), "http://127.0.0.1:8088".to_owned());
+        defaults.insert("DASHBOARD_KEY_ID".to_owned(), "edge-embedded".to_owned());
+
+        // Without its own public URL the edge refuses to start rather than borrow the bridge's.
+        let err = Settings::co_hosted(get(&env), &defaults).unwrap_err();
+        assert_eq!(err.problems, vec!["PULSARA_EDGE_PUBLIC_BASE_URL is not set".to_owned()]);
+
+        env.insert("PULSARA_EDGE_PUBLIC_BASE_URL".into(), "https://edge.example.com".into());
+        env.insert("PULSARA_EDGE_CONFIG_TTL_SECS".into(), "30".into());
+        let s = Settings::co_hosted(get(&env), &defaults).unwrap();
+        assert_eq!(s.public_base_url, "https://edge.example.com");
+        assert_eq!(s.config_ttl_secs, 30, "PULSARA_EDGE_ wins");
+        assert_eq!(s.dashboard_url, "http://127.0.0.1:8088", "the process default beats DASHBOARD_URL");
+        assert_eq!(s.dashboard_key_id, "edge-embedded");
+        assert_eq!(s.twilio_auth_token.expose(), "12345", "shared names still apply");
+        assert_eq!(s.bridge_for("eu-west").1, "wss://eu.bridge.example.com/media");
+
+        // A bad value names the variable it came from.
+        env.insert("PULSARA_EDGE_DASHBOARD_TIMEOUT_MS".into(), "fast".into());
+        env.insert("HANDOFF_TTL_SECS".into(), "600".into());
+        let err = Settings::co_hosted(get(&env), &defaults).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("PULSARA_EDGE_DASHBOARD_TIMEOUT_MS must be"), "{err}");
+        assert!(err.problems[1].starts_with("HANDOFF_TTL_SECS must be"), "{err}");
     }
 
     #[test]
