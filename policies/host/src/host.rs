@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,42 @@ pub struct PolicyHost {
     source: Arc<dyn ModuleSource>,
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
     sets: Mutex<HashMap<String, Arc<ToolSet>>>,
+    /// One lock per module being loaded, so a call asking for a module a warm-up is compiling
+    /// waits for that compile instead of starting a second one.
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Modules compiled from wasm / deserialised from the precompiled cache since start.
+    compiled: AtomicU64,
+    deserialised: AtomicU64,
     _ticker: EpochTicker,
+}
+
+/// How the host's modules were loaded since it started (for `/metrics` and to check that a
+/// warm-up left nothing for a call to load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadStats {
+    /// Compiled from wasm (the slow path: seconds for a large component).
+    pub compiled: u64,
+    /// Deserialised from a precompiled artefact on disk.
+    pub deserialised: u64,
+    /// Modules held in memory now.
+    pub resident: usize,
+}
+
+impl LoadStats {
+    /// Loads of either kind.
+    pub fn loads(&self) -> u64 {
+        self.compiled + self.deserialised
+    }
+
+    /// Prometheus text lines.
+    pub fn prometheus(&self) -> String {
+        format!(
+            "# TYPE pulsara_policy_modules_compiled_total counter\npulsara_policy_modules_compiled_total {}\n\
+             # TYPE pulsara_policy_modules_deserialised_total counter\npulsara_policy_modules_deserialised_total {}\n\
+             # TYPE pulsara_policy_modules_resident gauge\npulsara_policy_modules_resident {}\n",
+            self.compiled, self.deserialised, self.resident
+        )
+    }
 }
 
 impl PolicyHost {
@@ -177,6 +212,9 @@ impl PolicyHost {
             source,
             modules: Mutex::new(HashMap::new()),
             sets: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            compiled: AtomicU64::new(0),
+            deserialised: AtomicU64::new(0),
             _ticker: ticker,
         })
     }
@@ -190,6 +228,20 @@ impl PolicyHost {
         &self.config
     }
 
+    /// Module loads so far and modules in memory.
+    pub fn load_stats(&self) -> LoadStats {
+        LoadStats {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            deserialised: self.deserialised.load(Ordering::Relaxed),
+            resident: self.modules.lock().map(|m| m.len()).unwrap_or(0),
+        }
+    }
+
+    /// Whether the module with this hash is in memory (a call using it loads nothing).
+    pub fn is_loaded(&self, sha256: &str) -> bool {
+        self.modules.lock().is_ok_and(|m| m.contains_key(sha256))
+    }
+
     /// The module with this hash: from memory, else fetched from the source, verified against
     /// the hash, then deserialised from the disk cache or compiled (and cached).
     ///
@@ -199,6 +251,32 @@ impl PolicyHost {
         if let Some(m) = self.modules.lock().map_err(poisoned)?.get(sha256) {
             return Ok(m.clone());
         }
+        let gate = self
+            .loading
+            .lock()
+            .map_err(poisoned)?
+            .entry(sha256.to_owned())
+            .or_default()
+            .clone();
+        let loaded = {
+            let _one_at_a_time = gate.lock().map_err(poisoned)?;
+            // Whoever held the gate may have loaded it meanwhile.
+            let done = self.modules.lock().map_err(poisoned)?.get(sha256).cloned();
+            match done {
+                Some(m) => Ok(m),
+                None => self.fetch_and_install(sha256),
+            }
+        };
+        if let Ok(mut loading) = self.loading.lock() {
+            // The last one out removes the gate, so the map stays bounded by loads in flight.
+            if Arc::strong_count(&gate) <= 2 {
+                loading.remove(sha256);
+            }
+        }
+        loaded
+    }
+
+    fn fetch_and_install(&self, sha256: &str) -> Result<Arc<LoadedModule>, PolicyError> {
         let bytes = self.source.fetch(sha256).map_err(|e| match e {
             SourceError::NotFound => PolicyError::ModuleNotFound(sha256.to_owned()),
             SourceError::Unavailable(reason) => PolicyError::Source { sha256: sha256.to_owned(), reason },
@@ -251,13 +329,17 @@ impl PolicyHost {
         if let Some(cache) = &self.cache {
             if let Some(artefact) = cache.get(sha256) {
                 match deserialize(&self.engine, &artefact) {
-                    Ok(c) => return Ok((c, true)),
+                    Ok(c) => {
+                        self.deserialised.fetch_add(1, Ordering::Relaxed);
+                        return Ok((c, true));
+                    }
                     Err(e) => tracing::warn!(module = sha256, error = %e, "precompiled artefact unusable; recompiling"),
                 }
             }
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PolicyError::InvalidModule { sha256: sha256.to_owned(), reason: format!("{e}") })?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Some(cache) = &self.cache {
             match component.serialize() {
                 Ok(artefact) => {

@@ -32,7 +32,7 @@ pub mod source;
 pub mod toolset;
 
 pub use error::PolicyError;
-pub use host::{HostConfig, LoadedModule, PolicyHost, ToolRun};
+pub use host::{HostConfig, LoadedModule, LoadStats, PolicyHost, ToolRun};
 pub use limits::Limits;
 pub use pulsara_policy_abi as abi;
 pub use record::{RunOutcome, RunRecord};

@@ -63,6 +63,8 @@ fn precompiled_artefacts_survive_a_restart_and_corruption_is_recompiled() {
     let a = first.run_module(&m, "test_echo", &input, Limits { deadline_ms: 1000, ..Limits::DEFAULT }, &[]);
     let artefact = cache.path().join(&fp).join(format!("{sha}.cwasm"));
     assert!(artefact.is_file(), "artefact written to {}", artefact.display());
+    assert_eq!((first.load_stats().compiled, first.load_stats().deserialised, first.load_stats().resident), (1, 0, 1));
+    assert!(first.is_loaded(&sha));
     let written = std::fs::metadata(&artefact).unwrap().modified().unwrap();
     drop(first);
 
@@ -71,6 +73,7 @@ fn precompiled_artefacts_survive_a_restart_and_corruption_is_recompiled() {
     let m = second.load(&sha).unwrap();
     let b = second.run_module(&m, "test_echo", &input, Limits { deadline_ms: 1000, ..Limits::DEFAULT }, &[]);
     assert_eq!(std::fs::metadata(&artefact).unwrap().modified().unwrap(), written);
+    assert_eq!((second.load_stats().compiled, second.load_stats().deserialised), (0, 1));
     assert_eq!(a.result.unwrap(), b.result.unwrap());
     assert_eq!(a.record.unwrap().fuel_used, b.record.unwrap().fuel_used);
     drop(second);
@@ -81,6 +84,27 @@ fn precompiled_artefacts_survive_a_restart_and_corruption_is_recompiled() {
     let m = third.load(&sha).unwrap();
     assert!(third.run_module(&m, "test_echo", &input, Limits { deadline_ms: 1000, ..Limits::DEFAULT }, &[]).result.is_ok());
     assert_ne!(std::fs::read(&artefact).unwrap(), b"not machine code");
+    assert_eq!((third.load_stats().compiled, third.load_stats().deserialised), (1, 0));
+}
+
+#[test]
+fn concurrent_loads_of_one_module_compile_it_once() {
+    let source = Arc::new(MemorySource::new());
+    let sha = source.insert(module_bytes("test_echo"));
+    let host = Arc::new(PolicyHost::new(HostConfig::default(), source).unwrap());
+    assert!(!host.is_loaded(&sha));
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, sha) = (host.clone(), sha.clone());
+            std::thread::spawn(move || host.load(&sha).map(|m| m.sha256.clone()))
+        })
+        .collect();
+    for l in loaders {
+        assert_eq!(l.join().unwrap().unwrap(), sha);
+    }
+    assert_eq!(host.load_stats().compiled, 1, "the others waited for the first compile");
+    assert!(host.is_loaded(&sha));
+    assert!(host.load_stats().prometheus().contains("pulsara_policy_modules_compiled_total 1\n"));
 }
 
 #[test]
