@@ -6,7 +6,8 @@
 //!   so a webhook invalidation never changes a call in progress.
 //! - [`OutboxSink`] implements [`CallSink`]: analyses the finished record (sentiment, summary),
 //!   plans notifications and commits everything to the durable outbox in one transaction; a
-//!   background task delivers it.
+//!   background task delivers it. What the outbox refuses (disk full) waits in a bounded memory
+//!   queue and is retried; nothing is dropped silently.
 //! - [`DashboardLink::start`] builds both plus the outbox delivery task and the
 //!   `POST /webhooks/dashboard` router for the bridge to merge.
 
@@ -21,7 +22,10 @@ use pulsara_core::secret::Secret;
 use pulsara_dashboard::cache::{CacheConfig, CacheError, ConfigCache};
 use pulsara_dashboard::client::{ClientConfig, ClientError, DashboardClient};
 use pulsara_dashboard::notify::{SendError, SmtpSender, TwilioSms};
-use pulsara_dashboard::outbox::{self, Dispatcher, Outbox, OutboxError, OutboxStats, RetryPolicy};
+use pulsara_dashboard::outbox::{
+    self, Dispatcher, HeldUnit, MemoryLimits, MemoryQueue, Outbox, OutboxError, OutboxStats,
+    RetryPolicy, Submitted,
+};
 use pulsara_dashboard::webhook_in::{self, EventHandler, WebhookReceiver};
 use pulsara_dashboard::Clock;
 
@@ -59,8 +63,18 @@ impl ConfigSource for DashboardConfigSource {
 }
 
 /// [`CallSink`] that queues records (and their notifications) in the durable outbox.
+///
+/// What the outbox refuses (disk full, I/O error) is never dropped: it waits in a bounded
+/// [`MemoryQueue`] and is retried into the outbox in order by the link's background task
+/// ([`OutboxSink::retry_held`]), so freeing space brings every record back. At the queue's bound
+/// the finishing call's entries are delivered straight to the dashboard (and SMTP/Twilio)
+/// instead; only if that fails too is the call lost, logged at error level with its call sid and
+/// counted in `pulsara_outbox_lost_total`. [`CallSink::flush`] (shutdown) retries the outbox,
+/// then delivers what memory still holds directly, then flushes the outbox, and reports what
+/// could not be saved.
 pub struct OutboxSink {
     outbox: Outbox,
+    held: Arc<MemoryQueue>,
     configs: Arc<dyn ConfigSource>,
     dispatcher: Arc<Dispatcher>,
     policy: RetryPolicy,
@@ -72,25 +86,28 @@ impl CallSink for OutboxSink {
     async fn deliver(&self, record: CallRecord) -> Result<(), SinkError> {
         // The configuration decides the notifications; without it the record is still queued.
         let cfg = self.configs.restaurant(&record.restaurant_id).await.ok();
-        let outbox = self.outbox.clone();
+        let (outbox, held) = (self.outbox.clone(), self.held.clone());
         let sid = record.call_sid.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            pulsara_dashboard::pipeline::finish_and_enqueue(
-                &outbox,
-                record,
-                cfg.as_deref(),
-                outbox::now_ms(),
+        let (submitted, email, sms) = tokio::task::spawn_blocking(move || {
+            let planned = pulsara_dashboard::pipeline::finish(record, cfg.as_deref());
+            let now = outbox::now_ms();
+            let unit = HeldUnit::new(
+                format!("call record {}", planned.record.call_sid),
+                planned.entries,
+                now,
+            );
+            (
+                held.submit(&outbox, unit, now),
+                planned.email.is_some(),
+                planned.sms.is_some(),
             )
         })
         .await
         .map_err(|e| SinkError::Unavailable(format!("outbox task failed: {e}")))?;
-        match res {
-            Ok(f) => {
-                tracing::info!(call_sid = %sid, queued = f.queued, email = f.email.is_some(), sms = f.sms.is_some(), "call record queued in outbox");
-                Ok(())
-            }
-            Err(e) => Err(SinkError::Unavailable(e.to_string())),
+        if let Submitted::Committed { queued } = submitted {
+            tracing::info!(call_sid = %sid, queued, email, sms, "call record queued in outbox");
         }
+        self.after_submit(submitted).await
     }
 
     async fn voicemail(
@@ -100,38 +117,90 @@ impl CallSink for OutboxSink {
         event: serde_json::Value,
     ) -> Result<(), SinkError> {
         let cfg = self.configs.restaurant(restaurant_id).await.ok();
-        let outbox = self.outbox.clone();
+        let (outbox, held) = (self.outbox.clone(), self.held.clone());
         let (sid, rid) = (call_sid.to_owned(), restaurant_id.to_owned());
-        let queued = tokio::task::spawn_blocking(move || {
-            pulsara_dashboard::pipeline::enqueue_voicemail(
-                &outbox,
-                &sid,
-                &rid,
-                event,
-                cfg.as_deref(),
-                outbox::now_ms(),
-            )
+        let submitted = tokio::task::spawn_blocking(move || {
+            let entries =
+                pulsara_dashboard::pipeline::voicemail_entries(&sid, &rid, event, cfg.as_deref());
+            let now = outbox::now_ms();
+            held.submit(&outbox, HeldUnit::new(format!("voicemail {sid}"), entries, now), now)
         })
         .await
-        .map_err(|e| SinkError::Unavailable(format!("outbox task failed: {e}")))?
-        .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        tracing::info!(call_sid, queued, "voicemail queued in outbox");
-        Ok(())
+        .map_err(|e| SinkError::Unavailable(format!("outbox task failed: {e}")))?;
+        if let Submitted::Committed { queued } = submitted {
+            tracing::info!(call_sid, queued, "voicemail queued in outbox");
+        }
+        self.after_submit(submitted).await
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
-        let left = self
-            .outbox
-            .flush(&self.dispatcher, &self.policy, self.flush_deadline)
-            .await
-            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        if left > 0 {
+        let start = tokio::time::Instant::now();
+        let end = start + self.flush_deadline;
+        // 1. What memory holds is what a restart would lose: give the outbox a few more tries.
+        let retry_until = start + self.flush_deadline / 3;
+        let mut wait = Duration::from_millis(50);
+        while self.retry_held().await > 0 && tokio::time::Instant::now() + wait < retry_until {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+        // 2. Still refused: hand it straight to the dashboard / SMTP / Twilio.
+        let mut lost = Vec::new();
+        let units = self.held.take_all();
+        if !units.is_empty() {
             tracing::warn!(
-                pending = left,
-                "outbox not empty at shutdown; entries are kept on disk and sent after restart"
+                held = units.len(),
+                "shutdown: the outbox still refuses entries held in memory; delivering them directly"
             );
         }
-        Ok(())
+        for mut unit in units {
+            let outcome = if tokio::time::Instant::now() < end {
+                outbox::deliver_directly(&*self.dispatcher, &mut unit).await
+            } else {
+                Err("shutdown deadline reached".to_owned())
+            };
+            match outcome {
+                Ok(()) => {
+                    self.held.note_direct();
+                    tracing::info!(what = %unit.label, "shutdown: delivered directly, bypassing the outbox");
+                }
+                Err(e) => {
+                    self.held.note_lost();
+                    tracing::error!(what = %unit.label, error = %e, undelivered = unit.entries.len(), "shutdown: could neither store nor deliver; lost");
+                    lost.push(unit.label);
+                }
+            }
+        }
+        // 3. The outbox itself: what stays there is sent after restart.
+        let left = self
+            .outbox
+            .flush(
+                &self.dispatcher,
+                &self.policy,
+                end.saturating_duration_since(tokio::time::Instant::now()),
+            )
+            .await;
+        match &left {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                pending = n,
+                "outbox not empty at shutdown; entries are kept on disk and sent after restart"
+            ),
+            Err(e) => tracing::error!(error = %e, "shutdown: outbox delivery failed; its entries stay on disk"),
+        }
+        if !lost.is_empty() {
+            const SHOWN: usize = 20;
+            let more = lost.len().saturating_sub(SHOWN);
+            let mut names = lost.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+            if more > 0 {
+                names.push_str(&format!(" and {more} more"));
+            }
+            return Err(SinkError::Unavailable(format!(
+                "{} finished call(s) could not be written to the outbox nor delivered to the \
+                 dashboard before shutdown and are lost: {names}",
+                lost.len()
+            )));
+        }
+        left.map(|_| ()).map_err(|e| SinkError::Unavailable(e.to_string()))
     }
 }
 
@@ -140,12 +209,77 @@ impl OutboxSink {
         &self.outbox
     }
 
-    /// Outbox depth/age/counters for `/metrics`.
+    /// What the outbox refused and memory holds.
+    pub fn held(&self) -> &MemoryQueue {
+        &self.held
+    }
+
+    /// Outbox depth/age/counters plus what memory holds, for `/metrics`.
     ///
     /// # Errors
     /// The outbox file cannot be read.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
-        self.outbox.stats(outbox::now_ms())
+        let now = outbox::now_ms();
+        let mut stats = self.outbox.stats(now)?;
+        stats.memory = self.held.stats(now);
+        Ok(stats)
+    }
+
+    /// Tries to commit what memory holds to the outbox (oldest first). Returns how many units
+    /// are still held.
+    pub async fn retry_held(&self) -> usize {
+        if self.held.is_empty() {
+            return 0;
+        }
+        let (outbox, held) = (self.outbox.clone(), self.held.clone());
+        let left = tokio::task::spawn_blocking(move || held.drain(&outbox, outbox::now_ms())).await;
+        left.unwrap_or_else(|_| self.held.len())
+    }
+
+    /// Logs a held unit; delivers a unit the full memory queue handed back directly.
+    async fn after_submit(&self, submitted: Submitted) -> Result<(), SinkError> {
+        match submitted {
+            Submitted::Committed { .. } => Ok(()),
+            Submitted::Held { held, reason } => {
+                tracing::warn!(held_in_memory = held, error = %reason, "the outbox refused the call's entries; they are held in memory and retried (free disk space)");
+                Ok(())
+            }
+            Submitted::Full { mut unit, reason } => {
+                let cap = self.held.limits().max_units;
+                tracing::error!(what = %unit.label, held_in_memory = self.held.len(), capacity = cap, error = %reason, "the outbox refuses entries and the memory queue is full; delivering directly");
+                match outbox::deliver_directly(&*self.dispatcher, &mut unit).await {
+                    Ok(()) => {
+                        self.held.note_direct();
+                        tracing::warn!(what = %unit.label, "delivered directly, bypassing the outbox");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.held.note_lost();
+                        tracing::error!(what = %unit.label, error = %e, undelivered = unit.entries.len(), "could neither store nor deliver; lost");
+                        Err(SinkError::Unavailable(format!(
+                            "{} is lost: the outbox refused it ({reason}), the memory queue is \
+                             full ({cap} held) and direct delivery failed ({e})",
+                            unit.label
+                        )))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries held units for as long as it runs: every `limits.retry_min` while the outbox
+    /// takes them, backing off to `limits.retry_max` while it refuses.
+    async fn retry_loop(self: Arc<Self>) {
+        let limits = self.held.limits().clone();
+        let mut wait = limits.retry_min;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = if self.retry_held().await == 0 {
+                limits.retry_min
+            } else {
+                (wait * 2).min(limits.retry_max)
+            };
+        }
     }
 }
 
@@ -165,6 +299,8 @@ pub struct DashboardLinkConfig {
     pub twilio: Option<(String, String, Secret)>,
     /// How long `flush` (shutdown) keeps delivering.
     pub flush_deadline: Duration,
+    /// Bounds of the memory queue for what the outbox refuses (disk full).
+    pub memory: MemoryLimits,
     /// Extra webhook handlers (e.g. the policy host swapping a restaurant's tool set on
     /// `policy.updated`); the cache invalidation is always registered.
     pub on_event: Vec<EventHandler>,
@@ -191,6 +327,8 @@ impl DashboardLinkConfig {
     /// | `DASHBOARD_TIMEOUT_MS` | per-request timeout | 2000 |
     /// | `DASHBOARD_CACHE_TTL_SECS` | config/KB cache TTL | 60 |
     /// | `PULSARA_OUTBOX_PATH` | outbox SQLite file | `pulsara-outbox.db` |
+    /// | `PULSARA_OUTBOX_MEMORY_CALLS` | finished calls held in memory while the outbox refuses writes | 1000 |
+    /// | `PULSARA_OUTBOX_MEMORY_MB` | and their size at most, MiB | 64 |
     /// | `SMTP_URL` + `SMTP_FROM` | notification emails | off |
     /// | `TWILIO_API_BASE`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` | caller SMS | off |
     ///
@@ -228,6 +366,12 @@ impl DashboardLinkConfig {
                         .map_err(|_| err(name, "must be a whole number"))
                 })
                 .unwrap_or(Ok(default))
+        };
+        let positive = |name: &'static str, default: u64| -> Result<u64, LinkConfigError> {
+            match num(name, default)? {
+                0 => Err(err(name, "must be at least 1")),
+                n => Ok(n),
+            }
         };
         let mut client = ClientConfig::new(url)
             .timeout(Duration::from_millis(num("DASHBOARD_TIMEOUT_MS", 2000)?));
@@ -281,6 +425,11 @@ impl DashboardLinkConfig {
             smtp,
             twilio,
             flush_deadline: Duration::from_secs(10),
+            memory: MemoryLimits {
+                max_units: positive("PULSARA_OUTBOX_MEMORY_CALLS", 1_000)? as usize,
+                max_bytes: (positive("PULSARA_OUTBOX_MEMORY_MB", 64)?.min(1 << 20) as usize) << 20,
+                ..MemoryLimits::default()
+            },
             on_event: Vec::new(),
         })
     }
@@ -338,6 +487,7 @@ impl DashboardLink {
         });
         let sink = Arc::new(OutboxSink {
             outbox: outbox.clone(),
+            held: Arc::new(MemoryQueue::new(cfg.memory.clone())),
             configs: configs.clone(),
             dispatcher: dispatcher.clone(),
             policy: cfg.retry.clone(),
@@ -350,7 +500,16 @@ impl DashboardLink {
             receiver = receiver.on_event(h.clone());
         }
         let webhook_router = webhook_in::router(Arc::new(receiver));
-        let outbox_task = tokio::spawn(outbox::run(outbox, dispatcher, cfg.retry, shutdown));
+        let retry = sink.clone().retry_loop();
+        let run = outbox::run(outbox, dispatcher, cfg.retry, shutdown);
+        // Held units are retried alongside delivery, until shutdown ends both (the sink's flush
+        // takes over from there).
+        let outbox_task = tokio::spawn(async move {
+            tokio::select! {
+                _ = run => {}
+                _ = retry => {}
+            }
+        });
         Ok(Self {
             cache,
             configs,

@@ -185,6 +185,7 @@ impl Stack {
                 smtp: Some((Secret::new(format!("smtp://{smtp_addr}")), "calls@pulsara.local".into())),
                 twilio: Some((twilio_rest.base_url(), account_sid.clone(), twilio_auth_token.clone())),
                 flush_deadline: Duration::from_secs(5),
+                memory: Default::default(),
                 on_event: vec![on_policy],
             },
             clock.as_unix_fn(),

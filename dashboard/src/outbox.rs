@@ -77,7 +77,7 @@ impl EntryKind {
 }
 
 /// An entry to enqueue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
     pub kind: EntryKind,
     /// Ordering lane (see module docs).
@@ -299,12 +299,23 @@ impl Outbox {
         }
     }
 
-    /// Test/ops hook: caps the file at `pages` SQLite pages, so writes beyond it fail like a
-    /// full disk.
-    pub fn set_max_pages(&self, pages: u64) -> Result<(), OutboxError> {
-        self.lock()
-            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-            .map_err(self.storage("set max_page_count"))
+    /// Test/ops hook: caps the file at `pages` SQLite pages (never below its current size), so
+    /// writes that need more fail with SQLITE_FULL exactly as on a full disk. Returns the cap
+    /// in effect; `set_max_pages(1)` caps the file where it is.
+    ///
+    /// # Errors
+    /// The outbox file failed.
+    pub fn set_max_pages(&self, pages: u64) -> Result<u64, OutboxError> {
+        let conn = self.lock();
+        let size: u64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(self.storage("read page_count"))?;
+        conn.query_row(
+            &format!("PRAGMA max_page_count = {}", pages.max(size)),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(self.storage("set max_page_count"))
     }
 
     /// Commits all `entries` in one transaction (all or nothing). Entries whose idempotency key

@@ -1,7 +1,8 @@
 //! Finishing a call: analyse the record (sentiment, structured summary), decide its
 //! notifications, and queue record + notifications in the outbox in one transaction. The bridge
-//! calls [`finish_and_enqueue`] at call end; the dashboard calls [`enrich`] on records that
-//! arrive without analysis (e.g. from another producer).
+//! calls [`finish`] at call end and commits its entries (through a memory queue when the outbox
+//! refuses them); [`finish_and_enqueue`] does both at once. The dashboard calls [`enrich`] on
+//! records that arrive without analysis (e.g. from another producer).
 
 use pulsara_core::call_record::{CallRecord, Notification};
 use pulsara_core::config::RestaurantConfig;
@@ -45,18 +46,42 @@ pub struct Finished {
     pub queued: usize,
 }
 
-/// Analyses `record`, plans its notifications (with `cfg`, when the restaurant is known), notes
-/// them in `record.notifications`, and commits everything to the outbox in one transaction.
-/// Notifications a policy requested during the call (`status: "requested"`) are queued too.
+/// A finished call, analysed and planned, with the outbox entries that carry it (record first,
+/// then its notifications): [`finish`]'s answer, committed in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub record: CallRecord,
+    pub email: Option<EmailJob>,
+    pub sms: Option<SmsJob>,
+    pub entries: Vec<NewEntry>,
+}
+
+/// Analyses `record`, plans its notifications and commits everything to the outbox in one
+/// transaction ([`finish`], then [`Outbox::enqueue`]).
 ///
 /// # Errors
 /// The outbox could not commit (disk full, I/O); nothing is queued then.
 pub fn finish_and_enqueue(
     outbox: &Outbox,
-    mut record: CallRecord,
+    record: CallRecord,
     cfg: Option<&RestaurantConfig>,
     now_ms: i64,
 ) -> Result<Finished, OutboxError> {
+    let p = finish(record, cfg);
+    let queued = outbox.enqueue(&p.entries, now_ms)?;
+    Ok(Finished {
+        record: p.record,
+        email: p.email,
+        sms: p.sms,
+        queued,
+    })
+}
+
+/// Analyses `record`, plans its notifications (with `cfg`, when the restaurant is known), notes
+/// them in `record.notifications`, and builds the outbox entries for all of it, keyed by the
+/// call sid (so committing them twice queues them once). Notifications a policy requested
+/// during the call (`status: "requested"`) are included. Pure: nothing is stored.
+pub fn finish(mut record: CallRecord, cfg: Option<&RestaurantConfig>) -> Planned {
     let sent = sentiment::analyze(&record);
     let summ = summary::summarize(&record);
     let (email, sms) = cfg
@@ -152,13 +177,12 @@ pub fn finish_and_enqueue(
         });
     }
     entries.extend(extra);
-    let queued = outbox.enqueue(&entries, now_ms)?;
-    Ok(Finished {
+    Planned {
         record,
         email,
         sms,
-        queued,
-    })
+        entries,
+    }
 }
 
 /// Queues a voicemail's recording event for the dashboard (in the restaurant's lane, so it
@@ -176,6 +200,16 @@ pub fn enqueue_voicemail(
     cfg: Option<&RestaurantConfig>,
     now_ms: i64,
 ) -> Result<usize, OutboxError> {
+    outbox.enqueue(&voicemail_entries(call_sid, restaurant_id, event, cfg), now_ms)
+}
+
+/// The outbox entries [`enqueue_voicemail`] commits (pure).
+pub fn voicemail_entries(
+    call_sid: &str,
+    restaurant_id: &str,
+    event: serde_json::Value,
+    cfg: Option<&RestaurantConfig>,
+) -> Vec<NewEntry> {
     let vm = crate::voicemail::from_event(&event);
     let id = vm
         .as_ref()
@@ -195,7 +229,7 @@ pub fn enqueue_voicemail(
             payload: serde_json::to_string(&email).unwrap_or_default(),
         });
     }
-    outbox.enqueue(&entries, now_ms)
+    entries
 }
 
 #[cfg(test)]
