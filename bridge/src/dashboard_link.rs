@@ -560,6 +560,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(remote.client.base_url, "https://dash.example");
+        assert_eq!(
+            (remote.memory.max_units, remote.memory.max_bytes),
+            (1_000, 64 << 20),
+            "memory queue defaults"
+        );
         for (pairs, name) in [
             (vec![("DASHBOARD_API_KEY", "k")], "DASHBOARD_URL"),
             (
@@ -581,6 +586,22 @@ mod tests {
                     ("DASHBOARD_TIMEOUT_MS", "soon"),
                 ],
                 "DASHBOARD_TIMEOUT_MS",
+            ),
+            (
+                vec![
+                    ("DASHBOARD_URL", "http://x"),
+                    ("DASHBOARD_API_KEY", "k"),
+                    ("PULSARA_OUTBOX_MEMORY_CALLS", "0"),
+                ],
+                "PULSARA_OUTBOX_MEMORY_CALLS",
+            ),
+            (
+                vec![
+                    ("DASHBOARD_URL", "http://x"),
+                    ("DASHBOARD_API_KEY", "k"),
+                    ("PULSARA_OUTBOX_MEMORY_MB", "lots"),
+                ],
+                "PULSARA_OUTBOX_MEMORY_MB",
             ),
         ] {
             let Err(e) = DashboardLinkConfig::from_env(env(&pairs), None) else {
