@@ -51,6 +51,9 @@ pub struct Limits {
     pub rest_timeout_ms: u64,
     /// Caller frames buffered while the agent connects (20 ms each).
     pub early_audio_frames: usize,
+    /// How far caller audio may run ahead of real time before frames are dropped (a stream
+    /// sending faster than Twilio ever does never reaches ElevenLabs at that rate).
+    pub caller_audio_burst_ms: u64,
     /// Remembered handoff tokens (single use); oldest forgotten first, expired ones pruned.
     pub replay_cache_entries: usize,
     /// Transcript lines kept per call.
@@ -76,6 +79,7 @@ impl Default for Limits {
             agent_connect_timeout_ms: 3_000,
             rest_timeout_ms: 5_000,
             early_audio_frames: 100,
+            caller_audio_burst_ms: 2_000,
             replay_cache_entries: 100_000,
             max_transcript_lines: 2_000,
             max_tool_runs: 200,

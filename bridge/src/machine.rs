@@ -94,6 +94,9 @@ pub struct MachineLimits {
     pub early_audio_frames: usize,
     pub max_transcript_lines: usize,
     pub max_tool_runs: usize,
+    /// Caller audio may run ahead of real time by at most this much (network jitter and
+    /// Twilio's own bursts); anything faster is dropped, never forwarded to the agent.
+    pub caller_audio_burst_ms: u64,
 }
 
 impl Default for MachineLimits {
@@ -102,6 +105,7 @@ impl Default for MachineLimits {
             early_audio_frames: 100,
             max_transcript_lines: 2000,
             max_tool_runs: 200,
+            caller_audio_burst_ms: 2_000,
         }
     }
 }
@@ -114,6 +118,32 @@ pub struct FrameStats {
     pub dropped_frames: u64,
     pub malformed_twilio: u64,
     pub malformed_agent: u64,
+    /// Caller frames dropped because the caller sent audio faster than real time.
+    pub policed_frames: u64,
+}
+
+/// Caller audio policing: a token bucket in 8 kHz samples that fills at real time.
+///
+/// The allowance is the time since the first caller frame plus the burst; a frame that would
+/// take the caller past it is dropped. Time is the shell's monotonic clock, never the frame's own
+/// `timestamp` (the sender controls that).
+#[derive(Debug, Default)]
+struct AudioPolice {
+    first_ms: Option<u64>,
+    samples: u64,
+}
+
+impl AudioPolice {
+    /// True when `samples` more caller samples at `now_ms` stay within real time plus `burst_ms`.
+    fn admit(&mut self, samples: u64, now_ms: u64, burst_ms: u64) -> bool {
+        let first = *self.first_ms.get_or_insert(now_ms);
+        let allowed = now_ms.saturating_sub(first).saturating_add(burst_ms).saturating_mul(8);
+        if self.samples.saturating_add(samples) > allowed {
+            return false;
+        }
+        self.samples += samples;
+        true
+    }
 }
 
 /// One call.
@@ -151,6 +181,7 @@ pub struct CallMachine {
     /// Set once a transfer or end was requested, so a second one is not.
     leaving: bool,
     pub stats: FrameStats,
+    police: AudioPolice,
     scratch_pcm: Vec<u8>,
 }
 
@@ -185,6 +216,7 @@ impl CallMachine {
             end: None,
             leaving: false,
             stats: FrameStats::default(),
+            police: AudioPolice::default(),
             scratch_pcm: Vec::new(),
         }
     }
@@ -272,6 +304,12 @@ impl CallMachine {
                     return;
                 }
                 self.stats.caller_frames += 1;
+                // μ-law: one byte per 8 kHz sample.
+                let samples = b64_len(&m.payload) as u64;
+                if !self.police.admit(samples, now_ms, self.limits.caller_audio_burst_ms) {
+                    self.stats.policed_frames += 1;
+                    return;
+                }
                 match self.agent {
                     AgentState::Ready => self.forward_caller_audio(&m.payload, out),
                     AgentState::Connecting => {
@@ -765,7 +803,7 @@ impl CallMachine {
 /// Decoded length of standard padded base64 without decoding.
 fn b64_len(s: &str) -> usize {
     let pad = s.bytes().rev().take_while(|&b| b == b'=').count();
-    (s.len() / 4) * 3 - pad.min(2)
+    ((s.len() / 4) * 3).saturating_sub(pad.min(2))
 }
 
 /// The first `heard/sent` share of `text`'s words (at least one word when anything was heard).
@@ -845,6 +883,46 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn caller_audio_faster_than_real_time_is_dropped_not_forwarded() {
+        let mut m = machine();
+        let mut out = Vec::new();
+        m.on_agent_connected(&meta("ulaw_8000"), &mut out).unwrap();
+        let frame = B64.encode([0x7fu8; 160]);
+        let frame = media(&frame);
+        // 400x real time: 2,000 frames of 20 ms (40 s of audio) within 100 ms.
+        for i in 0..2000u64 {
+            m.on_twilio(parse_inbound(&frame).unwrap(), 1_000 + i / 20, &mut out);
+        }
+        let forwarded = out.len() as u64;
+        // The burst (2,000 ms = 100 frames) plus the 99 ms that passed (4 frames).
+        assert_eq!(forwarded, 104, "only real time plus the burst reaches the agent");
+        assert_eq!(m.stats.policed_frames, 2000 - forwarded);
+        assert_eq!(m.stats.caller_frames, 2000);
+        // Back at real-time cadence once the allowance has caught up: every frame goes through.
+        out.clear();
+        let resume = 1_000 + 40_000;
+        for i in 0..500u64 {
+            m.on_twilio(parse_inbound(&frame).unwrap(), resume + i * 20, &mut out);
+        }
+        assert_eq!(out.len(), 500, "a caller at real time is never policed");
+        assert_eq!(m.stats.policed_frames, 2000 - forwarded);
+    }
+
+    #[test]
+    fn caller_audio_policing_counts_samples_not_frames() {
+        let mut police = AudioPolice::default();
+        // 1 s burst = 8,000 samples: one oversized frame of 8,000 fits, the next sample does not.
+        assert!(police.admit(8_000, 0, 1_000));
+        assert!(!police.admit(1, 0, 1_000));
+        // 10 ms later, 80 more samples are allowed and no more.
+        assert!(police.admit(80, 10, 1_000));
+        assert!(!police.admit(1, 10, 1_000));
+        // A malformed payload cannot make the count wrap.
+        assert_eq!(b64_len("="), 0);
+        assert_eq!(b64_len("=="), 0);
     }
 
     #[test]

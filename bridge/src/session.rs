@@ -276,6 +276,7 @@ impl Call {
             early_audio_frames: l.early_audio_frames,
             max_transcript_lines: l.max_transcript_lines,
             max_tool_runs: l.max_tool_runs,
+            caller_audio_burst_ms: l.caller_audio_burst_ms,
         };
         let (tools_tx, tools_rx) = mpsc::channel(l.max_tools_in_flight.max(1));
         Call {
@@ -478,7 +479,12 @@ impl Call {
         }
         let now = self.now_ms();
         let mut out = std::mem::take(&mut self.out);
+        let policed_before = self.m.stats.policed_frames;
         self.m.on_twilio(parsed, now, &mut out);
+        if policed_before == 0 && self.m.stats.policed_frames > 0 {
+            self.app.metrics.error("caller_audio_policed");
+            warn!("caller audio arrives faster than real time; dropping the excess");
+        }
         let sent = self.flush(out).await;
         if is_media && sent {
             self.app

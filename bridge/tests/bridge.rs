@@ -560,6 +560,39 @@ async fn ulaw_agent_passes_payload_bytes_through_untouched() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_audio_faster_than_real_time_never_reaches_the_agent_at_that_rate() {
+    let s = stack(AgentScript::default()).await;
+    // 2,000 frames of 20 ms (40 s of audio) at one per millisecond: about 20x real time.
+    let mut c = s.caller("CA1060", "trattoria-roma", 2_000);
+    c.frame_interval = Duration::from_millis(1);
+    c.linger = Duration::from_millis(100);
+    let began = Instant::now();
+    let log = run_caller(c).await.unwrap();
+    let elapsed_ms = began.elapsed().as_millis() as u64;
+    assert_eq!(log.sent_frames, 2_000);
+    s.record("CA1060").await;
+    let chunks = s.agent.log_for_caller("+15551060").unwrap().audio_chunks;
+    // Real time plus the 2 s burst, and a frame of rounding.
+    let allowed = (elapsed_ms + 2_000) / 20 + 1;
+    assert!(
+        chunks <= allowed,
+        "{chunks} chunks reached the agent in {elapsed_ms} ms (at most {allowed} in real time)"
+    );
+    assert!(chunks >= 100, "the burst still goes through ({chunks})");
+    let metrics = reqwest::get(format!("{}/metrics", s.http_base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"kind="caller_audio_policed"} 1"#),
+        "the policed call is counted"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcm_agent_is_transcoded_with_resampling() {
     let script = AgentScript {
         input_format: "pcm_16000".into(),
