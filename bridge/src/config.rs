@@ -62,6 +62,20 @@ pub struct Limits {
     pub max_tool_runs: usize,
     /// Tool calls running at once in one call.
     pub max_tools_in_flight: usize,
+    /// Streams upgraded but still waiting for `start`; beyond it new streams get 503 (Twilio's
+    /// fallback takes over) instead of waiting in silence on an overloaded bridge.
+    pub max_pending_start: usize,
+    /// Runtime scheduling lag beyond which new streams get 503.
+    pub max_scheduling_lag_ms: u64,
+    /// HTTP listener: accept → the first request head (a socket that sends nothing is closed).
+    pub http_header_timeout_ms: u64,
+    /// HTTP listener: keep-alive idle between requests.
+    pub http_idle_timeout_ms: u64,
+    /// HTTP listener: request head → response head (408 after).
+    pub http_request_timeout_ms: u64,
+    /// HTTP listener: connections not yet upgraded that wait for or are inside a request; the
+    /// oldest is closed for a newcomer. Unset: a quarter of the descriptor limit, 16..=1024.
+    pub http_max_unserved: Option<usize>,
 }
 
 impl Default for Limits {
@@ -84,7 +98,33 @@ impl Default for Limits {
             max_transcript_lines: 2_000,
             max_tool_runs: 200,
             max_tools_in_flight: 4,
+            max_pending_start: 256,
+            max_scheduling_lag_ms: 1_000,
+            http_header_timeout_ms: ms_of(pulsara_net::config::DEFAULT_HEADER_TIMEOUT),
+            http_idle_timeout_ms: ms_of(pulsara_net::config::DEFAULT_IDLE_TIMEOUT),
+            http_request_timeout_ms: ms_of(pulsara_net::config::DEFAULT_REQUEST_TIMEOUT),
+            http_max_unserved: None,
         }
+    }
+}
+
+fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Limits {
+    /// The settings of the bridge's HTTP listener.
+    pub fn http(&self) -> pulsara_net::ServeConfig {
+        let mut c = pulsara_net::ServeConfig {
+            header_timeout: ms(self.http_header_timeout_ms),
+            idle_timeout: ms(self.http_idle_timeout_ms),
+            request_timeout: ms(self.http_request_timeout_ms),
+            ..pulsara_net::ServeConfig::default()
+        };
+        if let Some(n) = self.http_max_unserved {
+            c.max_unserved = n;
+        }
+        c
     }
 }
 
@@ -223,6 +263,28 @@ impl BridgeConfig {
                 .parse()
                 .map_err(|e| invalid("PULSARA_SHUTDOWN_GRACE_MS", e))?;
         }
+        for (name, slot) in [
+            (pulsara_net::config::ENV_HEADER_TIMEOUT_MS, &mut self.limits.http_header_timeout_ms),
+            (pulsara_net::config::ENV_IDLE_TIMEOUT_MS, &mut self.limits.http_idle_timeout_ms),
+            (pulsara_net::config::ENV_REQUEST_TIMEOUT_MS, &mut self.limits.http_request_timeout_ms),
+            ("PULSARA_START_TIMEOUT_MS", &mut self.limits.start_timeout_ms),
+            ("PULSARA_MAX_SCHED_LAG_MS", &mut self.limits.max_scheduling_lag_ms),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = v.parse().map_err(|e| invalid(name, e))?;
+            }
+        }
+        if let Some(v) = get(pulsara_net::config::ENV_MAX_UNSERVED) {
+            self.limits.http_max_unserved = Some(
+                v.parse()
+                    .map_err(|e| invalid(pulsara_net::config::ENV_MAX_UNSERVED, e))?,
+            );
+        }
+        if let Some(v) = get("PULSARA_MAX_PENDING_START") {
+            self.limits.max_pending_start = v
+                .parse()
+                .map_err(|e| invalid("PULSARA_MAX_PENDING_START", e))?;
+        }
         if let Some(v) = get("PULSARA_METRICS") {
             self.metrics = parse_bool("PULSARA_METRICS", &v)?;
         }
@@ -277,6 +339,18 @@ impl BridgeConfig {
         if l.replay_cache_entries == 0 {
             return Err(invalid("limits.replay_cache_entries", "must be at least 1"));
         }
+        if l.max_pending_start == 0 {
+            return Err(invalid("PULSARA_MAX_PENDING_START", "must be at least 1"));
+        }
+        if l.max_scheduling_lag_ms == 0 {
+            return Err(invalid("PULSARA_MAX_SCHED_LAG_MS", "must be at least 1"));
+        }
+        if l.start_timeout_ms == 0 || l.start_timeout_ms > 60_000 {
+            return Err(invalid("PULSARA_START_TIMEOUT_MS", "must be 1..=60000"));
+        }
+        l.http().validate().map_err(|pulsara_net::ConfigError::Invalid { name, reason }| {
+            invalid(name, reason)
+        })?;
         Ok(())
     }
 
@@ -425,6 +499,37 @@ mod tests {
             err.contains("bogus") && !err.contains("file-secret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn listener_and_overload_limits_from_env() {
+        let mut pairs = GOOD.to_vec();
+        pairs.push(("PULSARA_HTTP_HEADER_TIMEOUT_MS", "1500"));
+        pairs.push(("PULSARA_HTTP_MAX_UNSERVED", "40"));
+        pairs.push(("PULSARA_MAX_PENDING_START", "12"));
+        pairs.push(("PULSARA_MAX_SCHED_LAG_MS", "750"));
+        pairs.push(("PULSARA_START_TIMEOUT_MS", "2500"));
+        let cfg = BridgeConfig::load(None, env(&pairs)).unwrap();
+        let http = cfg.limits.http();
+        assert_eq!(http.header_timeout, Duration::from_millis(1500));
+        assert_eq!(http.max_unserved, 40);
+        assert_eq!(http.idle_timeout, pulsara_net::config::DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(
+            (cfg.limits.max_pending_start, cfg.limits.max_scheduling_lag_ms, cfg.limits.start_timeout_ms),
+            (12, 750, 2500)
+        );
+        for (name, bad) in [
+            ("PULSARA_HTTP_IDLE_TIMEOUT_MS", "0"),
+            ("PULSARA_HTTP_REQUEST_TIMEOUT_MS", "later"),
+            ("PULSARA_HTTP_MAX_UNSERVED", "0"),
+            ("PULSARA_MAX_PENDING_START", "0"),
+            ("PULSARA_START_TIMEOUT_MS", "0"),
+        ] {
+            let mut pairs = GOOD.to_vec();
+            pairs.push((name, bad));
+            let err = BridgeConfig::load(None, env(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Modules, in the order data flows through them:
 //! - [`server`]: shared state ([`server::App`]), the axum [`server::router`] (`/media`, `/healthz`,
-//!   `/readyz`, `/metrics`, `/twilio/recording`) and [`server::run`] with graceful draining.
+//!   `/readyz`, `/metrics`, `/twilio/recording`) and [`server::run`] with graceful draining, on
+//!   `pulsara-net`'s hardened listener. [`overload`]: which new streams to refuse (503) before
+//!   the upgrade when the process cannot serve them.
 //! - [`session`]: one task per Media Stream — authenticate `start`, admit under the caps, connect
 //!   the agent, pump frames, run tools, transfer / fall back, deliver the record.
 //! - [`machine`]: the sans-IO per-call state machine (audio routing, barge-in, marks, transcript,
@@ -37,6 +39,7 @@ pub mod frontdoor;
 pub mod keys_cli;
 pub mod machine;
 pub mod metrics;
+pub mod overload;
 pub mod policy_cli;
 pub mod ports;
 pub mod replay;

@@ -18,6 +18,12 @@ const TOOL_BUCKETS_US: [u64; 10] = [
     100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000,
 ];
 
+/// Bucket upper bounds in microseconds for the wait from a stream's upgrade to its `start`.
+const START_WAIT_BUCKETS_US: [u64; 12] = [
+    1_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000, 30_000_000,
+];
+
 /// A fixed-bucket histogram of microsecond values; also keeps exact counts per bucket so the bench
 /// can report quantiles.
 pub struct Histogram {
@@ -95,6 +101,14 @@ pub struct Metrics {
     /// Agent → caller: from reading the ElevenLabs frame to having written it to Twilio.
     pub latency_to_caller: Histogram,
     pub tool_latency: Histogram,
+    /// From a stream's upgrade to its `start` message being read.
+    pub start_wait: Histogram,
+    /// Streams upgraded (or upgrading) whose `start` has not been read yet.
+    pub streams_pending_start: AtomicU64,
+    /// New streams refused before the upgrade, by [`crate::overload::Refusal`] (in its order).
+    pub streams_shed: [AtomicU64; 4],
+    /// The runtime's scheduling lag at the last look, microseconds.
+    pub scheduling_lag_us: AtomicU64,
     active: Mutex<BTreeMap<String, i64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     ended: Mutex<BTreeMap<&'static str, u64>>,
@@ -118,6 +132,10 @@ impl Default for Metrics {
             latency_to_agent: Histogram::new(&LATENCY_BUCKETS_US),
             latency_to_caller: Histogram::new(&LATENCY_BUCKETS_US),
             tool_latency: Histogram::new(&TOOL_BUCKETS_US),
+            start_wait: Histogram::new(&START_WAIT_BUCKETS_US),
+            streams_pending_start: AtomicU64::new(0),
+            streams_shed: Default::default(),
+            scheduling_lag_us: AtomicU64::new(0),
             active: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             ended: Mutex::new(BTreeMap::new()),
@@ -146,6 +164,23 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(reason)
             .or_insert(0) += 1;
+    }
+
+    /// Counts a stream refused before its upgrade.
+    pub fn stream_shed(&self, why: crate::overload::Refusal) {
+        let i = crate::overload::Refusal::ALL
+            .iter()
+            .position(|r| *r == why)
+            .unwrap_or(0);
+        self.streams_shed[i].fetch_add(1, Relaxed);
+    }
+
+    /// Streams refused for `why` so far.
+    pub fn streams_shed_of(&self, why: crate::overload::Refusal) -> u64 {
+        crate::overload::Refusal::ALL
+            .iter()
+            .position(|r| *r == why)
+            .map_or(0, |i| self.streams_shed[i].load(Relaxed))
     }
 
     pub fn error(&self, kind: &'static str) {
@@ -261,6 +296,28 @@ impl Metrics {
             "Streams refused (bad token, signature, capacity).",
             self.calls_rejected.load(Relaxed),
         );
+        let _ = writeln!(
+            o,
+            "# HELP pulsara_streams_pending_start Streams upgraded that have not sent start yet.\n# TYPE pulsara_streams_pending_start gauge\npulsara_streams_pending_start {}",
+            self.streams_pending_start.load(Relaxed)
+        );
+        o.push_str("# HELP pulsara_streams_shed_total New streams refused with 503 before the upgrade, by reason.\n# TYPE pulsara_streams_shed_total counter\n");
+        for (why, n) in crate::overload::Refusal::ALL.iter().zip(&self.streams_shed) {
+            let _ = writeln!(
+                o,
+                "pulsara_streams_shed_total{{reason=\"{}\"}} {}",
+                why.label(),
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP pulsara_scheduling_lag_seconds How late the runtime runs a timer that is due.\n# TYPE pulsara_scheduling_lag_seconds gauge\npulsara_scheduling_lag_seconds {}",
+            self.scheduling_lag_us.load(Relaxed) as f64 / 1e6
+        );
+        o.push_str("# HELP pulsara_stream_start_wait_seconds From a stream's upgrade to its start message.\n# TYPE pulsara_stream_start_wait_seconds histogram\n");
+        self.start_wait
+            .render(&mut o, "pulsara_stream_start_wait_seconds", "");
         o.push_str("# HELP pulsara_added_latency_seconds Time a frame spends inside the bridge.\n# TYPE pulsara_added_latency_seconds histogram\n");
         self.latency_to_agent
             .render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_agent\"");
@@ -316,6 +373,19 @@ mod tests {
             text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"+Inf\"} 2")
         );
         assert!(text.contains("pulsara_errors_total{kind=\"handoff_rejected\"} 1"));
+        m.stream_shed(crate::overload::Refusal::StartBacklog);
+        m.streams_pending_start.fetch_add(3, Relaxed);
+        m.scheduling_lag_us.store(1_500_000, Relaxed);
+        m.start_wait.observe_us(20_000);
+        let text = m.render();
+        assert!(text.contains("pulsara_streams_shed_total{reason=\"start_backlog\"} 1"), "{text}");
+        assert!(text.contains("pulsara_streams_shed_total{reason=\"scheduling_lag\"} 0"), "{text}");
+        assert!(text.contains("pulsara_streams_pending_start 3"), "{text}");
+        assert!(text.contains("pulsara_scheduling_lag_seconds 1.5"), "{text}");
+        assert!(
+            text.contains("pulsara_stream_start_wait_seconds_bucket{le=\"0.05\"} 1"),
+            "{text}"
+        );
         m.call_ended("r\"1", "caller_hung_up");
         assert_eq!(m.active_total(), 0);
         assert_eq!(Metrics::quantile_us(&m.latency_to_agent, 0.5), 200);

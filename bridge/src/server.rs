@@ -1,7 +1,13 @@
 //! The bridge's HTTP shell: shared state ([`App`]), the axum [`router`] (`/media`, `/healthz`,
-//! `/readyz`, `/metrics`) and [`run`], which serves until the shutdown future resolves and then
-//! drains: `/readyz` turns unready, no new streams are accepted, live calls continue for the grace
-//! period, are then ended politely, and the sink is flushed.
+//! `/readyz`, `/metrics`) and [`run`], which serves on `pulsara-net`'s hardened listener until the
+//! shutdown future resolves and then drains: `/readyz` answers 503 "draining", new streams are
+//! refused with 503, live calls continue for the grace period, are then ended politely, and the
+//! sink is flushed. The listener stays open through all of it (probes and `/metrics` keep
+//! answering) and closes only after the drain.
+//!
+//! Every `/media` upgrade is admitted by [`crate::overload::decide`] first: a stream the process
+//! cannot serve now (too many waiting for `start`, the runtime running late) gets a 503 before
+//! the upgrade so the call's fallback takes over, instead of an accepted stream nobody reads.
 
 use crate::clock::Clock;
 use std::collections::HashMap;
@@ -22,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::AgentClient;
+use crate::overload::{LagMonitor, Load, PendingStart, Refusal, Thresholds};
 use crate::config::{ms, BridgeConfig};
 use crate::metrics::Metrics;
 use crate::ports::{CallSink, ConfigSource, ToolRunner};
@@ -60,8 +67,12 @@ pub struct App {
     pub clock: Clock,
     /// More Prometheus text appended to `/metrics` (the outbox, the config cache).
     pub extra_metrics: Mutex<Vec<MetricsSource>>,
+    /// The runtime's scheduling lag, sampled while [`run_router`] serves.
+    pub lag: Arc<LagMonitor>,
     ready: AtomicBool,
     open_streams: AtomicUsize,
+    /// When a refusal was last logged (floods are logged once a second, with the counts).
+    shed_logged: Mutex<Option<tokio::time::Instant>>,
     live: Mutex<HashMap<String, usize>>,
     live_total: AtomicUsize,
 }
@@ -121,8 +132,10 @@ impl App {
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
+            lag: Arc::new(LagMonitor::default()),
             ready: AtomicBool::new(true),
             open_streams: AtomicUsize::new(0),
+            shed_logged: Mutex::new(None),
             live: Mutex::new(HashMap::new()),
             live_total: AtomicUsize::new(0),
             clock,
@@ -133,6 +146,11 @@ impl App {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.draining.is_cancelled()
+    }
+
+    /// Media Streams open right now (upgraded or upgrading, live or not yet started).
+    pub fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::SeqCst)
     }
 
     /// Live (admitted) calls right now.
@@ -219,6 +237,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     if !app.cfg.metrics {
         return StatusCode::NOT_FOUND.into_response();
     }
+    let lag = app.lag.current(tokio::time::Instant::now());
+    app.metrics.scheduling_lag_us.store(
+        u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     let mut text = app.metrics.render();
     let extra: Vec<MetricsSource> = app.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for source in extra {
@@ -235,9 +258,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let upgraded_at = tokio::time::Instant::now();
     if !app.is_ready() {
         app.metrics.error("stream_refused_draining");
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+        return refuse(&app, Refusal::Draining, upgraded_at);
     }
     if let Err(why) = check_upgrade_signature(&app, &headers) {
         app.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
@@ -247,11 +271,27 @@ async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpg
     }
     let open = app.open_streams.fetch_add(1, Ordering::SeqCst) + 1;
     let guard = OpenStream(app.clone());
-    if open > app.cfg.limits.max_calls + BUSY_HEADROOM {
-        app.metrics.error("stream_refused_capacity");
-        return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
-    }
     let l = &app.cfg.limits;
+    let load = Load {
+        draining: !app.is_ready(),
+        open_streams: open,
+        pending_start: app.metrics.streams_pending_start.load(Ordering::Relaxed) as usize,
+        scheduling_lag: app.lag.current(upgraded_at),
+    };
+    let thresholds = Thresholds {
+        max_streams: l.max_calls + BUSY_HEADROOM,
+        max_pending_start: l.max_pending_start,
+        max_scheduling_lag: ms(l.max_scheduling_lag_ms),
+    };
+    if let Err(why) = crate::overload::decide(&load, &thresholds) {
+        if why == Refusal::AtCapacity {
+            app.metrics.error("stream_refused_capacity");
+        }
+        return refuse(&app, why, upgraded_at);
+    }
+    // Counted from here, so the `start` deadline runs from the upgrade, not from whenever the
+    // stream's task first gets to run.
+    let pending = PendingStart::new(app.metrics.clone(), upgraded_at);
     let app2 = app.clone();
     ws.read_buffer_size(l.ws_read_buffer_bytes)
         .max_message_size(l.ws_max_message_bytes)
@@ -262,9 +302,32 @@ async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpg
             let tracker = app2.tracker.clone();
             tracker.track_future(async move {
                 let _guard = guard;
-                crate::session::run(socket, app2).await;
+                crate::session::run(socket, app2, pending).await;
             })
         })
+}
+
+/// Answers a refused upgrade: 503 with the reason, counted, and logged at most once a second.
+fn refuse(app: &App, why: Refusal, now: tokio::time::Instant) -> Response {
+    app.metrics.stream_shed(why);
+    let mut last = app.shed_logged.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        *last = Some(now);
+        tracing::warn!(
+            reason = why.label(),
+            shed_total = app.metrics.streams_shed_of(why),
+            open_streams = app.open_streams(),
+            pending_start = app.metrics.streams_pending_start.load(Ordering::Relaxed),
+            scheduling_lag_ms = app.lag.current(now).as_millis() as u64,
+            "refusing new media stream with 503"
+        );
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::CONNECTION, "close")],
+        why.body(),
+    )
+        .into_response()
 }
 
 /// Checks `X-Twilio-Signature` on the upgrade when present (always when required). Twilio signs
@@ -295,7 +358,7 @@ fn check_upgrade_signature(app: &App, headers: &HeaderMap) -> Result<(), &'stati
 }
 
 /// Serves the bridge's [`router`] on `listener` until `shutdown` resolves, then drains (see the
-/// module docs).
+/// module docs). The listener follows [`crate::config::Limits::http`].
 ///
 /// # Errors
 /// I/O errors from the listener.
@@ -317,22 +380,33 @@ pub async fn run_router(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let draining = app.draining.clone();
-    let app2 = app.clone();
-    let signal = async move {
-        shutdown.await;
-        app2.ready.store(false, Ordering::SeqCst);
-        draining.cancel();
-        tracing::info!(live_calls = app2.live_calls(), "shutdown: draining");
+    // TCP_NODELAY is on by default: media frames are small and latency-bound.
+    let server = pulsara_net::Server::new(app.cfg.limits.http());
+    let stats = server.stats();
+    app.add_metrics(Arc::new(move || stats.render("bridge")));
+    let close_listener = CancellationToken::new();
+    let stop = close_listener.clone();
+    let mut serving = tokio::spawn(server.serve(listener, router, async move {
+        stop.cancelled().await
+    }));
+    tokio::spawn(app.lag.clone().run(close_listener.clone()));
+    let joined = |r: Result<std::io::Result<()>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| Err(std::io::Error::other(format!("HTTP listener task failed: {e}"))))
     };
-    // Media frames are small and latency-bound: no Nagle delay on accepted sockets.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(listener, router).with_graceful_shutdown(signal);
-    serve.await?;
+    tokio::select! {
+        () = shutdown => {}
+        r = &mut serving => {
+            close_listener.cancel();
+            return joined(r);
+        }
+    }
+    app.ready.store(false, Ordering::SeqCst);
+    app.draining.cancel();
+    tracing::info!(live_calls = app.live_calls(), "shutdown: draining");
+    // Health, readiness (503) and metrics keep answering while calls finish.
     drain(&app).await;
-    Ok(())
+    close_listener.cancel();
+    joined(serving.await)
 }
 
 /// Waits for live calls up to the grace period, ends the rest politely, flushes the sink.

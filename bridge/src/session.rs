@@ -29,6 +29,7 @@ use crate::agent::{AgentError, AgentSocket};
 use crate::config::ms;
 use crate::machine::{CallInfo, CallMachine, MachineLimits, Out};
 use crate::ports::{ToolContext, ToolError, ToolOutcome};
+use crate::overload::PendingStart;
 use crate::server::App;
 
 type TwTx = SplitSink<WebSocket, TwMessage>;
@@ -36,6 +37,9 @@ type TwRx = SplitStream<WebSocket>;
 type AgTx = SplitSink<AgentSocket, AgMessage>;
 type AgRx = SplitStream<AgentSocket>;
 
+/// A stream whose task first runs this long after its upgrade is logged: the process is
+/// overloaded.
+const START_TASK_LATE: Duration = Duration::from_secs(1);
 /// Malformed frames tolerated before `start`.
 const MAX_GARBAGE_BEFORE_START: usize = 16;
 /// Longest wait for the agent's last words to play before hanging up.
@@ -53,10 +57,11 @@ struct ToolDone {
 
 type ConnectResult = Result<(AgentSocket, InitiationMetadata), AgentError>;
 
-/// Runs one Media Stream to completion.
-pub async fn run(socket: WebSocket, app: Arc<App>) {
+/// Runs one Media Stream to completion; `pending` holds its place among the streams waiting for
+/// `start` and carries when it was upgraded.
+pub async fn run(socket: WebSocket, app: Arc<App>, pending: PendingStart) {
     let (mut tx, mut rx) = socket.split();
-    let start = match read_start(&mut rx, &app).await {
+    let start = match read_start(&mut rx, &app, pending).await {
         Some(s) => s,
         None => {
             let _ = tx.close().await;
@@ -111,13 +116,30 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
     .await
 }
 
-async fn read_start(rx: &mut TwRx, app: &App) -> Option<Start> {
-    let deadline = tokio::time::Instant::now() + ms(app.cfg.limits.start_timeout_ms);
+/// Reads frames until `start`, by a deadline counted from the upgrade (`pending`), not from when
+/// this task first ran: under load a task can run seconds late while the caller hears nothing.
+/// A start already buffered is still read after the deadline; a stream that sent none is closed.
+/// Dropping `pending` on return releases the stream's place among those waiting.
+async fn read_start(rx: &mut TwRx, app: &App, pending: PendingStart) -> Option<Start> {
+    let upgraded_at = pending.upgraded_at();
+    let deadline = upgraded_at + ms(app.cfg.limits.start_timeout_ms);
+    let late = upgraded_at.elapsed();
+    if late >= START_TASK_LATE {
+        app.metrics.error("stream_task_late");
+        warn!(
+            waited_ms = late.as_millis() as u64,
+            "stream task started late: the bridge is overloaded"
+        );
+    }
     let mut garbage = 0;
     loop {
         let msg = match tokio::time::timeout_at(deadline, rx.next()).await {
             Err(_) => {
                 app.metrics.error("start_timeout");
+                warn!(
+                    waited_ms = upgraded_at.elapsed().as_millis() as u64,
+                    "no start message before the deadline; closing the stream"
+                );
                 return None;
             }
             Ok(None) | Ok(Some(Err(_))) => return None,
@@ -130,7 +152,14 @@ async fn read_start(rx: &mut TwRx, app: &App) -> Option<Start> {
             continue;
         };
         match tw::parse_inbound(&text) {
-            Ok(Inbound::Start(s)) => return Some(s),
+            Ok(Inbound::Start(s)) => {
+                let waited = upgraded_at.elapsed();
+                app.metrics
+                    .start_wait
+                    .observe_us(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+                drop(pending);
+                return Some(s);
+            }
             Ok(_) => {}
             Err(e) => {
                 garbage += 1;
@@ -821,10 +850,13 @@ impl Call {
     /// Shutdown after the grace period: hand the caller to staff (or apologise), then finish.
     async fn end_politely(&mut self) {
         let cfg = self.m.info().restaurant.clone();
-        let twiml = cfg.say_voice().fallback(
-            cfg.fallback_target(),
-            "Sorry, we have to end this call now. Please call us again. Goodbye.",
-        );
+        let number = cfg.fallback_target();
+        let message = if number.is_some() {
+            "Sorry, our phone assistant has to end this call now. Please hold while we put you through to the restaurant."
+        } else {
+            "Sorry, we have to end this call now. Please call us again. Goodbye."
+        };
+        let twiml = cfg.say_voice().fallback(number, message);
         let _ = self.update_call(&twiml).await;
         self.m.force_end(EndReason::BridgeShutdown);
         self.close_agent().await;

@@ -285,10 +285,12 @@ impl SayVoice {
         self.say_hangup(UNKNOWN_NUMBER_MESSAGE)
     }
 
-    /// The safe answer when something failed: dial `number` when one is known (the restaurant's
-    /// fallback or staff line), otherwise speak `apology` and hang up.
-    pub fn fallback(&self, number: Option<&str>, apology: &str) -> String {
-        fallback_doc(number, apology, Some(self))
+    /// The safe answer when something failed: speak `message` (the caller must hear why), then
+    /// dial `number` when one is known (the restaurant's fallback or staff line), otherwise hang
+    /// up. `message` is spoken in both cases, so it must suit the one the caller gets; an empty
+    /// one is skipped.
+    pub fn fallback(&self, number: Option<&str>, message: &str) -> String {
+        fallback_doc(number, message, Some(self))
     }
 
     /// All lines are busy: speak `message`, then dial `number` if given, else hang up.
@@ -399,12 +401,14 @@ fn say_dial_doc(
     x.finish()
 }
 
-fn fallback_doc(number: Option<&str>, apology: &str, voice: Option<&SayVoice>) -> String {
+fn fallback_doc(number: Option<&str>, message: &str, voice: Option<&SayVoice>) -> String {
     match number.filter(|n| !n.trim().is_empty()) {
-        Some(n) => dial(n, None, DEFAULT_DIAL_TIMEOUT_SECS),
+        Some(n) => say_dial_doc(Some(message), voice, n, None, DEFAULT_DIAL_TIMEOUT_SECS),
         None => {
             let mut x = Doc::new();
-            x.say(apology, voice);
+            if !message.trim().is_empty() {
+                x.say(message, voice);
+            }
             x.empty("Hangup", &[]);
             x.finish()
         }
@@ -950,11 +954,16 @@ mod tests {
     }
 
     #[test]
-    fn fallback_dials_when_it_can() {
+    fn fallback_says_why_then_dials_when_it_can() {
         let it = italian();
-        let root = parse(&it.fallback(Some("+15550001111"), "Sorry & goodbye"));
-        assert_eq!(root.names(), ["Dial"]);
-        assert_eq!(root.children()[0].text(), "+15550001111");
+        let root = parse(&it.fallback(Some("+15550001111"), "Sorry & one moment"));
+        assert_eq!(root.names(), ["Say", "Dial"]);
+        assert_spoken_with(&root, &it);
+        assert_eq!(root.children()[0].text(), "Sorry & one moment");
+        assert_eq!(root.children()[1].text(), "+15550001111");
+        // Nothing to say: just the transfer (never an empty <Say>).
+        assert_eq!(parse(&it.fallback(Some("+15550001111"), " ")).names(), ["Dial"]);
+        assert_eq!(parse(&it.fallback(None, "")).names(), ["Hangup"]);
         for none in [None, Some(""), Some(" ")] {
             let root = parse(&it.fallback(none, "Sorry & goodbye"));
             assert_eq!(root.names(), ["Say", "Hangup"]);

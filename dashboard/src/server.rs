@@ -177,7 +177,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, behind `pulsara-net`'s listener
+/// (header and idle deadlines, a cap on unserved connections) with its defaults.
 ///
 /// # Errors
 /// The listener fails.
@@ -186,9 +187,20 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, pulsara_net::ServeConfig::default(), shutdown).await
+}
+
+/// As [`serve`], with the listener's deadlines and caps from `net`.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    net: pulsara_net::ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    pulsara_net::serve(listener, router(state), net, shutdown).await
 }
 
 fn etag_of(version: u64) -> String {

@@ -22,6 +22,10 @@ use crate::settings::Settings;
 /// Spoken when no restaurant config is available and nothing better is known.
 pub const GENERIC_APOLOGY: &str =
     "Sorry, we cannot take your call right now. Please try again in a few minutes. Goodbye.";
+/// Spoken before the caller is put through to the restaurant's fallback line when its config has
+/// no apology message of its own.
+pub const GENERIC_TRANSFER: &str =
+    "Sorry, our phone assistant cannot take your call right now. Please hold while we put you through to the restaurant.";
 /// Header honoured only with `ALLOW_TEST_CLOCK=1` (tests): unix seconds used for the opening-hours
 /// decision instead of the real time.
 pub const TEST_NOW_HEADER: &str = "x-pulsara-test-now";
@@ -112,13 +116,16 @@ pub fn empty_twiml() -> String {
 /// voice when its config is known.
 pub fn fallback_twiml(config: Option<&RestaurantConfig>) -> String {
     match config {
-        Some(c) => c.say_voice().fallback(
-            c.fallback_target(),
-            c.agent
-                .apology_message
-                .as_deref()
-                .unwrap_or(GENERIC_APOLOGY),
-        ),
+        Some(c) => {
+            let number = c.fallback_target();
+            let generic = if number.is_some() {
+                GENERIC_TRANSFER
+            } else {
+                GENERIC_APOLOGY
+            };
+            c.say_voice()
+                .fallback(number, c.agent.apology_message.as_deref().unwrap_or(generic))
+        }
         None => SayVoice::default().fallback(None, GENERIC_APOLOGY),
     }
 }
@@ -917,12 +924,23 @@ mod tests {
         let mut bad = config("r1");
         bad.time_zone = "Mars/Olympus".into();
         bad.fallback_number = Some("+390622222222".into());
-        let (reply, outcome) = answer_call(&s, &call, &found(bad), now(), now());
+        let (reply, outcome) = answer_call(&s, &call, &found(bad.clone()), now(), now());
         assert_eq!(reply.status, 200);
         assert!(reply.body.contains("+390622222222"), "{}", reply.body);
         assert!(
             matches!(outcome, VoiceOutcome::Fallback { reason } if reason.contains("Mars/Olympus"))
         );
+        // The caller hears why before being moved: <Say> (the restaurant's apology, else the
+        // generic transfer notice) then <Dial>, never a bare <Dial>.
+        let said_then_dialled = |body: &str, words: &str| {
+            let say = body.find("<Say").expect("a <Say>");
+            let dial = body.find("<Dial").expect("a <Dial>");
+            say < dial && body[say..dial].contains(words) && !body.contains("<Hangup/>")
+        };
+        assert!(said_then_dialled(&reply.body, GENERIC_TRANSFER), "{}", reply.body);
+        bad.agent.apology_message = Some("One moment please".into());
+        let (reply, _) = answer_call(&s, &call, &found(bad), now(), now());
+        assert!(said_then_dialled(&reply.body, "One moment please"), "{}", reply.body);
     }
 
     #[test]

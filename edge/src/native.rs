@@ -2,14 +2,16 @@
 //! [`flow::handle`]. The cache is a bounded in-memory map and the dashboard client is reqwest
 //! (rustls). It exists so the whole stack runs in one process (the local demo, tests,
 //! self-hosting without Cloudflare): mount [`router`] (or [`webhook_router`], without `/healthz`,
-//! when the host server has its own) into another server, or run [`serve`].
+//! when the host server has its own) into another server, or run [`serve`] / [`serve_with`],
+//! which put it behind the hardened listener of `pulsara-net` (header and idle deadlines, a cap
+//! on unserved connections).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use pulsara_edge::native::{router, EdgeState};
+//! use pulsara_edge::native::{serve, EdgeState};
 //! let state = EdgeState::from_env()?; // PUBLIC_BASE_URL, BRIDGE_URLS, … as in the Worker
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
-//! axum::serve(listener, router(state)).await?;
+//! serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 
@@ -109,7 +111,8 @@ pub fn webhook_router(state: EdgeState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves.
+/// Serves [`router`] on `listener` until `shutdown` resolves, with the listener defaults of
+/// [`pulsara_net::ServeConfig`].
 ///
 /// # Errors
 /// When the server fails.
@@ -118,9 +121,20 @@ pub async fn serve(
     state: EdgeState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, pulsara_net::ServeConfig::default(), shutdown).await
+}
+
+/// As [`serve`], with the listener's deadlines and caps from `net`.
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: EdgeState,
+    net: pulsara_net::ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    pulsara_net::serve(listener, router(state), net, shutdown).await
 }
 
 async fn handle(
