@@ -9,6 +9,7 @@ use pulsara_core::request_auth;
 use pulsara_core::secret::Secret;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::Clock;
@@ -102,6 +103,13 @@ pub enum Fetched<T> {
     },
     /// `304`: the caller's copy (its ETag) is current.
     NotModified,
+}
+
+/// One entry of `GET /v1/restaurants`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct RestaurantSummary {
+    pub id: String,
+    pub version: u64,
 }
 
 /// Outcome of `POST /v1/calls`.
@@ -270,6 +278,52 @@ impl DashboardClient {
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Decode(format!("{what}: {e}")))?;
         Ok(Fetched::Fresh { value, etag })
+    }
+
+    /// `GET /v1/restaurants`, every page: the id and configuration version of each restaurant,
+    /// by id. Stops with an error past `max` restaurants rather than growing without bound.
+    ///
+    /// # Errors
+    /// Transport, status or decoding errors of any page; [`ClientError::InvalidInput`] past `max`.
+    pub async fn restaurants(&self, max: usize) -> Result<Vec<RestaurantSummary>, ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            restaurants: Vec<RestaurantSummary>,
+            #[serde(default)]
+            next_after: Option<String>,
+        }
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!(
+                    "/v1/restaurants?limit=500&after={}",
+                    segment(a)?.replace('+', "%2B")
+                ),
+                None => "/v1/restaurants?limit=500".to_owned(),
+            };
+            let resp = self.send(reqwest::Method::GET, &path, None, &[]).await?;
+            if !resp.status().is_success() {
+                return Err(Self::error_from(resp, "restaurant list").await);
+            }
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ClientError::Transport(e.without_url().to_string()))?;
+            let page: Page = serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Decode(format!("restaurant list: {e}")))?;
+            out.extend(page.restaurants);
+            if out.len() > max {
+                return Err(ClientError::InvalidInput(format!(
+                    "the dashboard lists more than {max} restaurants"
+                )));
+            }
+            match page.next_after {
+                // A page that does not move forward would loop for ever.
+                Some(next) if after.as_deref().is_none_or(|a| next.as_str() > a) => after = Some(next),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// `GET /v1/restaurants/by-number/{e164}`.

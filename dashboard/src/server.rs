@@ -157,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_MODULE_BODY));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/restaurants", get(list_restaurants))
         .route("/v1/restaurants/by-number/{e164}", get(by_number))
         .route("/v1/restaurants/{id}", get(restaurant))
         .route("/v1/restaurants/{id}/knowledge-base", get(knowledge_base))
@@ -226,6 +227,59 @@ fn versioned(headers: &HeaderMap, version: u64, body: impl serde::Serialize) -> 
         resp.headers_mut().insert(header::ETAG, v);
     }
     resp
+}
+
+/// Largest page of `GET /v1/restaurants`.
+pub const MAX_RESTAURANT_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+struct RestaurantListQuery {
+    /// Ids after this one (the previous page's `next_after`).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/restaurants`: every restaurant's id and configuration version, by id, in pages
+/// (what a bridge warms its tool modules from).
+async fn list_restaurants(
+    State(st): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<RestaurantListQuery>,
+) -> ApiResult {
+    st.authorize(
+        &Req {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"",
+        },
+        READERS,
+    )?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_RESTAURANT_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {MAX_RESTAURANT_PAGE}"
+        )));
+    }
+    let ids = st.store.restaurant_ids()?;
+    let start = match &q.after {
+        Some(after) => ids.partition_point(|id| id.as_str() <= after.as_str()),
+        None => 0,
+    };
+    let page = &ids[start.min(ids.len())..ids.len().min(start.saturating_add(limit))];
+    let mut restaurants = Vec::with_capacity(page.len());
+    for id in page {
+        // A restaurant deleted between the two reads is simply not listed.
+        if let Some(cfg) = st.store.restaurant(id)? {
+            restaurants.push(json!({ "id": cfg.id, "version": cfg.version }));
+        }
+    }
+    let next_after = (start + page.len() < ids.len())
+        .then(|| page.last().cloned())
+        .flatten();
+    Ok(Json(json!({ "restaurants": restaurants, "next_after": next_after })).into_response())
 }
 
 async fn by_number(
