@@ -8,7 +8,15 @@
 //!   verified against it), or read from `PULSARA_POLICIES_DIR` when it is set.
 //! - Finished calls go through the durable outbox to the dashboard, SMTP and Twilio.
 //! - With `PULSARA_EDGE_LISTEN` set, the edge's native shell is served too (self-hosting without
-//!   Cloudflare), configured by the same variables as the Worker.
+//!   Cloudflare). The edge shares the environment with the bridge, so it reads its settings with
+//!   [`pulsara_edge::settings::Settings::co_hosted`]: `PULSARA_EDGE_<NAME>` first (its public URL
+//!   is `PULSARA_EDGE_PUBLIC_BASE_URL`; `PUBLIC_BASE_URL` stays the bridge's), then what this
+//!   process knows (the embedded dashboard's URL and its first `edge`-scoped key, this bridge's
+//!   own `wss://…/media` for `BRIDGE_URLS`), then the Worker's name.
+//! - Tool modules are loaded before calls need them: every restaurant the dashboard lists
+//!   (`GET /v1/restaurants`, remote or embedded) at start-up, and a restaurant's new modules on
+//!   `policy.updated`; `PULSARA_WARM_UP_PARALLELISM` (default 1 on two cores or fewer, else 2)
+//!   compiles at a time, on the blocking pool.
 //! - Tests only: `PULSARA_TEST_NOW` with `ALLOW_TEST_CLOCK=1` and loopback addresses starts the
 //!   process clock at a scenario's instant (see [`crate::clock::test_instant`]); tokens and
 //!   signatures stay on the wall clock the edge and the dashboard keep.
@@ -29,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::BridgeConfig;
 use crate::dashboard_link::{DashboardLink, DashboardLinkConfig};
-use crate::tools::PolicyToolRunner;
+use crate::tools::{PolicyToolRunner, WarmUp};
 
 /// Policy modules fetched from the dashboard (`GET /v1/policies/{sha256}`). The host verifies the
 /// bytes against the hash and caches the compiled module, so this runs once per module.
@@ -57,11 +65,12 @@ impl ModuleSource for DashboardModules {
     }
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
+/// The process environment as `serve` reads it: a variable's trimmed value, `None` when unset
+/// or empty.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Runs the bridge (and, as configured, the embedded dashboard and the edge) until `shutdown`.
+/// Runs the bridge (and, as configured, the embedded dashboard and the edge) until `shutdown`,
+/// reading the process environment.
 ///
 /// # Errors
 /// Invalid configuration (named, never with a secret), a port that cannot be bound, a database
@@ -70,6 +79,22 @@ pub async fn serve(
     cfg: BridgeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_env(cfg, Arc::new(|k: &str| std::env::var(k).ok()), shutdown).await
+}
+
+/// [`serve`] with the environment given as a lookup (tests run several in one process).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_env(
+    cfg: BridgeConfig,
+    raw_env: Env,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let env = {
+        let raw = raw_env.clone();
+        move |name: &str| raw(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    };
     let dashboard_listen: Option<SocketAddr> = match env("DASHBOARD_URL") {
         Some(_) => None,
         None => Some(
@@ -79,17 +104,20 @@ pub async fn serve(
                 .context("PULSARA_DASHBOARD_LISTEN must be host:port")?,
         ),
     };
-    let clock = start_clock(&cfg, dashboard_listen)?;
+    let clock = start_clock(&cfg, dashboard_listen, &env)?;
     let stop = CancellationToken::new();
 
     // The dashboard: remote, or embedded in this process.
     let mut embedded = None;
+    let mut embedded_edge_key = None;
     if let Some(listen) = dashboard_listen {
         let keys = env("PULSARA_DASHBOARD_SIGNING_KEYS").context(
             "the embedded dashboard needs PULSARA_DASHBOARD_SIGNING_KEYS (id:scope:secret,…) \
              or set DASHBOARD_URL to use a remote dashboard",
         )?;
-        let keys = SigningKeys::parse(&Secret::new(keys)).context("PULSARA_DASHBOARD_SIGNING_KEYS")?;
+        let keys_spec = Secret::new(keys);
+        let keys = SigningKeys::parse(&keys_spec).context("PULSARA_DASHBOARD_SIGNING_KEYS")?;
+        embedded_edge_key = first_edge_key(&keys_spec);
         let policies = PathBuf::from(env("PULSARA_POLICIES_DIR").unwrap_or_else(|| "target/policies".into()));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -112,7 +140,7 @@ pub async fn serve(
     let embedded_url = embedded.as_ref().map(EmbeddedDashboard::url);
 
     let mut link_cfg =
-        DashboardLinkConfig::from_env(|k| std::env::var(k).ok(), embedded_url.as_deref()).context("dashboard link")?;
+        DashboardLinkConfig::from_env(|k| raw_env(k), embedded_url.as_deref()).context("dashboard link")?;
     // Compiled policy modules survive restarts here (deserialised, not recompiled).
     let policy_cache = PathBuf::from(env("PULSARA_POLICY_CACHE_DIR").unwrap_or_else(|| "pulsara-policy-cache".into()));
     let tools = match env("PULSARA_POLICIES_DIR") {
@@ -133,26 +161,58 @@ pub async fn serve(
     let run_log = crate::tools::RunLog::open(&runs_dir, runs_max)
         .with_context(|| format!("policy run records directory {}", runs_dir.display()))?;
     let tools = tools.with_run_log(run_log);
-    let swap = tools.clone();
-    link_cfg.on_event.push(Arc::new(move |ev| {
-        if ev.kind == pulsara_dashboard::events::EventType::PolicyUpdated {
-            swap.invalidate(&ev.data.restaurant_id);
-        }
+    let parallelism = match env("PULSARA_WARM_UP_PARALLELISM") {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=16).contains(n))
+            .context("PULSARA_WARM_UP_PARALLELISM must be a whole number from 1 to 16")?,
+        None => default_warm_up_parallelism(),
+    };
+    // `policy.updated`: the restaurant's tool set is resolved afresh, and its new modules are
+    // loaded in the background (once the link, which the warm-up reads configurations through,
+    // is up).
+    let warm_cell: Arc<std::sync::OnceLock<WarmUp>> = Arc::default();
+    let (swap, cell) = (tools.clone(), warm_cell.clone());
+    link_cfg.on_event.push(Arc::new(move |ev| match cell.get() {
+        Some(warm) => warm.on_policy_updated(ev),
+        None if ev.kind == pulsara_dashboard::events::EventType::PolicyUpdated => swap.invalidate(&ev.data.restaurant_id),
+        None => {}
     }));
+    let warm_client = DashboardClient::new(link_cfg.client.clone(), clock.as_peer_unix_fn()).context("dashboard client")?;
     let link_stop = stop.clone();
     let link = DashboardLink::start(link_cfg, clock.as_peer_unix_fn(), async move { link_stop.cancelled().await })
         .context("dashboard link")?;
-    // Compile the embedded restaurants' tools in the background, before their first calls.
-    if let Some(dash) = &embedded {
-        let ids: Vec<String> = dash.seed_report.seeded.iter().chain(&dash.seed_report.kept).cloned().collect();
-        let (runner, configs) = (tools.clone(), link.configs.clone());
-        tokio::spawn(async move { crate::tools::warm_up(&runner, configs.as_ref(), &ids).await });
-    }
+    let warm = WarmUp::new(tools.clone(), link.configs.clone(), parallelism);
+    let _ = warm_cell.set(warm.clone());
+    // Load every listed restaurant's tools in the background, before their first calls; a
+    // dashboard that is down at start is retried with backoff until it answers or we stop.
+    let warm_stop = stop.clone();
+    // `-1` while the start-up warm-up runs; then how many restaurants were made ready.
+    let warmed = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+    let warm_done = warmed.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            res = warm.from_dashboard(&warm_client) => match res {
+                Ok(ready) => warm_done.store(i64::try_from(ready).unwrap_or(i64::MAX), std::sync::atomic::Ordering::Relaxed),
+                Err(e) => {
+                    warm_done.store(0, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(error = %e, "tool warm-up from the dashboard failed; tools load on first use");
+                }
+            },
+            () = warm_stop.cancelled() => {}
+        }
+    });
 
     // The edge's native shell, for self-hosting.
     let mut edge_task = None;
     if let Some(addr) = env("PULSARA_EDGE_LISTEN") {
-        let state = pulsara_edge::native::EdgeState::from_env().map_err(|e| anyhow::anyhow!("edge settings: {e}"))?;
+        let defaults = co_hosted_edge_defaults(&cfg, embedded_url.as_deref(), embedded_edge_key.as_ref());
+        let settings = pulsara_edge::settings::Settings::co_hosted(|k| raw_env(k), &defaults)
+            .map_err(|e| anyhow::anyhow!("edge settings (co-hosted with PULSARA_EDGE_LISTEN): {e}"))?;
+        tracing::info!(public = %settings.public_base_url, dashboard = %settings.dashboard_url, "co-hosted edge settings");
+        let state = pulsara_edge::native::EdgeState::new(settings)
+            .map_err(|e| anyhow::anyhow!("edge HTTP client: {e}"))?;
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding the edge on {addr}"))?;
         tracing::info!(listen = %addr, "edge (native shell) listening");
         let edge_stop = stop.clone();
@@ -165,8 +225,20 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
+    let tools_host = tools.host().clone();
     let app = crate::App::with_clock(cfg, link.configs.clone(), Arc::new(tools), link.sink.clone(), clock)?;
     register_link_metrics(&app, &link);
+    let host = tools_host.clone();
+    app.add_metrics(Arc::new(move || {
+        let ready = warmed.load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{}# TYPE pulsara_tools_warm_up_done gauge\npulsara_tools_warm_up_done {}\n\
+             # TYPE pulsara_tools_warm_up_ready_restaurants gauge\npulsara_tools_warm_up_ready_restaurants {}\n",
+            host.load_stats().prometheus(),
+            u8::from(ready >= 0),
+            ready.max(0)
+        )
+    }));
     let router = crate::server::router(app.clone()).merge(link.webhook_router);
     crate::server::run_router(listener, router, app, shutdown).await?;
 
@@ -182,8 +254,59 @@ pub async fn serve(
     Ok(())
 }
 
+/// Compiles at a time during warm-up: one on a machine with two cores or fewer (the other
+/// serves calls), else two.
+fn default_warm_up_parallelism() -> usize {
+    match std::thread::available_parallelism().map(std::num::NonZeroUsize::get) {
+        Ok(n) if n > 2 => 2,
+        _ => 1,
+    }
+}
+
+/// The first `edge`-scoped key of `PULSARA_DASHBOARD_SIGNING_KEYS` (already validated), for the
+/// co-hosted edge to sign its requests to the embedded dashboard with.
+fn first_edge_key(spec: &Secret) -> Option<(String, Secret)> {
+    spec.expose().split(',').find_map(|entry| {
+        let mut parts = entry.trim().splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(scope), Some(secret)) if scope.trim().eq_ignore_ascii_case("edge") => {
+                Some((id.trim().to_owned(), Secret::new(secret.trim())))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// What this process knows that a co-hosted edge would otherwise need spelled out: the embedded
+/// dashboard (its URL and an edge key) and this bridge as the Stream URL of its region.
+fn co_hosted_edge_defaults(
+    cfg: &BridgeConfig,
+    embedded_url: Option<&str>,
+    edge_key: Option<&(String, Secret)>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut d = std::collections::BTreeMap::new();
+    if let Some(url) = embedded_url {
+        d.insert("DASHBOARD_URL".to_owned(), url.to_owned());
+        if let Some((id, secret)) = edge_key {
+            d.insert("DASHBOARD_KEY_ID".to_owned(), id.clone());
+            d.insert("DASHBOARD_SIGNING_SECRET".to_owned(), secret.expose().to_owned());
+        }
+    }
+    // Twilio streams only over TLS: only a `wss://` bridge URL is a usable default.
+    if let Some(media) = cfg.media_ws_url().filter(|u| u.starts_with("wss://")) {
+        let region = if cfg.region.is_empty() { "default" } else { cfg.region.as_str() };
+        d.insert("BRIDGE_URLS".to_owned(), format!("{region}={media}"));
+        d.insert("DEFAULT_REGION".to_owned(), region.to_owned());
+    }
+    d
+}
+
 /// The process clock: the wall clock, or — tests only — started at `PULSARA_TEST_NOW`.
-fn start_clock(cfg: &BridgeConfig, dashboard_listen: Option<SocketAddr>) -> anyhow::Result<Clock> {
+fn start_clock(
+    cfg: &BridgeConfig,
+    dashboard_listen: Option<SocketAddr>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Clock> {
     let mut addresses = vec![("PULSARA_LISTEN", cfg.listen.to_string())];
     if let Some(listen) = dashboard_listen {
         addresses.push(("PULSARA_DASHBOARD_LISTEN", listen.to_string()));
@@ -193,6 +316,9 @@ fn start_clock(cfg: &BridgeConfig, dashboard_listen: Option<SocketAddr>) -> anyh
     }
     if let Some(public) = &cfg.public_base_url {
         addresses.push(("PUBLIC_BASE_URL", public.clone()));
+    }
+    if let Some(public) = env("PULSARA_EDGE_PUBLIC_BASE_URL") {
+        addresses.push(("PULSARA_EDGE_PUBLIC_BASE_URL", public));
     }
     let clock = Clock::system();
     if let Some(at) = crate::clock::test_instant(env, &addresses)? {

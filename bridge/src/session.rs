@@ -16,9 +16,10 @@ use axum::extract::ws::{CloseFrame, Message as TwMessage, WebSocket};
 use chrono::{SecondsFormat, Utc};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use pulsara_core::call_record::{CallRecord, EndReason};
+use pulsara_core::call_record::{CallRecord, EndReason, Fallback};
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
-use pulsara_core::twiml;
+use pulsara_core::handoff::{HandoffClaims, HandoffFallback};
+use pulsara_core::twiml::{self, SayVoice};
 use pulsara_media::convai::{self, InitiationMetadata};
 use pulsara_media::twilio::{self as tw, Inbound, Start};
 use tokio::sync::mpsc;
@@ -187,7 +188,7 @@ async fn authenticate(
     let region = (!app.cfg.region.is_empty()).then_some(app.cfg.region.as_str());
     // The edge issued the token by its own clock (see `crate::clock`).
     let now = app.clock.peer_unix();
-    let claims = match app.keys.verify(token, &start.call_sid, region, now) {
+    let (claims, fallback) = match app.keys.verify_with_fallback(token, &start.call_sid, region, now) {
         Ok(c) => c,
         Err(e) => {
             reject(app, tx, "handoff_rejected", &e.to_string()).await;
@@ -214,20 +215,98 @@ async fn authenticate(
             Some((cfg, kb, claims.config_version))
         }
         Err(e) => {
-            app.metrics.error("config_unavailable");
-            warn!(error = %e, "restaurant configuration unavailable; apologising");
-            let twiml = twiml::SayVoice::default().fallback(
-                None,
-                "Sorry, we cannot take your call right now. Please try again later.",
-            );
-            let _ = app
-                .rest
-                .update_call(&start.call_sid, &twiml, ms(app.cfg.limits.rest_timeout_ms))
-                .await;
-            let _ = tx.close().await;
+            config_unavailable(app, start, &claims, &fallback, &e.to_string(), tx).await;
             None
         }
     }
+}
+
+/// Spoken when the configuration is unavailable and the token carries no apology of its own.
+const CONFIG_UNAVAILABLE_TRANSFER: &str =
+    "Sorry, we cannot take your call right now. Please hold while we put you through to the restaurant.";
+const CONFIG_UNAVAILABLE_APOLOGY: &str =
+    "Sorry, we cannot take your call right now. Please try again later.";
+
+/// The handoff is genuine but the restaurant's configuration cannot be loaded (dashboard
+/// unreachable, nothing cached): forward the caller to the fallback number the edge signed into
+/// the token, in the restaurant's `<Say>` locale and voice (or apologise when there is none), and
+/// record the call through the sink like every other, ending `config_unavailable`.
+async fn config_unavailable(
+    app: &App,
+    start: &Start,
+    claims: &HandoffClaims,
+    fallback: &HandoffFallback,
+    why: &str,
+    tx: &mut TwTx,
+) {
+    let began = Instant::now();
+    let started_at = app.clock.now();
+    app.metrics.error("config_unavailable");
+    // Signed by the edge, yet checked like any input: a number that is not E.164 or a voice
+    // Twilio does not know is not used.
+    let number = fallback
+        .fallback_number
+        .as_deref()
+        .and_then(|n| pulsara_core::phone::normalize_e164(n).ok().filter(|e| e == n));
+    let say = fallback
+        .say_language
+        .as_deref()
+        .and_then(|lang| {
+            SayVoice::new(lang, fallback.say_voice.as_deref())
+                .or_else(|_| SayVoice::new(lang, None))
+                .ok()
+        })
+        .unwrap_or_default();
+    let message = fallback.apology.clone().unwrap_or_else(|| {
+        if number.is_some() { CONFIG_UNAVAILABLE_TRANSFER } else { CONFIG_UNAVAILABLE_APOLOGY }.to_owned()
+    });
+    let (kind, twiml) = match &number {
+        Some(n) => ("dial", say.say_dial(Some(&message), n, None, 30)),
+        None => ("apology", say.fallback(None, &message)),
+    };
+    let ok = match app
+        .rest
+        .update_call(&start.call_sid, &twiml, ms(app.cfg.limits.rest_timeout_ms))
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            app.metrics.error("twilio_rest");
+            warn!(error = %e, "config-unavailable call update failed");
+            false
+        }
+    };
+    warn!(
+        restaurant_id = %claims.restaurant_id,
+        error = %why,
+        kind,
+        ok,
+        "restaurant configuration unavailable; caller forwarded with the handoff's fallback"
+    );
+    let _ = tx.close().await;
+    let at_ms = began.elapsed().as_millis() as u64;
+    let param = |k: &str| start.custom_parameters.get(k).cloned().unwrap_or_default();
+    let record = CallRecord {
+        call_sid: start.call_sid.clone(),
+        stream_sid: start.stream_sid.clone(),
+        restaurant_id: claims.restaurant_id.clone(),
+        config_version: claims.config_version,
+        caller: param("caller"),
+        called: param("called"),
+        started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        ended_at: app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        duration_ms: at_ms,
+        end_reason: EndReason::ConfigUnavailable,
+        fallback: Some(Fallback {
+            kind: kind.to_owned(),
+            to: number,
+            reason: format!("configuration unavailable: {why}"),
+            at_ms,
+            ok,
+        }),
+        ..CallRecord::default()
+    };
+    deliver(app, record).await;
 }
 
 async fn reject(app: &App, tx: &mut TwTx, kind: &'static str, why: &str) {

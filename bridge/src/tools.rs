@@ -309,6 +309,134 @@ impl ToolRunner for PolicyToolRunner {
     }
 }
 
+/// Restaurants a warm-up lists from the dashboard at most (the list is paged; past this the
+/// warm-up stops with an error rather than holding an unbounded list).
+pub const WARM_UP_MAX_RESTAURANTS: usize = 100_000;
+
+/// Loads restaurants' tool modules ahead of their calls, off the call path: each restaurant's
+/// tool set is resolved on the blocking pool, at most `parallelism` at a time across every
+/// warm-up of the process (start-up and `policy.updated`), so compiles never take every core
+/// from live calls. A call that needs a module being compiled waits for that compile (the host
+/// loads each module once) instead of starting its own.
+#[derive(Clone)]
+pub struct WarmUp {
+    runner: PolicyToolRunner,
+    configs: Arc<dyn crate::ports::ConfigSource>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl WarmUp {
+    pub fn new(
+        runner: PolicyToolRunner,
+        configs: Arc<dyn crate::ports::ConfigSource>,
+        parallelism: usize,
+    ) -> Self {
+        Self {
+            runner,
+            configs,
+            permits: Arc::new(tokio::sync::Semaphore::new(parallelism.max(1))),
+        }
+    }
+
+    /// Resolves one restaurant's tool set (loading its modules); `false` when its configuration
+    /// could not be fetched or a module failed to load (the call path then reports it).
+    pub async fn restaurant(&self, id: &str) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        self.resolve(id).await
+    }
+
+    async fn resolve(&self, id: &str) -> bool {
+        let cfg = match self.configs.restaurant(id).await {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                tracing::warn!(restaurant = %id, error = %e, "tool warm-up skipped");
+                return false;
+            }
+        };
+        let host = self.runner.host().clone();
+        let started = std::time::Instant::now();
+        let set = tokio::task::spawn_blocking(move || host.tool_set(&cfg)).await;
+        let ok = set.as_ref().is_ok_and(|s| s.all_loaded());
+        if !ok {
+            // Not cached half-loaded: the next call retries the modules that failed (a source
+            // that was briefly unreachable must not leave the restaurant without tools).
+            self.runner.invalidate(id);
+        }
+        tracing::info!(restaurant = %id, ok, ms = started.elapsed().as_millis() as u64, "tool modules ready");
+        ok
+    }
+
+    /// Warms every restaurant of `ids`, `parallelism` at a time; returns how many are ready.
+    pub async fn restaurants(&self, ids: &[String]) -> usize {
+        let mut running = tokio::task::JoinSet::new();
+        let mut ready = 0;
+        for id in ids {
+            // The permit is taken before the task exists, so at most `parallelism` tasks do.
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                break;
+            };
+            let (this, id) = (self.clone(), id.clone());
+            running.spawn(async move {
+                let ok = this.resolve(&id).await;
+                drop(permit);
+                ok
+            });
+            while let Some(done) = running.try_join_next() {
+                ready += usize::from(done.unwrap_or(false));
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            ready += usize::from(done.unwrap_or(false));
+        }
+        ready
+    }
+
+    /// Lists the dashboard's restaurants (retrying with backoff, up to a minute apart, while the
+    /// dashboard is unreachable) and warms them all. Returns how many are ready.
+    ///
+    /// # Errors
+    /// The dashboard refused the listing (not transient), or lists more than
+    /// [`WARM_UP_MAX_RESTAURANTS`].
+    pub async fn from_dashboard(
+        &self,
+        client: &pulsara_dashboard::client::DashboardClient,
+    ) -> Result<usize, pulsara_dashboard::client::ClientError> {
+        let mut pause = std::time::Duration::from_millis(500);
+        let ids = loop {
+            match client.restaurants(WARM_UP_MAX_RESTAURANTS).await {
+                Ok(list) => break list.into_iter().map(|r| r.id).collect::<Vec<_>>(),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "tool warm-up: dashboard restaurant list unavailable");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(60));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let started = std::time::Instant::now();
+        let ready = self.restaurants(&ids).await;
+        tracing::info!(restaurants = ids.len(), ready, ms = started.elapsed().as_millis() as u64, "tool warm-up from the dashboard done");
+        Ok(ready)
+    }
+
+    /// The `policy.updated` hook: forget the restaurant's tool set (new calls resolve it afresh)
+    /// and load its new modules in the background, before the next call needs them.
+    pub fn on_policy_updated(&self, ev: &pulsara_dashboard::events::DashboardEvent) {
+        if ev.kind != pulsara_dashboard::events::EventType::PolicyUpdated {
+            return;
+        }
+        self.runner.invalidate(&ev.data.restaurant_id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (warm, id) = (self.clone(), ev.data.restaurant_id.clone());
+            runtime.spawn(async move {
+                warm.restaurant(&id).await;
+            });
+        }
+    }
+}
+
 /// Compiles (or loads from the precompiled cache) the tool modules of `restaurant_ids` before
 /// calls need them, so a caller never waits for a compilation on the first tool call. Failures
 /// are logged and left to the call path, which turns them into clean tool errors.

@@ -53,6 +53,11 @@ impl ToolSet {
         self.tools.keys().map(String::as_str)
     }
 
+    /// Whether every tool's module loaded.
+    pub fn all_loaded(&self) -> bool {
+        self.tools.values().all(|t| t.module.is_ok())
+    }
+
     /// The module hash behind `tool`, when loaded.
     pub fn module_sha256(&self, tool: &str) -> Option<&str> {
         self.tools.get(tool).and_then(|t| t.module.as_ref().ok()).map(|m| m.sha256.as_str())
