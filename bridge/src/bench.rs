@@ -59,7 +59,11 @@ pub struct BenchArgs {
     /// Soak: where to write the RSS/FD plot (SVG).
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Soak: the restaurants directory whose `knowledge_base.json` the soak restaurant reuses.
+    /// Soak: restaurants the calls are spread over (each with its own outbox lane, as in
+    /// production, where one restaurant has a handful of lines).
+    #[arg(long, default_value_t = 50)]
+    pub restaurants: usize,
+    /// Soak: the restaurant directory whose `knowledge_base.json` the soak restaurants reuse.
     #[arg(long, default_value = "restaurants/sakura-sushi")]
     pub knowledge_base_from: PathBuf,
 }
@@ -101,9 +105,9 @@ pub async fn run(args: BenchArgs) -> Result<String, String> {
         record_payloads: false,
         ..Default::default()
     };
-    let kb = r#"{"restaurant_id":"bench-bistro","version":1}"#.to_owned();
+    let kb = json!({"version": 1});
     let Rig { mut child, pid, base, ws_url, dir, keys, http, idle_rss, .. } =
-        Rig::start(&args, script, Vec::new(), kb).await?;
+        Rig::start(&args, script, 1, Vec::new(), kb).await?;
 
     let stats = Arc::new(CallerStats::default());
     let stop = tokio_util::sync::CancellationToken::new();
@@ -114,7 +118,7 @@ pub async fn run(args: BenchArgs) -> Result<String, String> {
         let at = t_start + ramp.mul_f64(i as f64 / n as f64);
         let sid = format!("CA{i:08}");
         let now = chrono::Utc::now().timestamp() + ramp.as_secs() as i64 * (i as i64) / n as i64;
-        let token = handoff(&keys, &sid, now)?;
+        let token = handoff(&keys, &sid, &bench_restaurant(0), now)?;
         let (url, stats, stop) = (ws_url.clone(), stats.clone(), stop.clone());
         handles.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
@@ -242,13 +246,15 @@ struct Rig {
 }
 
 impl Rig {
-    /// Starts the fake agent, the REST recorder and the bridge, with one restaurant
-    /// (`bench-bistro`, cap above `args.calls`) offering `tools`; waits until it is ready.
+    /// Starts the fake agent, the REST recorder and the bridge, with `restaurants` restaurants
+    /// ([`bench_restaurant`], each capped above its share of `args.calls`) offering `tools`;
+    /// waits until it is ready.
     async fn start(
         args: &BenchArgs,
         script: AgentScript,
+        restaurants: usize,
         tools: Vec<serde_json::Value>,
-        knowledge_base: String,
+        mut knowledge_base: serde_json::Value,
     ) -> Result<Rig, String> {
         let n = args.calls.max(1);
         let agent = FakeAgent::new(API_KEY, script);
@@ -257,19 +263,26 @@ impl Rig {
         let rest_base = rest.spawn().await.map_err(|e| e.to_string())?;
 
         let dir = std::env::temp_dir().join(format!("pulsara-bench-{}", std::process::id()));
-        let rdir = dir.join("restaurants/bench-bistro");
-        std::fs::create_dir_all(&rdir).map_err(|e| e.to_string())?;
-        let cfg = json!({
-            "id": "bench-bistro", "version": 1, "name": "Bench Bistro", "phone_numbers": ["+15550000000"],
-            "time_zone": "UTC", "hours": {"weekly": []},
-            "after_hours": {"mode": "message", "message": "Closed"},
-            "staff_number": "+15550000001",
-            "agent": {"elevenlabs_agent_id": "agent_bench", "prompt_template": "You are {{restaurant_name}}.", "first_message": "Hi"},
-            "tools": tools,
-            "max_concurrent_calls": n + 10
-        });
-        std::fs::write(rdir.join("restaurant.json"), cfg.to_string()).map_err(|e| e.to_string())?;
-        std::fs::write(rdir.join("knowledge_base.json"), knowledge_base).map_err(|e| e.to_string())?;
+        let restaurants = restaurants.max(1);
+        for r in 0..restaurants {
+            let id = bench_restaurant(r);
+            let rdir = dir.join("restaurants").join(&id);
+            std::fs::create_dir_all(&rdir).map_err(|e| e.to_string())?;
+            let cfg = json!({
+                "id": id, "version": 1, "name": format!("Bench Bistro {r}"),
+                "phone_numbers": [format!("+1555{:07}", r)],
+                "time_zone": "UTC", "hours": {"weekly": []},
+                "after_hours": {"mode": "message", "message": "Closed"},
+                "staff_number": "+15559999999",
+                "agent": {"elevenlabs_agent_id": "agent_bench", "prompt_template": "You are {{restaurant_name}}.", "first_message": "Hi"},
+                "tools": tools,
+                "max_concurrent_calls": n / restaurants + 10
+            });
+            knowledge_base["restaurant_id"] = json!(id);
+            std::fs::write(rdir.join("restaurant.json"), cfg.to_string()).map_err(|e| e.to_string())?;
+            std::fs::write(rdir.join("knowledge_base.json"), knowledge_base.to_string())
+                .map_err(|e| e.to_string())?;
+        }
 
         let port = free_port()?;
         let bin = match &args.bridge_bin {
@@ -337,11 +350,20 @@ impl Rig {
     }
 }
 
-/// A 60-second handoff token for one bench call, issued at `iat`.
-fn handoff(keys: &HandoffKeys, call_sid: &str, iat: i64) -> Result<String, String> {
+/// The id of the bench's `r`-th restaurant.
+fn bench_restaurant(r: usize) -> String {
+    if r == 0 {
+        "bench-bistro".into()
+    } else {
+        format!("bench-bistro-{r}")
+    }
+}
+
+/// A 60-second handoff token for one bench call to `restaurant`, issued at `iat`.
+fn handoff(keys: &HandoffKeys, call_sid: &str, restaurant: &str, iat: i64) -> Result<String, String> {
     keys.issue(&HandoffClaims {
         call_sid: call_sid.to_owned(),
-        restaurant_id: "bench-bistro".into(),
+        restaurant_id: restaurant.to_owned(),
         config_version: 1,
         region: String::new(),
         iat,
@@ -457,15 +479,15 @@ async fn soak(args: BenchArgs) -> Result<String, String> {
         ..Default::default()
     };
     let kb_path = args.knowledge_base_from.join("knowledge_base.json");
-    let mut kb: serde_json::Value = std::fs::read_to_string(&kb_path)
+    let kb: serde_json::Value = std::fs::read_to_string(&kb_path)
         .map_err(|e| format!("{}: {e}", kb_path.display()))
         .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", kb_path.display())))?;
-    kb["restaurant_id"] = json!("bench-bistro");
     let tools = vec![json!({
         "name": "answer_question", "module_sha256": "builtin:answer_question",
         "grants": {"menu": true, "knowledge_base": true, "hours": true}
     })];
-    let mut rig = Rig::start(&args, script, tools, kb.to_string()).await?;
+    let restaurants = args.restaurants.clamp(1, n);
+    let mut rig = Rig::start(&args, script, restaurants, tools, kb).await?;
     let keys = Arc::new(std::mem::replace(
         &mut rig.keys,
         HandoffKeys::parse(&Secret::new(KEYS)).map_err(|e| e.to_string())?,
@@ -491,7 +513,8 @@ async fn soak(args: BenchArgs) -> Result<String, String> {
                 // Lengths spread over ±25 % so calls do not all end together.
                 let spread = 0.75 + 0.5 * (((i as u64 * 7919 + k * 104_729) % 1000) as f64 / 1000.0);
                 let hang_up = (Instant::now() + call_len.mul_f64(spread)).min(soak_end);
-                let Ok(token) = handoff(&keys, &sid, chrono::Utc::now().timestamp()) else {
+                let restaurant = bench_restaurant(i % restaurants);
+                let Ok(token) = handoff(&keys, &sid, &restaurant, chrono::Utc::now().timestamp()) else {
                     break;
                 };
                 bench_caller(url.clone(), sid, token, stats.clone(), stop.clone(), Some(hang_up)).await;
@@ -555,7 +578,7 @@ async fn soak(args: BenchArgs) -> Result<String, String> {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "soak: {n} concurrent calls for {} s (+{} s ramp), calls of {} s ±25 %, 2 answer_question tool calls each",
+        "soak: {n} concurrent calls over {restaurants} restaurants for {} s (+{} s ramp), calls of {} s ±25 %, 2 answer_question tool calls each",
         args.seconds, args.ramp, args.call_seconds
     );
     let _ = writeln!(

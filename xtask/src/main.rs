@@ -5,7 +5,7 @@
 //! - `test`: everything CI runs: builds the wasm artefacts, then every Rust test including the
 //!   integration tests that run the worker in workerd, then the demo.
 //! - `demo`: the main job, every scenario call through a whole local stack in one process.
-//! - `bench <edge|bridge|policies>`: the benchmarks behind BENCHMARKS.md.
+//! - `bench <edge|bridge|policies|soak>`: the benchmarks behind BENCHMARKS.md (`soak`: 1,000 calls for 10 minutes, RSS/FD samples and plot in `benchmarks/`).
 //!
 //! Modules: [`util`] (process helpers), [`toolchain`] (wasm compiler; the edge's pinned tools and npm),
 //! [`edge`] (worker build), [`policies`] (policy module build).
@@ -28,7 +28,7 @@ fn main() -> Result<()> {
         "demo" => demo(rest),
         "bench" => bench(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build-wasm|build-policies|test|demo|bench <edge|bridge|policies>>");
+            println!("usage: cargo xtask <build-wasm|build-policies|test|demo|bench <edge|bridge|policies|soak>>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; run `cargo xtask help`"),
@@ -84,6 +84,18 @@ fn bench(extra: &[String]) -> Result<()> {
         Some("bridge") => {
             util::cargo(&["run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--", "bench"])
         }
-        _ => bail!("usage: cargo xtask bench <edge|bridge|policies>"),
+        Some("soak") => {
+            // The soak's restaurants use the built-in answer_question policy.
+            policies::build(&toolchain::Wasm::compiler()?)?;
+            std::fs::create_dir_all("benchmarks")?;
+            let mut args = vec![
+                "run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--", "bench", "--soak",
+                "--calls", "1000", "--seconds", "600", "--ramp", "30",
+                "--samples", "benchmarks/soak.csv", "--plot", "benchmarks/soak.svg",
+            ];
+            args.extend(extra[1..].iter().map(String::as_str));
+            util::cargo(&args)
+        }
+        _ => bail!("usage: cargo xtask bench <edge|bridge|policies|soak>"),
     }
 }
