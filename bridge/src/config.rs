@@ -145,8 +145,10 @@ pub struct BridgeConfig {
     #[serde(deserialize_with = "de_secret_opt")]
     pub twilio_auth_token: Option<Secret>,
     pub twilio_api_base: String,
-    /// Public `https://host` of this bridge as Twilio sees it; the upgrade signature is checked
-    /// against `wss://host/media` built from it (never from the Host header).
+    /// Public `https://host` of this bridge as Twilio sees it (`PUBLIC_BASE_URL`); the upgrade
+    /// signature is checked against `wss://host/media` built from it (never from the Host
+    /// header). It is the bridge's alone: an edge co-hosted in the same process has its own
+    /// (`PULSARA_EDGE_PUBLIC_BASE_URL`, see [`crate::service`]).
     pub public_base_url: Option<String>,
     /// Refuse upgrades without `X-Twilio-Signature` (Twilio signs them since 2025).
     pub require_twilio_signature: bool,
