@@ -77,6 +77,9 @@ impl Server {
             warned: Mutex::new(None),
         });
         let tracker = TaskTracker::new();
+        // Dropped without a graceful shutdown (the task aborted): its connections close too, so
+        // a stopped server answers nothing on sockets that were kept alive.
+        let _close_on_drop = shared.force.clone().drop_guard();
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {

@@ -260,3 +260,15 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops_accepting() {
         "the listener is closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_dropped_without_shutdown_closes_its_kept_alive_connections() {
+    let srv = start(cfg(|_| {})).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let first = request(&mut s, "GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Aborting the serve task (as a test or an embedding process stopping it) must not leave
+    // the idle keep-alive connection answering for a server that is gone.
+    srv.task.abort();
+    assert!(closed_by_server(&mut s).await, "the connection outlived its server");
+}
