@@ -122,7 +122,7 @@ pub async fn serve_with_env(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the embedded dashboard on {listen}"))?;
-        let dash = EmbeddedDashboard::start(
+        let dash = EmbeddedDashboard::start_with(
             listener,
             EmbeddedOptions {
                 db_path: Some(PathBuf::from(env("PULSARA_DASHBOARD_DB").unwrap_or_else(|| "pulsara-dashboard.db".into()))),
@@ -131,6 +131,8 @@ pub async fn serve_with_env(
                 signing_keys: keys,
             },
             clock.as_peer_unix_fn(),
+            // Every listener of the process keeps the same deadlines and caps (PULSARA_HTTP_*).
+            cfg.limits.http(),
         )
         .await
         .context("embedded dashboard")?;
@@ -216,8 +218,10 @@ pub async fn serve_with_env(
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding the edge on {addr}"))?;
         tracing::info!(listen = %addr, "edge (native shell) listening");
         let edge_stop = stop.clone();
+        let net = cfg.limits.http();
         edge_task = Some(tokio::spawn(async move {
-            let _ = pulsara_edge::native::serve(listener, state, async move { edge_stop.cancelled().await }).await;
+            let _ = pulsara_edge::native::serve_with(listener, state, net, async move { edge_stop.cancelled().await })
+                .await;
         }));
     }
 

@@ -57,6 +57,20 @@ impl EmbeddedDashboard {
         opts: EmbeddedOptions,
         clock: Clock,
     ) -> Result<Self, EmbeddedError> {
+        Self::start_with(listener, opts, clock, pulsara_net::ServeConfig::default()).await
+    }
+
+    /// As [`EmbeddedDashboard::start`], with the listener's deadlines and caps from `net` (the
+    /// process's `PULSARA_HTTP_*` settings when it runs inside `pulsara serve`).
+    ///
+    /// # Errors
+    /// As [`EmbeddedDashboard::start`].
+    pub async fn start_with(
+        listener: TcpListener,
+        opts: EmbeddedOptions,
+        clock: Clock,
+        net: pulsara_net::ServeConfig,
+    ) -> Result<Self, EmbeddedError> {
         let store = match &opts.db_path {
             Some(p) => Store::open(p)?,
             None => Store::open_in_memory()?,
@@ -69,7 +83,7 @@ impl EmbeddedDashboard {
         let state = AppState::new(store.clone(), opts.signing_keys, clock);
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, state.clone(), async move {
+        let task = tokio::spawn(server::serve_with(listener, state.clone(), net, async move {
             let _ = rx.await;
         }));
         tracing::info!(%addr, "embedded dashboard listening");
