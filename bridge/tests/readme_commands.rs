@@ -163,6 +163,12 @@ const EXERCISED: &[Exercised] = &[
 /// list when something runs it; a new README command cannot join it without a reason here.
 const NOT_RUN: &[(&str, &str)] = &[
     (
+        "cargo xtask bench soak",
+        "ten minutes at 1,000 calls; bench_runs_calls_through_pulsara_serve runs the same bench \
+         harness through `pulsara serve`, and the soak's sampling and plot are unit-tested in \
+         bridge/src/bench.rs",
+    ),
+    (
         "cargo xtask bench bridge",
         "minutes of measurement at hundreds of calls; bench_runs_calls_through_pulsara_serve runs the \
          same `pulsara bench` (which starts its own `pulsara serve`) at 3 calls",
