@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use pulsara_bridge::config::BridgeConfig;
 use pulsara_bridge::ports::{CallSink, MemoryConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome, ToolRunner};
-use pulsara_bridge::testkit::{AgentScript, FakeAgent, FakeRest};
+use pulsara_emulators::twilio_rest;
+use pulsara_emulators::scripted::{AgentScript, FakeAgent, };
 use pulsara_bridge::App;
 use pulsara_core::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,8 +46,7 @@ fn rss_kb() -> u64 {
 async fn bridge(max_pending_start: usize) -> (Arc<App>, std::net::SocketAddr) {
     let agent = FakeAgent::new("xi", AgentScript::default());
     let agent_base = agent.spawn().await.unwrap();
-    let rest = FakeRest::new("AC0", "t");
-    let rest_base = rest.spawn().await.unwrap();
+    let (_rest, rest_base) = twilio_rest::spawn_detached("AC0", "t").await.unwrap();
     let mut cfg = BridgeConfig {
         handoff_keys: Some(Secret::new("k1:handoff-bench-key-0123456789")),
         elevenlabs_api_key: Some(Secret::new("xi")),

@@ -15,39 +15,29 @@
 //! - [`vars`]: dynamic variables and prompt overrides for the agent.
 //! - [`replay`]: single use of handoff tokens. [`metrics`]: Prometheus text exposition.
 //! - [`ports`]: the async traits the bridge depends on (configuration, tools, call-record sink).
-//! - [`tools`]: the wasm policy host as the bridge's tool runner; [`policy_cli`]: `pulsara policy
-//!   run|replay`.
+//! - [`tools`]: the wasm policy host as the bridge's tool runner.
 //! - [`clock`]: the process clock (the demo shifts it to each scenario's instant).
-//! - [`stack`]: a whole local Pulsara in one process (dashboard, edge, bridge, emulators);
-//!   [`frontdoor`]: placing a call as Twilio does; [`demo`]: `pulsara demo` and `pulsara call`;
-//!   [`emulate`]: the emulators as standalone servers.
 //! - [`service`]: `pulsara serve`'s wiring (dashboard remote or embedded, policy host, outbox,
 //!   optional native edge).
 //! - [`config`]: typed settings (file + env), validated at start-up.
-//! - [`bench`]: the load harness behind `pulsara bench`; [`testkit`]: tiny loopback fakes of the
-//!   agent, the Twilio caller and Twilio REST for the bridge's tests and the bench.
+//!
+//! This crate is what `pulsara serve` runs and nothing else: the local stack, the demo and the
+//! load harness live in `pulsara-local`, the stand-ins in `pulsara-emulators`, the command line
+//! in `pulsara-cli`.
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod dashboard_link;
-pub mod demo;
-pub mod emulate;
-pub mod frontdoor;
-pub mod keys_cli;
 pub mod machine;
 pub mod metrics;
 pub mod overload;
-pub mod policy_cli;
 pub mod ports;
 pub mod replay;
 pub mod server;
 pub mod service;
 pub mod session;
-pub mod stack;
-pub mod testkit;
 pub mod tools;
 pub mod twilio_rest;
 pub mod vars;

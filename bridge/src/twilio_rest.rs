@@ -103,12 +103,11 @@ impl TwilioRest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::FakeRest;
+    use pulsara_emulators::twilio_rest;
 
     #[tokio::test]
     async fn ending_a_call_twice_is_already_ended_not_a_failure() {
-        let fake = FakeRest::new("AC1", "tok");
-        let base = fake.spawn().await.unwrap();
+        let (fake, base) = twilio_rest::spawn_detached("AC1", "tok").await.unwrap();
         let rest = TwilioRest::new(reqwest::Client::new(), &base, "AC1", Secret::new("tok"));
         let t = Duration::from_secs(2);
         assert_eq!(rest.end_call("CA9", t).await.unwrap(), CallEnded::Now);

@@ -14,10 +14,10 @@ use pulsara_bridge::ports::{
     load_one, CallSink, MemoryConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome,
     ToolRunner,
 };
-use pulsara_bridge::testkit::{
+use pulsara_emulators::twilio_rest::{self, RestRecorder};
+use pulsara_emulators::scripted::{
     run_caller, AgentAction, AgentScript, CallerAction, CallerLog, CallerScript, FakeAgent,
-    FakeRest,
-};
+    };
 use pulsara_bridge::App;
 use pulsara_core::call_record::{CallRecord, EndReason, Role};
 use pulsara_core::handoff::{HandoffClaims, HandoffKeys};
@@ -35,7 +35,7 @@ struct Stack {
     ws_url: String,
     http_base: String,
     agent: Arc<FakeAgent>,
-    rest: Arc<FakeRest>,
+    rest: Arc<RestRecorder>,
     sink: Arc<MemorySink>,
     keys: HandoffKeys,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -103,8 +103,7 @@ async fn stack_on(
 ) -> Stack {
     let agent = FakeAgent::new(API_KEY, script);
     let agent_base = agent.spawn().await.unwrap();
-    let rest = FakeRest::new(SID, TOKEN);
-    let rest_base = rest.spawn().await.unwrap();
+    let (rest, rest_base) = twilio_rest::spawn_detached(SID, TOKEN).await.unwrap();
     let mut cfg = BridgeConfig {
         handoff_keys: Some(Secret::new(KEYS)),
         elevenlabs_api_key: Some(Secret::new(API_KEY)),
@@ -440,9 +439,7 @@ async fn dtmf_zero_transfers_to_staff_through_twilio_rest() {
         .iter()
         .any(|m| m["text"].as_str().unwrap().contains("key 5")));
     assert_eq!(
-        s.rest
-            .unauthorized
-            .load(std::sync::atomic::Ordering::SeqCst),
+        s.rest.unauthorized(),
         0
     );
     // The agent session was closed.
@@ -1151,10 +1148,10 @@ async fn agent_down_voicemail_reports_to_a_signed_route_that_keeps_it() {
     let caller = tokio::spawn(run_caller(s.caller("CA1060", "brooklyn-smokehouse", 100)));
     let update = s.rest.wait_for("CA1060", Duration::from_secs(5)).await.expect("fallback");
     let _ = caller.await;
-    let doc = roxmltree::Document::parse(&update.twiml).unwrap();
-    let record = doc.descendants().find(|n| n.has_tag_name("Record")).expect("a <Record>");
-    let action = record.attribute("action").expect("action");
-    assert_eq!(record.attribute("recordingStatusCallback"), Some(action));
+    let doc = pulsara_emulators::twiml::parse(&update.twiml).unwrap();
+    let record = doc.find("Record").expect("a <Record>");
+    let action = record.attr("action").expect("action");
+    assert_eq!(record.attr("recordingStatusCallback"), Some(action));
     let expected = "https://bridge.test/twilio/recording?restaurant=brooklyn-smokehouse&caller=%2B15551060";
     assert_eq!(action, expected);
     let rec = s.record("CA1060").await;

@@ -12,7 +12,7 @@ use pulsara_bridge::config::BridgeConfig;
 use pulsara_bridge::ports::{
     CallSink, FileConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome, ToolRunner,
 };
-use pulsara_bridge::testkit::FakeRest;
+use pulsara_emulators::twilio_rest::{self, RestRecorder};
 use pulsara_bridge::App;
 use pulsara_core::call_record::{CallRecord, EndReason, Role};
 use pulsara_core::handoff::{HandoffClaims, HandoffKeys};
@@ -51,7 +51,7 @@ struct Run {
     res: CallResult,
     conv: ConversationRecord,
     rec: CallRecord,
-    rest: Arc<FakeRest>,
+    rest: Arc<RestRecorder>,
 }
 
 async fn play(name: &str, speed: f64) -> Run {
@@ -61,8 +61,7 @@ async fn play(name: &str, speed: f64) -> Run {
     let emu = spawn(ElevenLabsConfig::new("xi-emulated", all.clone()))
         .await
         .unwrap();
-    let rest = FakeRest::new("AC0123", "tok");
-    let rest_base = rest.spawn().await.unwrap();
+    let (rest, rest_base) = twilio_rest::spawn_detached("AC0123", "tok").await.unwrap();
     let cfg = BridgeConfig {
         handoff_keys: Some(Secret::new(KEYS)),
         elevenlabs_api_key: Some(Secret::new("xi-emulated")),

@@ -16,9 +16,9 @@ use pulsara_bridge::config::BridgeConfig;
 use pulsara_bridge::ports::{
     CallSink, MemoryConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome, ToolRunner,
 };
-use pulsara_bridge::testkit::{
-    run_caller, AgentAction, AgentScript, CallerScript, FakeAgent, FakeRest,
-};
+use pulsara_emulators::twilio_rest;
+use pulsara_emulators::scripted::{
+    run_caller, AgentAction, AgentScript, CallerScript, FakeAgent, };
 use pulsara_bridge::App;
 use pulsara_core::handoff::{HandoffClaims, HandoffKeys};
 use pulsara_core::secret::Secret;
@@ -64,8 +64,7 @@ async fn child() {
         },
     );
     let agent_base = agent.spawn().await.unwrap();
-    let rest = FakeRest::new(SID, TOKEN);
-    let rest_base = rest.spawn().await.unwrap();
+    let (_rest, rest_base) = twilio_rest::spawn_detached(SID, TOKEN).await.unwrap();
     let cfg = BridgeConfig {
         handoff_keys: Some(Secret::new(KEYS)),
         elevenlabs_api_key: Some(Secret::new(API_KEY)),

@@ -12,9 +12,9 @@ use pulsara_bridge::config::BridgeConfig;
 use pulsara_bridge::ports::{
     CallSink, MemoryConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome, ToolRunner,
 };
-use pulsara_bridge::testkit::{
-    run_caller, AgentAction, AgentScript, CallerScript, FakeAgent, FakeRest,
-};
+use pulsara_emulators::twilio_rest::{self, RestRecorder};
+use pulsara_emulators::scripted::{
+    run_caller, AgentAction, AgentScript, CallerScript, FakeAgent, };
 use pulsara_bridge::App;
 use pulsara_core::call_record::EndReason;
 use pulsara_core::handoff::{HandoffClaims, HandoffKeys};
@@ -46,7 +46,7 @@ impl ToolRunner for NoTools {
 struct Stack {
     app: Arc<App>,
     addr: std::net::SocketAddr,
-    rest: Arc<FakeRest>,
+    rest: Arc<RestRecorder>,
     sink: Arc<MemorySink>,
     keys: HandoffKeys,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -67,8 +67,7 @@ async fn stack(tweak: impl FnOnce(&mut BridgeConfig)) -> Stack {
         },
     );
     let agent_base = agent.spawn().await.unwrap();
-    let rest = FakeRest::new(SID, TOKEN);
-    let rest_base = rest.spawn().await.unwrap();
+    let (rest, rest_base) = twilio_rest::spawn_detached(SID, TOKEN).await.unwrap();
     let mut cfg = BridgeConfig {
         handoff_keys: Some(Secret::new(KEYS)),
         elevenlabs_api_key: Some(Secret::new(API_KEY)),

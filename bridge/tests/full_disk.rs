@@ -18,9 +18,9 @@ use std::time::Duration;
 use pulsara_bridge::config::BridgeConfig;
 use pulsara_bridge::dashboard_link::{DashboardLink, DashboardLinkConfig};
 use pulsara_bridge::ports::{CallSink, NoTools};
-use pulsara_bridge::testkit::{
-    run_caller, AgentAction, AgentScript, CallerScript, FakeAgent, FakeRest,
-};
+use pulsara_emulators::twilio_rest;
+use pulsara_emulators::scripted::{
+    run_caller, AgentAction, AgentScript, CallerScript, FakeAgent, };
 use pulsara_bridge::App;
 use pulsara_core::call_record::{CallRecord, Role, TranscriptLine};
 use pulsara_core::handoff::{HandoffClaims, HandoffKeys};
@@ -224,14 +224,14 @@ async fn a_full_disk_loses_nothing_and_freeing_space_delivers_everything_once() 
             ..Default::default()
         },
     );
-    let rest = FakeRest::new(SID, TOKEN);
+    let (_rest, rest_base) = twilio_rest::spawn_detached(SID, TOKEN).await.unwrap();
     let cfg = BridgeConfig {
         handoff_keys: Some(Secret::new(KEYS)),
         elevenlabs_api_key: Some(Secret::new(API_KEY)),
         elevenlabs_base_url: agent.spawn().await.unwrap(),
         twilio_account_sid: SID.into(),
         twilio_auth_token: Some(Secret::new(TOKEN)),
-        twilio_api_base: rest.spawn().await.unwrap(),
+        twilio_api_base: rest_base,
         ..Default::default()
     };
     let app = App::new(

@@ -324,47 +324,10 @@ impl Playback {
 /// # Errors
 /// [`CallerError::Script`] when the TwiML has no `<Stream url=…>`.
 pub fn stream_from_twiml(twiml: &str) -> Result<(String, BTreeMap<String, String>), CallerError> {
-    fn attr(tag: &str, name: &str) -> Option<String> {
-        let key = format!("{name}=");
-        let mut rest = tag;
-        while let Some(i) = rest.find(&key) {
-            // Require a boundary before the attribute name (so `name` does not match `xname`).
-            let ok = i == 0 || rest.as_bytes()[i - 1].is_ascii_whitespace();
-            let after = &rest[i + key.len()..];
-            let quote = after.chars().next()?;
-            if ok && (quote == '"' || quote == '\'') {
-                let end = after[1..].find(quote)?;
-                return Some(unescape(&after[1..1 + end]));
-            }
-            rest = after;
-        }
-        None
-    }
-    fn unescape(s: &str) -> String {
-        s.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&")
-    }
-    let tags = twiml
-        .split('<')
-        .skip(1)
-        .map(|t| t.split('>').next().unwrap_or(""));
-    let mut url = None;
-    let mut params = BTreeMap::new();
-    for tag in tags {
-        let tag = tag.trim_end_matches('/');
-        if tag.starts_with("Stream ") || tag.starts_with("Stream\t") {
-            url = attr(tag, "url");
-        } else if tag.starts_with("Parameter ") {
-            if let (Some(n), Some(v)) = (attr(tag, "name"), attr(tag, "value")) {
-                params.insert(n, v);
-            }
-        }
-    }
-    let url = url.ok_or_else(|| CallerError::Script("TwiML has no <Stream url=…>".into()))?;
-    Ok((url, params))
+    crate::twiml::parse(twiml)
+        .map_err(|e| CallerError::Script(e.to_string()))?
+        .stream()
+        .ok_or_else(|| CallerError::Script("TwiML has no <Stream url=…>".into()))
 }
 
 /// Run one call against the stream server at `url` (`ws://…/media`).

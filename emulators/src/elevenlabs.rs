@@ -398,7 +398,7 @@ async fn signed_url(
     let key_ok = headers
         .get("xi-api-key")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|k| constant_time_eq(k.as_bytes(), st.api_key.as_bytes()));
+        .is_some_and(|k| bool::from(subtle::ConstantTimeEq::ct_eq(k.as_bytes(), st.api_key.as_bytes())));
     if !key_ok {
         record(StatusCode::UNAUTHORIZED);
         return detail(StatusCode::UNAUTHORIZED, "invalid_api_key");
@@ -439,10 +439,6 @@ fn hash64(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn list_conversations(State(st): State<Arc<ElState>>) -> Json<Vec<ConversationRecord>> {

@@ -7,6 +7,9 @@
 //!   Twilio does, speaks a caller script, plays received audio in (virtual) real time.
 //! - [`twilio_rest`]: the Twilio REST API subset the bridge uses (call update, SMS).
 //! - [`scenario`]: the TOML scenario format shared by all three and the demo.
+//! - [`scripted`]: an agent and a caller scripted by frame count, for the bridge's tests and
+//!   its load harness.
+//! - [`twiml`]: the one TwiML reader of the Twilio side (stream, say, dial, record).
 //! - [`synth`]: deterministic speech-like audio; [`vad`]: energy voice-activity detection.
 //!
 //! Entry points:
@@ -23,6 +26,8 @@
 pub mod caller;
 pub mod elevenlabs;
 pub mod scenario;
+pub mod scripted;
 pub mod synth;
 pub mod twilio_rest;
+pub mod twiml;
 pub mod vad;

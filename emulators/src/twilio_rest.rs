@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +26,7 @@ use axum::routing::post;
 use axum::{Form, Json, Router};
 use base64::Engine as _;
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -55,10 +57,22 @@ pub enum RestRequest {
     },
 }
 
-/// Every request, accepted or not.
+/// One accepted call update, as a test or the bench reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallUpdate {
+    pub call_sid: String,
+    /// `Twiml=` (empty when the update carried none).
+    pub twiml: String,
+    /// `Status=` (`completed` or `canceled` ends the call).
+    pub status: Option<String>,
+    /// When the emulator accepted it.
+    pub at: Instant,
+}
+
+/// Every request, accepted (with when) or not.
 #[derive(Debug, Default)]
 pub struct RestRecorder {
-    accepted: Mutex<Vec<RestRequest>>,
+    accepted: Mutex<Vec<(Instant, RestRequest)>>,
     rejected: Mutex<Vec<(u16, String)>>,
     updates: Mutex<Option<broadcast::Sender<RestRequest>>>,
 }
@@ -77,7 +91,38 @@ impl RestRecorder {
         self.accepted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Accepted updates of `call_sid`, in order, with when each arrived.
+    pub fn updates_for(&self, call_sid: &str) -> Vec<CallUpdate> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(at, r)| match r {
+                RestRequest::CallUpdate { call_sid: c, twiml, status, .. } if c == call_sid => Some(CallUpdate {
+                    call_sid: c.clone(),
+                    twiml: twiml.clone().unwrap_or_default(),
+                    status: status.clone(),
+                    at: *at,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The first accepted update of `call_sid`, waiting up to `timeout` for it.
+    pub async fn wait_for(self: &Arc<Self>, call_sid: &str, timeout: Duration) -> Option<CallUpdate> {
+        let _ = tokio::time::timeout(timeout, self.wait_call_update(call_sid)).await;
+        self.updates_for(call_sid).into_iter().next()
+    }
+
+    /// How many requests were refused for their credentials (401).
+    pub fn unauthorized(&self) -> usize {
+        self.rejected().iter().filter(|(status, _)| *status == 401).count()
     }
 
     /// Rejected requests: (status, path).
@@ -145,7 +190,7 @@ impl RestRecorder {
         self.accepted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(r.clone());
+            .push((Instant::now(), r.clone()));
         if let Some(tx) = self
             .updates
             .lock()
@@ -219,6 +264,16 @@ impl RunningRest {
         format!("http://{}", self.addr)
     }
 
+    /// Keeps the emulator serving for as long as the runtime lives and hands back its
+    /// recorder (tests that never stop it early).
+    pub fn detach(mut self) -> Arc<RestRecorder> {
+        if let Some(stop) = self.stop.take() {
+            // Dropping the sender would stop the server; it is kept for the runtime's lifetime.
+            std::mem::forget(stop);
+        }
+        self.recorder.clone()
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -245,6 +300,16 @@ pub async fn spawn(config: RestConfig) -> std::io::Result<RunningRest> {
         stop: Some(stop),
         task,
     })
+}
+
+/// [`spawn`] for tests that keep it for the whole runtime: the recorder and the base URL.
+///
+/// # Errors
+/// Binding the listener.
+pub async fn spawn_detached(account_sid: &str, auth_token: &str) -> std::io::Result<(Arc<RestRecorder>, String)> {
+    let running = spawn(RestConfig { account_sid: account_sid.to_owned(), auth_token: auth_token.to_owned() }).await?;
+    let base = running.base_url();
+    Ok((running.detach(), base))
 }
 
 /// One-line entry for `pulsara emulate twilio-rest --listen ADDR`.
@@ -289,8 +354,8 @@ fn authenticate(st: &RestState, headers: &HeaderMap, path_account: &str) -> Opti
         .as_deref()
         .and_then(|c| c.split_once(':'))
         .is_some_and(|(user, pass)| {
-            ct_eq(user.as_bytes(), st.config.account_sid.as_bytes())
-                & ct_eq(pass.as_bytes(), st.config.auth_token.as_bytes())
+            bool::from(user.as_bytes().ct_eq(st.config.account_sid.as_bytes()))
+                & bool::from(pass.as_bytes().ct_eq(st.config.auth_token.as_bytes()))
         });
     if !ok {
         return Some(twilio_error(
@@ -307,10 +372,6 @@ fn authenticate(st: &RestState, headers: &HeaderMap, path_account: &str) -> Opti
         ));
     }
     None
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn now_rfc2822() -> String {

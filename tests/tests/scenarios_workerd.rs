@@ -11,7 +11,7 @@
 //! instant are placed at the same time, as in `pulsara demo`.
 //!
 //! Needs the `pulsara` binary next to this test's directory (`cargo test --workspace --release`
-//! builds it; alone: `cargo build --release -p pulsara-bridge`), the edge worker and the policy
+//! builds it; alone: `cargo build --release -p pulsara-cli`), the edge worker and the policy
 //! modules (`cargo xtask build-wasm`). Missing or stale pieces fail the test with the command to
 //! run; nothing is skipped.
 
@@ -37,12 +37,14 @@ const ELEVENLABS_WEBHOOK_SECRET: &str = "scenarios-elevenlabs-webhook-secret";
 const REGIONS: [&str; 4] = ["default", "eu-west", "us-east", "ap-northeast"];
 
 /// The sources the `pulsara` binary is built from; it must not be older than any of them.
-const BINARY_SOURCES: [&str; 8] = [
+const BINARY_SOURCES: [&str; 10] = [
     "bridge/src",
+    "cli/src",
     "core/src",
     "dashboard/src",
     "edge/src",
     "emulators/src",
+    "local/src",
     "media/src",
     "policies/abi/src",
     "policies/host/src",
@@ -80,7 +82,7 @@ fn pulsara_binary(root: &Path) -> PathBuf {
         .expect("the test runs from <target>/<profile>/deps");
     assert!(
         bin.is_file(),
-        "{} is missing: build it with `cargo build --release -p pulsara-bridge` into the same target \
+        "{} is missing: build it with `cargo build --release -p pulsara-cli` into the same target \
          directory (`cargo test --workspace --release` and `cargo xtask test` build it)",
         bin.display()
     );
@@ -91,7 +93,7 @@ fn pulsara_binary(root: &Path) -> PathBuf {
         if let Some((changed, path)) = newest_mtime(&root.join(dir)) {
             assert!(
                 changed <= built,
-                "{} changed after {} was built: run `cargo build --release -p pulsara-bridge` again",
+                "{} changed after {} was built: run `cargo build --release -p pulsara-cli` again",
                 path.display(),
                 bin.display()
             );

@@ -53,14 +53,14 @@ fn test(extra: &[String]) -> Result<()> {
     // The README's first command, run as a test: every scenario must meet its expectations.
     util::step("demo (every scenario end to end)");
     let demo_args = ["demo", "--out", "target/demo-ci"];
-    // `cargo test --workspace` has just built the binary; `cargo run -p pulsara-bridge` would
+    // `cargo test --workspace` has just built the binary; `cargo run -p pulsara-cli` would
     // build it again, because its dependencies' features differ without the other members.
     let built = util::native_target_dir().join("release").join("pulsara");
     if built.is_file() {
         eprintln!("    {}", built.display());
         util::run(std::process::Command::new(&built).args(demo_args).current_dir(util::root()))?;
     } else {
-        let mut args = vec!["run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--"];
+        let mut args = vec!["run", "--release", "--package", "pulsara-cli", "--bin", "pulsara", "--"];
         args.extend(demo_args);
         util::cargo(&args)?;
     }
@@ -72,7 +72,7 @@ fn test(extra: &[String]) -> Result<()> {
 fn demo(extra: &[String]) -> Result<()> {
     policies::build(&toolchain::Wasm::compiler()?)?;
     util::step("demo");
-    let mut args = vec!["run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--", "demo"];
+    let mut args = vec!["run", "--release", "--package", "pulsara-cli", "--bin", "pulsara", "--", "demo"];
     args.extend(extra.iter().map(String::as_str));
     util::cargo(&args)
 }
@@ -82,14 +82,14 @@ fn bench(extra: &[String]) -> Result<()> {
         Some("edge") => edge::bench(),
         Some("policies") => policies::bench(),
         Some("bridge") => {
-            util::cargo(&["run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--", "bench"])
+            util::cargo(&["run", "--release", "--package", "pulsara-cli", "--bin", "pulsara", "--", "bench"])
         }
         Some("soak") => {
             // The soak's restaurants use the built-in answer_question policy.
             policies::build(&toolchain::Wasm::compiler()?)?;
             std::fs::create_dir_all("benchmarks")?;
             let mut args = vec![
-                "run", "--release", "--package", "pulsara-bridge", "--bin", "pulsara", "--", "bench", "--soak",
+                "run", "--release", "--package", "pulsara-cli", "--bin", "pulsara", "--", "bench", "--soak",
                 "--calls", "1000", "--seconds", "600", "--ramp", "30",
                 "--samples", "benchmarks/soak.csv", "--plot", "benchmarks/soak.svg",
             ];

@@ -75,7 +75,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         policies_dir: args.policies.clone(),
         data_dir: state_dir,
         scenarios: scenarios.clone(),
-        clock: crate::clock::Clock::system(),
+        clock: pulsara_bridge::clock::Clock::system(),
     })
     .await?;
     println!("  edge      {}\n  bridge    {}\n  dashboard {}\n", stack.edge_url, stack.bridge_url, stack.dashboard.url());
@@ -335,21 +335,21 @@ fn check(
 /// Every `<Say>` in the edge's TwiML carries the expected `language` and `voice` (a Twilio locale
 /// such as `it-IT`, never the ElevenLabs code `it`), and there is at least one.
 fn check_says(twiml: &str, language: Option<&str>, voice: Option<&str>, failures: &mut Vec<String>) {
-    let doc = match roxmltree::Document::parse(twiml) {
+    let doc = match pulsara_emulators::twiml::parse(twiml) {
         Ok(d) => d,
         Err(e) => {
-            failures.push(format!("the edge's TwiML does not parse: {e}"));
+            failures.push(format!("the edge's answer: {e}"));
             return;
         }
     };
-    let says: Vec<_> = doc.descendants().filter(|n| n.is_element() && n.tag_name().name() == "Say").collect();
+    let says = doc.all("Say");
     if says.is_empty() {
         failures.push("the edge's TwiML has no <Say> to check the language of".into());
     }
     for say in says {
         for (attr, want) in [("language", language), ("voice", voice)] {
             let Some(want) = want else { continue };
-            let got = say.attribute(attr);
+            let got = say.attr(attr);
             if got != Some(want) {
                 failures.push(format!("<Say {attr}> is {got:?}, expected {want:?}"));
             }

@@ -1,12 +1,13 @@
 //! The `pulsara` command line: argument parsing only; each subcommand calls into the libraries.
-//! Adding a subcommand = one enum variant + one match arm in [`run`].
+//! Adding a subcommand = one enum variant + one match arm in [`run`]. The local stack's
+//! subcommands (`demo`, `call`, `emulate`, `bench`) exist with the `local` feature only, so a
+//! production build (`--no-default-features`) carries no emulator.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pulsara_bridge::config::BridgeConfig;
-
 
 #[derive(Parser)]
 #[command(
@@ -23,18 +24,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the bridge (Twilio Media Streams ⇄ ElevenLabs).
     Serve(ServeArgs),
+    #[cfg(feature = "local")]
     /// Load-test the bridge with simulated calls against an in-process agent emulator.
-    Bench(pulsara_bridge::bench::BenchArgs),
+    Bench(pulsara_local::bench::BenchArgs),
     /// Manage API keys of the embedded dashboard (create, list, revoke, rotate).
-    Keys(pulsara_bridge::keys_cli::KeysArgs),
+    Keys(crate::keys_cli::KeysArgs),
     /// Run a tool policy module locally, or replay a recorded run.
-    Policy(pulsara_bridge::policy_cli::PolicyArgs),
+    Policy(crate::policy_cli::PolicyArgs),
+    #[cfg(feature = "local")]
     /// The main job: a whole local stack in one process and every scenario call through it.
-    Demo(pulsara_bridge::demo::DemoArgs),
+    Demo(pulsara_local::demo::DemoArgs),
+    #[cfg(feature = "local")]
     /// Place one scenario call against a separately running edge and bridge.
-    Call(pulsara_bridge::demo::CallArgs),
+    Call(pulsara_local::demo::CallArgs),
+    #[cfg(feature = "local")]
     /// Run the ElevenLabs or Twilio REST emulator on its own.
-    Emulate(pulsara_bridge::emulate::EmulateArgs),
+    Emulate(pulsara_local::emulate::EmulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -47,25 +52,29 @@ pub struct ServeArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Keys(args) => pulsara_bridge::keys_cli::run(args, &mut std::io::stdout()),
-        Command::Policy(args) => pulsara_bridge::policy_cli::run(args),
+        Command::Keys(args) => crate::keys_cli::run(args, &mut std::io::stdout()),
+        Command::Policy(args) => crate::policy_cli::run(args),
+        #[cfg(feature = "local")]
         Command::Demo(args) => {
-            if pulsara_bridge::demo::run(args).await? {
+            if pulsara_local::demo::run(args).await? {
                 Ok(())
             } else {
                 anyhow::bail!("some scenarios missed their expectations (see MISSED above)")
             }
         }
+        #[cfg(feature = "local")]
         Command::Call(args) => {
-            if pulsara_bridge::demo::call(args).await? {
+            if pulsara_local::demo::call(args).await? {
                 Ok(())
             } else {
                 anyhow::bail!("the call missed its expectations")
             }
         }
-        Command::Emulate(args) => pulsara_bridge::emulate::run(args, shutdown_signal()).await,
+        #[cfg(feature = "local")]
+        Command::Emulate(args) => pulsara_local::emulate::run(args, shutdown_signal()).await,
+        #[cfg(feature = "local")]
         Command::Bench(args) => {
-            let report = pulsara_bridge::bench::run(args)
+            let report = pulsara_local::bench::run(args)
                 .await
                 .map_err(anyhow::Error::msg)?;
             println!("{report}");

@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod keys_cli;
+mod policy_cli;
 
 use clap::Parser;
 
@@ -10,7 +12,10 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // The demo prints its own report; only warnings and errors interleave with it.
+    #[cfg(feature = "local")]
     let default_level = if matches!(cli.command, cli::Command::Demo(_)) { "warn" } else { "info" };
+    #[cfg(not(feature = "local"))]
+    let default_level = "info";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

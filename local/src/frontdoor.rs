@@ -17,6 +17,7 @@ use pulsara_core::secret::Secret;
 use pulsara_core::twilio;
 use pulsara_emulators::caller::{self, CallParams, CallResult, CallerOptions};
 use pulsara_emulators::scenario::Scenario;
+use pulsara_emulators::twiml;
 
 /// What the edge decided, read back from its TwiML.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,43 +216,19 @@ pub fn local_ws_url(url: &str) -> Result<String, FrontDoorError> {
 /// # Errors
 /// Unparseable XML or a `<Response>` with none of `Stream`, `Record`, `Dial`, `Say`.
 pub fn parse_twiml(xml: &str) -> Result<EdgeDecision, FrontDoorError> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| FrontDoorError::Twiml(e.to_string()))?;
-    let root = doc.root_element();
-    if root.tag_name().name() != "Response" {
-        return Err(FrontDoorError::Twiml(format!("root element is <{}>", root.tag_name().name())));
-    }
-    let find = |name: &str| root.descendants().find(|n| n.is_element() && n.tag_name().name() == name);
-    let say = || {
-        root.descendants()
-            .filter(|n| n.is_element() && n.tag_name().name() == "Say")
-            .filter_map(|n| n.text())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    if let Some(stream) = find("Stream") {
-        let url = stream.attribute("url").unwrap_or_default().to_owned();
-        let parameters = stream
-            .children()
-            .filter(|n| n.is_element() && n.tag_name().name() == "Parameter")
-            .filter_map(|n| Some((n.attribute("name")?.to_owned(), n.attribute("value")?.to_owned())))
-            .collect();
+    let doc = twiml::parse(xml).map_err(|e| FrontDoorError::Twiml(e.to_string()))?;
+    let say = || doc.all("Say").iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+    if let Some((url, parameters)) = doc.stream() {
         return Ok(EdgeDecision::Stream { url, parameters });
     }
-    if find("Record").is_some() {
+    if doc.find("Record").is_some() {
         return Ok(EdgeDecision::Voicemail { message: say() });
     }
-    if let Some(dial) = find("Dial") {
-        let number = dial
-            .descendants()
-            .find(|n| n.is_element() && n.tag_name().name() == "Number")
-            .and_then(|n| n.text())
-            .or_else(|| dial.text())
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
+    if let Some(dial) = doc.find("Dial") {
+        let number = dial.find("Number").map_or(dial.text.as_str(), |n| n.text.as_str()).trim().to_owned();
         return Ok(EdgeDecision::Dial { number, message: say() });
     }
-    if find("Say").is_some() {
+    if doc.find("Say").is_some() {
         return Ok(EdgeDecision::Message { message: say() });
     }
     Err(FrontDoorError::Twiml("no Stream, Record, Dial or Say".into()))

@@ -25,7 +25,8 @@ use pulsara_core::secret::Secret;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::testkit::{AgentAction, AgentScript, FakeAgent, FakeRest};
+use pulsara_emulators::scripted::{AgentAction, AgentScript, FakeAgent};
+use pulsara_emulators::twilio_rest::{self, RestConfig, RunningRest};
 
 /// Bench options.
 #[derive(Debug, Clone, clap::Args)]
@@ -241,7 +242,7 @@ struct Rig {
     http: reqwest::Client,
     agent: Arc<FakeAgent>,
     /// Held so the REST recorder lives as long as the rig.
-    _rest: Arc<FakeRest>,
+    _rest: RunningRest,
     idle_rss: u64,
 }
 
@@ -259,8 +260,10 @@ impl Rig {
         let n = args.calls.max(1);
         let agent = FakeAgent::new(API_KEY, script);
         let agent_base = agent.spawn().await.map_err(|e| e.to_string())?;
-        let rest = FakeRest::new(SID, TOKEN);
-        let rest_base = rest.spawn().await.map_err(|e| e.to_string())?;
+        let rest = twilio_rest::spawn(RestConfig { account_sid: SID.into(), auth_token: TOKEN.into() })
+            .await
+            .map_err(|e| e.to_string())?;
+        let rest_base = rest.base_url();
 
         let dir = std::env::temp_dir().join(format!("pulsara-bench-{}", std::process::id()));
         let restaurants = restaurants.max(1);

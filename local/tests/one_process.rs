@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use pulsara_bridge::config::BridgeConfig;
-use pulsara_bridge::testkit::{AgentAction, AgentScript, FakeAgent, FakeRest};
+use pulsara_emulators::twilio_rest;
+use pulsara_emulators::scripted::{AgentAction, AgentScript, FakeAgent, };
 use pulsara_core::handoff::{HandoffClaims, HandoffFallback, HandoffKeys};
 use pulsara_core::secret::Secret;
 use pulsara_dashboard::auth::{SigningKey, SigningKeys};
@@ -259,8 +260,7 @@ async fn dashboard_down_at_start_forwards_the_caller_and_records_the_call_once_i
     let dir = TempDir::new("down");
     let agent = FakeAgent::new(API_KEY, AgentScript::default());
     let agent_base = agent.spawn().await.unwrap();
-    let rest = FakeRest::new(SID, TOKEN);
-    let rest_base = rest.spawn().await.unwrap();
+    let (rest, rest_base) = twilio_rest::spawn_detached(SID, TOKEN).await.unwrap();
     // Nothing listens on the dashboard's port yet.
     let dash_port = free_port();
     let dash_url = format!("http://127.0.0.1:{dash_port}");
@@ -339,8 +339,7 @@ async fn remote_dashboard_tools_are_loaded_before_the_first_call_and_on_policy_u
     };
     let agent = FakeAgent::new(API_KEY, script);
     let agent_base = agent.spawn().await.unwrap();
-    let rest = FakeRest::new(SID, TOKEN);
-    let rest_base = rest.spawn().await.unwrap();
+    let (_rest, rest_base) = twilio_rest::spawn_detached(SID, TOKEN).await.unwrap();
     let port = free_port();
     let mut vars = bridge_vars(port, &agent_base, &rest_base, &dir);
     vars.insert("DASHBOARD_URL".into(), dash_url.clone());
@@ -406,8 +405,7 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
     let dir = TempDir::new("all");
     let agent = FakeAgent::new(API_KEY, AgentScript::default());
     let agent_base = agent.spawn().await.unwrap();
-    let rest = FakeRest::new(SID, TOKEN);
-    let rest_base = rest.spawn().await.unwrap();
+    let (_rest, rest_base) = twilio_rest::spawn_detached(SID, TOKEN).await.unwrap();
     let (bridge_port, edge_port, dash_port) = (free_port(), free_port(), free_port());
     let mut vars = bridge_vars(bridge_port, &agent_base, &rest_base, &dir);
     let bridge_public = format!("https://127.0.0.1:{bridge_port}");
@@ -434,7 +432,7 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
     let serve = Serve::start(vars).await;
 
     // Twilio rings the edge: a signed voice webhook to the edge's own URL.
-    let front = pulsara_bridge::frontdoor::FrontDoor {
+    let front = pulsara_local::frontdoor::FrontDoor {
         edge_url: edge_public.clone(),
         account_sid: SID.into(),
         auth_token: Secret::new(TOKEN),
@@ -455,13 +453,13 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
         }
     }
     let decision = decision.expect("the edge answered the voice webhook");
-    let pulsara_bridge::frontdoor::EdgeDecision::Stream { url, parameters } = decision else {
+    let pulsara_local::frontdoor::EdgeDecision::Stream { url, parameters } = decision else {
         panic!("expected a stream for an open restaurant, got {decision:?}");
     };
     assert_eq!(url, format!("wss://127.0.0.1:{bridge_port}/media"), "the edge streams to this bridge");
     assert_eq!(parameters["restaurant_id"], "trattoria-roma");
 
-    let ws_url = pulsara_bridge::frontdoor::local_ws_url(&url).unwrap();
+    let ws_url = pulsara_local::frontdoor::local_ws_url(&url).unwrap();
     // Signed over the edge's URL instead: refused.
     let wrong = pulsara_core::twilio::compute_signature(&Secret::new(TOKEN), &format!("{edge_public}/media"), &[]);
     assert!(open_stream(&ws_url, Some(wrong), call_sid, &parameters).await.is_err());

@@ -25,12 +25,12 @@ use pulsara_emulators::twilio_rest::{self, RestConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
-use crate::config::BridgeConfig;
-use crate::dashboard_link::{DashboardLink, DashboardLinkConfig};
+use pulsara_bridge::clock::Clock;
+use pulsara_bridge::config::BridgeConfig;
+use pulsara_bridge::dashboard_link::{DashboardLink, DashboardLinkConfig};
 use crate::frontdoor::FrontDoor;
-use crate::tools::PolicyToolRunner;
-use crate::App;
+use pulsara_bridge::tools::PolicyToolRunner;
+use pulsara_bridge::App;
 
 /// Where the local stack finds its inputs and keeps its files.
 pub struct StackOptions {
@@ -161,7 +161,7 @@ impl Stack {
         let bridge_public = format!("https://{bridge_addr}");
         let edge_url = format!("http://{edge_addr}");
 
-        let run_log = crate::tools::RunLog::open(&opts.data_dir.join("policy-runs"), 10_000)
+        let run_log = pulsara_bridge::tools::RunLog::open(&opts.data_dir.join("policy-runs"), 10_000)
             .map_err(|e| start_err("policy run records")(e.to_string()))?;
         let tools = PolicyToolRunner::from_dir(&opts.policies_dir, Some(&opts.data_dir.join("policy-cache")))
             .map_err(|e| start_err("policy host")(e.to_string()))?
@@ -204,10 +204,10 @@ impl Stack {
         bridge_cfg.public_base_url = Some(bridge_public.clone());
         bridge_cfg.require_twilio_signature = true;
         bridge_cfg.restaurants_dir = opts.restaurants_dir.clone();
-        crate::tools::warm_up(&tools, link.configs.as_ref(), &dashboard.seed_report.seeded).await;
+        pulsara_bridge::tools::warm_up(&tools, link.configs.as_ref(), &dashboard.seed_report.seeded).await;
         let bridge = App::with_clock(bridge_cfg, link.configs.clone(), Arc::new(tools.clone()), link.sink.clone(), clock.clone())
             .map_err(|e| start_err("bridge")(e.to_string()))?;
-        crate::service::register_link_metrics(&bridge, &link);
+        pulsara_bridge::service::register_link_metrics(&bridge, &link);
 
         let edge_settings = pulsara_edge::settings::Settings::from_lookup(|k| {
             Some(match k {
@@ -240,9 +240,9 @@ impl Stack {
         }));
         let stop = shutdown.clone();
         let app = bridge.clone();
-        let router = crate::server::router(bridge.clone()).merge(link.webhook_router);
+        let router = pulsara_bridge::server::router(bridge.clone()).merge(link.webhook_router);
         tasks.push(tokio::spawn(async move {
-            let _ = crate::server::run_router(bridge_listener, router, app, async move { stop.cancelled().await }).await;
+            let _ = pulsara_bridge::server::run_router(bridge_listener, router, app, async move { stop.cancelled().await }).await;
         }));
 
         // The dashboard tells the edge and the bridge about changes.
@@ -290,7 +290,7 @@ impl Stack {
     /// Stops everything: no new calls, the outbox flushed, servers closed.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        crate::server::drain(&self.bridge).await;
+        pulsara_bridge::server::drain(&self.bridge).await;
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

@@ -1,11 +1,12 @@
-//! Small loopback stand-ins for the bridge's own tests and its load harness: a scripted agent
-//! server (signed URL + ConvAI WebSocket), a Twilio REST recorder, and a Twilio caller that
-//! connects to `/media` exactly as Twilio does and plays agent audio with mark/clear semantics.
+//! The emulators scripted by frame count, for the bridge's own tests and its load harness: an
+//! agent server (signed URL + ConvAI WebSocket) and a Twilio caller that connects to `/media`
+//! exactly as Twilio does and plays agent audio with mark/clear semantics. (Twilio REST has one
+//! emulator, [`crate::twilio_rest`], for both kinds of test.)
 //!
-//! They are deliberately tiny and event-driven (actions keyed on the number of caller frames the
-//! agent has received), so a test states precisely when the agent interrupts, calls a tool or
-//! drops, and the bench can run thousands of them. The faithful, scenario-driven emulators live in
-//! `pulsara-emulators`.
+//! Where [`crate::elevenlabs`] and [`crate::caller`] follow a scenario's conversation (speech,
+//! turns, voice activity), these act on the number of caller frames the agent has received, so a
+//! test states precisely when the agent interrupts, calls a tool or drops, and the bench can run
+//! thousands of them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::routing::get;
+use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
@@ -419,107 +420,6 @@ async fn agent_do(
 fn rand_id() -> u64 {
     static N: AtomicU64 = AtomicU64::new(1);
     N.fetch_add(1, Ordering::Relaxed)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Twilio REST
-// ---------------------------------------------------------------------------------------------
-
-/// One recorded call update.
-#[derive(Debug, Clone)]
-pub struct CallUpdate {
-    pub call_sid: String,
-    pub twiml: String,
-    /// `Status=` (`completed` ends the call).
-    pub status: Option<String>,
-    pub at: Instant,
-}
-
-/// Records `POST /2010-04-01/Accounts/{sid}/Calls/{call}.json` (Basic auth checked).
-pub struct FakeRest {
-    pub account_sid: String,
-    pub auth_token: String,
-    pub updates: Mutex<Vec<CallUpdate>>,
-    pub unauthorized: AtomicU64,
-    pub notify: tokio::sync::Notify,
-}
-
-impl FakeRest {
-    pub fn new(account_sid: &str, auth_token: &str) -> Arc<Self> {
-        Arc::new(FakeRest {
-            account_sid: account_sid.into(),
-            auth_token: auth_token.into(),
-            updates: Mutex::new(Vec::new()),
-            unauthorized: AtomicU64::new(0),
-            notify: tokio::sync::Notify::new(),
-        })
-    }
-
-    pub async fn spawn(self: &Arc<Self>) -> std::io::Result<String> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let app = Router::new()
-            .route("/2010-04-01/Accounts/{sid}/Calls/{call}", post(rest_update))
-            .with_state(self.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(format!("http://{addr}"))
-    }
-
-    pub fn updates_for(&self, call_sid: &str) -> Vec<CallUpdate> {
-        self.updates
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|u| u.call_sid == call_sid)
-            .cloned()
-            .collect()
-    }
-
-    pub async fn wait_for(&self, call_sid: &str, timeout: Duration) -> Option<CallUpdate> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let n = self.notify.notified();
-            if let Some(u) = self.updates_for(call_sid).into_iter().next() {
-                return Some(u);
-            }
-            if tokio::time::timeout_at(deadline, n).await.is_err() {
-                return self.updates_for(call_sid).into_iter().next();
-            }
-        }
-    }
-}
-
-async fn rest_update(
-    State(st): State<Arc<FakeRest>>,
-    Path((sid, call)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<BTreeMap<String, String>>,
-) -> Response {
-    let expected = format!(
-        "Basic {}",
-        B64.encode(format!("{}:{}", st.account_sid, st.auth_token))
-    );
-    if sid != st.account_sid
-        || headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
-    {
-        st.unauthorized.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    let call_sid = call.trim_end_matches(".json").to_owned();
-    // As Twilio: a call ended with `Status=` is no longer live, so later updates are 404.
-    if st.updates_for(&call_sid).iter().any(|u| u.status.is_some()) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    st.updates.lock().unwrap().push(CallUpdate {
-        call_sid: call_sid.clone(),
-        twiml: form.get("Twiml").cloned().unwrap_or_default(),
-        status: form.get("Status").cloned(),
-        at: Instant::now(),
-    });
-    st.notify.notify_waiters();
-    Json(json!({"sid": call_sid, "status": "in-progress"})).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ struct Exercised {
     needle: &'static str,
 }
 
-const THIS_FILE: &str = "bridge/tests/readme_commands.rs";
+const THIS_FILE: &str = "cli/tests/readme_commands.rs";
 
 /// Every command README.md shows, one alternative at a time (`a|b` in the README is two
 /// commands), and what runs it.
@@ -166,7 +166,7 @@ const NOT_RUN: &[(&str, &str)] = &[
         "cargo xtask bench soak",
         "ten minutes at 1,000 calls; bench_runs_calls_through_pulsara_serve runs the same bench \
          harness through `pulsara serve`, and the soak's sampling and plot are unit-tested in \
-         bridge/src/bench.rs",
+         local/src/bench.rs",
     ),
     (
         "cargo xtask bench bridge",
