@@ -39,6 +39,7 @@ use crate::config::BridgeConfig;
 use crate::dashboard_link::{DashboardLink, DashboardLinkConfig};
 use crate::tools::{PolicyToolRunner, WarmUp};
 
+
 /// Policy modules fetched from the dashboard (`GET /v1/policies/{sha256}`). The host verifies the
 /// bytes against the hash and caches the compiled module, so this runs once per module.
 pub struct DashboardModules {
@@ -141,7 +142,7 @@ pub async fn serve_with_env(
     }
     let embedded_url = embedded.as_ref().map(EmbeddedDashboard::url);
 
-    let mut link_cfg =
+    let link_cfg =
         DashboardLinkConfig::from_env(|k| raw_env(k), embedded_url.as_deref()).context("dashboard link")?;
     // Compiled policy modules survive restarts here (deserialised, not recompiled).
     let policy_cache = PathBuf::from(env("PULSARA_POLICY_CACHE_DIR").unwrap_or_else(|| "pulsara-policy-cache".into()));
@@ -171,22 +172,11 @@ pub async fn serve_with_env(
             .context("PULSARA_WARM_UP_PARALLELISM must be a whole number from 1 to 16")?,
         None => default_warm_up_parallelism(),
     };
-    // `policy.updated`: the restaurant's tool set is resolved afresh, and its new modules are
-    // loaded in the background (once the link, which the warm-up reads configurations through,
-    // is up).
-    let warm_cell: Arc<std::sync::OnceLock<WarmUp>> = Arc::default();
-    let (swap, cell) = (tools.clone(), warm_cell.clone());
-    link_cfg.on_event.push(Arc::new(move |ev| match cell.get() {
-        Some(warm) => warm.on_policy_updated(ev),
-        None if ev.kind == pulsara_dashboard::events::EventType::PolicyUpdated => swap.invalidate(&ev.data.restaurant_id),
-        None => {}
-    }));
     let warm_client = DashboardClient::new(link_cfg.client.clone(), clock.as_peer_unix_fn()).context("dashboard client")?;
-    let link_stop = stop.clone();
-    let link = DashboardLink::start(link_cfg, clock.as_peer_unix_fn(), async move { link_stop.cancelled().await })
-        .context("dashboard link")?;
-    let warm = WarmUp::new(tools.clone(), link.configs.clone(), parallelism);
-    let _ = warm_cell.set(warm.clone());
+    let stopping = stop.clone();
+    let wired = Wiring { bridge: cfg.clone(), link: link_cfg, tools, clock: clock.clone(), warm_up_parallelism: parallelism }
+        .start(async move { stopping.cancelled().await })?;
+    let warm = wired.warm.clone();
     // Load every listed restaurant's tools in the background, before their first calls; a
     // dashboard that is down at start is retried with backoff until it answers or we stop.
     let warm_stop = stop.clone();
@@ -229,26 +219,22 @@ pub async fn serve_with_env(
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
-    let tools_host = tools.host().clone();
-    let app = crate::App::with_clock(cfg, link.configs.clone(), Arc::new(tools), link.sink.clone(), clock)?;
-    register_link_metrics(&app, &link);
-    let host = tools_host.clone();
-    app.add_metrics(Arc::new(move || {
-        let ready = warmed.load(std::sync::atomic::Ordering::Relaxed);
+    let warm_state = warmed.clone();
+    wired.app.add_metrics(Arc::new(move || {
+        let ready = warm_state.load(std::sync::atomic::Ordering::Relaxed);
         format!(
-            "{}# TYPE pulsara_tools_warm_up_done gauge\npulsara_tools_warm_up_done {}\n\
+            "# TYPE pulsara_tools_warm_up_done gauge\npulsara_tools_warm_up_done {}\n\
              # TYPE pulsara_tools_warm_up_ready_restaurants gauge\npulsara_tools_warm_up_ready_restaurants {}\n",
-            host.load_stats().prometheus(),
             u8::from(ready >= 0),
             ready.max(0)
         )
     }));
-    let router = crate::server::router(app.clone()).merge(link.webhook_router);
+    let (app, router, outbox_task) = (wired.app.clone(), wired.router, wired.outbox_task);
     crate::server::run_router(listener, router, app, shutdown).await?;
 
     // The bridge has drained and flushed its sink; stop the rest.
     stop.cancel();
-    let _ = link.outbox_task.await;
+    let _ = outbox_task.await;
     if let Some(t) = edge_task {
         let _ = t.await;
     }
@@ -256,6 +242,71 @@ pub async fn serve_with_env(
         dash.stop().await;
     }
     Ok(())
+}
+
+/// One Pulsara process's parts, however they were configured: `pulsara serve` fills it from
+/// its settings, the local stack from the secrets it generates. [`Wiring::start`] is the one
+/// place they are put together.
+pub struct Wiring {
+    pub bridge: BridgeConfig,
+    pub link: DashboardLinkConfig,
+    pub tools: PolicyToolRunner,
+    pub clock: Clock,
+    /// Tool sets compiled at a time while warming up (`PULSARA_WARM_UP_PARALLELISM`).
+    pub warm_up_parallelism: usize,
+}
+
+/// The wired process, ready to serve: its router (bridge routes and the dashboard's webhook
+/// receiver) is served with [`crate::server::run_router`].
+pub struct Wired {
+    pub app: Arc<crate::App>,
+    pub router: axum::Router,
+    pub tools: PolicyToolRunner,
+    /// Loads restaurants' tools before their calls need them.
+    pub warm: WarmUp,
+    pub configs: Arc<crate::dashboard_link::DashboardConfigSource>,
+    /// Outbox delivery; ends after the `shutdown` given to [`Wiring::start`].
+    pub outbox_task: tokio::task::JoinHandle<()>,
+}
+
+impl Wiring {
+    /// Starts the dashboard link (cache, outbox delivery until `shutdown`, webhook receiver),
+    /// connects `policy.updated` to the tools (the restaurant's tool set resolved afresh, its new
+    /// modules loaded in the background), and builds the bridge with every metric family of
+    /// the process registered.
+    ///
+    /// # Errors
+    /// Invalid link settings, an unopenable outbox, an invalid bridge configuration.
+    pub fn start(mut self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<Wired> {
+        // The warm-up reads configurations through the link, which is built after its event
+        // handlers: until it exists, `policy.updated` only invalidates.
+        let warm_cell: Arc<std::sync::OnceLock<WarmUp>> = Arc::default();
+        let (swap, cell) = (self.tools.clone(), warm_cell.clone());
+        self.link.on_event.push(Arc::new(move |ev| match cell.get() {
+            Some(warm) => warm.on_policy_updated(ev),
+            None if ev.kind == pulsara_dashboard::events::EventType::PolicyUpdated => swap.invalidate(&ev.data.restaurant_id),
+            None => {}
+        }));
+        let link = DashboardLink::start(self.link, self.clock.as_peer_unix_fn(), shutdown).context("dashboard link")?;
+        let warm = WarmUp::new(self.tools.clone(), link.configs.clone(), self.warm_up_parallelism);
+        let _ = warm_cell.set(warm.clone());
+        let app = crate::App::with_clock(self.bridge, link.configs.clone(), Arc::new(self.tools.clone()), link.sink.clone(), self.clock)?;
+        register_link_metrics(&app, &link);
+        let tools = self.tools.clone();
+        app.add_metrics(Arc::new(move || {
+            format!(
+                "{}# HELP pulsara_tool_runs_queued Tool runs waiting for a policy slot.\n\
+                 # TYPE pulsara_tool_runs_queued gauge\npulsara_tool_runs_queued {}\n\
+                 # HELP pulsara_tool_runs_running Tool runs holding a policy slot.\n\
+                 # TYPE pulsara_tool_runs_running gauge\npulsara_tool_runs_running {}\n",
+                tools.host().load_stats().prometheus(),
+                tools.queued(),
+                tools.running()
+            )
+        }));
+        let router = crate::server::router(app.clone()).merge(link.webhook_router);
+        Ok(Wired { app, router, tools: self.tools, warm, configs: link.configs, outbox_task: link.outbox_task })
+    }
 }
 
 /// Compiles at a time during warm-up: one on a machine with two cores or fewer (the other

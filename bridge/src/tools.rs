@@ -135,15 +135,45 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Runs tools as wasm policies.
+///
+/// The host has a fixed number of instance slots (`max_concurrent_calls`, 256 by default) and
+/// refuses a run beyond them with `Busy`; thousands of calls can ask at once. Runs therefore
+/// queue here for a slot, each for at most its own deadline (the tool's `deadline_ms`): a tool
+/// call is refused as busy only when no slot came free in the time it was allowed to take.
 #[derive(Clone)]
 pub struct PolicyToolRunner {
     host: Arc<PolicyHost>,
     runs: Option<Arc<RunLog>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Runs waiting for a slot now (`pulsara_tool_runs_queued`).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl PolicyToolRunner {
     pub fn new(host: Arc<PolicyHost>) -> Self {
-        Self { host, runs: None }
+        let slots = usize::try_from(host.config().max_concurrent_calls.max(1)).unwrap_or(1);
+        Self { host, runs: None, slots: Arc::new(tokio::sync::Semaphore::new(slots)), queued: Arc::default() }
+    }
+
+    /// Tool runs waiting for a slot of the host right now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tool runs holding a slot of the host right now.
+    pub fn running(&self) -> usize {
+        let slots = usize::try_from(self.host.config().max_concurrent_calls.max(1)).unwrap_or(1);
+        slots.saturating_sub(self.slots.available_permits())
+    }
+
+    /// How long `tool_name` may take at `restaurant`, as the host will enforce it.
+    fn deadline(&self, restaurant: &pulsara_core::config::RestaurantConfig, tool_name: &str) -> std::time::Duration {
+        let cfg = self.host.config();
+        restaurant
+            .tools
+            .iter()
+            .find(|t| t.name == tool_name)
+            .map_or(cfg.defaults.deadline(), |t| pulsara_policy_host::Limits::resolve(&t.limits, &cfg.defaults, &cfg.maxima).deadline())
     }
 
     /// Keeps every run's record in `log`.
@@ -216,7 +246,21 @@ impl PolicyToolRunner {
         };
         let runs = self.runs.clone();
         let call_sid = ctx.call_sid.clone();
+        // A slot of the host, waited for within the tool's own deadline.
+        let budget = self.deadline(&restaurant, tool_name);
+        self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let permit = tokio::time::timeout(budget, self.slots.clone().acquire_owned()).await;
+        self.queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(Ok(permit)) = permit else {
+            let busy = PolicyError::Busy(format!("no policy slot came free within {} ms", budget.as_millis()));
+            tracing::warn!(call_sid = %ctx.call_sid, tool = tool_name, cause = %busy, "tool policy not run");
+            return Ok((
+                ToolOutcome { result: busy.speakable(), is_error: true, ..ToolOutcome::default() },
+                None,
+            ));
+        };
         let run = tokio::task::spawn_blocking(move || {
+            let _slot = permit;
             let set = host.tool_set(&restaurant);
             let run = host.call(&set, &restaurant, &kb, &tool, params, context);
             log_run(&call_sid, &tool, run.record.as_ref(), runs.as_deref());
@@ -437,26 +481,6 @@ impl WarmUp {
     }
 }
 
-/// Compiles (or loads from the precompiled cache) the tool modules of `restaurant_ids` before
-/// calls need them, so a caller never waits for a compilation on the first tool call. Failures
-/// are logged and left to the call path, which turns them into clean tool errors.
-pub async fn warm_up(
-    runner: &PolicyToolRunner,
-    configs: &dyn crate::ports::ConfigSource,
-    restaurant_ids: &[String],
-) {
-    for id in restaurant_ids {
-        match configs.restaurant(id).await {
-            Ok(cfg) => {
-                let host = runner.host().clone();
-                let started = std::time::Instant::now();
-                let set = tokio::task::spawn_blocking(move || host.tool_set(&cfg)).await;
-                tracing::info!(restaurant = %id, ok = set.is_ok(), ms = started.elapsed().as_millis() as u64, "tool modules ready");
-            }
-            Err(e) => tracing::warn!(restaurant = %id, error = %e, "tool warm-up skipped"),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -89,3 +89,63 @@ async fn every_run_is_kept_as_a_replayable_record() {
     assert_eq!(replayed.record.unwrap().fuel_used, record.fuel_used);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A runner whose host has only `slots` instance slots, over the built modules.
+fn runner_with_slots(slots: u32) -> PolicyToolRunner {
+    let source = pulsara_policy_host::DirSource::open(&root().join("target/policies")).expect("built modules");
+    let config = pulsara_policy_host::HostConfig { max_concurrent_calls: slots, ..Default::default() };
+    PolicyToolRunner::new(Arc::new(pulsara_policy_host::PolicyHost::new(config, Arc::new(source)).expect("host")))
+}
+
+/// Trattoria Roma offering the test guest `echo` with `deadline_ms`.
+fn echo_ctx(deadline_ms: u64) -> ToolContext {
+    let mut c = ctx("trattoria-roma", "2026-12-01T19:10:00+01:00");
+    let mut cfg = (*c.restaurant).clone();
+    cfg.tools = vec![serde_json::from_value(json!({
+        "name": "echo", "module_sha256": "builtin:test_echo", "limits": {"deadline_ms": deadline_ms}
+    }))
+    .unwrap()];
+    c.restaurant = Arc::new(cfg);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_tool_calls_than_slots_queue_instead_of_failing_busy() {
+    // 24 runs of ~tens of ms each against 2 slots: without the queue the host refuses most
+    // of them with `Busy`; with it every one runs.
+    let runner = runner_with_slots(2);
+    let c = echo_ctx(5_000);
+    let runs: Vec<_> = (0..24)
+        .map(|i| {
+            let (runner, c) = (runner.clone(), c.clone());
+            tokio::spawn(async move { runner.run(&c, "echo", json!({"text": format!("n{i}"), "spin": 2_000_000})).await })
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = run.await.unwrap().unwrap();
+        assert!(!out.is_error, "run {i}: {}", out.result);
+        assert_eq!(out.result.lines().next(), Some(format!("echo: n{i}").as_str()));
+    }
+    assert_eq!((runner.running(), runner.queued()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_that_waits_past_its_deadline_for_a_slot_is_busy() {
+    let runner = runner_with_slots(1);
+    // The one slot is held by a long run...
+    let long = {
+        let (runner, c) = (runner.clone(), echo_ctx(10_000));
+        tokio::spawn(async move { runner.run(&c, "echo", json!({"text": "long", "spin": 10_000_000})).await })
+    };
+    while runner.running() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // ...so a tool allowed 1 ms cannot get one in time: a speakable busy answer, no run.
+    let (out, record) = runner.run_recorded(&echo_ctx(1), "echo", json!({"text": "short"})).await.unwrap();
+    assert!(out.is_error && out.result.contains("busy"), "{out:?}");
+    assert!(record.is_none());
+    assert!(!long.await.unwrap().unwrap().is_error);
+    // With the slot free again the same call runs.
+    let out = runner.run(&echo_ctx(1_000), "echo", json!({"text": "short"})).await.unwrap();
+    assert!(!out.is_error, "{}", out.result);
+}

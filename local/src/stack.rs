@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use pulsara_bridge::clock::Clock;
 use pulsara_bridge::config::BridgeConfig;
-use pulsara_bridge::dashboard_link::{DashboardLink, DashboardLinkConfig};
+use pulsara_bridge::dashboard_link::DashboardLinkConfig;
+use pulsara_bridge::service::Wiring;
 use crate::frontdoor::FrontDoor;
 use pulsara_bridge::tools::PolicyToolRunner;
 use pulsara_bridge::App;
@@ -166,33 +167,6 @@ impl Stack {
         let tools = PolicyToolRunner::from_dir(&opts.policies_dir, Some(&opts.data_dir.join("policy-cache")))
             .map_err(|e| start_err("policy host")(e.to_string()))?
             .with_run_log(run_log);
-        // `policy.updated`: new calls resolve the restaurant's tool set afresh.
-        let swap = tools.clone();
-        let on_policy: pulsara_dashboard::webhook_in::EventHandler = Arc::new(move |ev| {
-            if ev.kind == pulsara_dashboard::events::EventType::PolicyUpdated {
-                swap.invalidate(&ev.data.restaurant_id);
-            }
-        });
-
-        let stop = shutdown.clone();
-        let link = DashboardLink::start(
-            DashboardLinkConfig {
-                client: client_cfg,
-                cache: CacheConfig::default(),
-                webhook_secrets: vec![webhook_secret.clone()],
-                outbox_path: opts.data_dir.join("outbox.sqlite"),
-                retry: RetryPolicy::default(),
-                smtp: Some((Secret::new(format!("smtp://{smtp_addr}")), "calls@pulsara.local".into())),
-                twilio: Some((twilio_rest.base_url(), account_sid.clone(), twilio_auth_token.clone())),
-                flush_deadline: Duration::from_secs(5),
-                memory: Default::default(),
-                on_event: vec![on_policy],
-            },
-            clock.as_unix_fn(),
-            async move { stop.cancelled().await },
-        )
-        .map_err(|e| start_err("dashboard link")(e.to_string()))?;
-
         let mut bridge_cfg = BridgeConfig::default();
         bridge_cfg.listen = bridge_addr.parse().map_err(|_| start_err("bridge address")(bridge_addr.clone()))?;
         bridge_cfg.handoff_keys = Some(handoff_keys.clone());
@@ -204,10 +178,30 @@ impl Stack {
         bridge_cfg.public_base_url = Some(bridge_public.clone());
         bridge_cfg.require_twilio_signature = true;
         bridge_cfg.restaurants_dir = opts.restaurants_dir.clone();
-        pulsara_bridge::tools::warm_up(&tools, link.configs.as_ref(), &dashboard.seed_report.seeded).await;
-        let bridge = App::with_clock(bridge_cfg, link.configs.clone(), Arc::new(tools.clone()), link.sink.clone(), clock.clone())
-            .map_err(|e| start_err("bridge")(e.to_string()))?;
-        pulsara_bridge::service::register_link_metrics(&bridge, &link);
+        let stop = shutdown.clone();
+        let wired = Wiring {
+            bridge: bridge_cfg,
+            link: DashboardLinkConfig {
+                client: client_cfg,
+                cache: CacheConfig::default(),
+                webhook_secrets: vec![webhook_secret.clone()],
+                outbox_path: opts.data_dir.join("outbox.sqlite"),
+                retry: RetryPolicy::default(),
+                smtp: Some((Secret::new(format!("smtp://{smtp_addr}")), "calls@pulsara.local".into())),
+                twilio: Some((twilio_rest.base_url(), account_sid.clone(), twilio_auth_token.clone())),
+                flush_deadline: Duration::from_secs(5),
+                memory: Default::default(),
+                on_event: Vec::new(),
+            },
+            tools: tools.clone(),
+            clock: clock.clone(),
+            warm_up_parallelism: 1,
+        }
+        .start(async move { stop.cancelled().await })
+        .map_err(|e| start_err("bridge")(format!("{e:#}")))?;
+        // Every seeded restaurant's tools are ready before the first call.
+        wired.warm.restaurants(&dashboard.seed_report.seeded).await;
+        let bridge = wired.app.clone();
 
         let edge_settings = pulsara_edge::settings::Settings::from_lookup(|k| {
             Some(match k {
@@ -233,14 +227,14 @@ impl Stack {
             .map_err(|e| start_err("edge")(e.to_string()))?
             .with_clock(clock.as_fn());
 
-        let mut tasks = vec![smtp_task, link.outbox_task];
+        let mut tasks = vec![smtp_task, wired.outbox_task];
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let _ = pulsara_edge::native::serve(edge_listener, edge_state, async move { stop.cancelled().await }).await;
         }));
         let stop = shutdown.clone();
         let app = bridge.clone();
-        let router = pulsara_bridge::server::router(bridge.clone()).merge(link.webhook_router);
+        let router = wired.router;
         tasks.push(tokio::spawn(async move {
             let _ = pulsara_bridge::server::run_router(bridge_listener, router, app, async move { stop.cancelled().await }).await;
         }));
