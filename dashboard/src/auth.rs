@@ -179,7 +179,8 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates a request and checks its scope against `allowed`.
+    /// Authenticates a request and checks its scope against `allowed`. Blocking: a signed
+    /// request's nonce is written to SQLite, so async callers run this in `spawn_blocking`.
     ///
     /// # Errors
     /// See [`AuthError`].

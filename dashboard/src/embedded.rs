@@ -71,14 +71,25 @@ impl EmbeddedDashboard {
         clock: Clock,
         net: pulsara_net::ServeConfig,
     ) -> Result<Self, EmbeddedError> {
-        let store = match &opts.db_path {
-            Some(p) => Store::open(p)?,
-            None => Store::open_in_memory()?,
-        };
-        let seed_report = match &opts.restaurants_dir {
-            Some(dir) => seed_from_dir(&store, dir, &opts.seed, clock())?,
-            None => SeedReport::default(),
-        };
+        // Opening and seeding write SQLite (and read the restaurants directory): off the worker.
+        let (db_path, restaurants_dir, seed, now) =
+            (opts.db_path, opts.restaurants_dir, opts.seed, clock());
+        let (store, seed_report) = tokio::task::spawn_blocking(move || {
+            let store = match &db_path {
+                Some(p) => Store::open(p)?,
+                None => Store::open_in_memory()?,
+            };
+            let seed_report = match &restaurants_dir {
+                Some(dir) => seed_from_dir(&store, dir, &seed, now)?,
+                None => SeedReport::default(),
+            };
+            Ok::<_, EmbeddedError>((store, seed_report))
+        })
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => std::io::Error::other("the runtime shut down while opening the database"),
+        })??;
         tracing::info!(seeded = ?seed_report.seeded, kept = ?seed_report.kept, modules = seed_report.modules.len(), "embedded dashboard seeded");
         let state = AppState::new(store.clone(), opts.signing_keys, clock);
         let addr = listener.local_addr()?;

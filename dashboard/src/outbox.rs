@@ -26,8 +26,12 @@
 //!   [`OutboxError::Storage`] with the path, and count in `enqueue_errors`. A producer that must
 //!   not lose what the outbox refused keeps it in a [`MemoryQueue`]: bounded, retried into the
 //!   outbox in order, with its own metrics (`pulsara_outbox_memory_*`).
+//! - **One database thread**: the connection belongs to a thread of its own, fed closures over a
+//!   bounded queue. The delivery loop awaits it, so a slow disk (an fsync, a write waiting out
+//!   another process's lock) delays deliveries, never the tokio workers that pump calls' audio.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -120,6 +124,8 @@ pub enum OutboxError {
     },
     #[error("outbox entry {0} not found")]
     NotFound(i64),
+    #[error("outbox {path}: {reason}; restart the process")]
+    Thread { path: String, reason: String },
 }
 
 /// Retry timing.
@@ -204,13 +210,24 @@ impl OutboxStats {
 }
 
 /// Handle to the outbox; cheap to clone.
+///
+/// One thread owns the SQLite connection: every operation is a closure sent to it over a bounded
+/// channel ([`DB_QUEUE`]). The delivery loop ([`Outbox::deliver_due`], [`Outbox::flush`], [`run`])
+/// and the `*_async` methods await its answer, so a commit's fsync, or a write waiting out a
+/// lock for up to the 5 s busy timeout, never holds a tokio worker (the one that pumps a call's
+/// audio). The synchronous methods block their caller until the answer comes: call them from
+/// CLI tools, tests and `spawn_blocking`, not from async code on a worker.
 #[derive(Clone)]
 pub struct Outbox {
-    conn: Arc<Mutex<Connection>>,
+    db: DbThread,
     path: Arc<PathBuf>,
     counters: Arc<Counters>,
     wake: Arc<Notify>,
 }
+
+/// Operations waiting for the outbox's database thread at most; further callers wait to queue
+/// theirs (async callers without holding their worker).
+pub const DB_QUEUE: usize = 256;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS outbox (
@@ -251,21 +268,264 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Maps a SQLite failure of `op` on the outbox at `path` (disk full is its own case).
+fn storage<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> OutboxError + 'a {
+    move |source| {
+        let path = path.display().to_string();
+        if matches!(source.sqlite_error_code(), Some(ErrorCode::DiskFull)) {
+            OutboxError::DiskFull { path, source }
+        } else {
+            OutboxError::Storage { path, op, source }
+        }
+    }
+}
+
+/// What the database thread owns: the connection, and its file's path for error messages.
+struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Pending, oldest pending, parked and parked-unconfigured counts ([`Outbox::stats`]).
+type Counts = (i64, Option<i64>, i64, i64);
+
+/// The statements, run on the database thread.
+impl Db {
+    fn page_count(&self) -> Result<u64, OutboxError> {
+        self.conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(storage(&self.path, "read page_count"))
+    }
+
+    fn set_max_pages(&self, pages: u64) -> Result<u64, OutboxError> {
+        let size = self.page_count()?;
+        self.conn
+            .query_row(
+                &format!("PRAGMA max_page_count = {}", pages.max(size)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(storage(&self.path, "set max_page_count"))
+    }
+
+    fn enqueue(&mut self, entries: &[NewEntry], now_ms: i64) -> Result<usize, OutboxError> {
+        let err = |op| storage(&self.path, op);
+        let tx = self.conn.transaction().map_err(err("begin"))?;
+        let mut n = 0;
+        for e in entries {
+            n += tx
+                .execute(
+                    "INSERT OR IGNORE INTO outbox (kind, lane, idempotency_key, payload, created_at_ms, next_attempt_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![e.kind.as_str(), e.lane, e.idempotency_key, e.payload, now_ms],
+                )
+                .map_err(err("insert"))?;
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(n)
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
+        let err = || storage(&self.path, "select due");
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {COLS} FROM outbox o WHERE status = 'pending'
+                   AND id = (SELECT MIN(id) FROM outbox WHERE status = 'pending' AND lane = o.lane)
+                   AND next_attempt_at_ms <= ?1
+                 ORDER BY id LIMIT ?2"
+            ))
+            .map_err(err())?;
+        let rows = st
+            .query_map(params![now_ms, limit as i64], row)
+            .map_err(err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err())
+    }
+
+    fn next_due(&self) -> Result<Option<i64>, OutboxError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(next_attempt_at_ms) FROM outbox o WHERE status = 'pending'
+                   AND id = (SELECT MIN(id) FROM outbox WHERE status = 'pending' AND lane = o.lane)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(storage(&self.path, "select next due"))
+    }
+
+    fn delete(&self, id: i64) -> Result<(), OutboxError> {
+        self.conn
+            .execute("DELETE FROM outbox WHERE id = ?1", [id])
+            .map_err(storage(&self.path, "delete delivered"))?;
+        Ok(())
+    }
+
+    fn retry(&self, id: i64, next_attempt_at_ms: i64, error: &str) -> Result<(), OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next_attempt_at_ms, error],
+            )
+            .map_err(storage(&self.path, "schedule retry"))?;
+        Ok(())
+    }
+
+    fn park(&self, id: i64, error: &str) -> Result<(), OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET status = 'parked', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )
+            .map_err(storage(&self.path, "park"))?;
+        Ok(())
+    }
+
+    fn requeue(&self, id: i64, now_ms: i64) -> Result<usize, OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_at_ms = ?2 WHERE id = ?1 AND status = 'parked'",
+                params![id, now_ms],
+            )
+            .map_err(storage(&self.path, "requeue"))
+    }
+
+    fn list(&self, status: Option<&str>) -> Result<Vec<OutboxEntry>, OutboxError> {
+        let err = || storage(&self.path, "list");
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {COLS} FROM outbox WHERE (?1 IS NULL OR status = ?1) ORDER BY id"
+            ))
+            .map_err(err())?;
+        let rows = st.query_map(params![status], row).map_err(err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err())
+    }
+
+    fn get(&self, id: i64) -> Result<Option<OutboxEntry>, OutboxError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLS} FROM outbox WHERE id = ?1"),
+                [id],
+                row,
+            )
+            .optional()
+            .map_err(storage(&self.path, "get"))
+    }
+
+    fn counts(&self) -> Result<Counts, OutboxError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FILTER (WHERE status = 'pending'),
+                        MIN(created_at_ms) FILTER (WHERE status = 'pending'),
+                        COUNT(*) FILTER (WHERE status = 'parked'),
+                        COUNT(*) FILTER (WHERE status = 'parked' AND substr(last_error, 1, ?2) = ?1)
+                 FROM outbox",
+                params![UNCONFIGURED_PREFIX, UNCONFIGURED_PREFIX.len() as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map_err(storage(&self.path, "stats"))
+    }
+
+    fn requeue_unconfigured(&self, kind: EntryKind, now_ms: i64) -> Result<usize, OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_at_ms = ?3
+                 WHERE status = 'parked' AND kind = ?1 AND substr(last_error, 1, ?4) = ?2",
+                params![
+                    kind.as_str(),
+                    UNCONFIGURED_PREFIX,
+                    now_ms,
+                    UNCONFIGURED_PREFIX.len() as i64
+                ],
+            )
+            .map_err(storage(&self.path, "requeue unconfigured"))
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Db) + Send>;
+
+/// The thread that owns the outbox's connection, and the bounded queue of work sent to it.
+/// The thread ends, closing the connection, when the last handle is dropped.
+#[derive(Clone)]
+struct DbThread {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl DbThread {
+    fn spawn(db: Db) -> std::io::Result<Self> {
+        let (jobs, mut rx) = tokio::sync::mpsc::channel::<Job>(DB_QUEUE);
+        std::thread::Builder::new()
+            .name("pulsara-outbox-db".into())
+            .spawn(move || {
+                let mut db = db;
+                while let Some(job) = rx.blocking_recv() {
+                    job(&mut db);
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the thread and awaits its result; `None` when the thread is gone. A panic in
+    /// `f` is raised again here; the thread keeps serving (an open transaction rolls back as it
+    /// unwinds).
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |db| {
+            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(|| f(db))));
+        });
+        self.jobs.send(job).await.ok()?;
+        match rx.await.ok()? {
+            Ok(r) => Some(r),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// [`DbThread::call`], blocking the calling thread until the answer comes.
+    fn call_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> R + Send + 'static,
+    ) -> Option<R> {
+        // Unconstrained: a caller inside a task must not be refused by the task's exhausted
+        // cooperative budget, which only refills when the task yields (this loop never does).
+        block_on(tokio::task::unconstrained(self.call(f)))
+    }
+}
+
+/// Polls `fut` to completion on this thread, parking it between wake-ups. Enough for a channel
+/// send and a oneshot, which need no runtime: synchronous callers may wait on the database
+/// thread whether or not they run inside one.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
 impl Outbox {
-    /// Opens (creating) the outbox file in WAL mode with full fsync on commit.
+    /// Opens (creating) the outbox file in WAL mode with full fsync on commit, and starts the
+    /// thread that owns it.
     ///
     /// # Errors
-    /// The file cannot be opened or initialised.
+    /// The file cannot be opened or initialised, or the thread cannot be started.
     pub fn open(path: &Path) -> Result<Self, OutboxError> {
-        let p = path.display().to_string();
-        let err = |op| {
-            let p = p.clone();
-            move |source| OutboxError::Storage {
-                path: p,
-                op,
-                source,
-            }
-        };
+        let err = |op| storage(path, op);
         let conn = Connection::open(path).map_err(err("open"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err("enable WAL"))?;
@@ -275,28 +535,43 @@ impl Outbox {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+        let db = DbThread::spawn(Db {
+            conn,
+            path: path.to_owned(),
+        })
+        .map_err(|e| OutboxError::Thread {
+            path: path.display().to_string(),
+            reason: format!("cannot start its database thread: {e}"),
+        })?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            db,
             path: Arc::new(path.to_owned()),
             counters: Arc::default(),
             wake: Arc::default(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn stopped(&self) -> OutboxError {
+        OutboxError::Thread {
+            path: self.path.display().to_string(),
+            reason: "its database thread has stopped".into(),
+        }
     }
 
-    fn storage(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> OutboxError + '_ {
-        move |source| {
-            let path = self.path.display().to_string();
-            let full = matches!(source.sqlite_error_code(), Some(ErrorCode::DiskFull));
-            if full {
-                OutboxError::DiskFull { path, source }
-            } else {
-                OutboxError::Storage { path, op, source }
-            }
-        }
+    /// Runs `f` on the database thread, blocking the caller until it answers.
+    fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<R, OutboxError> + Send + 'static,
+    ) -> Result<R, OutboxError> {
+        self.db.call_blocking(f).unwrap_or_else(|| Err(self.stopped()))
+    }
+
+    /// Runs `f` on the database thread and awaits its answer.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<R, OutboxError> + Send + 'static,
+    ) -> Result<R, OutboxError> {
+        self.db.call(f).await.unwrap_or_else(|| Err(self.stopped()))
     }
 
     /// Test/ops hook: caps the file at `pages` SQLite pages (never below its current size), so
@@ -306,40 +581,34 @@ impl Outbox {
     /// # Errors
     /// The outbox file failed.
     pub fn set_max_pages(&self, pages: u64) -> Result<u64, OutboxError> {
-        let conn = self.lock();
-        let size: u64 = conn
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .map_err(self.storage("read page_count"))?;
-        conn.query_row(
-            &format!("PRAGMA max_page_count = {}", pages.max(size)),
-            [],
-            |r| r.get(0),
-        )
-        .map_err(self.storage("set max_page_count"))
+        self.blocking(move |db| db.set_max_pages(pages))
     }
 
     /// Commits all `entries` in one transaction (all or nothing). Entries whose idempotency key
-    /// is already queued are skipped. Returns the number newly queued.
+    /// is already queued are skipped. Returns the number newly queued. Blocking.
     ///
     /// # Errors
     /// Disk full or another storage failure; nothing is queued then.
     pub fn enqueue(&self, entries: &[NewEntry], now_ms: i64) -> Result<usize, OutboxError> {
-        let res = (|| {
-            let mut conn = self.lock();
-            let tx = conn.transaction().map_err(self.storage("begin"))?;
-            let mut n = 0;
-            for e in entries {
-                n += tx
-                    .execute(
-                        "INSERT OR IGNORE INTO outbox (kind, lane, idempotency_key, payload, created_at_ms, next_attempt_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                        params![e.kind.as_str(), e.lane, e.idempotency_key, e.payload, now_ms],
-                    )
-                    .map_err(self.storage("insert"))?;
-            }
-            tx.commit().map_err(self.storage("commit"))?;
-            Ok(n)
-        })();
+        let entries = entries.to_vec();
+        let res = self.blocking(move |db| db.enqueue(&entries, now_ms));
+        self.enqueued(res)
+    }
+
+    /// [`Outbox::enqueue`] for async callers.
+    ///
+    /// # Errors
+    /// As [`Outbox::enqueue`].
+    pub async fn enqueue_async(
+        &self,
+        entries: Vec<NewEntry>,
+        now_ms: i64,
+    ) -> Result<usize, OutboxError> {
+        let res = self.call(move |db| db.enqueue(&entries, now_ms)).await;
+        self.enqueued(res)
+    }
+
+    fn enqueued(&self, res: Result<usize, OutboxError>) -> Result<usize, OutboxError> {
         match &res {
             Ok(_) => self.wake.notify_one(),
             Err(e) => {
@@ -350,82 +619,79 @@ impl Outbox {
         res
     }
 
-    /// The head entry of every lane that is due at `now_ms`, oldest lanes first.
+    /// The head entry of every lane that is due at `now_ms`, oldest lanes first. Blocking.
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
-        let conn = self.lock();
-        let mut st = conn
-            .prepare(&format!(
-                "SELECT {COLS} FROM outbox o WHERE status = 'pending'
-                   AND id = (SELECT MIN(id) FROM outbox WHERE status = 'pending' AND lane = o.lane)
-                   AND next_attempt_at_ms <= ?1
-                 ORDER BY id LIMIT ?2"
-            ))
-            .map_err(self.storage("select due"))?;
-        let rows = st
-            .query_map(params![now_ms, limit as i64], row)
-            .map_err(self.storage("select due"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(self.storage("select due"))
+        self.blocking(move |db| db.due(now_ms, limit))
+    }
+
+    async fn due_async(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
+        self.call(move |db| db.due(now_ms, limit)).await
     }
 
     /// The earliest `next_attempt_at_ms` among lane heads.
-    fn next_due(&self) -> Result<Option<i64>, OutboxError> {
-        self.lock()
-            .query_row(
-                "SELECT MIN(next_attempt_at_ms) FROM outbox o WHERE status = 'pending'
-                   AND id = (SELECT MIN(id) FROM outbox WHERE status = 'pending' AND lane = o.lane)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.storage("select next due"))
+    async fn next_due(&self) -> Result<Option<i64>, OutboxError> {
+        self.call(|db| db.next_due()).await
     }
 
+    /// Removes a delivered entry. Blocking.
     pub fn mark_delivered(&self, id: i64) -> Result<(), OutboxError> {
-        self.lock()
-            .execute("DELETE FROM outbox WHERE id = ?1", [id])
-            .map_err(self.storage("delete delivered"))?;
+        self.blocking(move |db| db.delete(id))?;
         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
+    async fn mark_delivered_async(&self, id: i64) -> Result<(), OutboxError> {
+        self.call(move |db| db.delete(id)).await?;
+        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts a failed attempt and schedules the next. Blocking.
     pub fn mark_retry(
         &self,
         id: i64,
         next_attempt_at_ms: i64,
         error: &str,
     ) -> Result<(), OutboxError> {
-        self.lock()
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?2, last_error = ?3 WHERE id = ?1",
-                params![id, next_attempt_at_ms, error],
-            )
-            .map_err(self.storage("schedule retry"))?;
+        let error = error.to_owned();
+        self.blocking(move |db| db.retry(id, next_attempt_at_ms, &error))?;
         self.counters
             .failed_attempts
             .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
+    async fn mark_retry_async(
+        &self,
+        id: i64,
+        next_attempt_at_ms: i64,
+        error: String,
+    ) -> Result<(), OutboxError> {
+        self.call(move |db| db.retry(id, next_attempt_at_ms, &error))
+            .await?;
+        self.counters
+            .failed_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Parks an entry with its error. Blocking.
     pub fn park(&self, id: i64, error: &str) -> Result<(), OutboxError> {
-        self.lock()
-            .execute(
-                "UPDATE outbox SET status = 'parked', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-                params![id, error],
-            )
-            .map_err(self.storage("park"))?;
+        let error = error.to_owned();
+        self.blocking(move |db| db.park(id, &error))?;
         self.counters.parked.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Puts a parked entry back in its lane (after fixing what made it fail).
+    async fn park_async(&self, id: i64, error: String) -> Result<(), OutboxError> {
+        self.call(move |db| db.park(id, &error)).await?;
+        self.counters.parked.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Puts a parked entry back in its lane (after fixing what made it fail). Blocking.
     pub fn requeue(&self, id: i64, now_ms: i64) -> Result<(), OutboxError> {
-        let n = self
-            .lock()
-            .execute(
-                "UPDATE outbox SET status = 'pending', next_attempt_at_ms = ?2 WHERE id = ?1 AND status = 'parked'",
-                params![id, now_ms],
-            )
-            .map_err(self.storage("requeue"))?;
+        let n = self.blocking(move |db| db.requeue(id, now_ms))?;
         if n == 0 {
             return Err(OutboxError::NotFound(id));
         }
@@ -434,47 +700,35 @@ impl Outbox {
     }
 
     /// Entries, optionally only those with `status` (`pending` / `parked`), oldest first.
+    /// Blocking.
     pub fn list(&self, status: Option<&str>) -> Result<Vec<OutboxEntry>, OutboxError> {
-        let conn = self.lock();
-        let mut st = conn
-            .prepare(&format!(
-                "SELECT {COLS} FROM outbox WHERE (?1 IS NULL OR status = ?1) ORDER BY id"
-            ))
-            .map_err(self.storage("list"))?;
-        let rows = st
-            .query_map(params![status], row)
-            .map_err(self.storage("list"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(self.storage("list"))
+        let status = status.map(str::to_owned);
+        self.blocking(move |db| db.list(status.as_deref()))
     }
 
+    /// One entry by id. Blocking.
     pub fn get(&self, id: i64) -> Result<Option<OutboxEntry>, OutboxError> {
-        self.lock()
-            .query_row(
-                &format!("SELECT {COLS} FROM outbox WHERE id = ?1"),
-                [id],
-                row,
-            )
-            .optional()
-            .map_err(self.storage("get"))
+        self.blocking(move |db| db.get(id))
     }
 
-    /// Depth, parked count, oldest age and counters.
+    /// Depth, parked count, oldest age and counters. Blocking.
     pub fn stats(&self, now_ms: i64) -> Result<OutboxStats, OutboxError> {
-        let (depth, oldest, parked, unconfigured): (i64, Option<i64>, i64, i64) = self
-            .lock()
-            .query_row(
-                "SELECT COUNT(*) FILTER (WHERE status = 'pending'),
-                        MIN(created_at_ms) FILTER (WHERE status = 'pending'),
-                        COUNT(*) FILTER (WHERE status = 'parked'),
-                        COUNT(*) FILTER (WHERE status = 'parked' AND substr(last_error, 1, ?2) = ?1)
-                 FROM outbox",
-                params![UNCONFIGURED_PREFIX, UNCONFIGURED_PREFIX.len() as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .map_err(self.storage("stats"))?;
+        let counts = self.blocking(|db| db.counts())?;
+        Ok(self.stats_of(counts, now_ms))
+    }
+
+    /// [`Outbox::stats`] for async callers (`/metrics`).
+    ///
+    /// # Errors
+    /// The outbox file failed.
+    pub async fn stats_async(&self, now_ms: i64) -> Result<OutboxStats, OutboxError> {
+        let counts = self.call(|db| db.counts()).await?;
+        Ok(self.stats_of(counts, now_ms))
+    }
+
+    fn stats_of(&self, (depth, oldest, parked, unconfigured): Counts, now_ms: i64) -> OutboxStats {
         let c = &self.counters;
-        Ok(OutboxStats {
+        OutboxStats {
             depth: depth as u64,
             parked: parked as u64,
             oldest_age_secs: oldest
@@ -486,28 +740,30 @@ impl Outbox {
             enqueue_errors_total: c.enqueue_errors.load(Ordering::Relaxed),
             parked_unconfigured: unconfigured as u64,
             memory: MemoryStats::default(),
-        })
+        }
     }
 
     /// Puts every entry of `kind` parked for an unconfigured channel back in its lane (the
-    /// channel is configured now). Returns how many.
+    /// channel is configured now). Returns how many. Blocking.
     ///
     /// # Errors
     /// The outbox file failed.
     pub fn requeue_unconfigured(&self, kind: EntryKind, now_ms: i64) -> Result<usize, OutboxError> {
+        let n = self.blocking(move |db| db.requeue_unconfigured(kind, now_ms))?;
+        if n > 0 {
+            self.wake.notify_one();
+        }
+        Ok(n)
+    }
+
+    async fn requeue_unconfigured_async(
+        &self,
+        kind: EntryKind,
+        now_ms: i64,
+    ) -> Result<usize, OutboxError> {
         let n = self
-            .lock()
-            .execute(
-                "UPDATE outbox SET status = 'pending', next_attempt_at_ms = ?3
-                 WHERE status = 'parked' AND kind = ?1 AND substr(last_error, 1, ?4) = ?2",
-                params![
-                    kind.as_str(),
-                    UNCONFIGURED_PREFIX,
-                    now_ms,
-                    UNCONFIGURED_PREFIX.len() as i64
-                ],
-            )
-            .map_err(self.storage("requeue unconfigured"))?;
+            .call(move |db| db.requeue_unconfigured(kind, now_ms))
+            .await?;
         if n > 0 {
             self.wake.notify_one();
         }
@@ -524,7 +780,9 @@ impl Outbox {
         deliverer: &Arc<D>,
         policy: &RetryPolicy,
     ) -> Result<usize, OutboxError> {
-        let due = self.due(now_ms(), policy.concurrency.max(1))?;
+        let due = self
+            .due_async(now_ms(), policy.concurrency.max(1))
+            .await?;
         let n = due.len();
         let mut set = tokio::task::JoinSet::new();
         for entry in due {
@@ -541,20 +799,22 @@ impl Outbox {
             match result {
                 Ok(()) => {
                     tracing::debug!(id = entry.id, kind = entry.kind.as_str(), key = %entry.idempotency_key, "outbox entry delivered");
-                    self.mark_delivered(entry.id)?;
+                    self.mark_delivered_async(entry.id).await?;
                 }
                 Err(SendError::Transient(msg)) => {
                     let delay = policy.backoff(entry.attempts, &mut rand::thread_rng());
                     tracing::warn!(id = entry.id, kind = entry.kind.as_str(), attempts = entry.attempts + 1, retry_in_ms = delay.as_millis() as u64, error = %msg, "outbox delivery failed; will retry");
-                    self.mark_retry(entry.id, now_ms() + delay.as_millis() as i64, &msg)?;
+                    self.mark_retry_async(entry.id, now_ms() + delay.as_millis() as i64, msg)
+                        .await?;
                 }
                 Err(SendError::Permanent(msg)) => {
                     tracing::error!(id = entry.id, kind = entry.kind.as_str(), key = %entry.idempotency_key, error = %msg, "outbox entry rejected permanently; parked");
-                    self.park(entry.id, &msg)?;
+                    self.park_async(entry.id, msg).await?;
                 }
                 Err(SendError::Unconfigured(msg)) => {
                     tracing::warn!(id = entry.id, kind = entry.kind.as_str(), key = %entry.idempotency_key, reason = %msg, "outbox entry parked: its channel is not configured; it is sent after a restart with the channel configured");
-                    self.park(entry.id, &format!("{UNCONFIGURED_PREFIX}{msg}"))?;
+                    self.park_async(entry.id, format!("{UNCONFIGURED_PREFIX}{msg}"))
+                        .await?;
                 }
             }
         }
@@ -575,7 +835,7 @@ impl Outbox {
                 break;
             }
         }
-        Ok(self.stats(now_ms())?.depth)
+        Ok(self.stats_async(now_ms()).await?.depth)
     }
 }
 
@@ -592,7 +852,7 @@ pub async fn run<D: Deliver>(
             tracing::info!(kind = kind.as_str(), "outbox channel not configured: its entries are parked (pulsara_outbox_parked_unconfigured), not retried");
             continue;
         }
-        match outbox.requeue_unconfigured(kind, now_ms()) {
+        match outbox.requeue_unconfigured_async(kind, now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(kind = kind.as_str(), requeued = n, "outbox channel configured now: entries parked for want of it are queued again"),
             Err(e) => tracing::error!(error = %e, "outbox could not requeue entries parked for an unconfigured channel"),
@@ -604,7 +864,7 @@ pub async fn run<D: Deliver>(
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "outbox storage failed; retrying"),
         }
-        let sleep_for = match outbox.next_due() {
+        let sleep_for = match outbox.next_due().await {
             Ok(Some(t)) => {
                 Duration::from_millis((t - now_ms()).clamp(0, policy.poll.as_millis() as i64) as u64)
             }
@@ -1097,10 +1357,7 @@ mod tests {
     /// Caps `ob` at its current size: every write that needs a new page fails with
     /// SQLITE_FULL, as on a full disk.
     fn fill(ob: &Outbox) {
-        let pages = ob
-            .lock()
-            .query_row("PRAGMA page_count", [], |r| r.get::<_, u64>(0))
-            .unwrap();
+        let pages = ob.blocking(|db| db.page_count()).unwrap();
         ob.set_max_pages(pages).unwrap();
     }
 
@@ -1280,10 +1537,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ob = Outbox::open(&dir.path().join("o.db")).unwrap();
         ob.enqueue(&[entry("a", "0")], 0).unwrap();
-        let pages = ob
-            .lock()
-            .query_row("PRAGMA page_count", [], |r| r.get::<_, u64>(0))
-            .unwrap();
+        let pages = ob.blocking(|db| db.page_count()).unwrap();
         ob.set_max_pages(pages).unwrap();
         let big = "x".repeat(200_000);
         let err = ob

@@ -57,7 +57,8 @@ pub struct Planned {
 }
 
 /// Analyses `record`, plans its notifications and commits everything to the outbox in one
-/// transaction ([`finish`], then [`Outbox::enqueue`]).
+/// transaction ([`finish`], then [`Outbox::enqueue`]). Blocking, like [`Outbox::enqueue`]: async
+/// callers commit [`finish`]'s entries with [`Outbox::enqueue_async`] (or `spawn_blocking`).
 ///
 /// # Errors
 /// The outbox could not commit (disk full, I/O); nothing is queued then.
@@ -188,7 +189,7 @@ pub fn finish(mut record: CallRecord, cfg: Option<&RestaurantConfig>) -> Planned
 /// Queues a voicemail's recording event for the dashboard (in the restaurant's lane, so it
 /// follows the call's record) and, when the restaurant takes email, its notification, in one
 /// transaction. Idempotent per recording (`RecordingSid`): Twilio may call back twice.
-/// Returns how many entries were newly queued.
+/// Returns how many entries were newly queued. Blocking, like [`Outbox::enqueue`].
 ///
 /// # Errors
 /// The outbox could not commit (disk full, I/O); nothing is queued then.

@@ -3,6 +3,10 @@
 //! `{"error":{"code":"…","message":"…"}}`.
 //!
 //! Entry points: [`router`] (mount it in-process) and [`serve`] (own listener + shutdown future).
+//!
+//! Every handler does its authentication and storage work in one `spawn_blocking` call: SQLite
+//! (the nonce written by each signed request, records, admin edits) never runs on a tokio
+//! worker.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -133,6 +137,28 @@ struct Req<'a> {
 }
 
 impl AppState {
+    /// Runs one request's work (authentication, which remembers the nonce, and every store
+    /// call) on tokio's blocking pool. SQLite may fsync or wait out another writer for up to its
+    /// busy timeout; that must not hold the worker thread that other requests run on (and, in
+    /// `pulsara serve`, calls' audio). A panic in `f` is raised again in the handler.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let st = self.clone();
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&st))).await {
+            Ok(res) => res,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_error",
+                "storage is unavailable; retry later",
+            )),
+        }
+    }
+
     fn authorize(
         &self,
         r: &Req<'_>,
@@ -248,38 +274,41 @@ async fn list_restaurants(
     headers: HeaderMap,
     Query(q): Query<RestaurantListQuery>,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: b"",
-        },
-        READERS,
-    )?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_RESTAURANT_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit must be from 1 to {MAX_RESTAURANT_PAGE}"
-        )));
-    }
-    let ids = st.store.restaurant_ids()?;
-    let start = match &q.after {
-        Some(after) => ids.partition_point(|id| id.as_str() <= after.as_str()),
-        None => 0,
-    };
-    let page = &ids[start.min(ids.len())..ids.len().min(start.saturating_add(limit))];
-    let mut restaurants = Vec::with_capacity(page.len());
-    for id in page {
-        // A restaurant deleted between the two reads is simply not listed.
-        if let Some(cfg) = st.store.restaurant(id)? {
-            restaurants.push(json!({ "id": cfg.id, "version": cfg.version }));
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: b"",
+            },
+            READERS,
+        )?;
+        let limit = q.limit.unwrap_or(100);
+        if limit == 0 || limit > MAX_RESTAURANT_PAGE {
+            return Err(ApiError::bad_request(format!(
+                "limit must be from 1 to {MAX_RESTAURANT_PAGE}"
+            )));
         }
-    }
-    let next_after = (start + page.len() < ids.len())
-        .then(|| page.last().cloned())
-        .flatten();
-    Ok(Json(json!({ "restaurants": restaurants, "next_after": next_after })).into_response())
+        let ids = st.store.restaurant_ids()?;
+        let start = match &q.after {
+            Some(after) => ids.partition_point(|id| id.as_str() <= after.as_str()),
+            None => 0,
+        };
+        let page = &ids[start.min(ids.len())..ids.len().min(start.saturating_add(limit))];
+        let mut restaurants = Vec::with_capacity(page.len());
+        for id in page {
+            // A restaurant deleted between the two reads is simply not listed.
+            if let Some(cfg) = st.store.restaurant(id)? {
+                restaurants.push(json!({ "id": cfg.id, "version": cfg.version }));
+            }
+        }
+        let next_after = (start + page.len() < ids.len())
+            .then(|| page.last().cloned())
+            .flatten();
+        Ok(Json(json!({ "restaurants": restaurants, "next_after": next_after })).into_response())
+    })
+    .await
 }
 
 async fn by_number(
@@ -289,20 +318,23 @@ async fn by_number(
     headers: HeaderMap,
     Path(e164): Path<String>,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: b"",
-        },
-        READERS,
-    )?;
-    let cfg = st
-        .store
-        .restaurant_by_number(&e164)?
-        .ok_or_else(|| ApiError::not_found(format!("no restaurant owns number {e164}")))?;
-    Ok(versioned(&headers, cfg.version, &cfg))
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: b"",
+            },
+            READERS,
+        )?;
+        let cfg = st
+            .store
+            .restaurant_by_number(&e164)?
+            .ok_or_else(|| ApiError::not_found(format!("no restaurant owns number {e164}")))?;
+        Ok(versioned(&headers, cfg.version, &cfg))
+    })
+    .await
 }
 
 async fn restaurant(
@@ -312,20 +344,23 @@ async fn restaurant(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: b"",
-        },
-        READERS,
-    )?;
-    let cfg = st
-        .store
-        .restaurant(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("restaurant {id:?}")))?;
-    Ok(versioned(&headers, cfg.version, &cfg))
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: b"",
+            },
+            READERS,
+        )?;
+        let cfg = st
+            .store
+            .restaurant(&id)?
+            .ok_or_else(|| ApiError::not_found(format!("restaurant {id:?}")))?;
+        Ok(versioned(&headers, cfg.version, &cfg))
+    })
+    .await
 }
 
 async fn knowledge_base(
@@ -335,20 +370,23 @@ async fn knowledge_base(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: b"",
-        },
-        READERS,
-    )?;
-    let kb = st
-        .store
-        .knowledge_base(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("knowledge base of restaurant {id:?}")))?;
-    Ok(versioned(&headers, kb.version, &kb))
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: b"",
+            },
+            READERS,
+        )?;
+        let kb = st
+            .store
+            .knowledge_base(&id)?
+            .ok_or_else(|| ApiError::not_found(format!("knowledge base of restaurant {id:?}")))?;
+        Ok(versioned(&headers, kb.version, &kb))
+    })
+    .await
 }
 
 async fn policy(
@@ -358,33 +396,36 @@ async fn policy(
     headers: HeaderMap,
     Path(sha): Path<String>,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: b"",
-        },
-        BRIDGE,
-    )?;
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "policy id must be a 64-character hex sha256",
-        ));
-    }
-    let bytes = st
-        .store
-        .policy(&sha.to_ascii_lowercase())?
-        .ok_or_else(|| ApiError::not_found(format!("policy module {sha}")))?;
-    let mut resp = bytes.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/wasm"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
-    Ok(resp)
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: b"",
+            },
+            BRIDGE,
+        )?;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(
+                "policy id must be a 64-character hex sha256",
+            ));
+        }
+        let bytes = st
+            .store
+            .policy(&sha.to_ascii_lowercase())?
+            .ok_or_else(|| ApiError::not_found(format!("policy module {sha}")))?;
+        let mut resp = bytes.into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/wasm"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+        Ok(resp)
+    })
+    .await
 }
 
 async fn post_call_record(
@@ -394,50 +435,53 @@ async fn post_call_record(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        BRIDGE,
-    )?;
-    let mut record: CallRecord = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body is not a CallRecord: {e}")))?;
-    if record.call_sid.is_empty() || record.restaurant_id.is_empty() {
-        return Err(ApiError::bad_request(
-            "call_sid and restaurant_id are required",
-        ));
-    }
-    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        if key != record.call_sid {
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            BRIDGE,
+        )?;
+        let mut record: CallRecord = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("body is not a CallRecord: {e}")))?;
+        if record.call_sid.is_empty() || record.restaurant_id.is_empty() {
             return Err(ApiError::bad_request(
-                "Idempotency-Key must equal the record's call_sid",
+                "call_sid and restaurant_id are required",
             ));
         }
-    } else {
-        return Err(ApiError::bad_request(
-            "Idempotency-Key header (the call_sid) is required",
-        ));
-    }
-    crate::pipeline::enrich(&mut record);
-    let outcome = st.store.put_call(&record, (st.clock)())?;
-    let status = match outcome {
-        PutOutcome::Created => {
-            tracing::info!(call_sid = %record.call_sid, restaurant_id = %record.restaurant_id, "call record stored");
-            StatusCode::CREATED
+        if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+            if key != record.call_sid {
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key must equal the record's call_sid",
+                ));
+            }
+        } else {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key header (the call_sid) is required",
+            ));
         }
-        PutOutcome::Duplicate => {
-            tracing::info!(call_sid = %record.call_sid, "duplicate call record ignored (idempotency)");
-            StatusCode::OK
-        }
-    };
-    Ok((
-        status,
-        Json(json!({"call_sid": record.call_sid, "duplicate": outcome == PutOutcome::Duplicate})),
-    )
-        .into_response())
+        crate::pipeline::enrich(&mut record);
+        let outcome = st.store.put_call(&record, (st.clock)())?;
+        let status = match outcome {
+            PutOutcome::Created => {
+                tracing::info!(call_sid = %record.call_sid, restaurant_id = %record.restaurant_id, "call record stored");
+                StatusCode::CREATED
+            }
+            PutOutcome::Duplicate => {
+                tracing::info!(call_sid = %record.call_sid, "duplicate call record ignored (idempotency)");
+                StatusCode::OK
+            }
+        };
+        Ok((
+            status,
+            Json(json!({"call_sid": record.call_sid, "duplicate": outcome == PutOutcome::Duplicate})),
+        )
+            .into_response())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -453,19 +497,22 @@ async fn list_calls(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: b"",
-        },
-        ADMIN,
-    )?;
-    let calls = st
-        .store
-        .calls(q.restaurant_id.as_deref(), q.limit.unwrap_or(100))?;
-    Ok(Json(json!({ "calls": calls })).into_response())
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: b"",
+            },
+            ADMIN,
+        )?;
+        let calls = st
+            .store
+            .calls(q.restaurant_id.as_deref(), q.limit.unwrap_or(100))?;
+        Ok(Json(json!({ "calls": calls })).into_response())
+    })
+    .await
 }
 
 async fn get_call(
@@ -475,24 +522,27 @@ async fn get_call(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: b"",
-        },
-        ADMIN,
-    )?;
-    let mut call = st
-        .store
-        .call(&sid)?
-        .ok_or_else(|| ApiError::not_found(format!("call {sid}")))?;
-    let events = st.store.call_events(&sid)?;
-    if let Some(o) = call.as_object_mut() {
-        o.insert("events".into(), Value::Array(events));
-    }
-    Ok(Json(call).into_response())
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: b"",
+            },
+            ADMIN,
+        )?;
+        let mut call = st
+            .store
+            .call(&sid)?
+            .ok_or_else(|| ApiError::not_found(format!("call {sid}")))?;
+        let events = st.store.call_events(&sid)?;
+        if let Some(o) = call.as_object_mut() {
+            o.insert("events".into(), Value::Array(events));
+        }
+        Ok(Json(call).into_response())
+    })
+    .await
 }
 
 async fn post_event(
@@ -503,22 +553,25 @@ async fn post_event(
     Path(sid): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        READERS,
-    )?;
-    let event: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("event is not JSON: {e}")))?;
-    if !event.is_object() {
-        return Err(ApiError::bad_request("event must be a JSON object"));
-    }
-    st.store.add_call_event(&sid, &event, (st.clock)())?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"call_sid": sid}))).into_response())
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            READERS,
+        )?;
+        let event: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("event is not JSON: {e}")))?;
+        if !event.is_object() {
+            return Err(ApiError::bad_request("event must be a JSON object"));
+        }
+        st.store.add_call_event(&sid, &event, (st.clock)())?;
+        Ok((StatusCode::ACCEPTED, Json(json!({"call_sid": sid}))).into_response())
+    })
+    .await
 }
 
 async fn post_post_call(
@@ -528,25 +581,28 @@ async fn post_post_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        READERS,
-    )?;
-    let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("payload is not JSON: {e}")))?;
-    let merged = st
-        .store
-        .put_post_call(&payload, (st.clock)())
-        .map_err(|e| match e {
-            StoreError::Invalid(m) => ApiError::bad_request(m),
-            other => other.into(),
-        })?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"merged_into": merged}))).into_response())
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            READERS,
+        )?;
+        let payload: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("payload is not JSON: {e}")))?;
+        let merged = st
+            .store
+            .put_post_call(&payload, (st.clock)())
+            .map_err(|e| match e {
+                StoreError::Invalid(m) => ApiError::bad_request(m),
+                other => other.into(),
+            })?;
+        Ok((StatusCode::ACCEPTED, Json(json!({"merged_into": merged}))).into_response())
+    })
+    .await
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
@@ -562,26 +618,29 @@ async fn admin_put_restaurant(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        ADMIN,
-    )?;
-    let cfg: RestaurantConfig = parse_json(&body, "RestaurantConfig")?;
-    if cfg.id != id {
-        return Err(ApiError::bad_request("body id differs from the path id"));
-    }
-    let stored = st.store.update_restaurant(cfg, (st.clock)())?;
-    st.webhooks.publish(DashboardEvent::new(
-        EventType::RestaurantUpdated,
-        &id,
-        stored.version,
-    ));
-    Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            ADMIN,
+        )?;
+        let cfg: RestaurantConfig = parse_json(&body, "RestaurantConfig")?;
+        if cfg.id != id {
+            return Err(ApiError::bad_request("body id differs from the path id"));
+        }
+        let stored = st.store.update_restaurant(cfg, (st.clock)())?;
+        st.webhooks.publish(DashboardEvent::new(
+            EventType::RestaurantUpdated,
+            &id,
+            stored.version,
+        ));
+        Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+    })
+    .await
 }
 
 async fn admin_put_kb(
@@ -592,28 +651,31 @@ async fn admin_put_kb(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        ADMIN,
-    )?;
-    let kb: KnowledgeBase = parse_json(&body, "KnowledgeBase")?;
-    if kb.restaurant_id != id {
-        return Err(ApiError::bad_request(
-            "body restaurant_id differs from the path id",
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            ADMIN,
+        )?;
+        let kb: KnowledgeBase = parse_json(&body, "KnowledgeBase")?;
+        if kb.restaurant_id != id {
+            return Err(ApiError::bad_request(
+                "body restaurant_id differs from the path id",
+            ));
+        }
+        let stored = st.store.update_knowledge_base(kb)?;
+        st.webhooks.publish(DashboardEvent::new(
+            EventType::KnowledgeBaseUpdated,
+            &id,
+            stored.version,
         ));
-    }
-    let stored = st.store.update_knowledge_base(kb)?;
-    st.webhooks.publish(DashboardEvent::new(
-        EventType::KnowledgeBaseUpdated,
-        &id,
-        stored.version,
-    ));
-    Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+        Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+    })
+    .await
 }
 
 async fn admin_put_tools(
@@ -624,37 +686,40 @@ async fn admin_put_tools(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        ADMIN,
-    )?;
-    let tools: Vec<ToolBinding> = parse_json(&body, "list of ToolBinding")?;
-    for t in &tools {
-        if st.store.policy(&t.module_sha256)?.is_none() {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_module",
-                format!("tool {:?} references module {} which is not uploaded (POST /v1/admin/policies)", t.name, t.module_sha256),
-            ));
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            ADMIN,
+        )?;
+        let tools: Vec<ToolBinding> = parse_json(&body, "list of ToolBinding")?;
+        for t in &tools {
+            if st.store.policy(&t.module_sha256)?.is_none() {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_module",
+                    format!("tool {:?} references module {} which is not uploaded (POST /v1/admin/policies)", t.name, t.module_sha256),
+                ));
+            }
         }
-    }
-    let mut cfg = st
-        .store
-        .restaurant(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("restaurant {id:?}")))?;
-    cfg.tools = tools;
-    let stored = st.store.update_restaurant(cfg, (st.clock)())?;
-    st.webhooks.publish(DashboardEvent::new(
-        EventType::PolicyUpdated,
-        &id,
-        stored.version,
-    ));
-    Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+        let mut cfg = st
+            .store
+            .restaurant(&id)?
+            .ok_or_else(|| ApiError::not_found(format!("restaurant {id:?}")))?;
+        cfg.tools = tools;
+        let stored = st.store.update_restaurant(cfg, (st.clock)())?;
+        st.webhooks.publish(DashboardEvent::new(
+            EventType::PolicyUpdated,
+            &id,
+            stored.version,
+        ));
+        Ok(versioned(&HeaderMap::new(), stored.version, &stored))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -670,24 +735,27 @@ async fn upload_policy(
     Query(q): Query<PolicyQuery>,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        ADMIN,
-    )?;
-    if !body.starts_with(b"\0asm") {
-        return Err(ApiError::bad_request(
-            "body is not a WebAssembly module (missing \\0asm magic)",
-        ));
-    }
-    let sha = st
-        .store
-        .put_policy(q.name.as_deref().unwrap_or("uploaded"), &body)?;
-    Ok((StatusCode::CREATED, Json(json!({"sha256": sha}))).into_response())
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            ADMIN,
+        )?;
+        if !body.starts_with(b"\0asm") {
+            return Err(ApiError::bad_request(
+                "body is not a WebAssembly module (missing \\0asm magic)",
+            ));
+        }
+        let sha = st
+            .store
+            .put_policy(q.name.as_deref().unwrap_or("uploaded"), &body)?;
+        Ok((StatusCode::CREATED, Json(json!({"sha256": sha}))).into_response())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -704,34 +772,37 @@ async fn admin_add_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    st.authorize(
-        &Req {
-            method: &method,
-            uri: &uri,
-            headers: &headers,
-            body: &body,
-        },
-        ADMIN,
-    )?;
-    let req: WebhookReq = parse_json(&body, "webhook subscription")?;
-    if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
-        return Err(ApiError::bad_request("url must be http(s)"));
-    }
-    let secret = req.secret.unwrap_or_else(new_webhook_secret);
-    let sub = WebhookSubscription {
-        url: req.url.clone(),
-        secret: Secret::new(secret.clone()),
-    };
-    if pulsara_core::webhooks::sign(&sub.secret, "probe", 0, b"").is_err() {
-        return Err(ApiError::bad_request("secret must be whsec_<base64>"));
-    }
-    st.store.add_webhook(&sub)?;
-    // The secret is returned once, to the admin who registered it.
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"url": req.url, "secret": secret})),
-    )
-        .into_response())
+    st.blocking(move |st| {
+        st.authorize(
+            &Req {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            },
+            ADMIN,
+        )?;
+        let req: WebhookReq = parse_json(&body, "webhook subscription")?;
+        if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
+            return Err(ApiError::bad_request("url must be http(s)"));
+        }
+        let secret = req.secret.unwrap_or_else(new_webhook_secret);
+        let sub = WebhookSubscription {
+            url: req.url.clone(),
+            secret: Secret::new(secret.clone()),
+        };
+        if pulsara_core::webhooks::sign(&sub.secret, "probe", 0, b"").is_err() {
+            return Err(ApiError::bad_request("secret must be whsec_<base64>"));
+        }
+        st.store.add_webhook(&sub)?;
+        // The secret is returned once, to the admin who registered it.
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"url": req.url, "secret": secret})),
+        )
+            .into_response())
+    })
+    .await
 }
 
 /// A fresh `whsec_` secret (24 random bytes).

@@ -3,8 +3,10 @@
 //! nonces and webhook subscriptions.
 //!
 //! Why SQLite: a new user runs Pulsara with nothing external, and a single file survives restarts.
-//! The connection sits behind a mutex; every operation is a short transaction (sub-millisecond in
-//! WAL mode), so handlers call it directly instead of through a thread pool.
+//! The connection sits behind a mutex; every operation is a short transaction, but one that may
+//! fsync, or wait up to the 5 s busy timeout for another writer of the file. So every method
+//! blocks its caller: async code calls it through `tokio::task::spawn_blocking` (the API
+//! handlers in [`crate::server`] and [`crate::webhook_out`] do), never on a tokio worker.
 //!
 //! Post-call data and call records can arrive in either order: each arrival stores itself and then
 //! merges with whatever half is already present (see [`Store::put_call`] and
@@ -66,7 +68,8 @@ impl std::fmt::Debug for WebhookSubscription {
     }
 }
 
-/// Handle to the embedded dashboard database; cheap to clone.
+/// Handle to the embedded dashboard database; cheap to clone. Its methods block (see the module
+/// docs).
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,

@@ -58,12 +58,15 @@ impl WebhookSender {
 
     /// Sends `event` to every subscriber and waits for the outcome.
     pub async fn deliver(&self, event: &DashboardEvent) -> Vec<Delivery> {
-        let subs = match self.store.webhooks() {
-            Ok(s) => s,
-            Err(e) => {
+        let store = self.store.clone();
+        let subs = match tokio::task::spawn_blocking(move || store.webhooks()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read webhook subscriptions");
                 return Vec::new();
             }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Vec::new(),
         };
         let body = match serde_json::to_vec(event) {
             Ok(b) => b,
