@@ -97,12 +97,13 @@ fn runner_with_slots(slots: u32) -> PolicyToolRunner {
     PolicyToolRunner::new(Arc::new(pulsara_policy_host::PolicyHost::new(config, Arc::new(source)).expect("host")))
 }
 
-/// Trattoria Roma offering the test guest `echo` with `deadline_ms`.
+/// Trattoria Roma offering the test guest `echo` with `deadline_ms` (at most 1,000) and the
+/// most fuel a restaurant may grant, so the spinning runs below end well inside it.
 fn echo_ctx(deadline_ms: u64) -> ToolContext {
     let mut c = ctx("trattoria-roma", "2026-12-01T19:10:00+01:00");
     let mut cfg = (*c.restaurant).clone();
     cfg.tools = vec![serde_json::from_value(json!({
-        "name": "echo", "module_sha256": "builtin:test_echo", "limits": {"deadline_ms": deadline_ms}
+        "name": "echo", "module_sha256": "builtin:test_echo", "limits": {"deadline_ms": deadline_ms, "fuel": 100_000_000}
     }))
     .unwrap()];
     c.restaurant = Arc::new(cfg);
@@ -135,7 +136,7 @@ async fn a_tool_call_that_waits_past_its_deadline_for_a_slot_is_busy() {
     // The one slot is held by a long run...
     let long = {
         let (runner, c) = (runner.clone(), echo_ctx(10_000));
-        tokio::spawn(async move { runner.run(&c, "echo", json!({"text": "long", "spin": 10_000_000})).await })
+        tokio::spawn(async move { runner.run(&c, "echo", json!({"text": "long", "spin": 5_000_000})).await })
     };
     while runner.running() == 0 {
         tokio::task::yield_now().await;
