@@ -261,10 +261,8 @@ pub struct Wiring {
 pub struct Wired {
     pub app: Arc<crate::App>,
     pub router: axum::Router,
-    pub tools: PolicyToolRunner,
     /// Loads restaurants' tools before their calls need them.
     pub warm: WarmUp,
-    pub configs: Arc<crate::dashboard_link::DashboardConfigSource>,
     /// Outbox delivery; ends after the `shutdown` given to [`Wiring::start`].
     pub outbox_task: tokio::task::JoinHandle<()>,
 }
@@ -305,7 +303,7 @@ impl Wiring {
             )
         }));
         let router = crate::server::router(app.clone()).merge(link.webhook_router);
-        Ok(Wired { app, router, tools: self.tools, warm, configs: link.configs, outbox_task: link.outbox_task })
+        Ok(Wired { app, router, warm, outbox_task: link.outbox_task })
     }
 }
 
