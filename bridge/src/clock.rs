@@ -99,28 +99,23 @@ pub enum TestClockError {
 /// # Errors
 /// [`TestClockError`] naming what is missing or wrong; `pulsara serve` refuses to start.
 pub fn test_instant(
-    get: impl Fn(&str) -> Option<String>,
+    settings: &crate::config::TestClockSettings,
     addresses: &[(&'static str, String)],
 ) -> Result<Option<DateTime<Utc>>, TestClockError> {
-    let Some(value) = get("PULSARA_TEST_NOW")
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(value) = settings.now.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    let allowed = get("ALLOW_TEST_CLOCK").is_some_and(|v| matches!(v.trim(), "1" | "true"));
-    if !allowed {
+    if !settings.allow {
         return Err(TestClockError::NotAllowed);
     }
     if let Some((name, _)) = addresses.iter().find(|(_, addr)| !is_loopback(addr)) {
         return Err(TestClockError::NotLoopback(name));
     }
-    DateTime::parse_from_rfc3339(&value)
+    DateTime::parse_from_rfc3339(value)
         .map(|t| Some(t.with_timezone(&Utc)))
-        .map_err(|_| TestClockError::Invalid(value))
+        .map_err(|_| TestClockError::Invalid(value.to_owned()))
 }
 
-/// `127.0.0.1:8080`, `[::1]:80`, `localhost:1`, `https://127.0.0.1:9/x` → true.
 fn is_loopback(addr: &str) -> bool {
     let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -165,8 +160,12 @@ mod tests {
         assert!(((clock.as_peer_unix_fn())() - wall).abs() <= 1);
     }
 
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+    fn env(pairs: &[(&str, &str)]) -> crate::config::TestClockSettings {
+        let get = |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned());
+        crate::config::TestClockSettings {
+            now: get("PULSARA_TEST_NOW"),
+            allow: get("ALLOW_TEST_CLOCK").is_some_and(|v| v == "1" || v == "true"),
+        }
     }
 
     fn local() -> Vec<(&'static str, String)> {
@@ -179,16 +178,16 @@ mod tests {
 
     #[test]
     fn test_clock_needs_the_opt_in_and_loopback() {
-        assert_eq!(test_instant(env(&[]), &local()), Ok(None));
-        assert_eq!(test_instant(env(&[("ALLOW_TEST_CLOCK", "1")]), &local()), Ok(None));
+        assert_eq!(test_instant(&env(&[]), &local()), Ok(None));
+        assert_eq!(test_instant(&env(&[("ALLOW_TEST_CLOCK", "1")]), &local()), Ok(None));
         let at = "2026-12-04T18:30:00Z";
         assert_eq!(
-            test_instant(env(&[("PULSARA_TEST_NOW", at), ("ALLOW_TEST_CLOCK", "1")]), &local()),
+            test_instant(&env(&[("PULSARA_TEST_NOW", at), ("ALLOW_TEST_CLOCK", "1")]), &local()),
             Ok(Some("2026-12-04T18:30:00Z".parse().unwrap()))
         );
         assert_eq!(
             test_instant(
-                env(&[
+                &env(&[
                     ("PULSARA_TEST_NOW", "2026-12-04T19:30:00+01:00"),
                     ("ALLOW_TEST_CLOCK", "true")
                 ]),
@@ -197,11 +196,11 @@ mod tests {
             Ok(Some("2026-12-04T18:30:00Z".parse().unwrap()))
         );
         assert_eq!(
-            test_instant(env(&[("PULSARA_TEST_NOW", at)]), &local()),
+            test_instant(&env(&[("PULSARA_TEST_NOW", at)]), &local()),
             Err(TestClockError::NotAllowed)
         );
         assert_eq!(
-            test_instant(env(&[("PULSARA_TEST_NOW", at), ("ALLOW_TEST_CLOCK", "0")]), &local()),
+            test_instant(&env(&[("PULSARA_TEST_NOW", at), ("ALLOW_TEST_CLOCK", "0")]), &local()),
             Err(TestClockError::NotAllowed)
         );
         for (name, addr) in [
@@ -213,13 +212,13 @@ mod tests {
             let mut addrs = local();
             addrs.push((name, addr.into()));
             assert_eq!(
-                test_instant(env(&[("PULSARA_TEST_NOW", at), ("ALLOW_TEST_CLOCK", "1")]), &addrs),
+                test_instant(&env(&[("PULSARA_TEST_NOW", at), ("ALLOW_TEST_CLOCK", "1")]), &addrs),
                 Err(TestClockError::NotLoopback(name)),
                 "{addr}"
             );
         }
         let bad = test_instant(
-            env(&[("PULSARA_TEST_NOW", "1796416200"), ("ALLOW_TEST_CLOCK", "1")]),
+            &env(&[("PULSARA_TEST_NOW", "1796416200"), ("ALLOW_TEST_CLOCK", "1")]),
             &local(),
         );
         assert_eq!(bad, Err(TestClockError::Invalid("1796416200".into())));

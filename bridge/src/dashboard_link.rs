@@ -30,6 +30,7 @@ use pulsara_dashboard::webhook_in::{self, EventHandler, WebhookReceiver};
 use pulsara_dashboard::Clock;
 
 use crate::ports::{CallSink, ConfigError, ConfigSource, SinkError};
+use crate::config::BridgeConfig;
 
 /// [`ConfigSource`] backed by the dashboard API through a [`ConfigCache`].
 pub struct DashboardConfigSource {
@@ -315,119 +316,53 @@ pub struct LinkConfigError {
 }
 
 impl DashboardLinkConfig {
-    /// Reads the dashboard settings from the environment (`env` is `std::env::var` in
-    /// production, a map in tests):
-    ///
-    /// | variable | meaning | default |
-    /// | --- | --- | --- |
-    /// | `DASHBOARD_URL` | remote dashboard; unset = `embedded_url` | — |
-    /// | `DASHBOARD_KEY_ID` + `DASHBOARD_SIGNING_SECRET` | request signing key | — |
-    /// | `DASHBOARD_API_KEY` | `Authorization: Bearer` key | — |
-    /// | `DASHBOARD_WEBHOOK_SECRETS` | comma-separated `whsec_…` accepted on `/webhooks/dashboard`; each must decode (padding optional) | — |
-    /// | `DASHBOARD_TIMEOUT_MS` | per-request timeout | 2000 |
-    /// | `DASHBOARD_CACHE_TTL_SECS` | config/KB cache TTL | 60 |
-    /// | `PULSARA_OUTBOX_PATH` | outbox SQLite file | `pulsara-outbox.db` |
-    /// | `PULSARA_OUTBOX_MEMORY_CALLS` | finished calls held in memory while the outbox refuses writes | 1000 |
-    /// | `PULSARA_OUTBOX_MEMORY_MB` | and their size at most, MiB | 64 |
-    /// | `SMTP_URL` + `SMTP_FROM` | notification emails | off |
-    /// | `TWILIO_API_BASE`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` | caller SMS | off |
+    /// The link as `cfg` describes it (validated by [`BridgeConfig::validate`]); the dashboard
+    /// is the remote one at `dashboard.url`, else the embedded one at `embedded_url`. Caller SMS
+    /// use the same Twilio account as call updates.
     ///
     /// # Errors
-    /// No dashboard URL at all, no credential, half a signing key, an unparsable number, or a
-    /// webhook secret that does not decode.
-    pub fn from_env(
-        env: impl Fn(&str) -> Option<String>,
-        embedded_url: Option<&str>,
-    ) -> Result<Self, LinkConfigError> {
-        let get = |n: &str| {
-            env(n)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let err = |name: &'static str, reason: &str| LinkConfigError {
-            name,
-            reason: reason.to_owned(),
-        };
-        let url = get("DASHBOARD_URL")
+    /// No dashboard at all, or a setting that does not parse (for a configuration that was
+    /// built in code rather than loaded).
+    pub fn from_config(cfg: &BridgeConfig, embedded_url: Option<&str>) -> Result<Self, LinkConfigError> {
+        let d = &cfg.dashboard;
+        let err = |name: &'static str, reason: String| LinkConfigError { name, reason };
+        let url = d
+            .url
+            .clone()
             .or_else(|| embedded_url.map(str::to_owned))
-            .ok_or_else(|| {
-                err(
-                    "DASHBOARD_URL",
-                    "not set and no embedded dashboard is running",
-                )
-            })?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(err("DASHBOARD_URL", "must start with http:// or https://"));
+            .ok_or_else(|| err("DASHBOARD_URL", "not set and no embedded dashboard is running".into()))?;
+        let mut client = ClientConfig::new(url).timeout(Duration::from_millis(d.timeout_ms));
+        if let (Some(id), Some(secret)) = (&d.key_id, &d.signing_secret) {
+            client = client.signing_key(id.clone(), secret.clone());
         }
-        let num = |name: &'static str, default: u64| -> Result<u64, LinkConfigError> {
-            get(name)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|_| err(name, "must be a whole number"))
-                })
-                .unwrap_or(Ok(default))
-        };
-        let positive = |name: &'static str, default: u64| -> Result<u64, LinkConfigError> {
-            match num(name, default)? {
-                0 => Err(err(name, "must be at least 1")),
-                n => Ok(n),
-            }
-        };
-        let mut client = ClientConfig::new(url)
-            .timeout(Duration::from_millis(num("DASHBOARD_TIMEOUT_MS", 2000)?));
-        match (get("DASHBOARD_KEY_ID"), get("DASHBOARD_SIGNING_SECRET")) {
-            (Some(id), Some(secret)) => client = client.signing_key(id, Secret::new(secret)),
-            (None, None) => {}
-            _ => {
-                return Err(err(
-                    "DASHBOARD_SIGNING_SECRET",
-                    "DASHBOARD_KEY_ID and DASHBOARD_SIGNING_SECRET go together",
-                ))
-            }
+        if let Some(k) = &d.api_key {
+            client = client.api_key(k.clone());
         }
-        if let Some(k) = get("DASHBOARD_API_KEY") {
-            client = client.api_key(Secret::new(k));
-        }
-        if client.signing_key.is_none() && client.api_key.is_none() {
-            return Err(err("DASHBOARD_SIGNING_SECRET", "set a signing key (DASHBOARD_KEY_ID + DASHBOARD_SIGNING_SECRET) or DASHBOARD_API_KEY"));
-        }
-        let webhook_secrets = match get("DASHBOARD_WEBHOOK_SECRETS") {
-            Some(v) => pulsara_core::webhooks::parse_secrets(&v).map_err(|e| LinkConfigError {
-                name: "DASHBOARD_WEBHOOK_SECRETS",
-                reason: e.to_string(),
-            })?,
+        let webhook_secrets = match &d.webhook_secrets {
+            Some(v) => pulsara_core::webhooks::parse_secrets(v.expose())
+                .map_err(|e| err("DASHBOARD_WEBHOOK_SECRETS", e.to_string()))?,
             None => Vec::new(),
         };
-        let smtp = match (get("SMTP_URL"), get("SMTP_FROM")) {
-            (Some(u), Some(f)) => Some((Secret::new(u), f)),
-            (Some(u), None) => Some((Secret::new(u), "Pulsara <pulsara@localhost>".to_owned())),
-            (None, _) => None,
-        };
-        let twilio = match (get("TWILIO_ACCOUNT_SID"), get("TWILIO_AUTH_TOKEN")) {
-            (Some(sid), Some(token)) => Some((
-                get("TWILIO_API_BASE").unwrap_or_else(|| "https://api.twilio.com".to_owned()),
-                sid,
-                Secret::new(token),
-            )),
-            _ => None,
-        };
+        let smtp = cfg.smtp.url.clone().map(|u| {
+            (u, cfg.smtp.from.clone().unwrap_or_else(|| "Pulsara <pulsara@localhost>".to_owned()))
+        });
+        let twilio = cfg
+            .twilio_auth_token
+            .clone()
+            .filter(|_| !cfg.twilio_account_sid.is_empty())
+            .map(|token| (cfg.twilio_api_base.clone(), cfg.twilio_account_sid.clone(), token));
         Ok(Self {
             client,
-            cache: CacheConfig {
-                ttl: Duration::from_secs(num("DASHBOARD_CACHE_TTL_SECS", 60)?),
-                ..Default::default()
-            },
+            cache: CacheConfig { ttl: Duration::from_secs(d.cache_ttl_secs), ..Default::default() },
             webhook_secrets,
-            outbox_path: get("PULSARA_OUTBOX_PATH")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("pulsara-outbox.db")),
+            outbox_path: cfg.outbox.path.clone(),
             retry: RetryPolicy::default(),
             smtp,
             twilio,
             flush_deadline: Duration::from_secs(10),
             memory: MemoryLimits {
-                max_units: positive("PULSARA_OUTBOX_MEMORY_CALLS", 1_000)? as usize,
-                max_bytes: (positive("PULSARA_OUTBOX_MEMORY_MB", 64)?.min(1 << 20) as usize) << 20,
+                max_units: cfg.outbox.memory_calls.max(1),
+                max_bytes: cfg.outbox.memory_mb.clamp(1, 1 << 20) << 20,
                 ..MemoryLimits::default()
             },
             on_event: Vec::new(),
@@ -523,116 +458,91 @@ impl DashboardLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
+    /// The bridge's configuration from these variables plus the required ones.
+    fn config(pairs: &[(&str, &str)]) -> Result<BridgeConfig, crate::config::ConfigFileError> {
+        let base = [
+            ("HANDOFF_KEYS", "k1:handoff-secret-0123456789"),
+            ("ELEVENLABS_API_KEY", "xi"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "tw-s3cret"),
+            ("PULSARA_DASHBOARD_SIGNING_KEYS", "bridge-eu:bridge:sign-s3cret"),
+        ];
+        let vars = base.iter().chain(pairs).map(|(k, v)| (k.to_string(), v.to_string()));
+        BridgeConfig::load(None, vars.collect::<Vec<_>>())
     }
 
     #[test]
-    fn from_env_reads_settings_and_never_prints_secrets() {
-        let cfg = DashboardLinkConfig::from_env(
-            env(&[
+    fn from_config_reads_settings_and_never_prints_secrets() {
+        let cfg = DashboardLinkConfig::from_config(
+            &config(&[
                 ("DASHBOARD_KEY_ID", "bridge-eu"),
                 ("DASHBOARD_SIGNING_SECRET", "sign-s3cret"),
                 ("DASHBOARD_WEBHOOK_SECRETS", "whsec_YQ==, whsec_Yg=="),
                 ("SMTP_URL", "smtp://u:mail-s3cret@127.0.0.1:2525"),
-                ("TWILIO_ACCOUNT_SID", "AC1"),
-                ("TWILIO_AUTH_TOKEN", "tw-s3cret"),
-            ]),
+            ])
+            .unwrap(),
             Some("http://127.0.0.1:8787"),
         )
         .unwrap();
         assert_eq!(cfg.client.base_url, "http://127.0.0.1:8787");
         assert_eq!(cfg.webhook_secrets.len(), 2);
-        assert_eq!(cfg.twilio.as_ref().unwrap().0, "https://api.twilio.com");
+        let (base, sid, _) = cfg.twilio.as_ref().unwrap();
+        assert_eq!((base.as_str(), sid.as_str()), ("https://api.twilio.com", "AC1"));
+        assert_eq!(cfg.smtp.as_ref().unwrap().1, "Pulsara <pulsara@localhost>");
         assert!(!format!("{:?}", cfg.client).contains("s3cret"));
-        let remote = DashboardLinkConfig::from_env(
-            env(&[
-                ("DASHBOARD_URL", "https://dash.example"),
-                ("DASHBOARD_API_KEY", "pk_x"),
-            ]),
+        let remote = DashboardLinkConfig::from_config(
+            &config(&[("DASHBOARD_URL", "https://dash.example"), ("DASHBOARD_API_KEY", "pk_x")]).unwrap(),
             Some("http://127.0.0.1:8787"),
         )
         .unwrap();
         assert_eq!(remote.client.base_url, "https://dash.example");
         assert_eq!(
-            (remote.memory.max_units, remote.memory.max_bytes),
-            (1_000, 64 << 20),
-            "memory queue defaults"
+            (remote.memory.max_units, remote.memory.max_bytes, remote.cache.ttl),
+            (1_000, 64 << 20, Duration::from_secs(60)),
+            "memory queue and cache defaults"
         );
-        for (pairs, name) in [
-            (vec![("DASHBOARD_API_KEY", "k")], "DASHBOARD_URL"),
-            (
-                vec![("DASHBOARD_URL", "ftp://x"), ("DASHBOARD_API_KEY", "k")],
-                "DASHBOARD_URL",
-            ),
-            (
-                vec![("DASHBOARD_URL", "http://x")],
-                "DASHBOARD_SIGNING_SECRET",
-            ),
-            (
-                vec![("DASHBOARD_URL", "http://x"), ("DASHBOARD_KEY_ID", "k")],
-                "DASHBOARD_SIGNING_SECRET",
-            ),
-            (
-                vec![
-                    ("DASHBOARD_URL", "http://x"),
-                    ("DASHBOARD_API_KEY", "k"),
-                    ("DASHBOARD_TIMEOUT_MS", "soon"),
-                ],
-                "DASHBOARD_TIMEOUT_MS",
-            ),
-            (
-                vec![
-                    ("DASHBOARD_URL", "http://x"),
-                    ("DASHBOARD_API_KEY", "k"),
-                    ("PULSARA_OUTBOX_MEMORY_CALLS", "0"),
-                ],
-                "PULSARA_OUTBOX_MEMORY_CALLS",
-            ),
-            (
-                vec![
-                    ("DASHBOARD_URL", "http://x"),
-                    ("DASHBOARD_API_KEY", "k"),
-                    ("PULSARA_OUTBOX_MEMORY_MB", "lots"),
-                ],
-                "PULSARA_OUTBOX_MEMORY_MB",
-            ),
-        ] {
-            let Err(e) = DashboardLinkConfig::from_env(env(&pairs), None) else {
-                panic!("{name} should be rejected")
-            };
-            assert_eq!(e.name, name, "{e}");
-        }
+        // A configuration built in code with no dashboard at all.
+        let mut bare = BridgeConfig::default();
+        bare.dashboard.url = None;
+        assert_eq!(DashboardLinkConfig::from_config(&bare, None).err().map(|e| e.name), Some("DASHBOARD_URL"));
+    }
+
+    #[test]
+    fn the_twilio_account_in_the_file_reaches_caller_sms_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(
+            &file,
+            "twilio_account_sid = \"ACfile\"\ntwilio_auth_token = \"file-token\"\ntwilio_api_base = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let vars = [
+            ("HANDOFF_KEYS", "k1:handoff-secret-0123456789"),
+            ("ELEVENLABS_API_KEY", "xi"),
+            ("DASHBOARD_API_KEY", "pk"),
+            ("PULSARA_DASHBOARD_SIGNING_KEYS", "b:bridge:s"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let cfg = BridgeConfig::load(Some(&file), vars).unwrap();
+        let link = DashboardLinkConfig::from_config(&cfg, Some("http://127.0.0.1:1")).unwrap();
+        let (base, sid, token) = link.twilio.expect("SMS configured from the file");
+        assert_eq!((base.as_str(), sid.as_str(), token.expose()), ("http://127.0.0.1:9", "ACfile", "file-token"));
     }
 
     #[test]
     fn a_malformed_webhook_secret_in_the_rotation_list_stops_start_up_without_echoing_it() {
-        let with = |secrets: &str| {
-            DashboardLinkConfig::from_env(
-                env(&[
-                    ("DASHBOARD_URL", "http://x"),
-                    ("DASHBOARD_API_KEY", "k"),
-                    ("DASHBOARD_WEBHOOK_SECRETS", secrets),
-                ]),
-                None,
-            )
-        };
+        let with = |secrets: &str| config(&[("DASHBOARD_API_KEY", "k"), ("DASHBOARD_WEBHOOK_SECRETS", secrets)]);
         let Err(e) = with("whsec_YQ==, whsec_r0tated-s3cret!") else {
             panic!("a malformed entry must be refused at start-up")
         };
-        assert_eq!(e.name, "DASHBOARD_WEBHOOK_SECRETS", "{e}");
         let text = e.to_string();
-        assert!(text.contains("entry 2 of 2"), "{text}");
+        assert!(text.contains("DASHBOARD_WEBHOOK_SECRETS") && text.contains("entry 2 of 2"), "{text}");
         assert!(!text.contains("r0tated-s3cret") && !text.contains("YQ=="), "{text}");
         // Unpadded base64, as the Standard Webhooks reference library accepts it.
         let ok = with("whsec_cHVsc2FyYS13ZWJob29rcw,whsec_YQ").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(ok.webhook_secrets.len(), 2);
+        let link = DashboardLinkConfig::from_config(&ok, Some("http://127.0.0.1:1")).unwrap();
+        assert_eq!(link.webhook_secrets.len(), 2);
     }
 
     /// The whole link on loopback: embedded dashboard seeded from `restaurants/`, configuration
@@ -665,12 +575,13 @@ mod tests {
         .unwrap();
         let outbox_path = dir.join("outbox.db");
         let outbox_str = outbox_path.to_str().unwrap().to_owned();
-        let cfg = DashboardLinkConfig::from_env(
-            env(&[
+        let cfg = DashboardLinkConfig::from_config(
+            &config(&[
                 ("DASHBOARD_KEY_ID", "bridge1"),
                 ("DASHBOARD_SIGNING_SECRET", "link-secret"),
                 ("PULSARA_OUTBOX_PATH", &outbox_str),
-            ]),
+            ])
+            .unwrap(),
             Some(&dash.url()),
         )
         .unwrap();

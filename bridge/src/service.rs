@@ -1,27 +1,26 @@
-//! `pulsara serve`: the production wiring of one bridge process.
+//! `pulsara serve`: the production wiring of one bridge process, from its one configuration
+//! ([`BridgeConfig`], loaded and validated before anything starts).
 //!
 //! - Configuration, tools and call records come from the dashboard: the remote one at
-//!   `DASHBOARD_URL`, or — when that is unset — the embedded dashboard this process starts itself
-//!   on `PULSARA_DASHBOARD_LISTEN`, stored in SQLite at `PULSARA_DASHBOARD_DB` and seeded from the
-//!   restaurants directory, so a new user runs everything with nothing external.
+//!   `dashboard.url`, or — when that is unset — the embedded dashboard this process starts itself
+//!   on `dashboard.listen`, stored in SQLite at `dashboard.db` and seeded from the restaurants
+//!   directory, so a new user runs everything with nothing external.
 //! - Tool policies run in the wasm host; modules are fetched from the dashboard by sha256 (and
-//!   verified against it), or read from `PULSARA_POLICIES_DIR` when it is set.
+//!   verified against it), or read from `policies.dir` when it is set.
 //! - Finished calls go through the durable outbox to the dashboard, SMTP and Twilio.
-//! - With `PULSARA_EDGE_LISTEN` set, the edge's native shell is served too (self-hosting without
-//!   Cloudflare). The edge shares the environment with the bridge, so it reads its settings with
-//!   [`pulsara_edge::settings::Settings::co_hosted`]: `PULSARA_EDGE_<NAME>` first (its public URL
-//!   is `PULSARA_EDGE_PUBLIC_BASE_URL`; `PUBLIC_BASE_URL` stays the bridge's), then what this
-//!   process knows (the embedded dashboard's URL and its first `edge`-scoped key, this bridge's
-//!   own `wss://…/media` for `BRIDGE_URLS`), then the Worker's name.
+//! - With `edge.listen` set, the edge's native shell is served too (self-hosting without
+//!   Cloudflare), with [`pulsara_edge::settings::Settings::co_hosted`]: its own `[edge]` settings
+//!   first (its public URL is `edge.PUBLIC_BASE_URL`; `public_base_url` stays the bridge's),
+//!   then what this process knows (the embedded dashboard's URL and its first `edge`-scoped
+//!   key, this bridge's own `wss://…/media` for `BRIDGE_URLS`), then the bridge's settings of
+//!   the same names.
 //! - Tool modules are loaded before calls need them: every restaurant the dashboard lists
 //!   (`GET /v1/restaurants`, remote or embedded) at start-up, and a restaurant's new modules on
-//!   `policy.updated`; `PULSARA_WARM_UP_PARALLELISM` (default 1 on two cores or fewer, else 2)
-//!   compiles at a time, on the blocking pool.
-//! - Tests only: `PULSARA_TEST_NOW` with `ALLOW_TEST_CLOCK=1` and loopback addresses starts the
-//!   process clock at a scenario's instant (see [`crate::clock::test_instant`]); tokens and
+//!   `policy.updated`; `policies.warm_up_parallelism` compile at a time, on the blocking pool.
+//! - Tests only: `test_clock.now` with `test_clock.allow` and loopback addresses starts the
+//!   process clock at a scenario's instant (see [`BridgeConfig::test_instant`]); tokens and
 //!   signatures stay on the wall clock the edge and the dashboard keep.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -66,67 +65,42 @@ impl ModuleSource for DashboardModules {
     }
 }
 
-/// The process environment as `serve` reads it: a variable's trimmed value, `None` when unset
-/// or empty.
-pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
-
-/// Runs the bridge (and, as configured, the embedded dashboard and the edge) until `shutdown`,
-/// reading the process environment.
+/// Runs the bridge (and, as configured, the embedded dashboard and the edge) until `shutdown`.
 ///
 /// # Errors
-/// Invalid configuration (named, never with a secret), a port that cannot be bound, a database
-/// that cannot be opened.
+/// A port that cannot be bound, a database that cannot be opened, edge settings the edge
+/// refuses (named, never with a secret).
 pub async fn serve(
     cfg: BridgeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_with_env(cfg, Arc::new(|k: &str| std::env::var(k).ok()), shutdown).await
-}
-
-/// [`serve`] with the environment given as a lookup (tests run several in one process).
-///
-/// # Errors
-/// As [`serve`].
-pub async fn serve_with_env(
-    cfg: BridgeConfig,
-    raw_env: Env,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let env = {
-        let raw = raw_env.clone();
-        move |name: &str| raw(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-    };
-    let dashboard_listen: Option<SocketAddr> = match env("DASHBOARD_URL") {
-        Some(_) => None,
-        None => Some(
-            env("PULSARA_DASHBOARD_LISTEN")
-                .unwrap_or_else(|| "127.0.0.1:8088".into())
-                .parse()
-                .context("PULSARA_DASHBOARD_LISTEN must be host:port")?,
-        ),
-    };
-    let clock = start_clock(&cfg, dashboard_listen, &env)?;
+    let clock = Clock::system();
+    if let Some(at) = cfg.test_instant()? {
+        clock.jump_alone_to(at);
+        tracing::warn!(%at, "test clock: calls happen at PULSARA_TEST_NOW and run on from there");
+    }
     let stop = CancellationToken::new();
 
     // The dashboard: remote, or embedded in this process.
     let mut embedded = None;
     let mut embedded_edge_key = None;
-    if let Some(listen) = dashboard_listen {
-        let keys = env("PULSARA_DASHBOARD_SIGNING_KEYS").context(
-            "the embedded dashboard needs PULSARA_DASHBOARD_SIGNING_KEYS (id:scope:secret,…) \
-             or set DASHBOARD_URL to use a remote dashboard",
-        )?;
-        let keys_spec = Secret::new(keys);
+    if cfg.dashboard.embedded() {
+        let listen = cfg.dashboard.listen;
+        let keys_spec = cfg
+            .dashboard
+            .signing_keys
+            .clone()
+            .context("the embedded dashboard needs PULSARA_DASHBOARD_SIGNING_KEYS (id:scope:secret,…)")?;
         let keys = SigningKeys::parse(&keys_spec).context("PULSARA_DASHBOARD_SIGNING_KEYS")?;
         embedded_edge_key = first_edge_key(&keys_spec);
-        let policies = PathBuf::from(env("PULSARA_POLICIES_DIR").unwrap_or_else(|| "target/policies".into()));
+        let policies = cfg.policies.dir.clone().unwrap_or_else(|| PathBuf::from("target/policies"));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the embedded dashboard on {listen}"))?;
         let dash = EmbeddedDashboard::start_with(
             listener,
             EmbeddedOptions {
-                db_path: Some(PathBuf::from(env("PULSARA_DASHBOARD_DB").unwrap_or_else(|| "pulsara-dashboard.db".into()))),
+                db_path: Some(cfg.dashboard.db.clone()),
                 restaurants_dir: Some(cfg.restaurants_dir.clone()),
                 seed: SeedOptions { manifest: Some(policies.join("manifest.json")), strict: false },
                 signing_keys: keys,
@@ -142,12 +116,11 @@ pub async fn serve_with_env(
     }
     let embedded_url = embedded.as_ref().map(EmbeddedDashboard::url);
 
-    let link_cfg =
-        DashboardLinkConfig::from_env(|k| raw_env(k), embedded_url.as_deref()).context("dashboard link")?;
+    let link_cfg = DashboardLinkConfig::from_config(&cfg, embedded_url.as_deref()).context("dashboard link")?;
     // Compiled policy modules survive restarts here (deserialised, not recompiled).
-    let policy_cache = PathBuf::from(env("PULSARA_POLICY_CACHE_DIR").unwrap_or_else(|| "pulsara-policy-cache".into()));
-    let tools = match env("PULSARA_POLICIES_DIR") {
-        Some(dir) => PolicyToolRunner::from_dir(std::path::Path::new(&dir), Some(&policy_cache)),
+    let policy_cache = cfg.policies.cache_dir.clone();
+    let tools = match &cfg.policies.dir {
+        Some(dir) => PolicyToolRunner::from_dir(dir, Some(&policy_cache)),
         None => {
             let client = DashboardClient::new(link_cfg.client.clone(), clock.as_peer_unix_fn()).context("dashboard client")?;
             let source = DashboardModules { client, runtime: tokio::runtime::Handle::current() };
@@ -156,22 +129,11 @@ pub async fn serve_with_env(
     }
     .context("policy host")?;
     // Every policy run's replayable record (`pulsara policy replay <file>`), newest N kept.
-    let runs_dir = PathBuf::from(env("PULSARA_POLICY_RUNS_DIR").unwrap_or_else(|| "pulsara-policy-runs".into()));
-    let runs_max = match env("PULSARA_POLICY_RUNS_MAX") {
-        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).context("PULSARA_POLICY_RUNS_MAX must be a positive number")?,
-        None => 10_000,
-    };
-    let run_log = crate::tools::RunLog::open(&runs_dir, runs_max)
+    let runs_dir = &cfg.policies.runs_dir;
+    let run_log = crate::tools::RunLog::open(runs_dir, cfg.policies.runs_max)
         .with_context(|| format!("policy run records directory {}", runs_dir.display()))?;
     let tools = tools.with_run_log(run_log);
-    let parallelism = match env("PULSARA_WARM_UP_PARALLELISM") {
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=16).contains(n))
-            .context("PULSARA_WARM_UP_PARALLELISM must be a whole number from 1 to 16")?,
-        None => default_warm_up_parallelism(),
-    };
+    let parallelism = cfg.policies.warm_up_parallelism();
     let warm_client = DashboardClient::new(link_cfg.client.clone(), clock.as_peer_unix_fn()).context("dashboard client")?;
     let stopping = stop.clone();
     let wired = Wiring { bridge: cfg.clone(), link: link_cfg, tools, clock: clock.clone(), warm_up_parallelism: parallelism }
@@ -198,10 +160,10 @@ pub async fn serve_with_env(
 
     // The edge's native shell, for self-hosting.
     let mut edge_task = None;
-    if let Some(addr) = env("PULSARA_EDGE_LISTEN") {
+    if let Some(addr) = cfg.edge.listen.clone() {
         let defaults = co_hosted_edge_defaults(&cfg, embedded_url.as_deref(), embedded_edge_key.as_ref());
-        let settings = pulsara_edge::settings::Settings::co_hosted(|k| raw_env(k), &defaults)
-            .map_err(|e| anyhow::anyhow!("edge settings (co-hosted with PULSARA_EDGE_LISTEN): {e}"))?;
+        let settings = pulsara_edge::settings::Settings::co_hosted(&cfg.edge.vars, &defaults, &shared_with_edge(&cfg))
+            .map_err(|e| anyhow::anyhow!("edge settings (co-hosted, edge.listen): {e}"))?;
         tracing::info!(public = %settings.public_base_url, dashboard = %settings.dashboard_url, "co-hosted edge settings");
         let state = pulsara_edge::native::EdgeState::new(settings)
             .map_err(|e| anyhow::anyhow!("edge HTTP client: {e}"))?;
@@ -307,15 +269,6 @@ impl Wiring {
     }
 }
 
-/// Compiles at a time during warm-up: one on a machine with two cores or fewer (the other
-/// serves calls), else two.
-fn default_warm_up_parallelism() -> usize {
-    match std::thread::available_parallelism().map(std::num::NonZeroUsize::get) {
-        Ok(n) if n > 2 => 2,
-        _ => 1,
-    }
-}
-
 /// The first `edge`-scoped key of `PULSARA_DASHBOARD_SIGNING_KEYS` (already validated), for the
 /// co-hosted edge to sign its requests to the embedded dashboard with.
 fn first_edge_key(spec: &Secret) -> Option<(String, Secret)> {
@@ -354,31 +307,23 @@ fn co_hosted_edge_defaults(
     d
 }
 
-/// The process clock: the wall clock, or — tests only — started at `PULSARA_TEST_NOW`.
-fn start_clock(
-    cfg: &BridgeConfig,
-    dashboard_listen: Option<SocketAddr>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<Clock> {
-    let mut addresses = vec![("PULSARA_LISTEN", cfg.listen.to_string())];
-    if let Some(listen) = dashboard_listen {
-        addresses.push(("PULSARA_DASHBOARD_LISTEN", listen.to_string()));
-    }
-    if let Some(edge) = env("PULSARA_EDGE_LISTEN") {
-        addresses.push(("PULSARA_EDGE_LISTEN", edge));
-    }
-    if let Some(public) = &cfg.public_base_url {
-        addresses.push(("PUBLIC_BASE_URL", public.clone()));
-    }
-    if let Some(public) = env("PULSARA_EDGE_PUBLIC_BASE_URL") {
-        addresses.push(("PULSARA_EDGE_PUBLIC_BASE_URL", public));
-    }
-    let clock = Clock::system();
-    if let Some(at) = crate::clock::test_instant(env, &addresses)? {
-        clock.jump_alone_to(at);
-        tracing::warn!(%at, "test clock: calls happen at PULSARA_TEST_NOW and run on from there");
-    }
-    Ok(clock)
+/// The bridge's settings a co-hosted edge reads under the same names unless its own are set.
+fn shared_with_edge(cfg: &BridgeConfig) -> std::collections::BTreeMap<String, String> {
+    let d = &cfg.dashboard;
+    let secret = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    [
+        ("TWILIO_AUTH_TOKEN", secret(&cfg.twilio_auth_token)),
+        ("HANDOFF_KEYS", secret(&cfg.handoff_keys)),
+        ("DASHBOARD_URL", d.url.clone()),
+        ("DASHBOARD_KEY_ID", d.key_id.clone()),
+        ("DASHBOARD_SIGNING_SECRET", secret(&d.signing_secret)),
+        ("DASHBOARD_WEBHOOK_SECRETS", secret(&d.webhook_secrets)),
+        ("DASHBOARD_TIMEOUT_MS", Some(d.timeout_ms.to_string())),
+        ("ALLOW_TEST_CLOCK", Some(cfg.test_clock.allow.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+    .collect()
 }
 
 /// The outbox (depth, oldest age, parked) and the config cache on the bridge's `/metrics`.

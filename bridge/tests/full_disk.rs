@@ -100,16 +100,13 @@ async fn world(tag: &str, memory: MemoryLimits) -> World {
     let smtp_addr = smtp_listener.local_addr().unwrap();
     let (smtp, _task) = SmtpSink::start(smtp_listener);
     let outbox = dir.path().join("outbox.db");
-    let vars: BTreeMap<&str, String> = [
-        ("DASHBOARD_KEY_ID", "bridge1".to_owned()),
-        ("DASHBOARD_SIGNING_SECRET", "disk-secret".to_owned()),
-        ("PULSARA_OUTBOX_PATH", outbox.to_str().unwrap().to_owned()),
-        ("SMTP_URL", format!("smtp://{smtp_addr}")),
-        ("SMTP_FROM", "calls@pulsara.test".to_owned()),
-    ]
-    .into();
-    let mut cfg =
-        DashboardLinkConfig::from_env(|k| vars.get(k).cloned(), Some(&dash.url())).unwrap();
+    let mut settings = BridgeConfig::default();
+    settings.dashboard.key_id = Some("bridge1".to_owned());
+    settings.dashboard.signing_secret = Some(Secret::new("disk-secret"));
+    settings.outbox.path = outbox.clone();
+    settings.smtp.url = Some(Secret::new(format!("smtp://{smtp_addr}")));
+    settings.smtp.from = Some("calls@pulsara.test".to_owned());
+    let mut cfg = DashboardLinkConfig::from_config(&settings, Some(&dash.url())).unwrap();
     cfg.retry = RetryPolicy {
         base: Duration::from_millis(20),
         cap: Duration::from_millis(200),

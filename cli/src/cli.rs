@@ -84,7 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = BridgeConfig::load(args.config.as_deref(), |k| std::env::var(k).ok())
+    let cfg = BridgeConfig::load(args.config.as_deref(), std::env::vars())
         .context("bridge configuration")?;
     pulsara_bridge::service::serve(cfg, shutdown_signal()).await
 }

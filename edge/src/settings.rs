@@ -226,33 +226,35 @@ impl Settings {
         })
     }
 
-    /// The settings of an edge sharing its process (and environment) with a bridge: each setting
-    /// `NAME` comes from `PULSARA_EDGE_<NAME>`, else from `defaults` (what the host process knows,
-    /// e.g. its embedded dashboard's URL), else from `NAME` as the bridge reads it. The public URL
-    /// is the exception: only `PULSARA_EDGE_PUBLIC_BASE_URL` (or `defaults`) sets it, since
+    /// The settings of an edge sharing its process with a bridge (`pulsara serve` with
+    /// `edge.listen`): each setting `NAME` comes from `own` (the process configuration's
+    /// `edge.NAME`, variable `PULSARA_EDGE_<NAME>`), else from `process` (what the host process
+    /// knows, e.g. its embedded dashboard's URL), else from `shared` (the bridge's own setting of
+    /// that name). The public URL is the exception: only `own` (or `process`) sets it, since
     /// `PUBLIC_BASE_URL` is the bridge's.
     ///
     /// # Errors
     /// As [`Settings::from_lookup`], each problem naming the variable the value came from (or
     /// `PULSARA_EDGE_<NAME>` for one that is missing).
     pub fn co_hosted(
-        get: impl Fn(&str) -> Option<String>,
-        defaults: &BTreeMap<String, String>,
+        own: &BTreeMap<String, String>,
+        process: &BTreeMap<String, String>,
+        shared: &BTreeMap<String, String>,
     ) -> Result<Self, SettingsError> {
         let origin: RefCell<BTreeMap<String, String>> = RefCell::new(BTreeMap::new());
-        let present = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let present = |v: Option<&String>| v.filter(|v| !v.trim().is_empty()).cloned();
         let lookup = |name: &str| {
-            let own = format!("{CO_HOSTED_PREFIX}{name}");
-            let (from, value) = if let Some(v) = present(get(&own)) {
-                (own, Some(v))
-            } else if let Some(v) = present(defaults.get(name).cloned()) {
-                (format!("{own} (default from this process)"), Some(v))
+            let own_name = format!("{CO_HOSTED_PREFIX}{name}");
+            let (from, value) = if let Some(v) = present(own.get(name)) {
+                (own_name, Some(v))
+            } else if let Some(v) = present(process.get(name)) {
+                (format!("{own_name} (default from this process)"), Some(v))
             } else if NOT_SHARED.contains(&name) {
-                (own, None)
-            } else if let Some(v) = present(get(name)) {
+                (own_name, None)
+            } else if let Some(v) = present(shared.get(name)) {
                 (name.to_owned(), Some(v))
             } else {
-                (own, None)
+                (own_name, None)
             };
             origin.borrow_mut().insert(name.to_owned(), from);
             value
@@ -476,28 +478,26 @@ pub(crate) mod tests {
 
     #[test]
     fn co_hosted_edge_reads_its_own_names_then_the_process_then_the_shared_ones() {
-        let mut env: BTreeMap<String, String> = vars()
+        let mut shared: BTreeMap<String, String> = vars()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        // The bridge's own public URL and dashboard key, as `pulsara serve` reads them.
-        env.insert("PUBLIC_BASE_URL".into(), "https://bridge.example.com".into());
-        env.insert("DASHBOARD_KEY_ID".into(), "bridge-1".into());
-        let get = |env: &BTreeMap<String, String>| {
-            let env = env.clone();
-            move |k: &str| env.get(k).cloned()
-        };
+        // The bridge's own public URL and dashboard key, as `pulsara serve` has them.
+        shared.insert("PUBLIC_BASE_URL".into(), "https://bridge.example.com".into());
+        shared.insert("DASHBOARD_KEY_ID".into(), "bridge-1".into());
+        let mut own = BTreeMap::new();
         let mut defaults = BTreeMap::new();
         defaults.insert("DASHBOARD_URL".to_owned(), "http://127.0.0.1:8088".to_owned());
         defaults.insert("DASHBOARD_KEY_ID".to_owned(), "edge-embedded".to_owned());
 
         // Without its own public URL the edge refuses to start rather than borrow the bridge's.
-        let err = Settings::co_hosted(get(&env), &defaults).unwrap_err();
+        let err = Settings::co_hosted(&own, &defaults, &shared).unwrap_err();
         assert_eq!(err.problems, vec!["PULSARA_EDGE_PUBLIC_BASE_URL is not set".to_owned()]);
 
-        env.insert("PULSARA_EDGE_PUBLIC_BASE_URL".into(), "https://edge.example.com".into());
-        env.insert("PULSARA_EDGE_CONFIG_TTL_SECS".into(), "30".into());
-        let s = Settings::co_hosted(get(&env), &defaults).unwrap();
+        own.insert("PUBLIC_BASE_URL".to_owned(), "https://edge.example.com".to_owned());
+        own.insert("CONFIG_TTL_SECS".to_owned(), "30".to_owned());
+        shared.insert("CONFIG_TTL_SECS".into(), "99".into());
+        let s = Settings::co_hosted(&own, &defaults, &shared).unwrap();
         assert_eq!(s.public_base_url, "https://edge.example.com");
         assert_eq!(s.config_ttl_secs, 30, "PULSARA_EDGE_ wins");
         assert_eq!(s.dashboard_url, "http://127.0.0.1:8088", "the process default beats DASHBOARD_URL");
@@ -506,9 +506,9 @@ pub(crate) mod tests {
         assert_eq!(s.bridge_for("eu-west").1, "wss://eu.bridge.example.com/media");
 
         // A bad value names the variable it came from.
-        env.insert("PULSARA_EDGE_DASHBOARD_TIMEOUT_MS".into(), "fast".into());
-        env.insert("HANDOFF_TTL_SECS".into(), "600".into());
-        let err = Settings::co_hosted(get(&env), &defaults).unwrap_err();
+        own.insert("DASHBOARD_TIMEOUT_MS".to_owned(), "fast".to_owned());
+        shared.insert("HANDOFF_TTL_SECS".into(), "600".into());
+        let err = Settings::co_hosted(&own, &defaults, &shared).unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(err.problems[0].starts_with("PULSARA_EDGE_DASHBOARD_TIMEOUT_MS must be"), "{err}");
         assert!(err.problems[1].starts_with("HANDOFF_TTL_SECS must be"), "{err}");

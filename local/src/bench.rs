@@ -312,7 +312,6 @@ impl Rig {
             .env("TWILIO_AUTH_TOKEN", TOKEN)
             .env("TWILIO_API_BASE", &rest_base)
             .env("PULSARA_RESTAURANTS_DIR", dir.join("restaurants"))
-            .env("PULSARA_CALL_RECORDS", dir.join("records.jsonl"))
             .env("PULSARA_MAX_CALLS", (n + 10).to_string())
             .env("PULSARA_SHUTDOWN_GRACE_MS", "2000")
             .env("RUST_LOG", "warn")

@@ -1,4 +1,4 @@
-//! `pulsara serve` in-process (`service::serve_with_env`), on loopback, with the far ends faked:
+//! `pulsara serve` in-process (`service::serve`), on loopback, with the far ends faked:
 //!
 //! - a bridge started while its (remote) dashboard is down forwards a genuine call to the
 //!   fallback number signed into the handoff, in the restaurant's `<Say>` voice, and the call's
@@ -113,14 +113,10 @@ struct Serve {
 
 impl Serve {
     async fn start(vars: BTreeMap<String, String>) -> Serve {
-        let lookup = {
-            let vars = vars.clone();
-            move |k: &str| vars.get(k).cloned()
-        };
-        let cfg = BridgeConfig::load(None, &lookup).unwrap();
+        let cfg = BridgeConfig::load(None, vars).unwrap();
         let base = format!("http://{}", cfg.listen);
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(pulsara_bridge::service::serve_with_env(cfg, Arc::new(lookup), async move {
+        let task = tokio::spawn(pulsara_bridge::service::serve(cfg, async move {
             let _ = rx.await;
         }));
         let http = reqwest::Client::new();
