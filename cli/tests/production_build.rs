@@ -48,3 +48,55 @@ fn the_default_command_keeps_the_local_stack() {
         assert!(crates.iter().any(|c| c == wanted), "the default `pulsara` lost {wanted}");
     }
 }
+
+fn root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The image is the production build plus the restaurants and the built-in policies: every
+/// `COPY` from the build context is one of those, and the binary is built without the local
+/// stack.
+#[test]
+fn the_container_recipe_ships_production_code_and_built_in_policies_only() {
+    let recipe = std::fs::read_to_string(root().join("deploy/Containerfile")).unwrap();
+    let build = recipe
+        .lines()
+        .find(|l| l.starts_with("RUN cargo build"))
+        .expect("the recipe builds the binary");
+    for part in ["--release", "--package pulsara-cli", "--no-default-features"] {
+        assert!(build.contains(part), "{build:?} lacks {part}");
+    }
+    let from_context: Vec<&str> = recipe
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.starts_with("COPY --from"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    // The first stage copies the sources to build them; the image only what it runs.
+    let shipped: Vec<&str> = from_context.into_iter().filter(|src| *src != ".").collect();
+    assert_eq!(shipped, ["restaurants", "target/policies/builtins"], "the image copies {shipped:?}");
+}
+
+/// What `target/policies/builtins` holds (written by `cargo xtask build-policies`): exactly the
+/// crates under `policies/guests/builtins` and their manifest; no example, no test guest.
+#[test]
+fn the_shipped_policy_directory_holds_the_built_ins_alone() {
+    let dir = root().join("target/policies/builtins");
+    let names = |path: &Path, keep: &dyn Fn(&Path) -> bool| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask build-policies`)", path.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| keep(p))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let crates = names(&root().join("policies/guests/builtins"), &|p| p.join("Cargo.toml").is_file());
+    assert!(crates.len() >= 5, "{crates:?}");
+    let modules = names(&dir, &|p| p.extension().is_some_and(|e| e == "wasm"));
+    assert_eq!(modules, crates);
+    let manifest: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.keys().cloned().collect::<Vec<_>>(), crates);
+    assert!(!dir.join("test_memory_bomb.wasm").exists());
+}

@@ -5,7 +5,9 @@
 //! module into a WebAssembly component for the `tool` world (`policies/wit`) with `wit-component`
 //! (in-process: no external binaries), and writes `target/policies/<name>.wasm` plus
 //! `target/policies/manifest.json` (`{name: sha256}`), the table the embedded dashboard seeds
-//! `builtin:<name>` module references from.
+//! `builtin:<name>` module references from. `target/policies/builtins/` holds the same for the
+//! built-in policies alone: what a production bridge ships (the container recipe and the
+//! systemd unit copy it), without the examples and the test guests.
 //!
 //! A policy crate is any directory with a `Cargo.toml` under `policies/guests/{builtins,examples,
 //! testing}`; its package name equals its directory name, so its core module is `<name>.wasm`.
@@ -40,7 +42,8 @@ pub fn build(tc: &Wasm) -> Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("could not create {}", out_dir.display()))?;
     let built = target.join(WASM_TARGET).join("release");
     let mut manifest = BTreeMap::new();
-    for name in policy_crates(&guests)? {
+    let mut shipped = BTreeMap::new();
+    for (group, name) in policy_crates(&guests)? {
         let core_path = built.join(format!("{name}.wasm"));
         let core = std::fs::read(&core_path)
             .with_context(|| format!("{} is missing after the build; is the package named {name:?}?", core_path.display()))?;
@@ -51,12 +54,39 @@ pub fn build(tc: &Wasm) -> Result<()> {
             std::fs::write(&dest, &component).with_context(|| format!("could not write {}", dest.display()))?;
         }
         eprintln!("    {name:<24} {:>8} bytes  sha256 {hash}", component.len());
+        if group == SHIPPED {
+            shipped.insert(name.clone(), (hash.clone(), component));
+        }
         manifest.insert(name, hash);
     }
-    let json = serde_json::to_string_pretty(&manifest)?;
-    std::fs::write(out_dir.join("manifest.json"), json + "\n")?;
+    write_manifest(&out_dir, &manifest)?;
     eprintln!("    wrote {} modules and manifest.json to {}", manifest.len(), out_dir.display());
+
+    // The production set: the built-ins only, in a directory of their own.
+    let ship_dir = out_dir.join(SHIPPED);
+    if ship_dir.is_dir() {
+        std::fs::remove_dir_all(&ship_dir).with_context(|| format!("could not clear {}", ship_dir.display()))?;
+    }
+    std::fs::create_dir_all(&ship_dir).with_context(|| format!("could not create {}", ship_dir.display()))?;
+    let mut ship_manifest = BTreeMap::new();
+    for (name, (hash, component)) in shipped {
+        let dest = ship_dir.join(format!("{name}.wasm"));
+        std::fs::write(&dest, &component).with_context(|| format!("could not write {}", dest.display()))?;
+        ship_manifest.insert(name, hash);
+    }
+    write_manifest(&ship_dir, &ship_manifest)?;
+    eprintln!("    wrote the {} built-ins a production bridge ships to {}", ship_manifest.len(), ship_dir.display());
     Ok(())
+}
+
+/// The group of policy crates a production bridge ships, and the subdirectory of
+/// `target/policies` they are written to.
+const SHIPPED: &str = "builtins";
+
+fn write_manifest(dir: &Path, manifest: &BTreeMap<String, String>) -> Result<()> {
+    let json = serde_json::to_string_pretty(manifest)?;
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, json + "\n").with_context(|| format!("could not write {}", path.display()))
 }
 
 /// Native unit tests of the guest workspace (SDK helpers and built-ins' pure logic).
@@ -79,8 +109,8 @@ pub fn bench() -> Result<()> {
     util::cargo(&["bench", "--package", "pulsara-policy-host", "--bench", "policies"])
 }
 
-/// Names of the policy crates (directory names) in `guests`, sorted.
-fn policy_crates(guests: &Path) -> Result<Vec<String>> {
+/// The policy crates in `guests` as (group, name), sorted by name.
+fn policy_crates(guests: &Path) -> Result<Vec<(&'static str, String)>> {
     let mut names = Vec::new();
     for group in GROUPS {
         let dir = guests.join(group);
@@ -93,7 +123,7 @@ fn policy_crates(guests: &Path) -> Result<Vec<String>> {
             let path: PathBuf = entry?.path();
             if path.join("Cargo.toml").is_file() {
                 if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-                    names.push(name.to_owned());
+                    names.push((group, name.to_owned()));
                 }
             }
         }
@@ -101,7 +131,7 @@ fn policy_crates(guests: &Path) -> Result<Vec<String>> {
     if names.is_empty() {
         bail!("no policy crates under {}", guests.display());
     }
-    names.sort();
+    names.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(names)
 }
 
