@@ -129,11 +129,24 @@ impl From<StoreError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-struct Req<'a> {
-    method: &'a Method,
-    uri: &'a OriginalUri,
-    headers: &'a HeaderMap,
-    body: &'a [u8],
+/// What a request is signed over (method, path and query, headers, body): taken whole by the
+/// handlers that authenticate it, as their last extractor.
+struct Signed {
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let uri = req.extensions().get::<OriginalUri>().cloned().unwrap_or_else(|| OriginalUri(req.uri().clone()));
+        let (method, headers) = (req.method().clone(), req.headers().clone());
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        Ok(Self { method, uri, headers, body })
+    }
 }
 
 impl AppState {
@@ -159,20 +172,20 @@ impl AppState {
         }
     }
 
-    fn authorize(
+    /// Authenticates `req` for one of the `allowed` scopes, then runs `f` with it; both on the
+    /// blocking pool (see [`AppState::blocking`]).
+    async fn authorized<T: Send + 'static>(
         &self,
-        r: &Req<'_>,
-        allowed: &[Scope],
-    ) -> Result<crate::auth::Principal, ApiError> {
-        let pq = r.uri.0.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        Ok(self.auth.check(
-            r.method.as_str(),
-            pq,
-            r.headers,
-            r.body,
-            (self.clock)(),
-            allowed,
-        )?)
+        req: Signed,
+        allowed: &'static [Scope],
+        f: impl FnOnce(&AppState, Signed) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.blocking(move |st| {
+            let pq = req.uri.0.path_and_query().map_or("/", |p| p.as_str());
+            st.auth.check(req.method.as_str(), pq, &req.headers, &req.body, (st.clock)(), allowed)?;
+            f(st, req)
+        })
+        .await
     }
 }
 
@@ -269,21 +282,10 @@ struct RestaurantListQuery {
 /// (what a bridge warms its tool modules from).
 async fn list_restaurants(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<RestaurantListQuery>,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: b"",
-            },
-            READERS,
-        )?;
+    st.authorized(req, READERS, move |st, _| {
         let limit = q.limit.unwrap_or(100);
         if limit == 0 || limit > MAX_RESTAURANT_PAGE {
             return Err(ApiError::bad_request(format!(
@@ -313,21 +315,10 @@ async fn list_restaurants(
 
 async fn by_number(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(e164): Path<String>,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: b"",
-            },
-            READERS,
-        )?;
+    st.authorized(req, READERS, move |st, Signed { headers, .. }| {
         let cfg = st
             .store
             .restaurant_by_number(&e164)?
@@ -339,21 +330,10 @@ async fn by_number(
 
 async fn restaurant(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: b"",
-            },
-            READERS,
-        )?;
+    st.authorized(req, READERS, move |st, Signed { headers, .. }| {
         let cfg = st
             .store
             .restaurant(&id)?
@@ -365,21 +345,10 @@ async fn restaurant(
 
 async fn knowledge_base(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: b"",
-            },
-            READERS,
-        )?;
+    st.authorized(req, READERS, move |st, Signed { headers, .. }| {
         let kb = st
             .store
             .knowledge_base(&id)?
@@ -391,21 +360,10 @@ async fn knowledge_base(
 
 async fn policy(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(sha): Path<String>,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: b"",
-            },
-            BRIDGE,
-        )?;
+    st.authorized(req, BRIDGE, move |st, _| {
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ApiError::bad_request(
                 "policy id must be a 64-character hex sha256",
@@ -430,21 +388,9 @@ async fn policy(
 
 async fn post_call_record(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            BRIDGE,
-        )?;
+    st.authorized(req, BRIDGE, move |st, Signed { headers, body, .. }| {
         let mut record: CallRecord = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("body is not a CallRecord: {e}")))?;
         if record.call_sid.is_empty() || record.restaurant_id.is_empty() {
@@ -492,21 +438,10 @@ struct ListQuery {
 
 async fn list_calls(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<ListQuery>,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: b"",
-            },
-            ADMIN,
-        )?;
+    st.authorized(req, ADMIN, move |st, _| {
         let calls = st
             .store
             .calls(q.restaurant_id.as_deref(), q.limit.unwrap_or(100))?;
@@ -517,21 +452,10 @@ async fn list_calls(
 
 async fn get_call(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(sid): Path<String>,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: b"",
-            },
-            ADMIN,
-        )?;
+    st.authorized(req, ADMIN, move |st, _| {
         let mut call = st
             .store
             .call(&sid)?
@@ -547,22 +471,10 @@ async fn get_call(
 
 async fn post_event(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(sid): Path<String>,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            READERS,
-        )?;
+    st.authorized(req, READERS, move |st, Signed { body, .. }| {
         let event: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("event is not JSON: {e}")))?;
         if !event.is_object() {
@@ -576,21 +488,9 @@ async fn post_event(
 
 async fn post_post_call(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            READERS,
-        )?;
+    st.authorized(req, READERS, move |st, Signed { body, .. }| {
         let payload: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("payload is not JSON: {e}")))?;
         let merged = st
@@ -612,22 +512,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
 
 async fn admin_put_restaurant(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            ADMIN,
-        )?;
+    st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
         let cfg: RestaurantConfig = parse_json(&body, "RestaurantConfig")?;
         if cfg.id != id {
             return Err(ApiError::bad_request("body id differs from the path id"));
@@ -645,22 +533,10 @@ async fn admin_put_restaurant(
 
 async fn admin_put_kb(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            ADMIN,
-        )?;
+    st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
         let kb: KnowledgeBase = parse_json(&body, "KnowledgeBase")?;
         if kb.restaurant_id != id {
             return Err(ApiError::bad_request(
@@ -680,22 +556,10 @@ async fn admin_put_kb(
 
 async fn admin_put_tools(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            ADMIN,
-        )?;
+    st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
         let tools: Vec<ToolBinding> = parse_json(&body, "list of ToolBinding")?;
         for t in &tools {
             if st.store.policy(&t.module_sha256)?.is_none() {
@@ -729,22 +593,10 @@ struct PolicyQuery {
 
 async fn upload_policy(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<PolicyQuery>,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            ADMIN,
-        )?;
+    st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
         if !body.starts_with(b"\0asm") {
             return Err(ApiError::bad_request(
                 "body is not a WebAssembly module (missing \\0asm magic)",
@@ -767,21 +619,9 @@ struct WebhookReq {
 
 async fn admin_add_webhook(
     State(st): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> ApiResult {
-    st.blocking(move |st| {
-        st.authorize(
-            &Req {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                body: &body,
-            },
-            ADMIN,
-        )?;
+    st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
         let req: WebhookReq = parse_json(&body, "webhook subscription")?;
         if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
             return Err(ApiError::bad_request("url must be http(s)"));
