@@ -494,10 +494,11 @@ impl BridgeConfig {
         }
         let cfg: BridgeConfig = figment.extract_lossy().map_err(|e| from_figment(&e, file))?;
         cfg.validate()?;
+        cfg.validate_process()?;
         Ok(cfg)
     }
 
-    /// Checks everything that can be checked without the network.
+    /// Checks the bridge's own settings (what [`crate::App`] runs on), without the network.
     ///
     /// # Errors
     /// [`ConfigFileError::Invalid`] naming the setting.
@@ -529,7 +530,12 @@ impl BridgeConfig {
         } else if self.require_twilio_signature {
             return Err(invalid("public_base_url", "required when PULSARA_REQUIRE_TWILIO_SIGNATURE is on"));
         }
-        self.validate_limits()?;
+        self.validate_limits()
+    }
+
+    /// Checks what `pulsara serve` builds around the bridge from this configuration: the
+    /// dashboard link or the embedded dashboard, the outbox, the policy host, the test clock.
+    fn validate_process(&self) -> Result<(), ConfigFileError> {
         self.validate_dashboard()?;
         let o = &self.outbox;
         if o.memory_calls == 0 {

@@ -16,7 +16,7 @@ use pulsara_bridge::ports::{
 };
 use pulsara_emulators::twilio_rest::{self, RestRecorder};
 use pulsara_emulators::scripted::{
-    run_caller, AgentAction, AgentScript, CallerAction, CallerLog, CallerScript, FakeAgent,
+    eventually, run_caller, AgentAction, AgentScript, CallerAction, CallerLog, CallerScript, FakeAgent,
     };
 use pulsara_bridge::App;
 use pulsara_core::call_record::{CallRecord, EndReason, Role};
@@ -442,9 +442,8 @@ async fn dtmf_zero_transfers_to_staff_through_twilio_rest() {
         s.rest.unauthorized(),
         0
     );
-    // The agent session was closed.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(s.agent.logs().pop().unwrap().closed);
+    // The agent session is closed.
+    eventually("the agent session to close", Duration::from_secs(5), || s.agent.logs().pop().is_some_and(|l| l.closed)).await;
     s.shutdown().await;
 }
 
@@ -771,7 +770,7 @@ async fn tool_timeout_and_unknown_tool_answer_is_error() {
 async fn restaurant_cap_plays_busy_message() {
     let s = stack_with(AgentScript::default(), 1, |_| {}).await;
     let first = tokio::spawn(run_caller(s.caller("CA1010", "sakura-sushi", 50)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the first call to be live", Duration::from_secs(5), || s.app.live_calls() == 1).await;
     let log = run_caller(s.caller("CA1011", "sakura-sushi", 50))
         .await
         .unwrap();
@@ -850,7 +849,7 @@ async fn shutdown_drains_live_calls_then_ends_the_rest_politely() {
     // A short call that finishes inside the grace period, a long one that does not.
     let short = tokio::spawn(run_caller(s.caller("CA1020", "trattoria-roma", 40)));
     let long = tokio::spawn(run_caller(s.caller("CA1021", "trattoria-roma", 1_000)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("both calls to be live", Duration::from_secs(5), || s.app.live_calls() == 2).await;
     let app = s.app.clone();
     let http = s.http_base.clone();
     let ws = s.ws_url.clone();
@@ -860,8 +859,7 @@ async fn shutdown_drains_live_calls_then_ends_the_rest_politely() {
     let t0 = Instant::now();
     let mut stack = s;
     let _ = stack.stop.take().unwrap().send(());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!app.is_ready());
+    eventually("the bridge to start draining", Duration::from_secs(2), || !app.is_ready()).await;
     // New streams are refused while draining (the listener is closed or answers 503).
     let mut late = stack.caller("CA1022", "trattoria-roma", 5);
     late.ws_url = ws;

@@ -74,7 +74,15 @@ async fn dashboard_down_then_back_delivers_each_record_once_in_order() {
     }
     let (stop, shutdown) = stop_signal();
     let task = tokio::spawn(outbox::run(ob.clone(), dispatcher, fast(), shutdown));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Every entry has been tried (and failed) at least once, and the oldest has waited a while.
+    assert!(
+        eventually(10, || ob
+            .stats(outbox::now_ms())
+            .is_ok_and(|st| st.failed_attempts_total >= 4 && st.oldest_age_secs > 0.5))
+        .await,
+        "{:?}",
+        ob.stats(outbox::now_ms())
+    );
     let st = ob.stats(outbox::now_ms()).unwrap();
     assert_eq!(st.depth, 4);
     assert!(st.failed_attempts_total >= 4, "kept retrying: {st:?}");

@@ -44,6 +44,16 @@ pub const CO_HOSTED_PREFIX: &str = "PULSARA_EDGE_";
 /// Settings a co-hosted edge never takes from the bridge's variable of the same name.
 const NOT_SHARED: &[&str] = &["PUBLIC_BASE_URL"];
 
+/// The settings that are secrets (`wrangler secret put`, `.dev.vars` locally); the rest are
+/// `[vars]` in wrangler.toml. A test checks that [`Settings::from_lookup`] reads each one.
+pub const SECRETS: &[&str] = &[
+    "TWILIO_AUTH_TOKEN",
+    "HANDOFF_KEYS",
+    "DASHBOARD_SIGNING_SECRET",
+    "DASHBOARD_WEBHOOK_SECRETS",
+    "ELEVENLABS_WEBHOOK_SECRET",
+];
+
 /// Default for `CONFIG_TTL_SECS`.
 pub const DEFAULT_CONFIG_TTL_SECS: u64 = 300;
 /// Default for `CONFIG_STALE_SECS`.
@@ -360,6 +370,7 @@ fn parse_bridges(spec: &str) -> Result<BTreeMap<String, String>, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     pub(crate) fn vars() -> BTreeMap<&'static str, &'static str> {
         BTreeMap::from([
@@ -512,6 +523,18 @@ pub(crate) mod tests {
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(err.problems[0].starts_with("PULSARA_EDGE_DASHBOARD_TIMEOUT_MS must be"), "{err}");
         assert!(err.problems[1].starts_with("HANDOFF_TTL_SECS must be"), "{err}");
+    }
+
+    #[test]
+    fn every_listed_secret_is_read() {
+        let asked = RefCell::new(BTreeSet::new());
+        let _ = Settings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        });
+        for name in SECRETS {
+            assert!(asked.borrow().contains(*name), "the edge never reads the secret {name}");
+        }
     }
 
     #[test]

@@ -591,3 +591,13 @@ where
     let _ = tx.close().await;
     Ok(())
 }
+
+/// Waits until `f` holds, checking every 10 ms; panics naming `what` after `within`. For a
+/// test to wait on a condition it can observe, never for a fixed time.
+pub async fn eventually(what: &str, within: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + within;
+    while !f() {
+        assert!(tokio::time::Instant::now() < end, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

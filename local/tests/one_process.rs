@@ -303,8 +303,13 @@ async fn dashboard_down_at_start_forwards_the_caller_and_records_the_call_once_i
     assert!(agent.logs().is_empty());
     assert_eq!(serve.metric("pulsara_errors_total{kind=\"config_unavailable\"}").await, Some(1.0));
 
+    // The outbox has tried to deliver the record to the dashboard that is down.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while serve.metric("pulsara_outbox_failed_attempts_total").await.unwrap_or(0.0) < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no delivery attempt:\n{}", serve.metrics().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The dashboard comes back: the outbox delivers the record.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", dash_port)).await.unwrap();
     let dash = remote_dashboard(listener, &dir.path("dashboard.sqlite")).await;
     let rec = record_at(&admin(&dash_url), call_sid, 60).await;
