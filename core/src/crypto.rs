@@ -1,25 +1,24 @@
-//! Small shared helpers for the signature modules: hex encoding, keyed MACs and constant-time
-//! comparison. Kept private so every public check goes through a module with its own typed errors.
+//! The one home of the byte helpers every crate needs: lower-case hex SHA-256 digests, the shape
+//! check for a module hash and constant-time comparison (public), plus the keyed MACs of the
+//! signature modules (private, so every public signature check goes through a module with its own
+//! typed errors). Hex itself is the `hex` crate's.
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0x0f) as usize] as char);
-    }
-    out
+/// Lower-case hex SHA-256 of `body`.
+pub fn sha256_hex(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
 }
 
-/// Lower-case hex SHA-256 of `body`.
-pub(crate) fn sha256_hex(body: &[u8]) -> String {
-    hex(&Sha256::digest(body))
+/// Is `s` shaped like a SHA-256 digest as [`sha256_hex`] writes it (64 lower-case hex digits)?
+/// Callers that accept either case lower-case first.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`.
@@ -52,11 +51,28 @@ mod tests {
 
     #[test]
     fn hex_and_sha256_match_known_values() {
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+        assert_eq!(hex::encode([0x00, 0xab, 0xff]), "00abff");
         assert_eq!(
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+        let abc = sha256_hex(b"abc");
+        assert_eq!(
+            abc,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(is_sha256_hex(&abc));
+    }
+
+    #[test]
+    fn sha256_shape_is_64_lower_hex_digits() {
+        let abc = sha256_hex(b"abc");
+        assert!(!is_sha256_hex(&abc.to_uppercase()));
+        assert!(!is_sha256_hex(&abc[..63]));
+        assert!(!is_sha256_hex(&format!("{abc}0")));
+        assert!(!is_sha256_hex(&abc.replace('a', "g")));
+        assert!(!is_sha256_hex("builtin:take_order"));
+        assert!(!is_sha256_hex(""));
     }
 
     #[test]

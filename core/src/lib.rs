@@ -14,6 +14,7 @@
 //! - [`twiml`]: escaped TwiML documents: stream to the bridge, after-hours modes, fallbacks.
 //! - [`webhooks`]: Standard Webhooks and ElevenLabs webhook signatures, plus [`webhooks::ReplayGuard`].
 //! - [`request_auth`]: signing and verifying edge/bridge → dashboard requests.
+//! - [`crypto`]: hex SHA-256 digests and constant-time comparison, for every crate.
 //!
 //! Data flow for a voice webhook at the edge: [`twilio::parse_form`] → [`twilio::validate`] →
 //! [`phone::normalize_e164`] (find the restaurant's [`config::RestaurantConfig`]) →
@@ -25,6 +26,7 @@
 
 pub mod call_record;
 pub mod config;
+pub mod crypto;
 pub mod handoff;
 pub mod hours;
 pub mod phone;
@@ -33,5 +35,3 @@ pub mod secret;
 pub mod twilio;
 pub mod twiml;
 pub mod webhooks;
-
-mod crypto;

@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 
-use crate::crypto::{ct_eq, hex, hmac_sha256};
+use crate::crypto::{ct_eq, hmac_sha256};
 use crate::secret::Secret;
 
 /// Standard Webhooks' timestamp tolerance, both directions.
@@ -269,7 +269,7 @@ pub fn verify_elevenlabs(
     if sigs.is_empty() {
         return Err(WebhookError::NoSupportedSignature);
     }
-    let expected = hex(&hmac_sha256(
+    let expected = hex::encode(hmac_sha256(
         secret.expose().as_bytes(),
         &[ts_raw.trim().as_bytes(), b".", body],
     ));
@@ -291,7 +291,7 @@ pub fn verify_elevenlabs(
 pub fn sign_elevenlabs(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
     let mac = hmac_sha256(secret.expose().as_bytes(), &[ts.as_bytes(), b".", body]);
-    format!("t={ts},v0={}", hex(&mac))
+    format!("t={ts},v0={}", hex::encode(mac))
 }
 
 /// A bounded memory of recently seen ids (webhook ids, request nonces, handoff tokens), each kept

@@ -362,7 +362,7 @@ impl DashboardClient {
     /// `GET /v1/policies/{sha256}`; the bytes are checked against the hash.
     pub async fn policy(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
         let want = sha256.to_ascii_lowercase();
-        if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !pulsara_core::crypto::is_sha256_hex(&want) {
             return Err(ClientError::InvalidInput(
                 "policy id must be a 64-character hex sha256".into(),
             ));
@@ -382,7 +382,7 @@ impl DashboardClient {
             .bytes()
             .await
             .map_err(|e| ClientError::Transport(e.without_url().to_string()))?;
-        let got = crate::sha256_hex(&bytes);
+        let got = pulsara_core::crypto::sha256_hex(&bytes);
         if got != want {
             return Err(ClientError::HashMismatch { want, got });
         }

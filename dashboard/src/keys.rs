@@ -150,7 +150,7 @@ impl Store {
         self.lock()
             .execute(
                 "INSERT INTO api_keys (id, scope, label, key_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, scope.as_str(), label, crate::sha256_hex(key.as_bytes()), now],
+                params![id, scope.as_str(), label, pulsara_core::crypto::sha256_hex(key.as_bytes()), now],
             )
             .map_err(db("create API key"))?;
         Ok(CreatedKey {
@@ -247,7 +247,7 @@ impl Store {
         let Some((info, hash)) = row else {
             return Ok(Err(KeyRejection::Unknown));
         };
-        let presented = crate::sha256_hex(key.as_bytes());
+        let presented = pulsara_core::crypto::sha256_hex(key.as_bytes());
         if !crate::ct_eq(presented.as_bytes(), hash.as_bytes()) {
             return Ok(Err(KeyRejection::Unknown));
         }

@@ -48,7 +48,6 @@ pub mod webhook_out;
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use subtle_eq::ct_eq_impl;
 
 /// Unix seconds from an injectable clock; tests pin it.
@@ -57,11 +56,6 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// The real wall clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp())
-}
-
-/// Lower-case hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// Constant-time equality (length first; lengths are not secret).

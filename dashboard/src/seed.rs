@@ -94,7 +94,7 @@ pub fn read_manifest(path: &Path) -> Result<BTreeMap<String, ManifestModule>, Se
                 )))
             }
         };
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !pulsara_core::crypto::is_sha256_hex(&sha.to_ascii_lowercase()) {
             return Err(SeedError::Manifest(format!(
                 "manifest entry {name:?} has no valid sha256"
             )));
@@ -221,7 +221,7 @@ pub fn seed_from_dir(
                                 path: m.path.clone(),
                                 source,
                             })?;
-                            let sha = crate::sha256_hex(&bytes);
+                            let sha = pulsara_core::crypto::sha256_hex(&bytes);
                             if sha != m.sha256 {
                                 return Err(SeedError::Invalid {
                                     path: m.path.clone(),
@@ -256,8 +256,7 @@ pub fn seed_from_dir(
                         continue;
                     }
                 }
-            } else if tool.module_sha256.len() != 64
-                || !tool.module_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            } else if !pulsara_core::crypto::is_sha256_hex(&tool.module_sha256.to_ascii_lowercase())
             {
                 return Err(SeedError::Invalid {
                     path: cfg_path.clone(),
@@ -344,7 +343,7 @@ mod tests {
         std::fs::create_dir_all(&pdir).unwrap();
         restaurant(&rdir, 1, "builtin:take_order");
         let module = b"\0asm\x01\0\0\0take_order".to_vec();
-        let sha = crate::sha256_hex(&module);
+        let sha = pulsara_core::crypto::sha256_hex(&module);
         std::fs::write(pdir.join("take_order.wasm"), &module).unwrap();
         let manifest = pdir.join("manifest.json");
         std::fs::write(

@@ -364,7 +364,7 @@ async fn policy(
     req: Signed,
 ) -> ApiResult {
     st.authorized(req, BRIDGE, move |st, _| {
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !pulsara_core::crypto::is_sha256_hex(&sha.to_ascii_lowercase()) {
             return Err(ApiError::bad_request(
                 "policy id must be a 64-character hex sha256",
             ));

@@ -346,7 +346,7 @@ impl Store {
 
     /// Stores module bytes under their sha256 (computed here, never trusted from the caller).
     pub fn put_policy(&self, name: &str, bytes: &[u8]) -> Result<String, StoreError> {
-        let sha = crate::sha256_hex(bytes);
+        let sha = pulsara_core::crypto::sha256_hex(bytes);
         self.lock()
             .execute(
                 "INSERT INTO policies (sha256, name, bytes) VALUES (?1, ?2, ?3)

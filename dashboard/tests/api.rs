@@ -500,7 +500,7 @@ async fn policy_upload_and_tool_swap_bump_version_and_send_policy_updated() {
         &module,
     );
     assert_eq!(raw(&d.url(), "POST", path, h, &module).await.0, 201);
-    let sha = pulsara_dashboard::sha256_hex(&module);
+    let sha = pulsara_core::crypto::sha256_hex(&module);
     let h = request_auth::sign(
         "admin1",
         &Secret::new(ADMIN_SECRET),

@@ -155,7 +155,7 @@ fn scenario_instant(s: &Scenario) -> Option<DateTime<Utc>> {
 
 /// A CallSid unique to the scenario and this run.
 fn call_sid_for(name: &str) -> String {
-    let digest = pulsara_dashboard::sha256_hex(format!("{name}:{}", Utc::now().timestamp_nanos_opt().unwrap_or(0)).as_bytes());
+    let digest = pulsara_core::crypto::sha256_hex(format!("{name}:{}", Utc::now().timestamp_nanos_opt().unwrap_or(0)).as_bytes());
     format!("CA{}", &digest[..32])
 }
 

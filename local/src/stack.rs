@@ -101,7 +101,7 @@ impl Stack {
         let shutdown = CancellationToken::new();
 
         // Secrets of this run.
-        let account_sid = format!("AC{}", &pulsara_dashboard::sha256_hex(pulsara_dashboard::random_token(16).as_bytes())[..32]);
+        let account_sid = format!("AC{}", &pulsara_core::crypto::sha256_hex(pulsara_dashboard::random_token(16).as_bytes())[..32]);
         let twilio_auth_token = secret();
         let elevenlabs_key = secret();
         let handoff_keys = Secret::new(format!("k1:{}", pulsara_dashboard::random_token(32)));

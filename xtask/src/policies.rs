@@ -48,7 +48,7 @@ pub fn build(tc: &Wasm) -> Result<()> {
         let core = std::fs::read(&core_path)
             .with_context(|| format!("{} is missing after the build; is the package named {name:?}?", core_path.display()))?;
         let component = componentize(&core).with_context(|| format!("making a component of {}", core_path.display()))?;
-        let hash = hex(&Sha256::digest(&component));
+        let hash = hex::encode(Sha256::digest(&component));
         let dest = out_dir.join(format!("{name}.wasm"));
         if std::fs::read(&dest).ok().as_deref() != Some(component.as_slice()) {
             std::fs::write(&dest, &component).with_context(|| format!("could not write {}", dest.display()))?;
@@ -144,8 +144,4 @@ fn componentize(core: &[u8]) -> Result<Vec<u8>> {
         .validate(true)
         .encode()
         .context("encoding the component")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

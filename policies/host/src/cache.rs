@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::source::sha256_hex;
+use pulsara_core::crypto::sha256_hex;
 
 /// A directory of precompiled artefacts for one engine configuration.
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
+use pulsara_core::crypto::sha256_hex;
 use pulsara_policy_abi::{check_output, CallContext, OutputProblem, ToolOutput, ABI_VERSION};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -26,7 +27,7 @@ use crate::cache::ArtifactCache;
 use crate::data::{granted_ref, input_json};
 use crate::limits::Limits;
 use crate::record::{RunOutcome, RunRecord};
-use crate::source::{sha256_hex, ModuleSource, SourceError};
+use crate::source::{ModuleSource, SourceError};
 use crate::toolset::{BoundTool, ToolSet};
 use crate::PolicyError;
 

@@ -36,5 +36,5 @@ pub use host::{HostConfig, LoadedModule, LoadStats, PolicyHost, ToolRun};
 pub use limits::Limits;
 pub use pulsara_policy_abi as abi;
 pub use record::{RunOutcome, RunRecord};
-pub use source::{sha256_hex, DirSource, MemorySource, ModuleSource, SourceError};
+pub use source::{DirSource, MemorySource, ModuleSource, SourceError};
 pub use toolset::{BoundTool, ToolSet};

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use sha2::{Digest, Sha256};
+use pulsara_core::crypto::sha256_hex;
 use thiserror::Error;
 
 /// Why a source could not deliver a module.
@@ -38,26 +38,6 @@ pub trait ModuleSource: Send + Sync {
     fn resolve_builtin(&self, _name: &str) -> Option<String> {
         None
     }
-}
-
-/// Lower-case hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// Is `s` a plausible module hash (64 lower-case hex digits)?
-pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Modules held in memory.
@@ -174,15 +154,6 @@ impl ModuleSource for DirSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashes_are_lower_hex() {
-        let h = sha256_hex(b"abc");
-        assert_eq!(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert!(is_sha256_hex(&h));
-        assert!(!is_sha256_hex(&h.to_uppercase()));
-        assert!(!is_sha256_hex("builtin:take_order"));
-    }
 
     #[test]
     fn dir_source_indexes_by_content_and_manifest() {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use common::*;
 use pulsara_core::config::{Grants, KnowledgeBase, PolicyLimits, RestaurantConfig, ToolBinding};
+use pulsara_core::crypto::sha256_hex;
 use pulsara_policy_host::{
-    sha256_hex, HostConfig, Limits, MemorySource, PolicyError, PolicyHost, RunOutcome, RunRecord,
+    HostConfig, Limits, MemorySource, PolicyError, PolicyHost, RunOutcome, RunRecord,
 };
 use serde_json::json;
 
