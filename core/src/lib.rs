@@ -15,6 +15,7 @@
 //! - [`webhooks`]: Standard Webhooks and ElevenLabs webhook signatures, plus [`webhooks::ReplayGuard`].
 //! - [`request_auth`]: signing and verifying edge/bridge → dashboard requests.
 //! - [`crypto`]: hex SHA-256 digests and constant-time comparison, for every crate.
+//! - `random` (feature `random`): random ids, nonces and secrets from the OS random source.
 //!
 //! Data flow for a voice webhook at the edge: [`twilio::parse_form`] → [`twilio::validate`] →
 //! [`phone::normalize_e164`] (find the restaurant's [`config::RestaurantConfig`]) →
@@ -30,6 +31,8 @@ pub mod crypto;
 pub mod handoff;
 pub mod hours;
 pub mod phone;
+#[cfg(feature = "random")]
+pub mod random;
 pub mod request_auth;
 pub mod secret;
 pub mod twilio;

@@ -167,7 +167,7 @@ impl DashboardClient {
     fn auth_headers(&self, method: &str, path_and_query: &str, body: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some((kid, secret)) = &self.cfg.signing_key {
-            let nonce = crate::random_token(16);
+            let nonce = pulsara_core::random::hex_token(16);
             for (name, value) in request_auth::sign(
                 kid,
                 secret,

@@ -16,7 +16,6 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use pulsara_core::secret::Secret;
-use rand::RngCore;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -102,16 +101,9 @@ pub enum KeyRejection {
     Expired,
 }
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 fn new_key() -> (String, String) {
-    let id = random_hex(6);
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let id = pulsara_core::random::hex_token(6);
+    let secret = pulsara_core::random::bytes::<32>();
     let key = format!("pk_{id}_{}", URL_SAFE_NO_PAD.encode(secret));
     (id, key)
 }

@@ -81,11 +81,3 @@ mod subtle_eq {
 pub fn is_transient_status(code: u16) -> bool {
     code >= 500 || code == 408 || code == 429
 }
-
-/// A random token (hex) from the OS RNG: nonces, webhook ids.
-pub fn random_token(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}

@@ -648,9 +648,7 @@ async fn admin_add_webhook(
 /// A fresh `whsec_` secret (24 random bytes).
 pub fn new_webhook_secret() -> String {
     use base64::Engine;
-    use rand::RngCore;
-    let mut b = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    let b = pulsara_core::random::bytes::<24>();
     format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(b)

@@ -72,7 +72,7 @@ impl WebhookSender {
             Ok(b) => b,
             Err(_) => return Vec::new(),
         };
-        let id = format!("msg_{}", crate::random_token(12));
+        let id = format!("msg_{}", pulsara_core::random::hex_token(12));
         let mut out = Vec::new();
         for sub in subs {
             out.push(self.deliver_one(&sub, &id, &body).await);

@@ -29,21 +29,3 @@ mod worker_shell;
 
 #[cfg(test)]
 mod testdata;
-
-/// 16 random bytes as hex, for request nonces. Uniqueness is what a nonce needs; if the system
-/// random source fails, time and a counter keep it unique.
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn random_nonce() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut bytes = [0u8; 16];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
-        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}

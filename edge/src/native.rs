@@ -295,7 +295,19 @@ impl Ports for NativePorts {
     }
 
     fn nonce(&self) -> String {
-        crate::random_nonce()
+        // If the system random source fails, time and a counter keep the nonce unique.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        pulsara_core::random::nonce_hex(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default();
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+            bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+            bytes
+        })
     }
 }
 

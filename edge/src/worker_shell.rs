@@ -97,15 +97,15 @@ impl Ports for WorkerPorts {
     }
 
     fn nonce(&self) -> String {
-        let mut bytes = [0u8; 16];
-        if getrandom::getrandom(&mut bytes).is_err() {
-            // Uniqueness is what matters for a nonce; fall back to time + Math.random.
+        // Uniqueness is what matters for a nonce; fall back to time + Math.random.
+        pulsara_core::random::nonce_hex(|| {
             let t = Date::now().as_millis().to_le_bytes();
             let r = (worker::js_sys::Math::random() * 1e15) as u64;
+            let mut bytes = [0u8; 16];
             bytes[..8].copy_from_slice(&t);
             bytes[8..].copy_from_slice(&r.to_le_bytes());
-        }
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+            bytes
+        })
     }
 }
 

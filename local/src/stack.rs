@@ -87,7 +87,7 @@ async fn bind() -> Result<(TcpListener, String), StackError> {
 }
 
 fn secret() -> Secret {
-    Secret::new(pulsara_dashboard::random_token(32))
+    Secret::new(pulsara_core::random::hex_token(32))
 }
 
 impl Stack {
@@ -101,16 +101,16 @@ impl Stack {
         let shutdown = CancellationToken::new();
 
         // Secrets of this run.
-        let account_sid = format!("AC{}", &pulsara_core::crypto::sha256_hex(pulsara_dashboard::random_token(16).as_bytes())[..32]);
+        let account_sid = format!("AC{}", &pulsara_core::crypto::sha256_hex(pulsara_core::random::hex_token(16).as_bytes())[..32]);
         let twilio_auth_token = secret();
         let elevenlabs_key = secret();
-        let handoff_keys = Secret::new(format!("k1:{}", pulsara_dashboard::random_token(32)));
+        let handoff_keys = Secret::new(format!("k1:{}", pulsara_core::random::hex_token(32)));
         let edge_signing = secret();
         let bridge_signing = secret();
         let admin_signing = secret();
         let webhook_secret = Secret::new(format!(
             "whsec_{}",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pulsara_dashboard::random_token(24))
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pulsara_core::random::hex_token(24))
         ));
 
         // The outside world.

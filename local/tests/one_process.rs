@@ -60,7 +60,7 @@ impl TempDir {
         let p = std::env::temp_dir().join(format!(
             "pulsara-one-process-{what}-{}-{}",
             std::process::id(),
-            pulsara_dashboard::random_token(6)
+            pulsara_core::random::hex_token(6)
         ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
