@@ -240,7 +240,7 @@ impl Store {
             return Ok(Err(KeyRejection::Unknown));
         };
         let presented = pulsara_core::crypto::sha256_hex(key.as_bytes());
-        if !crate::ct_eq(presented.as_bytes(), hash.as_bytes()) {
+        if !pulsara_core::crypto::ct_eq(presented.as_bytes(), hash.as_bytes()) {
             return Ok(Err(KeyRejection::Unknown));
         }
         if info.revoked_at.is_some() {

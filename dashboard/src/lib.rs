@@ -48,32 +48,12 @@ pub mod webhook_out;
 
 use std::sync::Arc;
 
-use subtle_eq::ct_eq_impl;
-
 /// Unix seconds from an injectable clock; tests pin it.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The real wall clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp())
-}
-
-/// Constant-time equality (length first; lengths are not secret).
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    ct_eq_impl(a, b)
-}
-
-mod subtle_eq {
-    pub(crate) fn ct_eq_impl(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        let mut diff = 0u8;
-        for (x, y) in a.iter().zip(b) {
-            diff |= x ^ y;
-        }
-        std::hint::black_box(diff) == 0
-    }
 }
 
 /// Whether an HTTP status is worth retrying: 5xx, 408 (timeout), 429 (rate limited). Every other
