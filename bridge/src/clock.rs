@@ -108,26 +108,12 @@ pub fn test_instant(
     if !settings.allow {
         return Err(TestClockError::NotAllowed);
     }
-    if let Some((name, _)) = addresses.iter().find(|(_, addr)| !is_loopback(addr)) {
+    if let Some((name, _)) = addresses.iter().find(|(_, addr)| !pulsara_core::addr::is_loopback(addr)) {
         return Err(TestClockError::NotLoopback(name));
     }
     DateTime::parse_from_rfc3339(value)
         .map(|t| Some(t.with_timezone(&Utc)))
         .map_err(|_| TestClockError::Invalid(value.to_owned()))
-}
-
-fn is_loopback(addr: &str) -> bool {
-    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if let Ok(sock) = authority.parse::<std::net::SocketAddr>() {
-        return sock.ip().is_loopback();
-    }
-    let host = match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! `wasm32-unknown-unknown` (the Cloudflare Worker).
 //!
 //! Modules:
+//! - [`addr`]: is an address loopback (the guard on every test-only switch).
 //! - [`call_record`]: the record of one finished call (bridge → outbox → dashboard).
 //! - [`config`]: the restaurant configuration and knowledge-base model, as served by the dashboard
 //!   API (`api/openapi.yaml`). Every restaurant-specific value lives here; nothing is hard-coded.
@@ -25,6 +26,7 @@
 //! Time is always passed in (`now`), never read here.
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod call_record;
 pub mod config;
 pub mod crypto;

@@ -209,7 +209,10 @@ impl Settings {
         ) as i64;
 
         let allow_test_clock = matches!(get("ALLOW_TEST_CLOCK").as_deref(), Some("1" | "true"));
-        if allow_test_clock && !is_loopback(&public_base_url) {
+        if allow_test_clock
+            && !url_host(&public_base_url, &["http://", "https://"])
+                .is_some_and(pulsara_core::addr::is_loopback)
+        {
             problems.push("ALLOW_TEST_CLOCK is for tests only and requires a loopback PUBLIC_BASE_URL (http://127.0.0.1:…)".into());
         }
 
@@ -318,20 +321,6 @@ fn url_host<'a>(url: &'a str, schemes: &[&str]) -> Option<&'a str> {
     let rest = &url[scheme.len()..];
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     (!host.is_empty() && !host.contains(char::is_whitespace)).then_some(host)
-}
-
-fn is_loopback(url: &str) -> bool {
-    let Some(host) = url_host(url, &["http://", "https://"]) else {
-        return false;
-    };
-    let name = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 /// Parses `region=wss://host[/path][,region=…]`.

@@ -197,15 +197,7 @@ impl FrontDoor {
 /// [`FrontDoorError::NotLocal`] for anything but a loopback `wss://` URL.
 pub fn local_ws_url(url: &str) -> Result<String, FrontDoorError> {
     let rest = url.strip_prefix("wss://").ok_or_else(|| FrontDoorError::NotLocal(url.to_owned()))?;
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host_only = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let local = host_only == "localhost"
-        || host_only == "[::1]"
-        || host_only.parse::<std::net::Ipv4Addr>().map(|ip| ip.is_loopback()).unwrap_or(false);
-    if !local {
+    if !pulsara_core::addr::is_loopback(url) {
         return Err(FrontDoorError::NotLocal(url.to_owned()));
     }
     Ok(format!("ws://{rest}"))
