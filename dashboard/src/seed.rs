@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
-use serde_json::Value;
+use pulsara_policy_abi::manifest::{builtin_name, Manifest, ManifestError};
 
 use crate::store::{Store, StoreError};
 
@@ -49,94 +49,16 @@ pub enum SeedError {
     Store(#[from] StoreError),
 }
 
-/// A built policy module from the manifest.
-#[derive(Debug, Clone)]
-pub struct ManifestModule {
-    pub sha256: String,
-    pub path: PathBuf,
-}
-
-/// Reads the policy build manifest. Accepted shapes (the fields the policy build writes):
-/// `{"modules": {...}}` or the map itself, where the map is `name → "sha256"`,
-/// `name → {"sha256": "...", "path"|"file": "..."}`, or a list of `{"name", "sha256", "path"}`.
-/// Module files default to `<manifest dir>/<name>.wasm`.
+/// Reads the policy build manifest ([`pulsara_policy_abi::manifest`] has the accepted shapes).
 ///
 /// # Errors
 /// Unreadable or malformed manifest.
-pub fn read_manifest(path: &Path) -> Result<BTreeMap<String, ManifestModule>, SeedError> {
-    let raw = std::fs::read(path).map_err(|source| SeedError::Io {
-        path: path.into(),
-        source,
-    })?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|source| SeedError::Json {
-        path: path.into(),
-        source,
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let modules = v.get("modules").unwrap_or(&v);
-    let mut out = BTreeMap::new();
-    let mut add = |name: &str, entry: &Value| -> Result<(), SeedError> {
-        let (sha, file) = match entry {
-            Value::String(s) => (s.clone(), None),
-            Value::Object(o) => (
-                o.get("sha256")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                o.get("path")
-                    .or_else(|| o.get("file"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            ),
-            _ => {
-                return Err(SeedError::Manifest(format!(
-                    "manifest entry {name:?} has an unknown shape"
-                )))
-            }
-        };
-        if !pulsara_core::crypto::is_sha256_hex(&sha.to_ascii_lowercase()) {
-            return Err(SeedError::Manifest(format!(
-                "manifest entry {name:?} has no valid sha256"
-            )));
-        }
-        let file = file
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
-        let file = if file.is_absolute() {
-            file
-        } else {
-            dir.join(file)
-        };
-        out.insert(
-            name.to_owned(),
-            ManifestModule {
-                sha256: sha.to_ascii_lowercase(),
-                path: file,
-            },
-        );
-        Ok(())
-    };
-    match modules {
-        Value::Object(map) => {
-            for (name, entry) in map {
-                add(name, entry)?;
-            }
-        }
-        Value::Array(list) => {
-            for entry in list {
-                let name = entry.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    SeedError::Manifest("manifest list entry without a name".into())
-                })?;
-                add(name, entry)?;
-            }
-        }
-        _ => {
-            return Err(SeedError::Manifest(
-                "policy manifest must be a JSON object or list".into(),
-            ))
-        }
-    }
-    Ok(out)
+pub fn read_manifest(path: &Path) -> Result<Manifest, SeedError> {
+    Manifest::read(path).map_err(|e| match e {
+        ManifestError::Io { path, source } => SeedError::Io { path, source },
+        ManifestError::Json { path, source } => SeedError::Json { path, source },
+        ManifestError::Shape(message) => SeedError::Manifest(message),
+    })
 }
 
 #[derive(Debug, Clone, Default)]
@@ -189,7 +111,7 @@ pub fn seed_from_dir(
                 p.display()
             )))
         }
-        _ => BTreeMap::new(),
+        _ => Manifest::default(),
     };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| SeedError::Io {
@@ -212,7 +134,7 @@ pub fn seed_from_dir(
         })?;
         let mut tools = Vec::with_capacity(cfg.tools.len());
         for mut tool in std::mem::take(&mut cfg.tools) {
-            if let Some(name) = tool.module_sha256.strip_prefix("builtin:") {
+            if let Some(name) = builtin_name(&tool.module_sha256) {
                 let resolved = match stored_modules.get(name) {
                     Some(sha) => Some(sha.clone()),
                     None => match manifest.get(name) {
@@ -307,6 +229,7 @@ pub fn seed_from_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn restaurant(dir: &Path, version: u64, tool_ref: &str) {
         restaurant_with_agent(

@@ -4,10 +4,11 @@
 //! release mode with the wasm compiler from [`crate::toolchain`] (no edge tools), turns every policy crate's core
 //! module into a WebAssembly component for the `tool` world (`policies/wit`) with `wit-component`
 //! (in-process: no external binaries), and writes `target/policies/<name>.wasm` plus
-//! `target/policies/manifest.json` (`{name: sha256}`), the table the embedded dashboard seeds
-//! `builtin:<name>` module references from. `target/policies/builtins/` holds the same for the
-//! built-in policies alone: what a production bridge ships (the container recipe and the
-//! systemd unit copy it), without the examples and the test guests.
+//! `target/policies/manifest.json` (`{name: sha256}`, [`pulsara_policy_abi::manifest`]), the
+//! table the embedded dashboard seeds `builtin:<name>` module references from.
+//! `target/policies/builtins/` holds the same for the built-in policies alone: what a production
+//! bridge ships (the container recipe and the systemd unit copy it), without the examples and the
+//! test guests.
 //!
 //! A policy crate is any directory with a `Cargo.toml` under `policies/guests/{builtins,examples,
 //! testing}`; its package name equals its directory name, so its core module is `<name>.wasm`.
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use pulsara_policy_abi::manifest::{self, Manifest};
 use sha2::{Digest, Sha256};
 
 use crate::toolchain::{Wasm, WASM_TARGET};
@@ -41,7 +43,7 @@ pub fn build(tc: &Wasm) -> Result<()> {
     let out_dir = root.join("target/policies");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("could not create {}", out_dir.display()))?;
     let built = target.join(WASM_TARGET).join("release");
-    let mut manifest = BTreeMap::new();
+    let mut manifest = Manifest::default();
     let mut shipped = BTreeMap::new();
     for (group, name) in policy_crates(&guests)? {
         let core_path = built.join(format!("{name}.wasm"));
@@ -57,7 +59,7 @@ pub fn build(tc: &Wasm) -> Result<()> {
         if group == SHIPPED {
             shipped.insert(name.clone(), (hash.clone(), component));
         }
-        manifest.insert(name, hash);
+        manifest.insert(&name, &hash, &out_dir);
     }
     write_manifest(&out_dir, &manifest)?;
     eprintln!("    wrote {} modules and manifest.json to {}", manifest.len(), out_dir.display());
@@ -68,11 +70,11 @@ pub fn build(tc: &Wasm) -> Result<()> {
         std::fs::remove_dir_all(&ship_dir).with_context(|| format!("could not clear {}", ship_dir.display()))?;
     }
     std::fs::create_dir_all(&ship_dir).with_context(|| format!("could not create {}", ship_dir.display()))?;
-    let mut ship_manifest = BTreeMap::new();
+    let mut ship_manifest = Manifest::default();
     for (name, (hash, component)) in shipped {
         let dest = ship_dir.join(format!("{name}.wasm"));
         std::fs::write(&dest, &component).with_context(|| format!("could not write {}", dest.display()))?;
-        ship_manifest.insert(name, hash);
+        ship_manifest.insert(&name, &hash, &ship_dir);
     }
     write_manifest(&ship_dir, &ship_manifest)?;
     eprintln!("    wrote the {} built-ins a production bridge ships to {}", ship_manifest.len(), ship_dir.display());
@@ -83,10 +85,9 @@ pub fn build(tc: &Wasm) -> Result<()> {
 /// `target/policies` they are written to.
 const SHIPPED: &str = "builtins";
 
-fn write_manifest(dir: &Path, manifest: &BTreeMap<String, String>) -> Result<()> {
-    let json = serde_json::to_string_pretty(manifest)?;
-    let path = dir.join("manifest.json");
-    std::fs::write(&path, json + "\n").with_context(|| format!("could not write {}", path.display()))
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join(manifest::FILE_NAME);
+    std::fs::write(&path, manifest.to_json() + "\n").with_context(|| format!("could not write {}", path.display()))
 }
 
 /// Native unit tests of the guest workspace (SDK helpers and built-ins' pure logic).

@@ -61,7 +61,7 @@ pub fn fake_manifest(dir: &Path) -> PathBuf {
         for t in v["tools"].as_array().into_iter().flatten() {
             if let Some(n) = t["module_sha256"]
                 .as_str()
-                .and_then(|s| s.strip_prefix("builtin:"))
+                .and_then(pulsara_policy_abi::manifest::builtin_name)
             {
                 names.insert(n.to_owned());
             }

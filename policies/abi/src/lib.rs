@@ -12,8 +12,13 @@
 //! Opening hours cross as facts ([`HoursFacts`]) that the host computes with
 //! `pulsara_core::hours`, never as the weekly rules: policies have no hours engine of their own.
 //!
-//! This crate is pure (serde types and a few checks) and compiles natively and to wasm32.
+//! [`manifest`]: the policy build manifest and `builtin:<name>` module references.
+//!
+//! This crate is pure (serde types and a few checks, plus reading the manifest file) and compiles
+//! natively and to wasm32.
 #![forbid(unsafe_code)]
+
+pub mod manifest;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use pulsara_core::config::{BookingConfig, FaqDoc, MenuItem, OrderingConfig};

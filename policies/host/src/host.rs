@@ -482,7 +482,7 @@ impl PolicyHost {
     }
 
     fn resolve(&self, reference: &str) -> Result<String, PolicyError> {
-        match reference.strip_prefix("builtin:") {
+        match pulsara_policy_abi::manifest::builtin_name(reference) {
             Some(name) => self
                 .source
                 .resolve_builtin(name)

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use pulsara_core::crypto::sha256_hex;
+use pulsara_policy_abi::manifest::{self, Manifest};
 use thiserror::Error;
 
 /// Why a source could not deliver a module.
@@ -86,11 +87,11 @@ impl ModuleSource for MemorySource {
 }
 
 /// A directory of modules: every `*.wasm` file is indexed by the hash of its bytes when the
-/// source is opened, and `manifest.json` (`{name: sha256}`) names the built-ins.
+/// source is opened, and `manifest.json` ([`pulsara_policy_abi::manifest`]) names the built-ins.
 pub struct DirSource {
     dir: PathBuf,
     by_hash: HashMap<String, PathBuf>,
-    manifest: HashMap<String, String>,
+    manifest: Manifest,
 }
 
 /// Files larger than this are not policy modules.
@@ -100,7 +101,7 @@ impl DirSource {
     /// Indexes `dir`.
     ///
     /// # Errors
-    /// When the directory cannot be read or `manifest.json` exists but is not `{name: sha256}`.
+    /// When the directory cannot be read or `manifest.json` exists but is not a manifest.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, SourceError> {
         let dir = dir.as_ref().to_path_buf();
         let entries = std::fs::read_dir(&dir).map_err(|e| {
@@ -120,12 +121,11 @@ impl DirSource {
                 }
             }
         }
-        let manifest_path = dir.join("manifest.json");
-        let manifest = match std::fs::read(&manifest_path) {
-            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
-                SourceError::Unavailable(format!("{} is not {{name: sha256}}: {e}", manifest_path.display()))
-            })?,
-            Err(_) => HashMap::new(),
+        let manifest_path = dir.join(manifest::FILE_NAME);
+        let manifest = match Manifest::read(&manifest_path) {
+            Ok(m) => m,
+            Err(manifest::ManifestError::Io { .. }) => Manifest::default(),
+            Err(e) => return Err(SourceError::Unavailable(e.to_string())),
         };
         Ok(Self { dir, by_hash, manifest })
     }
@@ -134,8 +134,8 @@ impl DirSource {
         &self.dir
     }
 
-    /// The manifest: built-in name → sha256.
-    pub fn manifest(&self) -> &HashMap<String, String> {
+    /// The manifest: built-in name → module.
+    pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 }
@@ -147,7 +147,7 @@ impl ModuleSource for DirSource {
     }
 
     fn resolve_builtin(&self, name: &str) -> Option<String> {
-        self.manifest.get(name).cloned()
+        self.manifest.get(name).map(|m| m.sha256.clone())
     }
 }
 
@@ -167,5 +167,7 @@ mod tests {
         assert_eq!(src.fetch(&sha256_hex(b"ignored")), Err(SourceError::NotFound));
         assert_eq!(src.resolve_builtin("a"), Some(sha));
         assert!(DirSource::open(dir.path().join("missing")).is_err());
+        std::fs::write(dir.path().join("manifest.json"), "{\"a\": \"not a hash\"}").unwrap();
+        assert!(DirSource::open(dir.path()).is_err());
     }
 }

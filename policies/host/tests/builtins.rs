@@ -326,11 +326,10 @@ fn confirmation_of_the_earlier_order_or_booking() {
 fn happy_hour_example_discounts_drinks_on_weekday_evenings() {
     use pulsara_core::config::{Grants, PolicyLimits, ToolBinding};
     let (mut cfg, kb) = restaurant("trattoria-roma");
-    let manifest: std::collections::HashMap<String, String> =
-        serde_json::from_slice(&std::fs::read(modules_dir().join("manifest.json")).unwrap()).unwrap();
+    let manifest = pulsara_policy_abi::manifest::Manifest::read(&modules_dir().join("manifest.json")).unwrap();
     cfg.tools = vec![ToolBinding {
         name: "happy_hour".into(),
-        module_sha256: manifest["happy_hour"].clone(),
+        module_sha256: manifest.get("happy_hour").unwrap().sha256.clone(),
         grants: Grants { menu: true, ..Default::default() },
         limits: PolicyLimits::default(),
     }];
