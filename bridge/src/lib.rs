@@ -10,7 +10,8 @@
 //!   the agent, pump frames, run tools, transfer / fall back, deliver the record.
 //! - [`machine`]: the sans-IO per-call state machine (audio routing, barge-in, marks, transcript,
 //!   DTMF, tool bookkeeping, the call record) the session drives.
-//! - [`agent`]: ElevenLabs signed URL + ConvAI WebSocket set-up. [`twilio_rest`]: call updates.
+//! - [`agent`]: ElevenLabs signed URL + ConvAI WebSocket set-up. Call updates go through
+//!   [`pulsara_dashboard::twilio_rest`].
 //! - [`voicemail`]: `POST /twilio/recording`, where the agent-down voicemail's `<Record>` reports.
 //! - [`vars`]: dynamic variables and prompt overrides for the agent.
 //! - [`replay`]: single use of handoff tokens. [`metrics`]: Prometheus text exposition.
@@ -39,7 +40,6 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod tools;
-pub mod twilio_rest;
 pub mod vars;
 pub mod voicemail;
 

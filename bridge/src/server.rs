@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use pulsara_core::handoff::HandoffKeys;
+use pulsara_dashboard::twilio_rest::TwilioRest;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,7 +34,6 @@ use crate::config::{ms, BridgeConfig};
 use crate::metrics::Metrics;
 use crate::ports::{CallSink, ConfigSource, ToolRunner};
 use crate::replay::ReplayCache;
-use crate::twilio_rest::TwilioRest;
 
 /// Extra sockets accepted beyond `max_calls`, so over-cap callers still get the busy message.
 const BUSY_HEADROOM: usize = 64;

@@ -824,8 +824,8 @@ impl Call {
         let sid = &self.m.info().call_sid;
         let timeout = ms(self.app.cfg.limits.rest_timeout_ms);
         match self.app.rest.end_call(sid, timeout).await {
-            Ok(crate::twilio_rest::CallEnded::Now) => {}
-            Ok(crate::twilio_rest::CallEnded::Already) => {
+            Ok(pulsara_dashboard::twilio_rest::CallEnded::Now) => {}
+            Ok(pulsara_dashboard::twilio_rest::CallEnded::Already) => {
                 debug!("call had already ended at Twilio");
             }
             Err(e) => {
@@ -835,7 +835,7 @@ impl Call {
         }
     }
 
-    async fn update_call(&self, twiml: &str) -> Result<(), crate::twilio_rest::RestError> {
+    async fn update_call(&self, twiml: &str) -> Result<(), pulsara_dashboard::twilio_rest::RestError> {
         let r = self
             .app
             .rest

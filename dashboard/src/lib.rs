@@ -20,6 +20,7 @@
 //!   (idempotency keys) with backoff, per-restaurant order and parking of rejected entries.
 //! - [`sentiment`], [`summary`], [`notify`]: call analysis and the notification messages, with
 //!   [`smtp_sink`] as a loopback mail server for the demo and tests.
+//! - [`twilio_rest`]: the one Twilio REST client (SMS here, call updates for the bridge).
 //! - [`pipeline`]: finishing a call record (analysis + notifications) and queueing it.
 //! - [`voicemail`]: a recording callback's voicemail, merged onto its call record.
 //!
@@ -42,6 +43,7 @@ pub mod server;
 pub mod smtp_sink;
 pub mod store;
 pub mod summary;
+pub mod twilio_rest;
 pub mod voicemail;
 pub mod webhook_in;
 pub mod webhook_out;

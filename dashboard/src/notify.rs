@@ -4,7 +4,8 @@
 //!
 //! [`plan`] is pure: record + configuration + analysis in, messages out. The messages are then
 //! queued in the outbox next to the call record, and delivered by [`SmtpSender`] (lettre over
-//! `SMTP_URL`) and [`TwilioSms`] (Twilio's Messages API at `TWILIO_API_BASE`). An outage of
+//! `SMTP_URL`) and [`TwilioSms`] (Twilio's Messages API at `TWILIO_API_BASE`, through
+//! [`crate::twilio_rest`]). An outage of
 //! either only delays delivery; the outbox retries. A channel that is not configured at all is
 //! [`SendError::Unconfigured`]: the outbox parks its messages with that reason instead of
 //! retrying them forever, and sends them once the channel is configured.
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sentiment::{CallSentiment, Label};
 use crate::summary::{money, CallSummary};
+use crate::twilio_rest::TwilioRest;
 
 /// An email to the restaurant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,80 +296,28 @@ impl SmtpSender {
     }
 }
 
-/// Sends SMS through Twilio's Messages API
-/// (`POST {base}/2010-04-01/Accounts/{sid}/Messages.json`, Basic auth).
-#[derive(Clone)]
-pub struct TwilioSms {
-    http: reqwest::Client,
-    base: String,
-    account_sid: String,
-    auth_token: Secret,
-}
+/// How long one SMS send may take.
+const SMS_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl std::fmt::Debug for TwilioSms {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TwilioSms")
-            .field("base", &self.base)
-            .field("account_sid", &self.account_sid)
-            .finish_non_exhaustive()
-    }
+/// Sends SMS through Twilio's Messages API ([`TwilioRest::send_sms`]), classifying failures for
+/// the outbox.
+#[derive(Clone, Debug)]
+pub struct TwilioSms {
+    rest: TwilioRest,
 }
 
 impl TwilioSms {
     pub fn new(base: &str, account_sid: &str, auth_token: Secret) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            account_sid: account_sid.to_owned(),
-            auth_token,
-        }
+        Self { rest: TwilioRest::new(reqwest::Client::new(), base, account_sid, auth_token) }
     }
 
     /// # Errors
     /// See [`SendError`]; HTTP 408/429/5xx and transport errors are transient.
     pub async fn send(&self, job: &SmsJob) -> Result<(), SendError> {
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
-            self.base, self.account_sid
-        );
-        let form = [
-            ("To", job.to.as_str()),
-            ("From", job.from.as_str()),
-            ("Body", job.body.as_str()),
-        ];
-        let resp = self
-            .http
-            .post(&url)
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| {
-                SendError::Transient(format!(
-                    "Twilio Messages API unreachable: {}",
-                    e.without_url()
-                ))
-            })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        let msg = format!("Twilio Messages API answered {status}: {body}");
-        if crate::is_transient_status(status.as_u16()) {
-            Err(SendError::Transient(msg))
-        } else {
-            Err(SendError::Permanent(msg))
+        match self.rest.send_sms(&job.to, &job.from, &job.body, SMS_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_transient() => Err(SendError::Transient(e.to_string())),
+            Err(e) => Err(SendError::Permanent(e.to_string())),
         }
     }
 }
