@@ -7,6 +7,7 @@
 //! - [`call_record`]: the record of one finished call (bridge → outbox → dashboard).
 //! - [`config`]: the restaurant configuration and knowledge-base model, as served by the dashboard
 //!   API (`api/openapi.yaml`). Every restaurant-specific value lives here; nothing is hard-coded.
+//! - [`freshness`]: the TTL + stale-if-error rule of the config caches (edge and bridge).
 //! - [`handoff`]: the signed token the edge puts into the Stream TwiML and the bridge verifies.
 //! - [`secret`]: a wrapper for secrets whose `Debug`/`Display` never print the value.
 //! - [`twilio`]: `X-Twilio-Signature` validation (form and JSON bodies) and bounded form parsing.
@@ -30,6 +31,7 @@ pub mod addr;
 pub mod call_record;
 pub mod config;
 pub mod crypto;
+pub mod freshness;
 pub mod handoff;
 pub mod hours;
 pub mod phone;

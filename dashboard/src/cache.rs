@@ -3,7 +3,8 @@
 //! - **Revalidation**: entries remember their ETag (`"<version>"`); after the TTL a lookup sends
 //!   `If-None-Match` and a `304` just refreshes the entry.
 //! - **Stale-if-error**: when the dashboard is down or slow, an expired entry keeps serving for
-//!   up to `stale_if_error` past its TTL (calls keep working), with a warning and a metric.
+//!   up to `stale_if_error` past its TTL (calls keep working), with a warning and a metric. The
+//!   rule is [`pulsara_core::freshness`], the one the edge's cache follows too.
 //! - **Single-flight**: one async mutex per key; concurrent callers of a missing/expired key wait
 //!   for the one fetch in progress and share its result.
 //! - **Invalidation** ([`ConfigCache::invalidate`], driven by dashboard webhooks) marks entries
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
+use pulsara_core::freshness::{Freshness, Lifetimes};
 use tokio::time::Instant;
 
 use crate::client::{ClientError, DashboardClient, Fetched};
@@ -179,8 +181,14 @@ impl<F: Fetcher> ConfigCache<F> {
         let mut e = slot.entry.lock().await;
         let now = Instant::now();
         let invalidated = slot.invalidated.swap(false, Ordering::SeqCst);
+        let lifetimes = Lifetimes {
+            ttl: self.cfg.ttl,
+            stale_if_error: self.cfg.stale_if_error,
+        };
+        let freshness =
+            |e: &Entry| lifetimes.freshness(now.duration_since(e.fetched_at), invalidated);
         if let Some(v) = &e.value {
-            if !invalidated && now.duration_since(e.fetched_at) < self.cfg.ttl {
+            if freshness(&e) == Freshness::Fresh {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(v.clone());
             }
@@ -223,10 +231,7 @@ impl<F: Fetcher> ConfigCache<F> {
             Err(err) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 match &e.value {
-                    Some(v)
-                        if now.duration_since(e.fetched_at)
-                            < self.cfg.ttl + self.cfg.stale_if_error =>
-                    {
+                    Some(v) if freshness(&e) != Freshness::Expired => {
                         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(key = ?key, error = %err, "dashboard fetch failed; serving cached copy (stale-if-error)");
                         // Re-check on the next lookup rather than waiting a TTL.

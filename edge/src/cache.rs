@@ -8,12 +8,17 @@
 //! invalidated instead of deleting it: the next call refetches, but the old entry can still serve
 //! calls if the dashboard fails (stale-if-error).
 //!
-//! Policy: an entry younger than the TTL and not invalidated is used without asking the dashboard
-//! ([`Freshness::Fresh`]). Otherwise the dashboard is asked (with `If-None-Match`); when it fails or
-//! times out, an entry younger than TTL + stale window is still used ([`Freshness::Stale`]); older
-//! entries are never used ([`Freshness::Expired`]).
+//! Policy: [`pulsara_core::freshness`], the rule the bridge's cache follows too: an entry younger
+//! than the TTL and not invalidated is used without asking the dashboard ([`Freshness::Fresh`]).
+//! Otherwise the dashboard is asked (with `If-None-Match`); when it fails or times out, an entry
+//! younger than TTL + stale window is still used ([`Freshness::Stale`]); older entries are never
+//! used ([`Freshness::Expired`]).
+
+use std::time::Duration;
 
 use pulsara_core::config::RestaurantConfig;
+pub use pulsara_core::freshness::Freshness;
+use pulsara_core::freshness::Lifetimes;
 use serde::{Deserialize, Serialize};
 
 use crate::http::Upstream;
@@ -36,17 +41,6 @@ pub struct CacheEntry {
     pub invalidated: bool,
 }
 
-/// How usable a cache entry is at an instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// Use it; don't ask the dashboard.
-    Fresh,
-    /// Ask the dashboard; use it if the dashboard fails.
-    Stale,
-    /// Ask the dashboard; never use it.
-    Expired,
-}
-
 /// TTL and stale-if-error window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachePolicy {
@@ -58,14 +52,12 @@ impl CachePolicy {
     pub fn freshness(&self, entry: &CacheEntry, now: i64) -> Freshness {
         let age = now.saturating_sub(entry.fetched_at);
         // A timestamp from the future (clock jump) is treated as just fetched.
-        let age = u64::try_from(age).unwrap_or(0);
-        if age < self.ttl_secs && !entry.invalidated {
-            Freshness::Fresh
-        } else if age < self.ttl_secs.saturating_add(self.stale_secs) {
-            Freshness::Stale
-        } else {
-            Freshness::Expired
-        }
+        let age = Duration::from_secs(u64::try_from(age).unwrap_or(0));
+        let lifetimes = Lifetimes {
+            ttl: Duration::from_secs(self.ttl_secs),
+            stale_if_error: Duration::from_secs(self.stale_secs),
+        };
+        lifetimes.freshness(age, entry.invalidated)
     }
 
     /// How long storage should keep an entry (KV expiration): until it can no longer be used.
