@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Mutex;
 
 /// Bucket upper bounds in microseconds for the added-latency histograms.
@@ -109,11 +109,65 @@ pub struct Metrics {
     pub streams_shed: [AtomicU64; 4],
     /// The runtime's scheduling lag at the last look, microseconds.
     pub scheduling_lag_us: AtomicU64,
-    active: Mutex<BTreeMap<String, i64>>,
+    /// Live calls per restaurant: the one tally admission checks and `pulsara_active_calls` shows.
+    pub live: LiveCalls,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     ended: Mutex<BTreeMap<&'static str, u64>>,
     /// ElevenLabs `error` event types (or `close_<code>` without one), bounded in number.
     agent_errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Live calls per restaurant and in total. Admission adds a call only within both caps
+/// ([`LiveCalls::try_add`]); the call's end removes it. A restaurant keeps its entry at zero, so its
+/// gauge drops to 0 instead of vanishing (restaurants come from configuration, so they are few).
+#[derive(Debug, Default)]
+pub struct LiveCalls {
+    by_restaurant: Mutex<BTreeMap<String, usize>>,
+    total: AtomicUsize,
+}
+
+impl LiveCalls {
+    /// Counts a new call of `restaurant` if fewer than `max_total` calls are live and fewer than
+    /// `restaurant_cap` of the restaurant's; `false` (nothing counted) otherwise.
+    pub fn try_add(&self, restaurant: &str, restaurant_cap: usize, max_total: usize) -> bool {
+        let mut by = self.by_restaurant.lock().unwrap_or_else(|e| e.into_inner());
+        if self.total.load(SeqCst) >= max_total {
+            return false;
+        }
+        let n = by.entry(restaurant.to_owned()).or_insert(0);
+        if *n >= restaurant_cap {
+            return false;
+        }
+        *n += 1;
+        self.total.fetch_add(1, SeqCst);
+        true
+    }
+
+    /// Uncounts a call [`LiveCalls::try_add`] counted.
+    pub fn remove(&self, restaurant: &str) {
+        let mut by = self.by_restaurant.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by.get_mut(restaurant).filter(|n| **n > 0) {
+            *n -= 1;
+            self.total.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Live calls in all restaurants.
+    pub fn total(&self) -> usize {
+        self.total.load(SeqCst)
+    }
+
+    /// Live calls of `restaurant`.
+    pub fn of(&self, restaurant: &str) -> usize {
+        let by = self.by_restaurant.lock().unwrap_or_else(|e| e.into_inner());
+        by.get(restaurant).copied().unwrap_or(0)
+    }
+
+    /// Every restaurant seen, with its live calls, sorted by id.
+    pub fn by_restaurant(&self) -> Vec<(String, usize)> {
+        let by = self.by_restaurant.lock().unwrap_or_else(|e| e.into_inner());
+        by.iter().map(|(r, n)| (r.clone(), *n)).collect()
+    }
 }
 
 /// Distinct ElevenLabs error types kept as labels; the rest count as `other`.
@@ -136,7 +190,7 @@ impl Default for Metrics {
             streams_pending_start: AtomicU64::new(0),
             streams_shed: Default::default(),
             scheduling_lag_us: AtomicU64::new(0),
-            active: Mutex::new(BTreeMap::new()),
+            live: LiveCalls::default(),
             errors: Mutex::new(BTreeMap::new()),
             ended: Mutex::new(BTreeMap::new()),
             agent_errors: Mutex::new(BTreeMap::new()),
@@ -145,19 +199,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn call_started(&self, restaurant: &str) {
+    pub fn call_started(&self) {
         self.calls_started.fetch_add(1, Relaxed);
-        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        *a.entry(restaurant.to_owned()).or_insert(0) += 1;
     }
 
-    pub fn call_ended(&self, restaurant: &str, reason: &'static str) {
-        {
-            let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = a.get_mut(restaurant) {
-                *n -= 1;
-            }
-        }
+    pub fn call_ended(&self, reason: &'static str) {
         *self
             .ended
             .lock()
@@ -226,12 +272,9 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    pub fn active_total(&self) -> i64 {
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .sum()
+    /// Live calls in all restaurants.
+    pub fn active_total(&self) -> usize {
+        self.live.total()
     }
 
     /// Approximate quantile (upper bucket bound, µs) of a histogram; exact enough for reports.
@@ -258,11 +301,11 @@ impl Metrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
         o.push_str("# HELP pulsara_active_calls Live calls per restaurant.\n# TYPE pulsara_active_calls gauge\n");
-        for (r, n) in self.active.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (r, n) in self.live.by_restaurant() {
             let _ = writeln!(
                 o,
                 "pulsara_active_calls{{restaurant=\"{}\"}} {n}",
-                escape(r)
+                escape(&r)
             );
         }
         o.push_str("# HELP pulsara_frames_total Media frames by direction and side.\n# TYPE pulsara_frames_total counter\n");
@@ -357,7 +400,8 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_histograms() {
         let m = Metrics::default();
-        m.call_started("r\"1");
+        m.call_started();
+        assert!(m.live.try_add("r\"1", 1, 10));
         m.latency_to_agent.observe_us(120);
         m.latency_to_agent.observe_us(3_000_000);
         m.error("handoff_rejected");
@@ -386,8 +430,30 @@ mod tests {
             text.contains("pulsara_stream_start_wait_seconds_bucket{le=\"0.05\"} 1"),
             "{text}"
         );
-        m.call_ended("r\"1", "caller_hung_up");
+        m.call_ended("caller_hung_up");
+        m.live.remove("r\"1");
         assert_eq!(m.active_total(), 0);
+        assert!(m.render().contains("pulsara_active_calls{restaurant=\"r\\\"1\"} 0"));
         assert_eq!(Metrics::quantile_us(&m.latency_to_agent, 0.5), 200);
+    }
+
+    #[test]
+    fn live_calls_respect_both_caps_and_count_each_call_once() {
+        let live = LiveCalls::default();
+        assert!(live.try_add("a", 2, 3));
+        assert!(live.try_add("a", 2, 3));
+        assert!(!live.try_add("a", 2, 3), "restaurant cap");
+        assert!(live.try_add("b", 5, 3));
+        assert!(!live.try_add("b", 5, 3), "process cap");
+        assert_eq!((live.total(), live.of("a"), live.of("b")), (3, 2, 1));
+        live.remove("a");
+        assert!(live.try_add("b", 5, 3));
+        live.remove("zzz");
+        live.remove("b");
+        live.remove("b");
+        live.remove("b");
+        assert_eq!((live.total(), live.of("a"), live.of("b")), (1, 1, 0));
+        assert_eq!(live.by_restaurant(), [("a".to_owned(), 1), ("b".to_owned(), 0)]);
+        assert!(!live.try_add("c", 0, 3), "a restaurant capped at 0 takes no calls");
     }
 }

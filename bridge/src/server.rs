@@ -10,7 +10,6 @@
 //! the upgrade so the call's fallback takes over, instead of an accepted stream nobody reads.
 
 use crate::clock::Clock;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,8 +72,6 @@ pub struct App {
     open_streams: AtomicUsize,
     /// When a refusal was last logged (floods are logged once a second, with the counts).
     shed_logged: Mutex<Option<tokio::time::Instant>>,
-    live: Mutex<HashMap<String, usize>>,
-    live_total: AtomicUsize,
 }
 
 impl App {
@@ -136,8 +133,6 @@ impl App {
             ready: AtomicBool::new(true),
             open_streams: AtomicUsize::new(0),
             shed_logged: Mutex::new(None),
-            live: Mutex::new(HashMap::new()),
-            live_total: AtomicUsize::new(0),
             clock,
             extra_metrics: Mutex::new(Vec::new()),
             cfg,
@@ -155,21 +150,15 @@ impl App {
 
     /// Live (admitted) calls right now.
     pub fn live_calls(&self) -> usize {
-        self.live_total.load(Ordering::SeqCst)
+        self.metrics.live.total()
     }
 
     /// Admits a call for `restaurant` if both the global and the restaurant's cap allow it.
     pub fn admit(self: &Arc<Self>, restaurant: &str, restaurant_cap: u32) -> Option<Admission> {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if self.live_total.load(Ordering::SeqCst) >= self.cfg.limits.max_calls {
+        let cap = usize::try_from(restaurant_cap).unwrap_or(usize::MAX);
+        if !self.metrics.live.try_add(restaurant, cap, self.cfg.limits.max_calls) {
             return None;
         }
-        let n = live.entry(restaurant.to_owned()).or_insert(0);
-        if *n >= restaurant_cap as usize {
-            return None;
-        }
-        *n += 1;
-        self.live_total.fetch_add(1, Ordering::SeqCst);
         Some(Admission {
             app: self.clone(),
             restaurant: restaurant.to_owned(),
@@ -185,14 +174,7 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut live = self.app.live.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = live.get_mut(&self.restaurant) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                live.remove(&self.restaurant);
-            }
-        }
-        self.app.live_total.fetch_sub(1, Ordering::SeqCst);
+        self.app.metrics.live.remove(&self.restaurant);
     }
 }
 

@@ -99,12 +99,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, pending: PendingStart) {
             busy(&app, info, &mut tx).await;
             return;
         };
-        app.metrics.call_started(&cfg.id);
+        app.metrics.call_started();
         info!(caller = %caller, "call started");
         let call = Call::new(app.clone(), info, kb, tx, rx);
         let record = call.run().await;
-        app.metrics
-            .call_ended(&record.restaurant_id, record.end_reason.as_str());
+        app.metrics.call_ended(record.end_reason.as_str());
         drop(admission);
         info!(
             end_reason = record.end_reason.as_str(),
