@@ -5,10 +5,10 @@
 //! [`plan`] is pure: record + configuration + analysis in, messages out. The messages are then
 //! queued in the outbox next to the call record, and delivered by [`SmtpSender`] (lettre over
 //! `SMTP_URL`) and [`TwilioSms`] (Twilio's Messages API at `TWILIO_API_BASE`, through
-//! [`crate::twilio_rest`]). An outage of
-//! either only delays delivery; the outbox retries. A channel that is not configured at all is
-//! [`SendError::Unconfigured`]: the outbox parks its messages with that reason instead of
-//! retrying them forever, and sends them once the channel is configured.
+//! [`crate::twilio_rest`]). An outage of either only delays delivery; the outbox retries. A
+//! channel that is not configured at all is [`SendError::Unconfigured`]: the outbox parks its
+//! messages with that reason instead of retrying them forever, and sends them once the channel is
+//! configured.
 
 use std::time::Duration;
 
