@@ -13,7 +13,8 @@
 //! - [`agent`]: ElevenLabs signed URL + ConvAI WebSocket set-up. [`twilio_rest`]: call updates.
 //! - [`voicemail`]: `POST /twilio/recording`, where the agent-down voicemail's `<Record>` reports.
 //! - [`vars`]: dynamic variables and prompt overrides for the agent.
-//! - [`replay`]: single use of handoff tokens. [`metrics`]: Prometheus text exposition.
+//! - [`replay`]: single use of handoff tokens. [`metrics`]: the bridge's Prometheus families, in the
+//!   process's one registry (served at `/metrics` with the text encoder).
 //! - [`ports`]: the async traits the bridge depends on (configuration, tools, call-record sink).
 //! - [`tools`]: the wasm policy host as the bridge's tool runner.
 //! - [`clock`]: the process clock (the demo shifts it to each scenario's instant).

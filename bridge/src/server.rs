@@ -44,6 +44,8 @@ pub enum AppError {
     Config(#[from] crate::config::ConfigFileError),
     #[error("HTTP client could not be built: {0}")]
     Http(String),
+    #[error("metric families could not be registered: {0}")]
+    Metrics(String),
 }
 
 /// Everything a call needs, shared by all calls.
@@ -65,8 +67,10 @@ pub struct App {
     pub hard_stop: CancellationToken,
     /// Every time the bridge reads: handoff expiry, the agent's "today", tools' local time.
     pub clock: Clock,
-    /// More Prometheus text appended to `/metrics` (the outbox, the config cache).
-    pub extra_metrics: Mutex<Vec<MetricsSource>>,
+    /// The process's metric families, rendered at `/metrics`: the bridge's ([`App::metrics`])
+    /// and whatever else the process registered (the listener, the outbox, the config cache, the
+    /// tools).
+    pub registry: prometheus::Registry,
     /// The runtime's scheduling lag, sampled while [`run_router`] serves.
     pub lag: Arc<LagMonitor>,
     ready: AtomicBool,
@@ -102,6 +106,24 @@ impl App {
         sink: Arc<dyn CallSink>,
         clock: Clock,
     ) -> Result<Arc<App>, AppError> {
+        Self::with_registry(cfg, configs, tools, sink, clock, prometheus::Registry::new())
+    }
+
+    /// As [`App::with_clock`], registering the bridge's metric families into the process's
+    /// `registry` and serving all of it at `/metrics`.
+    ///
+    /// # Errors
+    /// As [`App::new`], and [`AppError::Metrics`] when the registry already holds the bridge's
+    /// families.
+    pub fn with_registry(
+        cfg: BridgeConfig,
+        configs: Arc<dyn ConfigSource>,
+        tools: Arc<dyn ToolRunner>,
+        sink: Arc<dyn CallSink>,
+        clock: Clock,
+        registry: prometheus::Registry,
+    ) -> Result<Arc<App>, AppError> {
+        let metrics = Arc::new(Metrics::new(&registry).map_err(|e| AppError::Metrics(e.to_string()))?);
         let keys = cfg.handoff_ring()?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -126,7 +148,7 @@ impl App {
             configs,
             tools,
             sink,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             agent,
             rest,
             tracker: TaskTracker::new(),
@@ -139,7 +161,7 @@ impl App {
             live: Mutex::new(HashMap::new()),
             live_total: AtomicUsize::new(0),
             clock,
-            extra_metrics: Mutex::new(Vec::new()),
+            registry,
             cfg,
         }))
     }
@@ -223,38 +245,24 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// Renders more metrics text for `/metrics`.
-pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
-
-impl App {
-    /// Appends `source`'s text to every `/metrics` answer.
-    pub fn add_metrics(&self, source: MetricsSource) {
-        self.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()).push(source);
-    }
-}
-
+/// Renders the process registry with `prometheus`'s text encoder. Gathering reads the outbox's
+/// SQLite counts, so it runs on the blocking pool.
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     if !app.cfg.metrics {
         return StatusCode::NOT_FOUND.into_response();
     }
     let lag = app.lag.current(tokio::time::Instant::now());
-    app.metrics.scheduling_lag_us.store(
-        u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
-    let mut text = app.metrics.render();
-    let extra: Vec<MetricsSource> = app.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for source in extra {
-        text.push_str(&source());
+    app.metrics
+        .scheduling_lag
+        .set(crate::metrics::secs(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX)));
+    let registry = app.registry.clone();
+    match tokio::task::spawn_blocking(move || pulsara_net::metrics::render(&registry)).await {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "rendering metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
@@ -264,7 +272,7 @@ async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpg
         return refuse(&app, Refusal::Draining, upgraded_at);
     }
     if let Err(why) = check_upgrade_signature(&app, &headers) {
-        app.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+        app.metrics.calls_rejected.inc();
         app.metrics.error("upgrade_signature");
         tracing::warn!(why, "media stream upgrade refused");
         return (StatusCode::FORBIDDEN, "forbidden").into_response();
@@ -275,7 +283,7 @@ async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpg
     let load = Load {
         draining: !app.is_ready(),
         open_streams: open,
-        pending_start: app.metrics.streams_pending_start.load(Ordering::Relaxed) as usize,
+        pending_start: usize::try_from(app.metrics.streams_pending_start.get()).unwrap_or(0),
         scheduling_lag: app.lag.current(upgraded_at),
     };
     let thresholds = Thresholds {
@@ -317,7 +325,7 @@ fn refuse(app: &App, why: Refusal, now: tokio::time::Instant) -> Response {
             reason = why.label(),
             shed_total = app.metrics.streams_shed_of(why),
             open_streams = app.open_streams(),
-            pending_start = app.metrics.streams_pending_start.load(Ordering::Relaxed),
+            pending_start = app.metrics.streams_pending_start.get(),
             scheduling_lag_ms = app.lag.current(now).as_millis() as u64,
             "refusing new media stream with 503"
         );
@@ -382,8 +390,14 @@ pub async fn run_router(
 ) -> std::io::Result<()> {
     // TCP_NODELAY is on by default: media frames are small and latency-bound.
     let server = pulsara_net::Server::new(app.cfg.limits.http());
-    let stats = server.stats();
-    app.add_metrics(Arc::new(move || stats.render("bridge")));
+    match server.stats().collector("bridge") {
+        Ok(c) => {
+            if let Err(e) = app.registry.register(Box::new(c)) {
+                tracing::warn!(error = %e, "the listener's metrics are already registered");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the listener's metrics could not be created"),
+    }
     let close_listener = CancellationToken::new();
     let stop = close_listener.clone();
     let mut serving = tokio::spawn(server.serve(listener, router, async move {

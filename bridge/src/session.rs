@@ -8,7 +8,6 @@
 //! more attempt within about a second and then the restaurant fallback (never dead air); a Twilio
 //! socket drop closes the agent and finalises the call.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,9 +154,7 @@ async fn read_start(rx: &mut TwRx, app: &App, pending: PendingStart) -> Option<S
         match tw::parse_inbound(&text) {
             Ok(Inbound::Start(s)) => {
                 let waited = upgraded_at.elapsed();
-                app.metrics
-                    .start_wait
-                    .observe_us(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+                app.metrics.start_wait.observe(waited.as_secs_f64());
                 drop(pending);
                 return Some(s);
             }
@@ -310,7 +307,7 @@ async fn config_unavailable(
 }
 
 async fn reject(app: &App, tx: &mut TwTx, kind: &'static str, why: &str) {
-    app.metrics.calls_rejected.fetch_add(1, Relaxed);
+    app.metrics.calls_rejected.inc();
     app.metrics.error(kind);
     warn!(why, "media stream rejected");
     let _ = tx
@@ -483,7 +480,7 @@ impl Call {
                 }
                 Some(done) = self.tools_rx.recv() => {
                     self.tools_in_flight = self.tools_in_flight.saturating_sub(1);
-                    self.app.metrics.tool_latency.observe_us(done.duration_us);
+                    self.app.metrics.tool_latency.observe(crate::metrics::secs(done.duration_us));
                     let now = self.now_ms();
                     let mut out = std::mem::take(&mut self.out);
                     self.m.on_tool_done(done.tool_call_id, done.tool, done.input, done.result, done.duration_us, now, &mut out);
@@ -500,7 +497,7 @@ impl Call {
         self.app
             .metrics
             .dropped_frames
-            .fetch_add(stats.dropped_frames, Relaxed);
+            .inc_by(stats.dropped_frames);
         let duration = self.now_ms();
         self.m.finish(
             self.app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -583,7 +580,7 @@ impl Call {
         let is_media = matches!(parsed, Inbound::Media(_));
         let is_stop = matches!(parsed, Inbound::Stop(_));
         if is_media {
-            self.app.metrics.frames_in_twilio.fetch_add(1, Relaxed);
+            self.app.metrics.frames_in_twilio.inc();
         }
         let now = self.now_ms();
         let mut out = std::mem::take(&mut self.out);
@@ -598,7 +595,7 @@ impl Call {
             self.app
                 .metrics
                 .latency_to_agent
-                .observe_us(t0.elapsed().as_micros() as u64);
+                .observe(crate::metrics::secs(t0.elapsed().as_micros() as u64));
         }
         if is_stop {
             self.done = true;
@@ -672,7 +669,7 @@ impl Call {
         }
         let is_audio = matches!(parsed, convai::ServerMessage::Audio { .. });
         if is_audio {
-            self.app.metrics.frames_in_agent.fetch_add(1, Relaxed);
+            self.app.metrics.frames_in_agent.inc();
         }
         let now = self.now_ms();
         let mut out = std::mem::take(&mut self.out);
@@ -682,7 +679,7 @@ impl Call {
             self.app
                 .metrics
                 .latency_to_caller
-                .observe_us(t0.elapsed().as_micros() as u64);
+                .observe(crate::metrics::secs(t0.elapsed().as_micros() as u64));
         }
         None
     }
@@ -694,7 +691,7 @@ impl Call {
             match cmd {
                 Out::ToTwilio(frame) | Out::ClearTwilio(frame) => {
                     if frame.starts_with("{\"event\":\"media\"") {
-                        self.app.metrics.frames_out_twilio.fetch_add(1, Relaxed);
+                        self.app.metrics.frames_out_twilio.inc();
                     }
                     if self
                         .tw_tx
@@ -711,13 +708,13 @@ impl Call {
                 Out::ToAgent(frame) => {
                     if let Some(tx) = self.ag_tx.as_mut() {
                         if frame.starts_with("{\"user_audio_chunk\"") {
-                            self.app.metrics.frames_out_agent.fetch_add(1, Relaxed);
+                            self.app.metrics.frames_out_agent.inc();
                         }
                         if tx.send(AgMessage::text(frame)).await.is_ok() {
                             wrote = true;
                         }
                     } else {
-                        self.app.metrics.dropped_frames.fetch_add(1, Relaxed);
+                        self.app.metrics.dropped_frames.inc();
                     }
                 }
                 Out::RunTool {

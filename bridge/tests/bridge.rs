@@ -673,11 +673,7 @@ async fn forged_expired_wrong_call_and_replayed_tokens_are_rejected_without_the_
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    assert!(s
-        .app
-        .metrics
-        .render()
-        .contains("pulsara_errors_total{kind=\"handoff_replayed\"} 1"));
+    assert!(pulsara_net::metrics::render(&s.app.registry).contains("pulsara_errors_total{kind=\"handoff_replayed\"} 1"));
     s.shutdown().await;
 }
 

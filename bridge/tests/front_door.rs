@@ -265,10 +265,7 @@ async fn streams_waiting_for_start_beyond_the_cap_are_refused_with_503() {
     drop(idle.pop());
     let app = s.app.clone();
     wait_for("a released place", || {
-        app.metrics
-            .streams_pending_start
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 3
+        app.metrics.streams_pending_start.get() == 3
     })
     .await;
     let log = run_caller(s.caller("CA7002", 10)).await.unwrap();
@@ -281,7 +278,7 @@ async fn streams_waiting_for_start_beyond_the_cap_are_refused_with_503() {
     assert_eq!(rec.end_reason, EndReason::CallerHungUp);
     let (_, text) = s.get("/metrics").await;
     assert_eq!(
-        metric(&text, "pulsara_stream_start_wait_seconds_count{}"),
+        metric(&text, "pulsara_stream_start_wait_seconds_count "),
         1,
         "{text}"
     );
@@ -333,7 +330,7 @@ async fn probes_answer_through_the_grace_and_the_listener_closes_after_the_drain
         TcpStream::connect(s.addr).await.is_err(),
         "the listener closes after the drain"
     );
-    let (_, text) = (0, s.app.metrics.render());
+    let (_, text) = (0, pulsara_net::metrics::render(&s.app.registry));
     assert!(
         text.contains("pulsara_streams_shed_total{reason=\"draining\"} 1"),
         "{text}"
