@@ -689,33 +689,21 @@ impl Call {
         let mut wrote = false;
         for cmd in out.drain(..) {
             match cmd {
+                Out::MediaToTwilio(frame) => {
+                    self.app.metrics.frames_out_twilio.inc();
+                    wrote |= self.send_twilio(frame).await;
+                }
                 Out::ToTwilio(frame) | Out::ClearTwilio(frame) => {
-                    if frame.starts_with("{\"event\":\"media\"") {
-                        self.app.metrics.frames_out_twilio.inc();
+                    wrote |= self.send_twilio(frame).await;
+                }
+                Out::AudioToAgent(frame) => {
+                    if self.ag_tx.is_some() {
+                        self.app.metrics.frames_out_agent.inc();
                     }
-                    if self
-                        .tw_tx
-                        .send(TwMessage::Text(frame.into()))
-                        .await
-                        .is_err()
-                    {
-                        self.m.set_end(EndReason::CallerHungUp);
-                        self.done = true;
-                    } else {
-                        wrote = true;
-                    }
+                    wrote |= self.send_agent(frame).await;
                 }
                 Out::ToAgent(frame) => {
-                    if let Some(tx) = self.ag_tx.as_mut() {
-                        if frame.starts_with("{\"user_audio_chunk\"") {
-                            self.app.metrics.frames_out_agent.inc();
-                        }
-                        if tx.send(AgMessage::text(frame)).await.is_ok() {
-                            wrote = true;
-                        }
-                    } else {
-                        self.app.metrics.dropped_frames.inc();
-                    }
+                    wrote |= self.send_agent(frame).await;
                 }
                 Out::RunTool {
                     tool_call_id,
@@ -739,6 +727,30 @@ impl Call {
         }
         self.out = out;
         wrote
+    }
+
+    /// Writes a frame to Twilio; a failed write means the caller hung up. Returns whether it was
+    /// written.
+    async fn send_twilio(&mut self, frame: String) -> bool {
+        if self.tw_tx.send(TwMessage::Text(frame.into())).await.is_err() {
+            self.m.set_end(EndReason::CallerHungUp);
+            self.done = true;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Writes a frame to the agent, or drops it (counted) while there is no agent socket.
+    /// Returns whether it was written.
+    async fn send_agent(&mut self, frame: String) -> bool {
+        match self.ag_tx.as_mut() {
+            Some(tx) => tx.send(AgMessage::text(frame)).await.is_ok(),
+            None => {
+                self.app.metrics.dropped_frames.inc();
+                false
+            }
+        }
     }
 
     fn spawn_tool(&mut self, tool_call_id: String, tool: String, params: serde_json::Value) {
