@@ -182,9 +182,9 @@ fn caller(ws_url: &str, call_sid: &str) -> CallerScript {
     }
 }
 
+/// An unlabelled sample of `/metrics` text.
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    pulsara_emulators::exposition::parse(text).unwrap().value(name, &[])
 }
 
 fn record(call_sid: &str, caller_says: &str) -> CallRecord {
@@ -316,6 +316,12 @@ async fn a_full_disk_loses_nothing_and_freeing_space_delivers_everything_once() 
         Some(0.0),
         "{text}"
     );
+    // The outbox's and the config cache's families say what they are, like the bridge's.
+    let parsed = pulsara_emulators::exposition::parse(&text).unwrap();
+    assert_eq!(parsed.families_missing_help_or_type(), Vec::<String>::new(), "{text}");
+    assert_eq!(parsed.types.get("pulsara_outbox_lost_total").map(String::as_str), Some("counter"));
+    assert_eq!(parsed.types.get("pulsara_outbox_depth").map(String::as_str), Some("gauge"));
+    assert!(parsed.types.contains_key("pulsara_config_cache_fetches_total"), "{text}");
     assert_eq!(w.dash.store.call_count().unwrap(), 0);
     assert!(w.smtp.messages().is_empty());
 
