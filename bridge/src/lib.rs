@@ -2,10 +2,11 @@
 //! records.
 //!
 //! Modules, in the order data flows through them:
-//! - [`server`]: shared state ([`server::App`]), the axum [`server::router`] (`/media`, `/healthz`,
-//!   `/readyz`, `/metrics`, `/twilio/recording`) and [`server::run`] with graceful draining, on
-//!   `pulsara-net`'s hardened listener. [`overload`]: which new streams to refuse (503) before
-//!   the upgrade when the process cannot serve them.
+//! - [`app`]: the shared state every call reads ([`App`]) and the call slots it hands out.
+//! - [`server`]: the axum [`server::router`] (`/media`, `/healthz`, `/readyz`, `/metrics`,
+//!   `/twilio/recording`) and [`server::run`] with graceful draining, on `pulsara-net`'s hardened
+//!   listener; it starts a [`session`] per upgraded stream. [`overload`]: which new streams to
+//!   refuse (503) before the upgrade when the process cannot serve them.
 //! - [`session`]: one task per Media Stream — authenticate `start`, admit under the caps, connect
 //!   the agent, pump frames, run tools, transfer / fall back, deliver the record.
 //! - [`machine`]: the sans-IO per-call state machine (audio routing, barge-in, marks, transcript,
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod dashboard_link;
@@ -44,4 +46,5 @@ pub mod twilio_rest;
 pub mod vars;
 pub mod voicemail;
 
-pub use server::{router, run, run_router, App};
+pub use app::{App, AppError};
+pub use server::{router, run, run_router};

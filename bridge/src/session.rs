@@ -30,7 +30,7 @@ use crate::config::ms;
 use crate::machine::{CallInfo, CallMachine, MachineLimits, Out};
 use crate::ports::{ToolContext, ToolError, ToolOutcome};
 use crate::overload::PendingStart;
-use crate::server::App;
+use crate::app::App;
 
 type TwTx = SplitSink<WebSocket, TwMessage>;
 type TwRx = SplitStream<WebSocket>;
