@@ -8,7 +8,6 @@
 //! The clients are raw sockets that write one upgrade request and read the 101, so they add
 //! almost nothing to the process's RSS themselves.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,7 +91,7 @@ async fn phase(label: &str, max_pending_start: usize) {
         }
     }
     let t0 = Instant::now();
-    while app.metrics.streams_pending_start.load(Relaxed) < held.len() as u64 && t0.elapsed() < Duration::from_secs(10) {
+    while app.metrics.streams_pending_start.get() < held.len() as i64 && t0.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -100,7 +99,7 @@ async fn phase(label: &str, max_pending_start: usize) {
     let accepted = held.len();
     drop(held);
     let t0 = Instant::now();
-    while app.metrics.streams_pending_start.load(Relaxed) > 0 && t0.elapsed() < Duration::from_secs(30) {
+    while app.metrics.streams_pending_start.get() > 0 && t0.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

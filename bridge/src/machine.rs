@@ -39,12 +39,19 @@ const MAX_EARLIER: usize = 16;
 /// A command for the I/O shell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Out {
-    /// A text frame for Twilio.
+    /// A text frame for Twilio (`mark`, …); audio goes as [`Out::MediaToTwilio`].
     ToTwilio(String),
+    /// A `media` message for Twilio: one frame of the agent's audio (`pulsara_frames_total`
+    /// counts it as `out_twilio`).
+    MediaToTwilio(String),
     /// Barge-in: drop anything queued for Twilio, then send this `clear` frame.
     ClearTwilio(String),
-    /// A text frame for ElevenLabs.
+    /// A text frame for ElevenLabs (context, tool results, pongs); audio goes as
+    /// [`Out::AudioToAgent`].
     ToAgent(String),
+    /// A `user_audio_chunk` for ElevenLabs: one frame of the caller's audio (counted as
+    /// `out_agent`).
+    AudioToAgent(String),
     /// Run a tool; answer with [`CallMachine::on_tool_done`].
     RunTool {
         tool_call_id: String,
@@ -334,7 +341,7 @@ impl CallMachine {
     fn forward_caller_audio(&mut self, payload_b64: &str, out: &mut Vec<Out>) {
         match &mut self.to_agent {
             None => match convai::user_audio_chunk_json(payload_b64) {
-                Ok(f) => out.push(Out::ToAgent(f)),
+                Ok(f) => out.push(Out::AudioToAgent(f)),
                 Err(_) => self.stats.dropped_frames += 1,
             },
             Some(conv) => {
@@ -349,7 +356,7 @@ impl CallMachine {
                 }
                 let b64 = B64.encode(&self.scratch_pcm);
                 match convai::user_audio_chunk_json(&b64) {
-                    Ok(f) => out.push(Out::ToAgent(f)),
+                    Ok(f) => out.push(Out::AudioToAgent(f)),
                     Err(_) => self.stats.dropped_frames += 1,
                 }
             }
@@ -641,7 +648,7 @@ impl CallMachine {
             self.pending_marks.pop_front();
         }
         self.pending_marks.push_back((seq, turn, ms));
-        out.push(Out::ToTwilio(frame));
+        out.push(Out::MediaToTwilio(frame));
         out.push(Out::ToTwilio(tw::mark_json(
             &self.info.stream_sid,
             &seq.to_string(),
@@ -879,7 +886,7 @@ mod tests {
     fn to_twilio(out: &[Out]) -> Vec<String> {
         out.iter()
             .filter_map(|o| match o {
-                Out::ToTwilio(s) | Out::ClearTwilio(s) => Some(s.clone()),
+                Out::ToTwilio(s) | Out::MediaToTwilio(s) | Out::ClearTwilio(s) => Some(s.clone()),
                 _ => None,
             })
             .collect()
@@ -946,7 +953,7 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(
             out[0],
-            Out::ToAgent(format!("{{\"user_audio_chunk\":\"{frame}\"}}"))
+            Out::AudioToAgent(format!("{{\"user_audio_chunk\":\"{frame}\"}}"))
         );
         out.clear();
         let agent = B64.encode([0x11u8; 800]);
@@ -972,7 +979,7 @@ mod tests {
         let total: usize = out
             .iter()
             .map(|o| match o {
-                Out::ToAgent(s) => {
+                Out::AudioToAgent(s) => {
                     let v: serde_json::Value = serde_json::from_str(s).unwrap();
                     B64.decode(v["user_audio_chunk"].as_str().unwrap())
                         .unwrap()

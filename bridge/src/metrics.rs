@@ -1,13 +1,23 @@
-//! Prometheus metrics for the bridge, hand-written because the set is small and the hot path
-//! (one counter bump and one histogram observation per 20 ms frame per call) should be a few
-//! relaxed atomic adds, not a label lookup.
+//! The bridge's own Prometheus families, registered into the process's one
+//! [`prometheus::Registry`] (built by [`crate::service::Wiring`], or by [`crate::App::new`] for a
+//! bridge on its own). The other parts of the process register theirs into the same registry:
+//! the listener ([`pulsara_net::Stats::collector`]), the outbox and the config cache
+//! ([`pulsara_dashboard::outbox::OutboxCollector`], `ConfigCache::collector`), the tool runner
+//! ([`crate::tools::PolicyToolRunner::collector`]).
 //!
-//! Exposed at `/metrics` in the Prometheus text format (version 0.0.4).
+//! The hot path (one counter bump and one histogram observation per 20 ms frame per call) uses
+//! handles resolved here once, so it is a few atomic adds, never a label lookup.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
+
+use prometheus::core::Collector as _;
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
 
 /// Bucket upper bounds in microseconds for the added-latency histograms.
 const LATENCY_BUCKETS_US: [u64; 14] = [
@@ -17,85 +27,33 @@ const LATENCY_BUCKETS_US: [u64; 14] = [
 const TOOL_BUCKETS_US: [u64; 10] = [
     100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000,
 ];
-
 /// Bucket upper bounds in microseconds for the wait from a stream's upgrade to its `start`.
 const START_WAIT_BUCKETS_US: [u64; 12] = [
     1_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
     10_000_000, 30_000_000,
 ];
 
-/// A fixed-bucket histogram of microsecond values; also keeps exact counts per bucket so the bench
-/// can report quantiles.
-pub struct Histogram {
-    bounds: &'static [u64],
-    counts: Vec<AtomicU64>,
-    sum_us: AtomicU64,
-    count: AtomicU64,
-    max_us: AtomicU64,
+/// Distinct ElevenLabs error types kept as labels; the rest count as `other`.
+const MAX_AGENT_ERROR_TYPES: usize = 32;
+
+/// Seconds from microseconds, as histograms and gauges take them.
+pub fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
 }
 
-impl Histogram {
-    fn new(bounds: &'static [u64]) -> Self {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_us: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-            max_us: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe_us(&self, us: u64) {
-        let i = self
-            .bounds
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(self.bounds.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.max_us.fetch_max(us, Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
-    }
-
-    pub fn max_us(&self) -> u64 {
-        self.max_us.load(Relaxed)
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cum = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in self.bounds.iter().enumerate() {
-            cum += self.counts[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cum}",
-                *b as f64 / 1e6
-            );
-        }
-        cum += self.counts[self.bounds.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count.load(Relaxed));
-    }
-}
-
-/// All bridge metrics; one instance per process, shared by `Arc`.
+/// The bridge's metrics; one instance per process, shared by `Arc`.
 pub struct Metrics {
-    pub frames_in_twilio: AtomicU64,
-    pub frames_out_twilio: AtomicU64,
-    pub frames_in_agent: AtomicU64,
-    pub frames_out_agent: AtomicU64,
-    pub dropped_frames: AtomicU64,
-    pub calls_started: AtomicU64,
-    pub calls_rejected: AtomicU64,
+    /// `pulsara_frames_total{dir="in_twilio"}`: Twilio `media` messages read.
+    pub frames_in_twilio: IntCounter,
+    /// `dir="out_twilio"`: `media` messages written to Twilio.
+    pub frames_out_twilio: IntCounter,
+    /// `dir="in_agent"`: ElevenLabs `audio` events read.
+    pub frames_in_agent: IntCounter,
+    /// `dir="out_agent"`: `user_audio_chunk` messages written to ElevenLabs.
+    pub frames_out_agent: IntCounter,
+    pub dropped_frames: IntCounter,
+    pub calls_started: IntCounter,
+    pub calls_rejected: IntCounter,
     /// Caller → agent: from reading the Twilio frame to having written it to ElevenLabs.
     pub latency_to_agent: Histogram,
     /// Agent → caller: from reading the ElevenLabs frame to having written it to Twilio.
@@ -104,26 +62,233 @@ pub struct Metrics {
     /// From a stream's upgrade to its `start` message being read.
     pub start_wait: Histogram,
     /// Streams upgraded (or upgrading) whose `start` has not been read yet.
-    pub streams_pending_start: AtomicU64,
+    pub streams_pending_start: IntGauge,
+    /// The runtime's scheduling lag at the last look, seconds (set at every scrape).
+    pub scheduling_lag: Gauge,
     /// New streams refused before the upgrade, by [`crate::overload::Refusal`] (in its order).
-    pub streams_shed: [AtomicU64; 4],
-    /// The runtime's scheduling lag at the last look, microseconds.
-    pub scheduling_lag_us: AtomicU64,
+    streams_shed: Vec<IntCounter>,
     /// Live calls per restaurant: the one tally admission checks and `pulsara_active_calls` shows.
     pub live: LiveCalls,
-    errors: Mutex<BTreeMap<&'static str, u64>>,
-    ended: Mutex<BTreeMap<&'static str, u64>>,
+    errors: IntCounterVec,
+    ended: IntCounterVec,
     /// ElevenLabs `error` event types (or `close_<code>` without one), bounded in number.
-    agent_errors: Mutex<BTreeMap<String, u64>>,
+    agent_errors: IntCounterVec,
+    agent_error_types: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    /// Metrics registered in a registry of their own (tests, benchmarks).
+    fn default() -> Self {
+        Metrics::new(&Registry::new()).expect("the bridge's fixed metric names are valid")
+    }
+}
+
+fn histogram(name: &str, help: &str, bounds_us: &[u64]) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(bounds_us.iter().map(|b| secs(*b)).collect())
+}
+
+impl Metrics {
+    /// Creates the bridge's families and registers them into `registry`.
+    ///
+    /// # Errors
+    /// A family of the same name is already registered there.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let active = IntGaugeVec::new(
+            Opts::new("pulsara_active_calls", "Live calls per restaurant."),
+            &["restaurant"],
+        )?;
+        let frames = IntCounterVec::new(
+            Opts::new(
+                "pulsara_frames_total",
+                "Media frames by direction and side.",
+            ),
+            &["dir"],
+        )?;
+        let dropped_frames = IntCounter::new(
+            "pulsara_dropped_frames_total",
+            "Media frames dropped (agent not ready, buffer full, after clear).",
+        )?;
+        let calls_started = IntCounter::new("pulsara_calls_started_total", "Streams accepted.")?;
+        let calls_rejected = IntCounter::new(
+            "pulsara_calls_rejected_total",
+            "Streams refused (bad token, signature, capacity).",
+        )?;
+        let streams_pending_start = IntGauge::new(
+            "pulsara_streams_pending_start",
+            "Streams upgraded that have not sent start yet.",
+        )?;
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "pulsara_streams_shed_total",
+                "New streams refused with 503 before the upgrade, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let scheduling_lag = Gauge::new(
+            "pulsara_scheduling_lag_seconds",
+            "How late the runtime runs a timer that is due.",
+        )?;
+        let start_wait = Histogram::with_opts(histogram(
+            "pulsara_stream_start_wait_seconds",
+            "From a stream's upgrade to its start message.",
+            &START_WAIT_BUCKETS_US,
+        ))?;
+        let added = HistogramVec::new(
+            histogram(
+                "pulsara_added_latency_seconds",
+                "Time a frame spends inside the bridge.",
+                &LATENCY_BUCKETS_US,
+            ),
+            &["dir"],
+        )?;
+        let tool_latency = Histogram::with_opts(histogram(
+            "pulsara_tool_call_seconds",
+            "Tool call latency.",
+            &TOOL_BUCKETS_US,
+        ))?;
+        let errors = IntCounterVec::new(
+            Opts::new("pulsara_errors_total", "Errors by kind."),
+            &["kind"],
+        )?;
+        let agent_errors = IntCounterVec::new(
+            Opts::new(
+                "pulsara_agent_errors_total",
+                "Conversations ElevenLabs refused or ended with an error, by error type (close_<code> when it sent none).",
+            ),
+            &["type"],
+        )?;
+        let ended = IntCounterVec::new(
+            Opts::new("pulsara_calls_ended_total", "Finished calls by end reason."),
+            &["reason"],
+        )?;
+
+        let m = Metrics {
+            frames_in_twilio: frames.with_label_values(&["in_twilio"]),
+            frames_out_twilio: frames.with_label_values(&["out_twilio"]),
+            frames_in_agent: frames.with_label_values(&["in_agent"]),
+            frames_out_agent: frames.with_label_values(&["out_agent"]),
+            dropped_frames,
+            calls_started,
+            calls_rejected,
+            latency_to_agent: added.with_label_values(&["to_agent"]),
+            latency_to_caller: added.with_label_values(&["to_caller"]),
+            tool_latency,
+            start_wait,
+            streams_pending_start,
+            scheduling_lag,
+            streams_shed: crate::overload::Refusal::ALL
+                .iter()
+                .map(|r| shed.with_label_values(&[r.label()]))
+                .collect(),
+            live: LiveCalls { gauge: active, by_restaurant: Mutex::default(), total: AtomicUsize::new(0) },
+            errors,
+            ended,
+            agent_errors,
+            agent_error_types: Mutex::new(HashSet::new()),
+        };
+        registry.register(Box::new(m.live.gauge.clone()))?;
+        registry.register(Box::new(frames))?;
+        registry.register(Box::new(m.dropped_frames.clone()))?;
+        registry.register(Box::new(m.calls_started.clone()))?;
+        registry.register(Box::new(m.calls_rejected.clone()))?;
+        registry.register(Box::new(m.streams_pending_start.clone()))?;
+        registry.register(Box::new(shed))?;
+        registry.register(Box::new(m.scheduling_lag.clone()))?;
+        registry.register(Box::new(m.start_wait.clone()))?;
+        registry.register(Box::new(added))?;
+        registry.register(Box::new(m.tool_latency.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.agent_errors.clone()))?;
+        registry.register(Box::new(m.ended.clone()))?;
+        Ok(m)
+    }
+
+    pub fn call_started(&self) {
+        self.calls_started.inc();
+    }
+
+    pub fn call_ended(&self, reason: &'static str) {
+        self.ended.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a stream refused before its upgrade.
+    pub fn stream_shed(&self, why: crate::overload::Refusal) {
+        if let Some(c) = self.shed_counter(why) {
+            c.inc();
+        }
+    }
+
+    /// Streams refused for `why` so far.
+    pub fn streams_shed_of(&self, why: crate::overload::Refusal) -> u64 {
+        self.shed_counter(why).map_or(0, IntCounter::get)
+    }
+
+    fn shed_counter(&self, why: crate::overload::Refusal) -> Option<&IntCounter> {
+        let i = crate::overload::Refusal::ALL
+            .iter()
+            .position(|r| *r == why)?;
+        self.streams_shed.get(i)
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        self.errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts an ElevenLabs error by its type. Types come from the network: only short
+    /// `[a-z0-9_]` names become labels, and only the first [`MAX_AGENT_ERROR_TYPES`] of them.
+    pub fn agent_error(&self, kind: &str) {
+        let clean = !kind.is_empty()
+            && kind.len() <= 48
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let label = {
+            let mut known = self
+                .agent_error_types
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if clean && (known.contains(kind) || known.len() < MAX_AGENT_ERROR_TYPES) {
+                known.insert(kind.to_owned());
+                kind
+            } else {
+                "other"
+            }
+        };
+        self.agent_errors.with_label_values(&[label]).inc();
+    }
+
+    /// How many ElevenLabs errors of `kind` were counted.
+    pub fn agent_errors_of(&self, kind: &str) -> u64 {
+        counted(&self.agent_errors, kind)
+    }
+
+    pub fn errors_of(&self, kind: &str) -> u64 {
+        counted(&self.errors, kind)
+    }
+
+    /// Live calls over all restaurants.
+    pub fn active_total(&self) -> usize {
+        self.live.total()
+    }
 }
 
 /// Live calls per restaurant and in total. Admission adds a call only within both caps
-/// ([`LiveCalls::try_add`]); the call's end removes it. A restaurant keeps its entry at zero, so its
-/// gauge drops to 0 instead of vanishing (restaurants come from configuration, so they are few).
-#[derive(Debug, Default)]
+/// ([`LiveCalls::try_add`]); the call's end removes it. A restaurant keeps its series at zero, so
+/// its gauge drops to 0 instead of vanishing (restaurants come from configuration, so they are few).
+#[derive(Debug)]
 pub struct LiveCalls {
+    gauge: IntGaugeVec,
     by_restaurant: Mutex<BTreeMap<String, usize>>,
     total: AtomicUsize,
+}
+
+impl Default for LiveCalls {
+    /// A tally with a gauge of its own, in no registry (tests).
+    fn default() -> Self {
+        let gauge = IntGaugeVec::new(Opts::new("pulsara_active_calls", "Live calls per restaurant."), &["restaurant"])
+            .expect("a valid fixed family");
+        LiveCalls { gauge, by_restaurant: Mutex::default(), total: AtomicUsize::new(0) }
+    }
 }
 
 impl LiveCalls {
@@ -140,6 +305,7 @@ impl LiveCalls {
         }
         *n += 1;
         self.total.fetch_add(1, SeqCst);
+        self.gauge.with_label_values(&[restaurant]).set(i64::try_from(*n).unwrap_or(i64::MAX));
         true
     }
 
@@ -149,6 +315,7 @@ impl LiveCalls {
         if let Some(n) = by.get_mut(restaurant).filter(|n| **n > 0) {
             *n -= 1;
             self.total.fetch_sub(1, SeqCst);
+            self.gauge.with_label_values(&[restaurant]).set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 
@@ -170,227 +337,14 @@ impl LiveCalls {
     }
 }
 
-/// Distinct ElevenLabs error types kept as labels; the rest count as `other`.
-const MAX_AGENT_ERROR_TYPES: usize = 32;
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            frames_in_twilio: AtomicU64::new(0),
-            frames_out_twilio: AtomicU64::new(0),
-            frames_in_agent: AtomicU64::new(0),
-            frames_out_agent: AtomicU64::new(0),
-            dropped_frames: AtomicU64::new(0),
-            calls_started: AtomicU64::new(0),
-            calls_rejected: AtomicU64::new(0),
-            latency_to_agent: Histogram::new(&LATENCY_BUCKETS_US),
-            latency_to_caller: Histogram::new(&LATENCY_BUCKETS_US),
-            tool_latency: Histogram::new(&TOOL_BUCKETS_US),
-            start_wait: Histogram::new(&START_WAIT_BUCKETS_US),
-            streams_pending_start: AtomicU64::new(0),
-            streams_shed: Default::default(),
-            scheduling_lag_us: AtomicU64::new(0),
-            live: LiveCalls::default(),
-            errors: Mutex::new(BTreeMap::new()),
-            ended: Mutex::new(BTreeMap::new()),
-            agent_errors: Mutex::new(BTreeMap::new()),
-        }
-    }
-}
-
-impl Metrics {
-    pub fn call_started(&self) {
-        self.calls_started.fetch_add(1, Relaxed);
-    }
-
-    pub fn call_ended(&self, reason: &'static str) {
-        *self
-            .ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason)
-            .or_insert(0) += 1;
-    }
-
-    /// Counts a stream refused before its upgrade.
-    pub fn stream_shed(&self, why: crate::overload::Refusal) {
-        let i = crate::overload::Refusal::ALL
-            .iter()
-            .position(|r| *r == why)
-            .unwrap_or(0);
-        self.streams_shed[i].fetch_add(1, Relaxed);
-    }
-
-    /// Streams refused for `why` so far.
-    pub fn streams_shed_of(&self, why: crate::overload::Refusal) -> u64 {
-        crate::overload::Refusal::ALL
-            .iter()
-            .position(|r| *r == why)
-            .map_or(0, |i| self.streams_shed[i].load(Relaxed))
-    }
-
-    pub fn error(&self, kind: &'static str) {
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(kind)
-            .or_insert(0) += 1;
-    }
-
-    /// Counts an ElevenLabs error by its type. Types come from the network: only short
-    /// `[a-z0-9_]` names become labels, and only the first [`MAX_AGENT_ERROR_TYPES`] of them.
-    pub fn agent_error(&self, kind: &str) {
-        let mut m = self.agent_errors.lock().unwrap_or_else(|e| e.into_inner());
-        let clean = !kind.is_empty()
-            && kind.len() <= 48
-            && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        let key = if clean && (m.contains_key(kind) || m.len() < MAX_AGENT_ERROR_TYPES) {
-            kind.to_owned()
-        } else {
-            "other".to_owned()
-        };
-        *m.entry(key).or_insert(0) += 1;
-    }
-
-    /// How many ElevenLabs errors of `kind` were counted.
-    pub fn agent_errors_of(&self, kind: &str) -> u64 {
-        self.agent_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(kind)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    pub fn errors_of(&self, kind: &str) -> u64 {
-        self.errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(kind)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Live calls in all restaurants.
-    pub fn active_total(&self) -> usize {
-        self.live.total()
-    }
-
-    /// Approximate quantile (upper bucket bound, µs) of a histogram; exact enough for reports.
-    pub fn quantile_us(h: &Histogram, q: f64) -> u64 {
-        let total = h.count();
-        if total == 0 {
-            return 0;
-        }
-        let target = ((total as f64) * q).ceil() as u64;
-        let mut cum = 0;
-        for (i, b) in h.bounds.iter().enumerate() {
-            cum += h.counts[i].load(Relaxed);
-            if cum >= target {
-                return *b;
-            }
-        }
-        h.max_us()
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut o = String::with_capacity(4096);
-        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        o.push_str("# HELP pulsara_active_calls Live calls per restaurant.\n# TYPE pulsara_active_calls gauge\n");
-        for (r, n) in self.live.by_restaurant() {
-            let _ = writeln!(
-                o,
-                "pulsara_active_calls{{restaurant=\"{}\"}} {n}",
-                escape(&r)
-            );
-        }
-        o.push_str("# HELP pulsara_frames_total Media frames by direction and side.\n# TYPE pulsara_frames_total counter\n");
-        for (dir, v) in [
-            ("in_twilio", &self.frames_in_twilio),
-            ("out_twilio", &self.frames_out_twilio),
-            ("in_agent", &self.frames_in_agent),
-            ("out_agent", &self.frames_out_agent),
-        ] {
-            let _ = writeln!(
-                o,
-                "pulsara_frames_total{{dir=\"{dir}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-        counter(
-            &mut o,
-            "pulsara_dropped_frames_total",
-            "Media frames dropped (agent not ready, buffer full, after clear).",
-            self.dropped_frames.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "pulsara_calls_started_total",
-            "Streams accepted.",
-            self.calls_started.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "pulsara_calls_rejected_total",
-            "Streams refused (bad token, signature, capacity).",
-            self.calls_rejected.load(Relaxed),
-        );
-        let _ = writeln!(
-            o,
-            "# HELP pulsara_streams_pending_start Streams upgraded that have not sent start yet.\n# TYPE pulsara_streams_pending_start gauge\npulsara_streams_pending_start {}",
-            self.streams_pending_start.load(Relaxed)
-        );
-        o.push_str("# HELP pulsara_streams_shed_total New streams refused with 503 before the upgrade, by reason.\n# TYPE pulsara_streams_shed_total counter\n");
-        for (why, n) in crate::overload::Refusal::ALL.iter().zip(&self.streams_shed) {
-            let _ = writeln!(
-                o,
-                "pulsara_streams_shed_total{{reason=\"{}\"}} {}",
-                why.label(),
-                n.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP pulsara_scheduling_lag_seconds How late the runtime runs a timer that is due.\n# TYPE pulsara_scheduling_lag_seconds gauge\npulsara_scheduling_lag_seconds {}",
-            self.scheduling_lag_us.load(Relaxed) as f64 / 1e6
-        );
-        o.push_str("# HELP pulsara_stream_start_wait_seconds From a stream's upgrade to its start message.\n# TYPE pulsara_stream_start_wait_seconds histogram\n");
-        self.start_wait
-            .render(&mut o, "pulsara_stream_start_wait_seconds", "");
-        o.push_str("# HELP pulsara_added_latency_seconds Time a frame spends inside the bridge.\n# TYPE pulsara_added_latency_seconds histogram\n");
-        self.latency_to_agent
-            .render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_agent\"");
-        self.latency_to_caller
-            .render(&mut o, "pulsara_added_latency_seconds", "dir=\"to_caller\"");
-        o.push_str("# HELP pulsara_tool_call_seconds Tool call latency.\n# TYPE pulsara_tool_call_seconds histogram\n");
-        self.tool_latency
-            .render(&mut o, "pulsara_tool_call_seconds", "");
-        o.push_str(
-            "# HELP pulsara_errors_total Errors by kind.\n# TYPE pulsara_errors_total counter\n",
-        );
-        for (k, v) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(o, "pulsara_errors_total{{kind=\"{k}\"}} {v}");
-        }
-        o.push_str("# HELP pulsara_agent_errors_total Conversations ElevenLabs refused or ended with an error, by error type (close_<code> when it sent none).\n# TYPE pulsara_agent_errors_total counter\n");
-        for (k, v) in self.agent_errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(o, "pulsara_agent_errors_total{{type=\"{k}\"}} {v}");
-        }
-        o.push_str("# HELP pulsara_calls_ended_total Finished calls by end reason.\n# TYPE pulsara_calls_ended_total counter\n");
-        for (k, v) in self.ended.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(o, "pulsara_calls_ended_total{{reason=\"{k}\"}} {v}");
-        }
-        o
-    }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The count of a one-label counter family at `label`, without creating the series.
+fn counted(family: &IntCounterVec, label: &str) -> u64 {
+    family
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .find(|m| m.get_label().first().is_some_and(|l| l.value() == label))
+        .map_or(0, |m| m.get_counter().get_value() as u64)
 }
 
 #[cfg(test)]
@@ -399,46 +353,60 @@ mod tests {
 
     #[test]
     fn renders_counters_gauges_and_histograms() {
-        let m = Metrics::default();
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
         m.call_started();
         assert!(m.live.try_add("r\"1", 1, 10));
-        m.latency_to_agent.observe_us(120);
-        m.latency_to_agent.observe_us(3_000_000);
+        m.latency_to_agent.observe(secs(120));
+        m.latency_to_agent.observe(secs(3_000_000));
         m.error("handoff_rejected");
-        let text = m.render();
+        let text = pulsara_net::metrics::render(&registry);
         assert!(
             text.contains("pulsara_active_calls{restaurant=\"r\\\"1\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"0.0002\"} 1")
+            text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"0.0002\"} 1"),
+            "{text}"
         );
         assert!(
             text.contains("pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"+Inf\"} 2")
         );
         assert!(text.contains("pulsara_errors_total{kind=\"handoff_rejected\"} 1"));
         m.stream_shed(crate::overload::Refusal::StartBacklog);
-        m.streams_pending_start.fetch_add(3, Relaxed);
-        m.scheduling_lag_us.store(1_500_000, Relaxed);
-        m.start_wait.observe_us(20_000);
-        let text = m.render();
-        assert!(text.contains("pulsara_streams_shed_total{reason=\"start_backlog\"} 1"), "{text}");
-        assert!(text.contains("pulsara_streams_shed_total{reason=\"scheduling_lag\"} 0"), "{text}");
+        m.streams_pending_start.add(3);
+        m.scheduling_lag.set(secs(1_500_000));
+        m.start_wait.observe(secs(20_000));
+        let text = pulsara_net::metrics::render(&registry);
+        assert!(
+            text.contains("pulsara_streams_shed_total{reason=\"start_backlog\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulsara_streams_shed_total{reason=\"scheduling_lag\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("pulsara_streams_pending_start 3"), "{text}");
-        assert!(text.contains("pulsara_scheduling_lag_seconds 1.5"), "{text}");
+        assert!(
+            text.contains("pulsara_scheduling_lag_seconds 1.5"),
+            "{text}"
+        );
         assert!(
             text.contains("pulsara_stream_start_wait_seconds_bucket{le=\"0.05\"} 1"),
             "{text}"
         );
-        m.call_ended("caller_hung_up");
+        assert_eq!(m.errors_of("handoff_rejected"), 1);
+        assert_eq!(m.errors_of("never_counted"), 0);
+        assert!(!pulsara_net::metrics::render(&registry).contains("never_counted"));
         m.live.remove("r\"1");
+        m.call_ended("caller_hung_up");
         assert_eq!(m.active_total(), 0);
-        assert!(m.render().contains("pulsara_active_calls{restaurant=\"r\\\"1\"} 0"));
-        assert_eq!(Metrics::quantile_us(&m.latency_to_agent, 0.5), 200);
+        let text = pulsara_net::metrics::render(&registry);
+        assert!(text.contains("pulsara_active_calls{restaurant=\"r\\\"1\"} 0"), "{text}");
     }
 
     #[test]
-    fn live_calls_respect_both_caps_and_count_each_call_once() {
+    fn live_calls_keep_both_caps() {
         let live = LiveCalls::default();
         assert!(live.try_add("a", 2, 3));
         assert!(live.try_add("a", 2, 3));
@@ -455,5 +423,17 @@ mod tests {
         assert_eq!((live.total(), live.of("a"), live.of("b")), (1, 1, 0));
         assert_eq!(live.by_restaurant(), [("a".to_owned(), 1), ("b".to_owned(), 0)]);
         assert!(!live.try_add("c", 0, 3), "a restaurant capped at 0 takes no calls");
+    }
+
+    #[test]
+    fn agent_error_types_are_bounded_and_cleaned() {
+        let m = Metrics::default();
+        for i in 0..MAX_AGENT_ERROR_TYPES + 5 {
+            m.agent_error(&format!("type_{i}"));
+        }
+        m.agent_error("Bad Type!");
+        m.agent_error("type_0");
+        assert_eq!(m.agent_errors_of("type_0"), 2);
+        assert_eq!(m.agent_errors_of("other"), 6);
     }
 }

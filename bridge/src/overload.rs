@@ -113,7 +113,7 @@ pub struct PendingStart {
 impl PendingStart {
     /// Counts a stream as waiting from `upgraded_at` (when its upgrade request was handled).
     pub fn new(metrics: Arc<Metrics>, upgraded_at: Instant) -> Self {
-        metrics.streams_pending_start.fetch_add(1, Relaxed);
+        metrics.streams_pending_start.inc();
         PendingStart {
             metrics,
             upgraded_at,
@@ -128,7 +128,7 @@ impl PendingStart {
 
 impl Drop for PendingStart {
     fn drop(&mut self) {
-        self.metrics.streams_pending_start.fetch_sub(1, Relaxed);
+        self.metrics.streams_pending_start.dec();
     }
 }
 
@@ -305,10 +305,10 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let a = PendingStart::new(metrics.clone(), Instant::now());
         let b = PendingStart::new(metrics.clone(), Instant::now());
-        assert_eq!(metrics.streams_pending_start.load(Relaxed), 2);
+        assert_eq!(metrics.streams_pending_start.get(), 2);
         drop(a);
-        assert_eq!(metrics.streams_pending_start.load(Relaxed), 1);
+        assert_eq!(metrics.streams_pending_start.get(), 1);
         drop(b);
-        assert_eq!(metrics.streams_pending_start.load(Relaxed), 0);
+        assert_eq!(metrics.streams_pending_start.get(), 0);
     }
 }

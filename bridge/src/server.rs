@@ -1,4 +1,4 @@
-//! The bridge's HTTP shell: shared state ([`App`]), the axum [`router`] (`/media`, `/healthz`,
+//! The bridge's HTTP shell over the shared state ([`App`]): the axum [`router`] (`/media`, `/healthz`,
 //! `/readyz`, `/metrics`) and [`run`], which serves on `pulsara-net`'s hardened listener until the
 //! shutdown future resolves and then drains: `/readyz` answers 503 "draining", new streams are
 //! refused with 503, live calls continue for the grace period, are then ended politely, and the
@@ -9,10 +9,8 @@
 //! cannot serve now (too many waiting for `start`, the runtime running late) gets a 503 before
 //! the upgrade so the call's fallback takes over, instead of an accepted stream nobody reads.
 
-use crate::clock::Clock;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -21,170 +19,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use pulsara_core::handoff::HandoffKeys;
-use pulsara_dashboard::twilio_rest::TwilioRest;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::agent::AgentClient;
-use crate::overload::{LagMonitor, Load, PendingStart, Refusal, Thresholds};
-use crate::config::{ms, BridgeConfig};
-use crate::metrics::Metrics;
-use crate::ports::{CallSink, ConfigSource, ToolRunner};
-use crate::replay::ReplayCache;
+use crate::app::App;
+use crate::config::ms;
+use crate::overload::{Load, PendingStart, Refusal, Thresholds};
 
 /// Extra sockets accepted beyond `max_calls`, so over-cap callers still get the busy message.
 const BUSY_HEADROOM: usize = 64;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigFileError),
-    #[error("HTTP client could not be built: {0}")]
-    Http(String),
-}
-
-/// Everything a call needs, shared by all calls.
-pub struct App {
-    pub cfg: BridgeConfig,
-    pub keys: HandoffKeys,
-    pub replay: ReplayCache,
-    pub configs: Arc<dyn ConfigSource>,
-    pub tools: Arc<dyn ToolRunner>,
-    pub sink: Arc<dyn CallSink>,
-    pub metrics: Arc<Metrics>,
-    pub agent: AgentClient,
-    pub rest: TwilioRest,
-    /// Calls in progress (tracked so shutdown can wait for them).
-    pub tracker: TaskTracker,
-    /// Cancelled at shutdown: no new streams.
-    pub draining: CancellationToken,
-    /// Cancelled when the grace period is over: live calls end politely.
-    pub hard_stop: CancellationToken,
-    /// Every time the bridge reads: handoff expiry, the agent's "today", tools' local time.
-    pub clock: Clock,
-    /// More Prometheus text appended to `/metrics` (the outbox, the config cache).
-    pub extra_metrics: Mutex<Vec<MetricsSource>>,
-    /// The runtime's scheduling lag, sampled while [`run_router`] serves.
-    pub lag: Arc<LagMonitor>,
-    ready: AtomicBool,
-    open_streams: AtomicUsize,
-    /// When a refusal was last logged (floods are logged once a second, with the counts).
-    shed_logged: Mutex<Option<tokio::time::Instant>>,
-}
-
-impl App {
-    /// Builds the shared state.
-    ///
-    /// # Errors
-    /// When the handoff key ring or the HTTP client cannot be built (the message names which).
-    pub fn new(
-        cfg: BridgeConfig,
-        configs: Arc<dyn ConfigSource>,
-        tools: Arc<dyn ToolRunner>,
-        sink: Arc<dyn CallSink>,
-    ) -> Result<Arc<App>, AppError> {
-        Self::with_clock(cfg, configs, tools, sink, Clock::system())
-    }
-
-    /// As [`App::new`], reading time from `clock` (the demo and scenario tests shift it).
-    ///
-    /// # Errors
-    /// As [`App::new`].
-    pub fn with_clock(
-        cfg: BridgeConfig,
-        configs: Arc<dyn ConfigSource>,
-        tools: Arc<dyn ToolRunner>,
-        sink: Arc<dyn CallSink>,
-        clock: Clock,
-    ) -> Result<Arc<App>, AppError> {
-        let keys = cfg.handoff_ring()?;
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| AppError::Http(e.to_string()))?;
-        let agent = AgentClient::new(
-            http.clone(),
-            &cfg.elevenlabs_base_url,
-            cfg.elevenlabs_api_key.clone().unwrap_or_else(|| "".into()),
-            &cfg.limits,
-        );
-        let rest = TwilioRest::new(
-            http,
-            &cfg.twilio_api_base,
-            &cfg.twilio_account_sid,
-            cfg.twilio_auth_token.clone().unwrap_or_else(|| "".into()),
-        );
-        Ok(Arc::new(App {
-            replay: ReplayCache::new(cfg.limits.replay_cache_entries),
-            keys,
-            configs,
-            tools,
-            sink,
-            metrics: Arc::new(Metrics::default()),
-            agent,
-            rest,
-            tracker: TaskTracker::new(),
-            draining: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
-            lag: Arc::new(LagMonitor::default()),
-            ready: AtomicBool::new(true),
-            open_streams: AtomicUsize::new(0),
-            shed_logged: Mutex::new(None),
-            clock,
-            extra_metrics: Mutex::new(Vec::new()),
-            cfg,
-        }))
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.draining.is_cancelled()
-    }
-
-    /// Media Streams open right now (upgraded or upgrading, live or not yet started).
-    pub fn open_streams(&self) -> usize {
-        self.open_streams.load(Ordering::SeqCst)
-    }
-
-    /// Live (admitted) calls right now.
-    pub fn live_calls(&self) -> usize {
-        self.metrics.live.total()
-    }
-
-    /// Admits a call for `restaurant` if both the global and the restaurant's cap allow it.
-    pub fn admit(self: &Arc<Self>, restaurant: &str, restaurant_cap: u32) -> Option<Admission> {
-        let cap = usize::try_from(restaurant_cap).unwrap_or(usize::MAX);
-        if !self.metrics.live.try_add(restaurant, cap, self.cfg.limits.max_calls) {
-            return None;
-        }
-        Some(Admission {
-            app: self.clone(),
-            restaurant: restaurant.to_owned(),
-        })
-    }
-}
-
-/// A held call slot; released on drop.
-pub struct Admission {
-    app: Arc<App>,
-    restaurant: String,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.app.metrics.live.remove(&self.restaurant);
-    }
-}
-
-struct OpenStream(Arc<App>);
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.open_streams.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// The bridge's routes. Merge other routers (e.g. the edge's native shell) into the result.
 pub fn router(app: Arc<App>) -> Router {
@@ -205,38 +48,24 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// Renders more metrics text for `/metrics`.
-pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
-
-impl App {
-    /// Appends `source`'s text to every `/metrics` answer.
-    pub fn add_metrics(&self, source: MetricsSource) {
-        self.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()).push(source);
-    }
-}
-
+/// Renders the process registry with `prometheus`'s text encoder. Gathering reads the outbox's
+/// SQLite counts, so it runs on the blocking pool.
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     if !app.cfg.metrics {
         return StatusCode::NOT_FOUND.into_response();
     }
     let lag = app.lag.current(tokio::time::Instant::now());
-    app.metrics.scheduling_lag_us.store(
-        u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
-    let mut text = app.metrics.render();
-    let extra: Vec<MetricsSource> = app.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for source in extra {
-        text.push_str(&source());
+    app.metrics
+        .scheduling_lag
+        .set(crate::metrics::secs(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX)));
+    let registry = app.registry.clone();
+    match tokio::task::spawn_blocking(move || pulsara_net::metrics::render(&registry)).await {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "rendering metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
@@ -246,18 +75,17 @@ async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpg
         return refuse(&app, Refusal::Draining, upgraded_at);
     }
     if let Err(why) = check_upgrade_signature(&app, &headers) {
-        app.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+        app.metrics.calls_rejected.inc();
         app.metrics.error("upgrade_signature");
         tracing::warn!(why, "media stream upgrade refused");
         return (StatusCode::FORBIDDEN, "forbidden").into_response();
     }
-    let open = app.open_streams.fetch_add(1, Ordering::SeqCst) + 1;
-    let guard = OpenStream(app.clone());
+    let (guard, open) = app.open_stream();
     let l = &app.cfg.limits;
     let load = Load {
         draining: !app.is_ready(),
         open_streams: open,
-        pending_start: app.metrics.streams_pending_start.load(Ordering::Relaxed) as usize,
+        pending_start: usize::try_from(app.metrics.streams_pending_start.get()).unwrap_or(0),
         scheduling_lag: app.lag.current(upgraded_at),
     };
     let thresholds = Thresholds {
@@ -292,14 +120,12 @@ async fn media(State(app): State<Arc<App>>, headers: HeaderMap, ws: WebSocketUpg
 /// Answers a refused upgrade: 503 with the reason, counted, and logged at most once a second.
 fn refuse(app: &App, why: Refusal, now: tokio::time::Instant) -> Response {
     app.metrics.stream_shed(why);
-    let mut last = app.shed_logged.lock().unwrap_or_else(|e| e.into_inner());
-    if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-        *last = Some(now);
+    if app.refusal_log_due(now) {
         tracing::warn!(
             reason = why.label(),
             shed_total = app.metrics.streams_shed_of(why),
             open_streams = app.open_streams(),
-            pending_start = app.metrics.streams_pending_start.load(Ordering::Relaxed),
+            pending_start = app.metrics.streams_pending_start.get(),
             scheduling_lag_ms = app.lag.current(now).as_millis() as u64,
             "refusing new media stream with 503"
         );
@@ -364,8 +190,14 @@ pub async fn run_router(
 ) -> std::io::Result<()> {
     // TCP_NODELAY is on by default: media frames are small and latency-bound.
     let server = pulsara_net::Server::new(app.cfg.limits.http());
-    let stats = server.stats();
-    app.add_metrics(Arc::new(move || stats.render("bridge")));
+    match server.stats().collector("bridge") {
+        Ok(c) => {
+            if let Err(e) = app.registry.register(Box::new(c)) {
+                tracing::warn!(error = %e, "the listener's metrics are already registered");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the listener's metrics could not be created"),
+    }
     let close_listener = CancellationToken::new();
     let stop = close_listener.clone();
     let mut serving = tokio::spawn(server.serve(listener, router, async move {
@@ -382,7 +214,7 @@ pub async fn run_router(
             return joined(r);
         }
     }
-    app.ready.store(false, Ordering::SeqCst);
+    app.set_not_ready();
     app.draining.cancel();
     tracing::info!(live_calls = app.live_calls(), "shutdown: draining");
     // Health, readiness (503) and metrics keep answering while calls finish.
@@ -393,7 +225,7 @@ pub async fn run_router(
 
 /// Waits for live calls up to the grace period, ends the rest politely, flushes the sink.
 pub async fn drain(app: &App) {
-    app.ready.store(false, Ordering::SeqCst);
+    app.set_not_ready();
     app.draining.cancel();
     app.tracker.close();
     let grace = ms(app.cfg.limits.shutdown_grace_ms);

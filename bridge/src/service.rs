@@ -181,16 +181,19 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
-    let warm_state = warmed.clone();
-    wired.app.add_metrics(Arc::new(move || {
-        let ready = warm_state.load(std::sync::atomic::Ordering::Relaxed);
-        format!(
-            "# TYPE pulsara_tools_warm_up_done gauge\npulsara_tools_warm_up_done {}\n\
-             # TYPE pulsara_tools_warm_up_ready_restaurants gauge\npulsara_tools_warm_up_ready_restaurants {}\n",
-            u8::from(ready >= 0),
-            ready.max(0)
-        )
-    }));
+    let (warm_state, ready_state) = (warmed.clone(), warmed.clone());
+    let warm_done = prometheus::PullingGauge::new(
+        "pulsara_tools_warm_up_done",
+        "1 once the start-up tool warm-up has finished (or failed), else 0.",
+        Box::new(move || f64::from(u8::from(warm_state.load(std::sync::atomic::Ordering::Relaxed) >= 0))),
+    )?;
+    let warm_ready = prometheus::PullingGauge::new(
+        "pulsara_tools_warm_up_ready_restaurants",
+        "Restaurants whose tools the start-up warm-up made ready.",
+        Box::new(move || ready_state.load(std::sync::atomic::Ordering::Relaxed).max(0) as f64),
+    )?;
+    wired.app.registry.register(Box::new(warm_done))?;
+    wired.app.registry.register(Box::new(warm_ready))?;
     let (app, router, outbox_task) = (wired.app.clone(), wired.router, wired.outbox_task);
     crate::server::run_router(listener, router, app, shutdown).await?;
 
@@ -250,20 +253,18 @@ impl Wiring {
         let link = DashboardLink::start(self.link, self.clock.as_peer_unix_fn(), shutdown).context("dashboard link")?;
         let warm = WarmUp::new(self.tools.clone(), link.configs.clone(), self.warm_up_parallelism);
         let _ = warm_cell.set(warm.clone());
-        let app = crate::App::with_clock(self.bridge, link.configs.clone(), Arc::new(self.tools.clone()), link.sink.clone(), self.clock)?;
-        register_link_metrics(&app, &link);
-        let tools = self.tools.clone();
-        app.add_metrics(Arc::new(move || {
-            format!(
-                "{}# HELP pulsara_tool_runs_queued Tool runs waiting for a policy slot.\n\
-                 # TYPE pulsara_tool_runs_queued gauge\npulsara_tool_runs_queued {}\n\
-                 # HELP pulsara_tool_runs_running Tool runs holding a policy slot.\n\
-                 # TYPE pulsara_tool_runs_running gauge\npulsara_tool_runs_running {}\n",
-                tools.host().load_stats().prometheus(),
-                tools.queued(),
-                tools.running()
-            )
-        }));
+        // The process's one metrics registry: the bridge's families, the link's and the tools'.
+        let registry = prometheus::Registry::new();
+        let app = crate::App::with_registry(
+            self.bridge,
+            link.configs.clone(),
+            Arc::new(self.tools.clone()),
+            link.sink.clone(),
+            self.clock,
+            registry.clone(),
+        )?;
+        register_link_metrics(&app, &link).context("outbox and config cache metrics")?;
+        registry.register(Box::new(self.tools.collector()?)).context("tool metrics")?;
         let router = crate::server::router(app.clone()).merge(link.webhook_router);
         Ok(Wired { app, router, warm, outbox_task: link.outbox_task })
     }
@@ -326,16 +327,13 @@ fn shared_with_edge(cfg: &BridgeConfig) -> std::collections::BTreeMap<String, St
     .collect()
 }
 
-/// The outbox (depth, oldest age, parked) and the config cache on the bridge's `/metrics`.
-pub fn register_link_metrics(app: &crate::App, link: &DashboardLink) {
+/// Registers the outbox (depth, oldest age, parked, the memory queue) and the config cache into
+/// the app's registry, for the bridge's `/metrics`.
+///
+/// # Errors
+/// They are registered there already.
+pub fn register_link_metrics(app: &crate::App, link: &DashboardLink) -> prometheus::Result<()> {
     let sink = link.sink.clone();
-    app.add_metrics(Arc::new(move || match sink.stats() {
-        Ok(stats) => stats.prometheus(),
-        Err(e) => {
-            tracing::warn!(error = %e, "outbox statistics unavailable");
-            "pulsara_outbox_stats_errors_total 1\n".to_owned()
-        }
-    }));
-    let cache = link.cache.clone();
-    app.add_metrics(Arc::new(move || cache.metrics_text()));
+    app.registry.register(Box::new(pulsara_dashboard::outbox::OutboxCollector::new(move || sink.stats())?))?;
+    app.registry.register(Box::new(link.cache.collector()?))
 }

@@ -8,7 +8,6 @@
 //! more attempt within about a second and then the restaurant fallback (never dead air); a Twilio
 //! socket drop closes the agent and finalises the call.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use crate::config::ms;
 use crate::machine::{CallInfo, CallMachine, MachineLimits, Out};
 use crate::ports::{ToolContext, ToolError, ToolOutcome};
 use crate::overload::PendingStart;
-use crate::server::App;
+use crate::app::App;
 
 type TwTx = SplitSink<WebSocket, TwMessage>;
 type TwRx = SplitStream<WebSocket>;
@@ -154,9 +153,7 @@ async fn read_start(rx: &mut TwRx, app: &App, pending: PendingStart) -> Option<S
         match tw::parse_inbound(&text) {
             Ok(Inbound::Start(s)) => {
                 let waited = upgraded_at.elapsed();
-                app.metrics
-                    .start_wait
-                    .observe_us(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+                app.metrics.start_wait.observe(waited.as_secs_f64());
                 drop(pending);
                 return Some(s);
             }
@@ -309,7 +306,7 @@ async fn config_unavailable(
 }
 
 async fn reject(app: &App, tx: &mut TwTx, kind: &'static str, why: &str) {
-    app.metrics.calls_rejected.fetch_add(1, Relaxed);
+    app.metrics.calls_rejected.inc();
     app.metrics.error(kind);
     warn!(why, "media stream rejected");
     let _ = tx
@@ -482,7 +479,7 @@ impl Call {
                 }
                 Some(done) = self.tools_rx.recv() => {
                     self.tools_in_flight = self.tools_in_flight.saturating_sub(1);
-                    self.app.metrics.tool_latency.observe_us(done.duration_us);
+                    self.app.metrics.tool_latency.observe(crate::metrics::secs(done.duration_us));
                     let now = self.now_ms();
                     let mut out = std::mem::take(&mut self.out);
                     self.m.on_tool_done(done.tool_call_id, done.tool, done.input, done.result, done.duration_us, now, &mut out);
@@ -499,7 +496,7 @@ impl Call {
         self.app
             .metrics
             .dropped_frames
-            .fetch_add(stats.dropped_frames, Relaxed);
+            .inc_by(stats.dropped_frames);
         let duration = self.now_ms();
         self.m.finish(
             self.app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -582,7 +579,7 @@ impl Call {
         let is_media = matches!(parsed, Inbound::Media(_));
         let is_stop = matches!(parsed, Inbound::Stop(_));
         if is_media {
-            self.app.metrics.frames_in_twilio.fetch_add(1, Relaxed);
+            self.app.metrics.frames_in_twilio.inc();
         }
         let now = self.now_ms();
         let mut out = std::mem::take(&mut self.out);
@@ -597,7 +594,7 @@ impl Call {
             self.app
                 .metrics
                 .latency_to_agent
-                .observe_us(t0.elapsed().as_micros() as u64);
+                .observe(crate::metrics::secs(t0.elapsed().as_micros() as u64));
         }
         if is_stop {
             self.done = true;
@@ -671,7 +668,7 @@ impl Call {
         }
         let is_audio = matches!(parsed, convai::ServerMessage::Audio { .. });
         if is_audio {
-            self.app.metrics.frames_in_agent.fetch_add(1, Relaxed);
+            self.app.metrics.frames_in_agent.inc();
         }
         let now = self.now_ms();
         let mut out = std::mem::take(&mut self.out);
@@ -681,7 +678,7 @@ impl Call {
             self.app
                 .metrics
                 .latency_to_caller
-                .observe_us(t0.elapsed().as_micros() as u64);
+                .observe(crate::metrics::secs(t0.elapsed().as_micros() as u64));
         }
         None
     }
@@ -691,33 +688,21 @@ impl Call {
         let mut wrote = false;
         for cmd in out.drain(..) {
             match cmd {
+                Out::MediaToTwilio(frame) => {
+                    self.app.metrics.frames_out_twilio.inc();
+                    wrote |= self.send_twilio(frame).await;
+                }
                 Out::ToTwilio(frame) | Out::ClearTwilio(frame) => {
-                    if frame.starts_with("{\"event\":\"media\"") {
-                        self.app.metrics.frames_out_twilio.fetch_add(1, Relaxed);
+                    wrote |= self.send_twilio(frame).await;
+                }
+                Out::AudioToAgent(frame) => {
+                    if self.ag_tx.is_some() {
+                        self.app.metrics.frames_out_agent.inc();
                     }
-                    if self
-                        .tw_tx
-                        .send(TwMessage::Text(frame.into()))
-                        .await
-                        .is_err()
-                    {
-                        self.m.set_end(EndReason::CallerHungUp);
-                        self.done = true;
-                    } else {
-                        wrote = true;
-                    }
+                    wrote |= self.send_agent(frame).await;
                 }
                 Out::ToAgent(frame) => {
-                    if let Some(tx) = self.ag_tx.as_mut() {
-                        if frame.starts_with("{\"user_audio_chunk\"") {
-                            self.app.metrics.frames_out_agent.fetch_add(1, Relaxed);
-                        }
-                        if tx.send(AgMessage::text(frame)).await.is_ok() {
-                            wrote = true;
-                        }
-                    } else {
-                        self.app.metrics.dropped_frames.fetch_add(1, Relaxed);
-                    }
+                    wrote |= self.send_agent(frame).await;
                 }
                 Out::RunTool {
                     tool_call_id,
@@ -741,6 +726,30 @@ impl Call {
         }
         self.out = out;
         wrote
+    }
+
+    /// Writes a frame to Twilio; a failed write means the caller hung up. Returns whether it was
+    /// written.
+    async fn send_twilio(&mut self, frame: String) -> bool {
+        if self.tw_tx.send(TwMessage::Text(frame.into())).await.is_err() {
+            self.m.set_end(EndReason::CallerHungUp);
+            self.done = true;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Writes a frame to the agent, or drops it (counted) while there is no agent socket.
+    /// Returns whether it was written.
+    async fn send_agent(&mut self, frame: String) -> bool {
+        match self.ag_tx.as_mut() {
+            Some(tx) => tx.send(AgMessage::text(frame)).await.is_ok(),
+            None => {
+                self.app.metrics.dropped_frames.inc();
+                false
+            }
+        }
     }
 
     fn spawn_tool(&mut self, tool_call_id: String, tool: String, params: serde_json::Value) {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use pulsara_net::metrics::{Family, ScrapeCollector};
 use pulsara_policy_abi::CallContext;
 use pulsara_policy_host::{
     DirSource, HostConfig, ModuleSource, PolicyError, PolicyHost, RunRecord,
@@ -140,6 +141,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// refuses a run beyond them with `Busy`; thousands of calls can ask at once. Runs therefore
 /// queue here for a slot, each for at most its own deadline (the tool's `deadline_ms`): a tool
 /// call is refused as busy only when no slot came free in the time it was allowed to take.
+/// One reading of a [`PolicyToolRunner`] for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolStats {
+    pub loads: pulsara_policy_host::LoadStats,
+    pub queued: usize,
+    pub running: usize,
+}
+
 #[derive(Clone)]
 pub struct PolicyToolRunner {
     host: Arc<PolicyHost>,
@@ -213,6 +222,36 @@ impl PolicyToolRunner {
 
     pub fn host(&self) -> &Arc<PolicyHost> {
         &self.host
+    }
+
+    /// The host's module loads and this runner's slots as families for the process registry,
+    /// read at every scrape.
+    ///
+    /// # Errors
+    /// Never for these fixed names; the type is the registry's.
+    pub fn collector(&self) -> prometheus::Result<ScrapeCollector<ToolStats>> {
+        let runner = self.clone();
+        ScrapeCollector::new(
+            vec![
+                Family::counter(
+                    "pulsara_policy_modules_compiled_total",
+                    "Policy modules compiled from wasm (the slow path).",
+                    |s: &ToolStats| s.loads.compiled as f64,
+                ),
+                Family::counter(
+                    "pulsara_policy_modules_deserialised_total",
+                    "Policy modules deserialised from a precompiled artefact on disk.",
+                    |s| s.loads.deserialised as f64,
+                ),
+                Family::gauge("pulsara_policy_modules_resident", "Policy modules held in memory.", |s| {
+                    s.loads.resident as f64
+                }),
+                Family::gauge("pulsara_tool_runs_queued", "Tool runs waiting for a policy slot.", |s| s.queued as f64),
+                Family::gauge("pulsara_tool_runs_running", "Tool runs holding a policy slot.", |s| s.running as f64),
+            ],
+            &[],
+            move || Some(ToolStats { loads: runner.host.load_stats(), queued: runner.queued(), running: runner.running() }),
+        )
     }
 
     /// `policy.updated` for `restaurant_id`: new calls resolve its tool set afresh.

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{info, warn};
 
 use crate::config::BridgeConfig;
-use crate::server::App;
+use crate::app::App;
 
 /// The route Twilio posts a voicemail's `<Record>` callbacks to.
 pub const PATH: &str = "/twilio/recording";

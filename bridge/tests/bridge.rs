@@ -14,6 +14,7 @@ use pulsara_bridge::ports::{
     load_one, CallSink, MemoryConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome,
     ToolRunner,
 };
+use pulsara_emulators::exposition;
 use pulsara_emulators::twilio_rest::{self, RestRecorder};
 use pulsara_emulators::scripted::{
     eventually, run_caller, AgentAction, AgentScript, CallerAction, CallerLog, CallerScript, FakeAgent,
@@ -582,7 +583,7 @@ async fn caller_audio_faster_than_real_time_never_reaches_the_agent_at_that_rate
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"kind="caller_audio_policed"} 1"#),
+        exposition::parse(&metrics).unwrap().value("pulsara_errors_total", &[("kind", "caller_audio_policed")]) == Some(1.0),
         "the policed call is counted"
     );
     s.shutdown().await;
@@ -672,11 +673,7 @@ async fn forged_expired_wrong_call_and_replayed_tokens_are_rejected_without_the_
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    assert!(s
-        .app
-        .metrics
-        .render()
-        .contains("pulsara_errors_total{kind=\"handoff_replayed\"} 1"));
+    assert_eq!(s.app.metrics.errors_of("handoff_replayed"), 1);
     s.shutdown().await;
 }
 
@@ -941,29 +938,19 @@ async fn health_ready_and_metrics_endpoints() {
         .text()
         .await
         .unwrap();
-    assert!(
-        text.contains("pulsara_frames_total{dir=\"in_twilio\"} 10"),
-        "{text}"
-    );
-    assert!(
-        text.contains("pulsara_frames_total{dir=\"out_twilio\"} 3"),
-        "{text}"
-    );
-    assert!(
-        text.contains("pulsara_calls_ended_total{reason=\"caller_hung_up\"} 1"),
-        "{text}"
-    );
+    let m = exposition::parse(&text).unwrap();
+    assert_eq!(m.value("pulsara_frames_total", &[("dir", "in_twilio")]), Some(10.0), "{text}");
+    assert_eq!(m.value("pulsara_frames_total", &[("dir", "out_twilio")]), Some(3.0), "{text}");
+    assert_eq!(m.value("pulsara_calls_ended_total", &[("reason", "caller_hung_up")]), Some(1.0), "{text}");
     // Frames that arrived before the agent was ready are buffered, not timed.
-    let timed: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("pulsara_added_latency_seconds_count{dir=\"to_agent\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    assert!((1..=10).contains(&timed), "{text}");
-    assert!(
-        text.contains("pulsara_added_latency_seconds_count{dir=\"to_caller\"} 3"),
-        "{text}"
-    );
+    let timed = m.value("pulsara_added_latency_seconds_count", &[("dir", "to_agent")]).unwrap();
+    assert!((1.0..=10.0).contains(&timed), "{text}");
+    assert_eq!(m.value("pulsara_added_latency_seconds_count", &[("dir", "to_caller")]), Some(3.0), "{text}");
+    // Every family the bridge and its listener expose says what it is.
+    assert_eq!(m.families_missing_help_or_type(), Vec::<String>::new(), "{text}");
+    for family in ["pulsara_frames_total", "pulsara_added_latency_seconds", "pulsara_http_connections_accepted_total"] {
+        assert!(m.help.contains_key(family) && m.types.contains_key(family), "{family}: {text}");
+    }
     s.shutdown().await;
 }
 
@@ -1094,8 +1081,9 @@ async fn a_refused_conversation_keeps_elevenlabs_reason_on_the_record_and_in_met
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("pulsara_agent_errors_total{type=\"override_error\"} 1"),
+    assert_eq!(
+        exposition::parse(&metrics).unwrap().value("pulsara_agent_errors_total", &[("type", "override_error")]),
+        Some(1.0),
         "{metrics}"
     );
     s.shutdown().await;

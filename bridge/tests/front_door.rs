@@ -12,6 +12,7 @@ use pulsara_bridge::config::BridgeConfig;
 use pulsara_bridge::ports::{
     CallSink, MemoryConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome, ToolRunner,
 };
+use pulsara_emulators::exposition;
 use pulsara_emulators::twilio_rest::{self, RestRecorder};
 use pulsara_emulators::scripted::{
     run_caller, AgentAction, AgentScript, CallerScript, FakeAgent, };
@@ -177,13 +178,12 @@ async fn refused_upgrade(addr: std::net::SocketAddr) -> (u16, String) {
     }
 }
 
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(line_start)
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
-        .unwrap_or_else(|| panic!("no {line_start} in\n{text}")) as u64
+/// The sample `name` with exactly `labels` in `/metrics` text; panics when it is absent.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    exposition::parse(text)
+        .unwrap()
+        .value(name, labels)
+        .unwrap_or_else(|| panic!("no {name}{labels:?} in\n{text}")) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,18 +212,12 @@ async fn silent_sockets_are_closed_and_a_call_gets_through_the_flood() {
         );
     }
     let (_, text) = s.get("/metrics").await;
-    let evicted = metric(
-        &text,
-        "pulsara_http_connections_evicted_total{listener=\"bridge\"}",
-    );
-    let timed_out = metric(
-        &text,
-        "pulsara_http_header_timeouts_total{listener=\"bridge\"}",
-    );
+    let evicted = metric(&text, "pulsara_http_connections_evicted_total", &[("listener", "bridge")]);
+    let timed_out = metric(&text, "pulsara_http_header_timeouts_total", &[("listener", "bridge")]);
     assert!(evicted + timed_out >= 300, "{text}");
     assert!(evicted >= 300 - 64, "the cap held the flood to 64: {text}");
     assert_eq!(
-        metric(&text, "pulsara_http_upgrades_total{listener=\"bridge\"}"),
+        metric(&text, "pulsara_http_upgrades_total", &[("listener", "bridge")]),
         1,
         "{text}"
     );
@@ -251,24 +245,18 @@ async fn streams_waiting_for_start_beyond_the_cap_are_refused_with_503() {
         (503, "overloaded: too many streams waiting to start")
     );
     let (_, text) = s.get("/metrics").await;
-    assert_eq!(metric(&text, "pulsara_streams_pending_start "), 4, "{text}");
+    assert_eq!(metric(&text, "pulsara_streams_pending_start", &[]), 4, "{text}");
     assert_eq!(
-        metric(
-            &text,
-            "pulsara_streams_shed_total{reason=\"start_backlog\"}"
-        ),
+        metric(&text, "pulsara_streams_shed_total", &[("reason", "start_backlog")]),
         1,
         "{text}"
     );
-    assert!(text.contains("pulsara_scheduling_lag_seconds "), "{text}");
+    assert!(exposition::parse(&text).unwrap().value("pulsara_scheduling_lag_seconds", &[]).is_some(), "{text}");
     // One idle stream goes away: its place is released and a genuine call gets in.
     drop(idle.pop());
     let app = s.app.clone();
     wait_for("a released place", || {
-        app.metrics
-            .streams_pending_start
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 3
+        app.metrics.streams_pending_start.get() == 3
     })
     .await;
     let log = run_caller(s.caller("CA7002", 10)).await.unwrap();
@@ -281,7 +269,7 @@ async fn streams_waiting_for_start_beyond_the_cap_are_refused_with_503() {
     assert_eq!(rec.end_reason, EndReason::CallerHungUp);
     let (_, text) = s.get("/metrics").await;
     assert_eq!(
-        metric(&text, "pulsara_stream_start_wait_seconds_count{}"),
+        metric(&text, "pulsara_stream_start_wait_seconds_count", &[]),
         1,
         "{text}"
     );
@@ -305,10 +293,7 @@ async fn probes_answer_through_the_grace_and_the_listener_closes_after_the_drain
         refused_upgrade(s.addr).await,
         (503, "draining: this bridge is shutting down".to_owned())
     );
-    assert!(
-        text.contains("pulsara_active_calls{restaurant=\"trattoria-roma\"} 1"),
-        "{text}"
-    );
+    assert_eq!(metric(&text, "pulsara_active_calls", &[("restaurant", "trattoria-roma")]), 1, "{text}");
     // Still answering most of the way through the grace period.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(s.get("/readyz").await.0, 503);
@@ -333,11 +318,8 @@ async fn probes_answer_through_the_grace_and_the_listener_closes_after_the_drain
         TcpStream::connect(s.addr).await.is_err(),
         "the listener closes after the drain"
     );
-    let (_, text) = (0, s.app.metrics.render());
-    assert!(
-        text.contains("pulsara_streams_shed_total{reason=\"draining\"} 1"),
-        "{text}"
-    );
+    let text = pulsara_net::metrics::render(&s.app.registry);
+    assert_eq!(metric(&text, "pulsara_streams_shed_total", &[("reason", "draining")]), 1, "{text}");
     // The caller ended by the grace hears why, then is put through to the restaurant.
     let update = s
         .rest

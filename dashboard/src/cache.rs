@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
 use pulsara_core::freshness::{Freshness, Lifetimes};
+use pulsara_net::metrics::{Family, ScrapeCollector};
 use tokio::time::Instant;
 
 use crate::client::{ClientError, DashboardClient, Fetched};
@@ -331,23 +332,41 @@ impl<F: Fetcher> ConfigCache<F> {
         }
     }
 
-    /// Prometheus text for the cache counters.
-    pub fn metrics_text(&self) -> String {
-        let s = &self.stats;
-        let mut out = String::new();
-        for (name, v) in [
-            ("hits", &s.hits),
-            ("fetches", &s.fetches),
-            ("not_modified", &s.not_modified),
-            ("stale_served", &s.stale_served),
-            ("errors", &s.errors),
-            ("invalidations", &s.invalidations),
-        ] {
-            out.push_str(&format!(
-                "pulsara_config_cache_{name}_total {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-        out
+    /// The cache's counters as families for the process registry, read at every scrape.
+    ///
+    /// # Errors
+    /// Never for these fixed names; the type is the registry's.
+    pub fn collector(self: &Arc<Self>) -> prometheus::Result<ScrapeCollector<[u64; 6]>>
+    where
+        F: Send + Sync + 'static,
+    {
+        let cache = self.clone();
+        ScrapeCollector::new(
+            vec![
+                Family::counter("pulsara_config_cache_hits_total", "Lookups answered from a fresh cached copy.", |s| s[0] as f64),
+                Family::counter("pulsara_config_cache_fetches_total", "Lookups that asked the dashboard.", |s| s[1] as f64),
+                Family::counter(
+                    "pulsara_config_cache_not_modified_total",
+                    "Dashboard answers 304: the cached copy was still current.",
+                    |s| s[2] as f64,
+                ),
+                Family::counter(
+                    "pulsara_config_cache_stale_served_total",
+                    "Cached copies served past their TTL because the dashboard failed (stale-if-error).",
+                    |s| s[3] as f64,
+                ),
+                Family::counter("pulsara_config_cache_errors_total", "Dashboard fetches that failed.", |s| s[4] as f64),
+                Family::counter(
+                    "pulsara_config_cache_invalidations_total",
+                    "Dashboard events that invalidated cached entries.",
+                    |s| s[5] as f64,
+                ),
+            ],
+            &[],
+            move || {
+                let s = &cache.stats;
+                Some([&s.hits, &s.fetches, &s.not_modified, &s.stale_served, &s.errors, &s.invalidations].map(|c| c.load(Ordering::Relaxed)))
+            },
+        )
     }
 }

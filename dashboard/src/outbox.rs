@@ -42,6 +42,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use pulsara_net::metrics::{Family, ScrapeCollector};
+
 use crate::client::{ClientError, DashboardClient};
 use crate::notify::{EmailJob, SendError, SmsJob, SmtpSender, TwilioSms};
 
@@ -189,23 +191,87 @@ pub struct OutboxStats {
     pub memory: MemoryStats,
 }
 
-impl OutboxStats {
-    pub fn prometheus(&self) -> String {
-        format!(
-            "pulsara_outbox_depth {}\npulsara_outbox_parked {}\npulsara_outbox_oldest_age_seconds {:.3}\n\
-             pulsara_outbox_delivered_total {}\npulsara_outbox_failed_attempts_total {}\n\
-             pulsara_outbox_parked_total {}\npulsara_outbox_enqueue_errors_total {}\n\
-             pulsara_outbox_parked_unconfigured {}\n{}",
-            self.depth,
-            self.parked,
-            self.oldest_age_secs,
-            self.delivered_total,
-            self.failed_attempts_total,
-            self.parked_total,
-            self.enqueue_errors_total,
-            self.parked_unconfigured,
-            self.memory.prometheus()
-        )
+/// The outbox's families, its memory queue's included, for [`OutboxCollector`].
+fn outbox_families() -> Vec<Family<OutboxStats>> {
+    vec![
+        Family::gauge("pulsara_outbox_depth", "Entries waiting for delivery (not parked).", |s| s.depth as f64),
+        Family::gauge("pulsara_outbox_parked", "Entries parked: rejected for good or for an unconfigured channel.", |s| s.parked as f64),
+        Family::gauge(
+            "pulsara_outbox_oldest_age_seconds",
+            "Age of the oldest entry waiting for delivery (0 when none).",
+            |s| s.oldest_age_secs,
+        ),
+        Family::counter("pulsara_outbox_delivered_total", "Entries delivered.", |s| s.delivered_total as f64),
+        Family::counter("pulsara_outbox_failed_attempts_total", "Delivery attempts that failed (retried with backoff).", |s| s.failed_attempts_total as f64),
+        Family::counter("pulsara_outbox_parked_total", "Entries parked since start.", |s| s.parked_total as f64),
+        Family::counter("pulsara_outbox_enqueue_errors_total", "Entries the outbox could not store.", |s| s.enqueue_errors_total as f64),
+        Family::gauge(
+            "pulsara_outbox_parked_unconfigured",
+            "Parked entries whose channel is not configured (part of pulsara_outbox_parked).",
+            |s| s.parked_unconfigured as f64,
+        ),
+        Family::gauge("pulsara_outbox_memory_held", "Units held in memory because the outbox refused them.", |s| s.memory.held as f64),
+        Family::gauge("pulsara_outbox_memory_held_bytes", "Bytes of the units held in memory.", |s| s.memory.held_bytes as f64),
+        Family::gauge("pulsara_outbox_memory_capacity", "Units the memory queue may hold.", |s| s.memory.capacity as f64),
+        Family::gauge(
+            "pulsara_outbox_memory_oldest_age_seconds",
+            "Age of the oldest unit held in memory (0 when none).",
+            |s| s.memory.oldest_age_secs,
+        ),
+        Family::counter("pulsara_outbox_memory_held_total", "Units the outbox refused that were held in memory.", |s| s.memory.held_total as f64),
+        Family::counter("pulsara_outbox_memory_persisted_total", "Held units committed to the outbox later.", |s| s.memory.persisted_total as f64),
+        Family::counter("pulsara_outbox_memory_full_total", "Times a unit found the memory queue at its bound.", |s| s.memory.full_total as f64),
+        Family::counter(
+            "pulsara_outbox_direct_deliveries_total",
+            "Units delivered straight to the dashboard, SMTP or Twilio instead of through the outbox.",
+            |s| s.memory.direct_total as f64,
+        ),
+        Family::counter("pulsara_outbox_lost_total", "Units that could be neither kept nor delivered.", |s| s.memory.lost_total as f64),
+    ]
+}
+
+/// The outbox's families for the process registry, read from `stats` at every scrape. A read
+/// that fails is logged and counted in `pulsara_outbox_stats_errors_total`, and that scrape
+/// carries no outbox family.
+pub struct OutboxCollector {
+    stats: ScrapeCollector<OutboxStats>,
+    errors: prometheus::IntCounter,
+}
+
+impl OutboxCollector {
+    /// `stats` blocks on the outbox's SQLite thread: gather the registry off the async workers.
+    ///
+    /// # Errors
+    /// Never for these fixed names; the type is the registry's.
+    pub fn new(stats: impl Fn() -> Result<OutboxStats, OutboxError> + Send + Sync + 'static) -> prometheus::Result<Self> {
+        let errors = prometheus::IntCounter::new(
+            "pulsara_outbox_stats_errors_total",
+            "Scrapes for which the outbox's statistics could not be read.",
+        )?;
+        let counted = errors.clone();
+        let stats = ScrapeCollector::new(outbox_families(), &[], move || match stats() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                counted.inc();
+                tracing::warn!(error = %e, "outbox statistics unavailable");
+                None
+            }
+        })?;
+        Ok(OutboxCollector { stats, errors })
+    }
+}
+
+impl prometheus::core::Collector for OutboxCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.stats.desc();
+        d.extend(self.errors.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.stats.collect();
+        families.extend(self.errors.collect());
+        families
     }
 }
 
@@ -1066,27 +1132,6 @@ pub struct MemoryStats {
     pub lost_total: u64,
 }
 
-impl MemoryStats {
-    pub fn prometheus(&self) -> String {
-        format!(
-            "pulsara_outbox_memory_held {}\npulsara_outbox_memory_held_bytes {}\n\
-             pulsara_outbox_memory_capacity {}\npulsara_outbox_memory_oldest_age_seconds {:.3}\n\
-             pulsara_outbox_memory_held_total {}\npulsara_outbox_memory_persisted_total {}\n\
-             pulsara_outbox_memory_full_total {}\npulsara_outbox_direct_deliveries_total {}\n\
-             pulsara_outbox_lost_total {}\n",
-            self.held,
-            self.held_bytes,
-            self.capacity,
-            self.oldest_age_secs,
-            self.held_total,
-            self.persisted_total,
-            self.full_total,
-            self.direct_total,
-            self.lost_total
-        )
-    }
-}
-
 #[derive(Debug, Default)]
 struct Held {
     units: VecDeque<HeldUnit>,
@@ -1416,9 +1461,14 @@ mod tests {
         assert_eq!((st.held, st.capacity, st.held_total, st.full_total), (3, 3, 3, 1));
         assert_eq!(st.oldest_age_secs, 3.0);
         assert_eq!(st.held_bytes as usize, 3 * unit("CA1").bytes());
-        let text = st.prometheus();
-        assert!(text.contains("pulsara_outbox_memory_held 3\n"), "{text}");
-        assert!(text.contains("pulsara_outbox_memory_full_total 1\n"), "{text}");
+        let registry = prometheus::Registry::new();
+        let memory = st.clone();
+        let collector = OutboxCollector::new(move || Ok(OutboxStats { memory: memory.clone(), ..OutboxStats::default() })).unwrap();
+        registry.register(Box::new(collector)).unwrap();
+        let text = pulsara_net::metrics::render(&registry);
+        assert!(text.contains("# TYPE pulsara_outbox_memory_held gauge\npulsara_outbox_memory_held 3\n"), "{text}");
+        assert!(text.contains("# TYPE pulsara_outbox_memory_full_total counter\npulsara_outbox_memory_full_total 1\n"), "{text}");
+        assert!(text.contains("pulsara_outbox_stats_errors_total 0\n"), "{text}");
         assert_eq!(q.drain(&ob, 2_000), 3, "still full: nothing moves");
         assert!(ob.stats(0).unwrap().enqueue_errors_total >= 4);
 
@@ -1495,7 +1545,7 @@ mod tests {
             parked.last_error.as_deref().unwrap().starts_with("not configured: SMTP_URL is not set"),
             "{parked:?}"
         );
-        assert!(st.prometheus().contains("pulsara_outbox_parked_unconfigured 1\n"));
+        assert_eq!(st.parked_unconfigured, 1, "{st:?}");
         // Restarting without SMTP leaves it parked.
         run(ob.clone(), without.clone(), policy.clone(), std::future::ready(())).await;
         assert_eq!(ob.stats(0).unwrap().parked_unconfigured, 1);

@@ -11,6 +11,8 @@
 //!   its load harness.
 //! - [`twiml`]: the one TwiML reader of the Twilio side (stream, say, dial, record).
 //! - [`synth`]: deterministic speech-like audio; [`vad`]: energy voice-activity detection.
+//! - [`exposition`]: the reader of a bridge's `/metrics` (Prometheus text format) for the tests,
+//!   the load harness and the demo.
 //!
 //! Entry points:
 //! - in-process: [`elevenlabs::spawn`]`(ElevenLabsConfig)` / [`twilio_rest::spawn`]`(RestConfig)`
@@ -25,6 +27,7 @@
 
 pub mod caller;
 pub mod elevenlabs;
+pub mod exposition;
 pub mod scenario;
 pub mod scripted;
 pub mod synth;

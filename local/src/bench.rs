@@ -25,6 +25,7 @@ use pulsara_core::secret::Secret;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+use pulsara_emulators::exposition;
 use pulsara_emulators::scripted::{AgentAction, AgentScript, FakeAgent};
 use pulsara_emulators::twilio_rest::{self, RestConfig, RunningRest};
 
@@ -737,50 +738,27 @@ fn fmt_us(le: f64) -> String {
 }
 
 fn parse_histograms(text: &str) -> BTreeMap<String, Hist> {
-    let mut out: BTreeMap<String, Hist> = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("pulsara_added_latency_seconds_bucket{dir=\"") else {
-            continue;
-        };
-        let Some((dir, rest)) = rest.split_once("\",le=\"") else {
-            continue;
-        };
-        let Some((le, cum)) = rest.split_once("\"} ") else {
-            continue;
-        };
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse().unwrap_or(f64::INFINITY)
-        };
-        let cum: u64 = cum.trim().parse().unwrap_or(0);
-        let h = out.entry(dir.to_owned()).or_insert(Hist {
-            buckets: Vec::new(),
-            count: 0,
-        });
-        h.buckets.push((le, cum));
-        h.count = h.count.max(cum);
-    }
-    out
+    let Ok(m) = exposition::parse(text) else {
+        return BTreeMap::new();
+    };
+    ["to_agent", "to_caller"]
+        .into_iter()
+        .filter_map(|dir| {
+            let buckets = m.buckets("pulsara_added_latency_seconds", &[("dir", dir)]);
+            let count = buckets.iter().map(|(_, c)| *c).max()?;
+            Some((dir.to_owned(), Hist { buckets, count }))
+        })
+        .collect()
 }
 
+/// An unlabelled sample of `/metrics` text.
 fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    exposition::parse(text).ok()?.value(name, &[])
 }
 
 /// The sum of every series of `name` (labelled or not).
 fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.split_once("} ")?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.trim().parse::<f64>().ok()
-        })
-        .sum()
+    exposition::parse(text).map_or(0.0, |m| m.sum(name))
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -831,6 +809,11 @@ mod tests {
     #[test]
     fn metric_values_are_read_from_prometheus_text() {
         let text = "pulsara_active_calls 12\npulsara_outbox_depth 0\npulsara_active_calls_x 3\n";
+        let hist = "# TYPE pulsara_added_latency_seconds histogram\n\
+            pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"0.0002\"} 3\n\
+            pulsara_added_latency_seconds_bucket{dir=\"to_agent\",le=\"+Inf\"} 4\n";
+        let h = &parse_histograms(hist)["to_agent"];
+        assert_eq!((h.count, h.quantile(0.5), h.max_bucket()), (4, "200".to_owned(), "inf".to_owned()));
         assert_eq!(metric_value(text, "pulsara_active_calls"), Some(12.0));
         assert_eq!(metric_value(text, "pulsara_outbox_depth"), Some(0.0));
         assert_eq!(metric_value(text, "pulsara_missing"), None);

@@ -120,10 +120,9 @@ async fn stack_metrics(stack: &Stack) -> String {
     }
 }
 
+/// An unlabelled sample of the bridge's `/metrics` text (`None` when absent or unreadable).
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
+    pulsara_emulators::exposition::parse(text).ok()?.value(name, &[])
 }
 
 fn fmt_metric(v: Option<f64>) -> String {

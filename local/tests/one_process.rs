@@ -136,11 +136,9 @@ impl Serve {
         reqwest::get(format!("{}/metrics", self.base)).await.unwrap().text().await.unwrap()
     }
 
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
+    /// The sample `name` with exactly `labels`, as `/metrics` shows it now.
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        pulsara_emulators::exposition::parse(&self.metrics().await).unwrap().value(name, labels)
     }
 
     async fn stop(mut self) {
@@ -301,11 +299,11 @@ async fn dashboard_down_at_start_forwards_the_caller_and_records_the_call_once_i
     .await;
     assert!(closed.is_ok(), "the bridge closed the stream");
     assert!(agent.logs().is_empty());
-    assert_eq!(serve.metric("pulsara_errors_total{kind=\"config_unavailable\"}").await, Some(1.0));
+    assert_eq!(serve.metric("pulsara_errors_total", &[("kind", "config_unavailable")]).await, Some(1.0));
 
     // The outbox has tried to deliver the record to the dashboard that is down.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while serve.metric("pulsara_outbox_failed_attempts_total").await.unwrap_or(0.0) < 1.0 {
+    while serve.metric("pulsara_outbox_failed_attempts_total", &[]).await.unwrap_or(0.0) < 1.0 {
         assert!(tokio::time::Instant::now() < deadline, "no delivery attempt:\n{}", serve.metrics().await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -348,13 +346,18 @@ async fn remote_dashboard_tools_are_loaded_before_the_first_call_and_on_policy_u
 
     // The start-up warm-up lists the dashboard's restaurants and loads their modules.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while serve.metric("pulsara_tools_warm_up_done").await != Some(1.0) {
+    while serve.metric("pulsara_tools_warm_up_done", &[]).await != Some(1.0) {
         assert!(tokio::time::Instant::now() < deadline, "warm-up did not finish:\n{}", serve.metrics().await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(serve.metric("pulsara_tools_warm_up_ready_restaurants").await, Some(3.0));
-    let compiled = serve.metric("pulsara_policy_modules_compiled_total").await.unwrap();
-    let loads = compiled + serve.metric("pulsara_policy_modules_deserialised_total").await.unwrap();
+    assert_eq!(serve.metric("pulsara_tools_warm_up_ready_restaurants", &[]).await, Some(3.0));
+    // The whole process's families (bridge, listener, outbox, config cache, tools, warm-up) are
+    // each described.
+    let all = pulsara_emulators::exposition::parse(&serve.metrics().await).unwrap();
+    assert!(all.families_missing_help_or_type().is_empty(), "{:?}", all.families_missing_help_or_type());
+    assert!(all.help.contains_key("pulsara_tool_runs_queued") && all.help.contains_key("pulsara_outbox_depth"));
+    let compiled = serve.metric("pulsara_policy_modules_compiled_total", &[]).await.unwrap();
+    let loads = compiled + serve.metric("pulsara_policy_modules_deserialised_total", &[]).await.unwrap();
     assert!(compiled >= 5.0, "every distinct module of the three restaurants compiled: {compiled}");
 
     // The first call's tool run loads nothing.
@@ -373,8 +376,8 @@ async fn remote_dashboard_tools_are_loaded_before_the_first_call_and_on_policy_u
     assert_eq!(runs[0]["tool"], "answer_question");
     assert!(runs[0]["module_sha256"].as_str().is_some_and(|s| s.len() == 64), "the policy ran: {rec}");
     assert_eq!(runs[0]["is_error"], false, "{rec}");
-    let after = serve.metric("pulsara_policy_modules_compiled_total").await.unwrap()
-        + serve.metric("pulsara_policy_modules_deserialised_total").await.unwrap();
+    let after = serve.metric("pulsara_policy_modules_compiled_total", &[]).await.unwrap()
+        + serve.metric("pulsara_policy_modules_deserialised_total", &[]).await.unwrap();
     assert_eq!(after, loads, "the call loaded no module");
 
     // A new module version announced by `policy.updated` is loaded with no call in sight.
@@ -393,7 +396,7 @@ async fn remote_dashboard_tools_are_loaded_before_the_first_call_and_on_policy_u
     });
     admin.admin_put_tools("trattoria-roma", &tools).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while serve.metric("pulsara_policy_modules_compiled_total").await.unwrap() < compiled + 1.0 {
+    while serve.metric("pulsara_policy_modules_compiled_total", &[]).await.unwrap() < compiled + 1.0 {
         assert!(tokio::time::Instant::now() < deadline, "the new module was not loaded:\n{}", serve.metrics().await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -9,7 +9,8 @@
 //! - [`serve`](mod@serve): the accept loop and one task per connection: hyper's HTTP/1 with a
 //!   timer, the deadlines enforced from the registry's phases, WebSocket upgrades handed off,
 //!   graceful shutdown.
-//! - [`stats`]: counters for `/metrics`.
+//! - [`stats`]: the listener's counters; [`metrics`]: families read at scrape time (the listener's
+//!   and other crates'), for the process's one `prometheus::Registry`.
 //!
 //! Data flow: `accept` → [`registry::Registry::admit`] (evicting the oldest unserved connection
 //! when full) → a connection task serving an axum [`axum::Router`]; each request moves the
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod metrics;
 pub mod registry;
 pub mod serve;
 pub mod stats;

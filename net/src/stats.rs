@@ -1,7 +1,10 @@
-//! Counters a listener keeps, for the owning server's `/metrics`.
+//! Counters a listener keeps, for the owning server's `/metrics` (through
+//! [`Stats::collector`]).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::metrics::{Family, ScrapeCollector};
 
 /// Live counters of one listener. Shared by `Arc`; every field only grows except the gauges.
 #[derive(Debug, Default)]
@@ -59,77 +62,71 @@ impl Stats {
         }
     }
 
-    /// Prometheus text (0.0.4) for this listener, labelled `listener="<name>"`. `name` must be a
-    /// fixed identifier such as `bridge`.
-    pub fn render(&self, name: &str) -> String {
-        let s = self.snapshot();
-        let mut o = String::with_capacity(1024);
-        let mut one = |metric: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                o,
-                "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric}{{listener=\"{name}\"}} {v}"
-            );
-        };
-        one(
-            "pulsara_http_connections_accepted_total",
-            "counter",
-            "TCP connections accepted.",
-            s.accepted,
-        );
-        one(
-            "pulsara_http_connections_open",
-            "gauge",
-            "HTTP connections alive (upgraded ones excluded once handed off).",
-            s.open,
-        );
-        one(
-            "pulsara_http_connections_unserved",
-            "gauge",
-            "Connections waiting for or inside a request.",
-            s.unserved,
-        );
-        one(
-            "pulsara_http_connections_evicted_total",
-            "counter",
-            "Unserved connections closed to make room (cap or descriptors).",
-            s.evicted,
-        );
-        one(
-            "pulsara_http_header_timeouts_total",
-            "counter",
-            "Connections closed without a complete first request head in time.",
-            s.header_timeouts,
-        );
-        one(
-            "pulsara_http_idle_timeouts_total",
-            "counter",
-            "Kept-alive connections closed for idling.",
-            s.idle_timeouts,
-        );
-        one(
-            "pulsara_http_request_timeouts_total",
-            "counter",
-            "Requests answered 408 for taking too long.",
-            s.request_timeouts,
-        );
-        one(
-            "pulsara_http_upgrades_total",
-            "counter",
-            "Connections handed off to a protocol upgrade.",
-            s.upgraded,
-        );
-        one(
-            "pulsara_http_accept_errors_total",
-            "counter",
-            "Accept errors not about one connection.",
-            s.accept_errors,
-        );
-        one(
-            "pulsara_http_fd_exhausted_total",
-            "counter",
-            "Accept errors for want of descriptors or buffers.",
-            s.fd_exhausted,
-        );
-        o
+    /// This listener's families for the process registry, labelled `listener="<name>"`.
+    /// `name` must be a fixed identifier such as `bridge`.
+    ///
+    /// # Errors
+    /// A name Prometheus does not accept as a label value (never for a fixed identifier).
+    pub fn collector(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> prometheus::Result<ScrapeCollector<StatsSnapshot>> {
+        let stats = self.clone();
+        ScrapeCollector::new(
+            vec![
+                Family::counter(
+                    "pulsara_http_connections_accepted_total",
+                    "TCP connections accepted.",
+                    |s| s.accepted as f64,
+                ),
+                Family::gauge(
+                    "pulsara_http_connections_open",
+                    "HTTP connections alive (upgraded ones excluded once handed off).",
+                    |s| s.open as f64,
+                ),
+                Family::gauge(
+                    "pulsara_http_connections_unserved",
+                    "Connections waiting for or inside a request.",
+                    |s| s.unserved as f64,
+                ),
+                Family::counter(
+                    "pulsara_http_connections_evicted_total",
+                    "Unserved connections closed to make room (cap or descriptors).",
+                    |s| s.evicted as f64,
+                ),
+                Family::counter(
+                    "pulsara_http_header_timeouts_total",
+                    "Connections closed without a complete first request head in time.",
+                    |s| s.header_timeouts as f64,
+                ),
+                Family::counter(
+                    "pulsara_http_idle_timeouts_total",
+                    "Kept-alive connections closed for idling.",
+                    |s| s.idle_timeouts as f64,
+                ),
+                Family::counter(
+                    "pulsara_http_request_timeouts_total",
+                    "Requests answered 408 for taking too long.",
+                    |s| s.request_timeouts as f64,
+                ),
+                Family::counter(
+                    "pulsara_http_upgrades_total",
+                    "Connections handed off to a protocol upgrade.",
+                    |s| s.upgraded as f64,
+                ),
+                Family::counter(
+                    "pulsara_http_accept_errors_total",
+                    "Accept errors not about one connection.",
+                    |s| s.accept_errors as f64,
+                ),
+                Family::counter(
+                    "pulsara_http_fd_exhausted_total",
+                    "Accept errors for want of descriptors or buffers.",
+                    |s| s.fd_exhausted as f64,
+                ),
+            ],
+            &[("listener", name)],
+            move || Some(stats.snapshot()),
+        )
     }
 }

@@ -158,16 +158,6 @@ impl LoadStats {
     pub fn loads(&self) -> u64 {
         self.compiled + self.deserialised
     }
-
-    /// Prometheus text lines.
-    pub fn prometheus(&self) -> String {
-        format!(
-            "# TYPE pulsara_policy_modules_compiled_total counter\npulsara_policy_modules_compiled_total {}\n\
-             # TYPE pulsara_policy_modules_deserialised_total counter\npulsara_policy_modules_deserialised_total {}\n\
-             # TYPE pulsara_policy_modules_resident gauge\npulsara_policy_modules_resident {}\n",
-            self.compiled, self.deserialised, self.resident
-        )
-    }
 }
 
 impl PolicyHost {

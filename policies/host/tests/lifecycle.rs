@@ -105,7 +105,6 @@ fn concurrent_loads_of_one_module_compile_it_once() {
     }
     assert_eq!(host.load_stats().compiled, 1, "the others waited for the first compile");
     assert!(host.is_loaded(&sha));
-    assert!(host.load_stats().prometheus().contains("pulsara_policy_modules_compiled_total 1\n"));
 }
 
 #[test]
