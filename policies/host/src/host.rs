@@ -21,20 +21,17 @@ use pulsara_policy_abi::{check_output, CallContext, OutputProblem, ToolOutput, A
 use serde_json::value::RawValue;
 use serde_json::Value;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 use crate::cache::ArtifactCache;
 use crate::data::{granted_ref, input_json};
 use crate::limits::Limits;
 use crate::record::{RunOutcome, RunRecord};
 use crate::source::{ModuleSource, SourceError};
+use crate::module::{CallLimiter, CallState, LoadedModule, ToolPre};
 use crate::toolset::{BoundTool, ToolSet};
 use crate::PolicyError;
 
-mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "tool" });
-}
-use bindings::ToolPre;
 
 /// Host-wide settings, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -68,47 +65,6 @@ impl Default for HostConfig {
             max_wasm_stack: 256 << 10,
             max_modules: 256,
         }
-    }
-}
-
-/// Per-store state: the resource limiter for this call.
-struct CallState {
-    limiter: CallLimiter,
-}
-
-struct CallLimiter {
-    memory_bytes: usize,
-    /// Set when a `memory.grow` was refused, so the trap that usually follows (the guest's
-    /// allocator aborts) is reported as the memory limit, not a crash.
-    memory_denied: bool,
-}
-
-/// Table elements any policy may grow to.
-const MAX_TABLE_ELEMENTS: usize = 20_000;
-
-impl ResourceLimiter for CallLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.memory_denied = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
-
-/// A verified, compiled policy module, ready to instantiate.
-pub struct LoadedModule {
-    pub sha256: String,
-    pre: ToolPre<CallState>,
-}
-
-impl std::fmt::Debug for LoadedModule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModule").field("sha256", &self.sha256).finish()
     }
 }
 

@@ -27,12 +27,14 @@ pub mod error;
 pub mod host;
 pub mod hours;
 pub mod limits;
+pub mod module;
 pub mod record;
 pub mod source;
 pub mod toolset;
 
 pub use error::PolicyError;
-pub use host::{HostConfig, LoadedModule, LoadStats, PolicyHost, ToolRun};
+pub use host::{HostConfig, LoadStats, PolicyHost, ToolRun};
+pub use module::LoadedModule;
 pub use limits::Limits;
 pub use pulsara_policy_abi as abi;
 pub use record::{RunOutcome, RunRecord};

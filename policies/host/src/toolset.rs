@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use pulsara_core::config::{RestaurantConfig, ToolBinding};
 
-use crate::host::LoadedModule;
+use crate::module::LoadedModule;
 use crate::limits::Limits;
 use crate::PolicyError;
 
