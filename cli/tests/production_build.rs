@@ -95,8 +95,11 @@ fn the_shipped_policy_directory_holds_the_built_ins_alone() {
     assert!(crates.len() >= 5, "{crates:?}");
     let modules = names(&dir, &|p| p.extension().is_some_and(|e| e == "wasm"));
     assert_eq!(modules, crates);
-    let manifest: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest.keys().cloned().collect::<Vec<_>>(), crates);
+    let manifest = pulsara_policy_abi::manifest::Manifest::read(&dir.join("manifest.json")).unwrap();
+    assert_eq!(manifest.modules().keys().cloned().collect::<Vec<_>>(), crates);
+    // Every built-in carries its tool specification (from its crate's tool.json) to the agent sync.
+    for (name, m) in manifest.modules() {
+        assert!(m.tool.is_some(), "built-in {name} has no tool specification in the manifest");
+    }
     assert!(!dir.join("test_memory_bomb.wasm").exists());
 }

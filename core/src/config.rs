@@ -86,6 +86,17 @@ impl RestaurantConfig {
     /// # Errors
     /// [`ConfigError`] naming the first offending field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(f) = &self.agent.audio_format {
+            if !crate::agent::AUDIO_FORMATS.contains(&f.as_str()) {
+                return Err(ConfigError {
+                    field: "agent.audio_format",
+                    reason: format!(
+                        "{f:?} is not an ElevenLabs audio format ({})",
+                        crate::agent::AUDIO_FORMATS.join(", ")
+                    ),
+                });
+            }
+        }
         self.agent.resolve_say_voice().map(|_| ())
     }
 
@@ -169,8 +180,14 @@ fn default_voicemail_secs() -> u32 {
 }
 
 /// The restaurant's ElevenLabs agent and how to configure it per call.
+///
+/// `pulsara agents sync` (or the dashboard's own sync job) provisions the agent from these
+/// fields and the restaurant's tools ([`crate::agent`]), then writes `elevenlabs_agent_id` and
+/// `synced` back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentConfig {
+    /// The provisioned ElevenLabs agent; empty until the first sync creates it.
+    #[serde(default)]
     pub elevenlabs_agent_id: String,
     #[serde(default)]
     pub voice_id: Option<String>,
@@ -193,6 +210,58 @@ pub struct AgentConfig {
     /// Spoken (before voicemail/transfer) when the agent cannot be reached.
     #[serde(default)]
     pub apology_message: Option<String>,
+    /// The agent's audio format both ways (an ElevenLabs format, [`crate::agent::AUDIO_FORMATS`]);
+    /// unset: `ulaw_8000`, Twilio's own, so audio passes through untouched.
+    #[serde(default)]
+    pub audio_format: Option<String>,
+    /// The agent's LLM, where the restaurant chooses one; unset fields keep ElevenLabs' defaults.
+    #[serde(default)]
+    pub llm: Option<LlmSettings>,
+    /// Turn-taking settings; unset fields keep ElevenLabs' defaults.
+    #[serde(default)]
+    pub turn: Option<TurnSettings>,
+    /// What the last sync left on the agent; unset: never synced (the bridge then sends every
+    /// override, and an agent made by hand that does not allow them refuses the call).
+    #[serde(default)]
+    pub synced: Option<AgentSynced>,
+}
+
+/// `conversation_config.agent.prompt` LLM settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LlmSettings {
+    /// An ElevenLabs LLM name, e.g. `gemini-2.0-flash`.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+}
+
+/// `conversation_config.turn` settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TurnSettings {
+    /// Seconds of caller silence before the agent speaks again.
+    #[serde(default)]
+    pub turn_timeout_secs: Option<f64>,
+    /// Seconds of silence after which the agent ends the call.
+    #[serde(default)]
+    pub silence_end_call_timeout_secs: Option<f64>,
+}
+
+/// The synced state of a restaurant's agent, written by the sync.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AgentSynced {
+    /// The override fields the agent allows (`agent.first_message`, `agent.language`,
+    /// `agent.prompt.prompt`, `tts.voice_id`): the bridge sends only these.
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// Tool name → ElevenLabs tool id of the client tools made for this restaurant.
+    #[serde(default)]
+    pub tool_ids: BTreeMap<String, String>,
+    /// sha256 of the agent specification the agent was last brought to ([`crate::agent`]).
+    #[serde(default)]
+    pub spec_sha256: String,
 }
 
 fn default_language() -> String {
@@ -600,6 +669,10 @@ mod tests {
             }),
             busy_message: None,
             apology_message: None,
+            audio_format: None,
+            llm: None,
+            turn: None,
+            synced: None,
         }
     }
 

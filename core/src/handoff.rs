@@ -146,7 +146,9 @@ pub struct HandoffKeys {
 impl std::fmt::Debug for HandoffKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
-        f.debug_struct("HandoffKeys").field("key_ids", &ids).finish()
+        f.debug_struct("HandoffKeys")
+            .field("key_ids", &ids)
+            .finish()
     }
 }
 
@@ -165,8 +167,14 @@ impl HandoffKeys {
             let (id, key) = entry
                 .split_once(':')
                 .ok_or_else(|| HandoffError::BadKeyRing(format!("entry {i} is not kid:secret")))?;
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(HandoffError::BadKeyRing(format!("entry {i} has an invalid key id")));
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(HandoffError::BadKeyRing(format!(
+                    "entry {i} has an invalid key id"
+                )));
             }
             if key.len() < 16 {
                 return Err(HandoffError::BadKeyRing(format!(
@@ -174,7 +182,9 @@ impl HandoffKeys {
                 )));
             }
             if keys.iter().any(|(k, _)| k == id) {
-                return Err(HandoffError::BadKeyRing(format!("key id {id:?} appears twice")));
+                return Err(HandoffError::BadKeyRing(format!(
+                    "key id {id:?} appears twice"
+                )));
             }
             keys.push((id.to_owned(), Secret::new(key)));
         }
@@ -186,7 +196,9 @@ impl HandoffKeys {
 
     /// A ring with a single key.
     pub fn single(id: &str, key: Secret) -> Self {
-        Self { keys: vec![(id.to_owned(), key)] }
+        Self {
+            keys: vec![(id.to_owned(), key)],
+        }
     }
 
     pub fn signing_key_id(&self) -> &str {
@@ -220,10 +232,12 @@ impl HandoffKeys {
         }
         let (kid, key) = &self.keys[0];
         let fallback = fallback.clone().bounded();
-        let wire = WireOut { claims, fallback: &fallback };
-        let payload = URL_SAFE_NO_PAD.encode(
-            serde_json::to_vec(&wire).map_err(|_| HandoffError::Malformed("claims"))?,
-        );
+        let wire = WireOut {
+            claims,
+            fallback: &fallback,
+        };
+        let payload = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&wire).map_err(|_| HandoffError::Malformed("claims"))?);
         let signed = format!("{VERSION}.{kid}.{payload}");
         let sig = URL_SAFE_NO_PAD.encode(mac(key, signed.as_bytes()).finalize().into_bytes());
         Ok(format!("{signed}.{sig}"))
@@ -264,15 +278,21 @@ impl HandoffKeys {
             return Err(HandoffError::Malformed("too long"));
         }
         let mut parts = token.split('.');
-        let (Some(version), Some(kid), Some(payload), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(version), Some(kid), Some(payload), Some(sig), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(HandoffError::Malformed("expected four dot-separated parts"));
         };
         if version != VERSION {
             return Err(HandoffError::UnsupportedVersion);
         }
-        let key = self.key(kid).ok_or_else(|| HandoffError::UnknownKey(kid.to_owned()))?;
+        let key = self
+            .key(kid)
+            .ok_or_else(|| HandoffError::UnknownKey(kid.to_owned()))?;
         let sig = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| HandoffError::Malformed("signature is not base64url"))?;
@@ -318,8 +338,10 @@ mod tests {
     use super::*;
 
     fn ring() -> HandoffKeys {
-        HandoffKeys::parse(&Secret::new("k2:second-key-0123456789,k1:first-key-0123456789"))
-            .unwrap()
+        HandoffKeys::parse(&Secret::new(
+            "k2:second-key-0123456789,k1:first-key-0123456789",
+        ))
+        .unwrap()
     }
 
     fn claims() -> HandoffClaims {
@@ -346,7 +368,9 @@ mod tests {
     #[test]
     fn round_trip_and_rotation() {
         let token = ring().issue(&claims()).unwrap();
-        let got = ring().verify(&token, "CA1234567890ABCDE", Some("eu-west"), 1_700_000_010).unwrap();
+        let got = ring()
+            .verify(&token, "CA1234567890ABCDE", Some("eu-west"), 1_700_000_010)
+            .unwrap();
         assert_eq!(got, claims());
         // A bridge that has only the old key k1 must not accept a k2 token…
         let old = HandoffKeys::parse(&Secret::new("k1:first-key-0123456789")).unwrap();
@@ -356,7 +380,9 @@ mod tests {
         );
         // …while a token signed with k1 still verifies on a ring that signs with k2.
         let t1 = old.issue(&claims()).unwrap();
-        assert!(ring().verify(&t1, "CA1234567890ABCDE", None, 1_700_000_010).is_ok());
+        assert!(ring()
+            .verify(&t1, "CA1234567890ABCDE", None, 1_700_000_010)
+            .is_ok());
     }
 
     #[test]
@@ -366,21 +392,50 @@ mod tests {
         let now = 1_700_000_010;
         // Flip one character of the payload.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        let forged = HandoffClaims { restaurant_id: "other".into(), ..claims() };
+        let forged = HandoffClaims {
+            restaurant_id: "other".into(),
+            ..claims()
+        };
         parts[2] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
-        assert_eq!(keys.verify(&parts.join("."), "CA1234567890ABCDE", None, now), Err(HandoffError::BadSignature));
+        assert_eq!(
+            keys.verify(&parts.join("."), "CA1234567890ABCDE", None, now),
+            Err(HandoffError::BadSignature)
+        );
         // Truncated / empty signature.
-        let no_sig = format!("{}.{}.{}.", parts[0], parts[1], token.split('.').nth(2).unwrap());
-        assert_eq!(keys.verify(&no_sig, "CA1234567890ABCDE", None, now), Err(HandoffError::BadSignature));
-        assert!(matches!(keys.verify("garbage", "CA1", None, now), Err(HandoffError::Malformed(_))));
-        assert_eq!(keys.verify(&token, "CA1234567890ABCDE", None, 1_700_000_070), Err(HandoffError::Expired(10)));
-        assert_eq!(keys.verify(&token, "CA1234567890ABCDE", None, 1_699_999_000), Err(HandoffError::NotYetValid));
-        assert_eq!(keys.verify(&token, "CAother", None, now), Err(HandoffError::WrongCall));
+        let no_sig = format!(
+            "{}.{}.{}.",
+            parts[0],
+            parts[1],
+            token.split('.').nth(2).unwrap()
+        );
+        assert_eq!(
+            keys.verify(&no_sig, "CA1234567890ABCDE", None, now),
+            Err(HandoffError::BadSignature)
+        );
+        assert!(matches!(
+            keys.verify("garbage", "CA1", None, now),
+            Err(HandoffError::Malformed(_))
+        ));
+        assert_eq!(
+            keys.verify(&token, "CA1234567890ABCDE", None, 1_700_000_070),
+            Err(HandoffError::Expired(10))
+        );
+        assert_eq!(
+            keys.verify(&token, "CA1234567890ABCDE", None, 1_699_999_000),
+            Err(HandoffError::NotYetValid)
+        );
+        assert_eq!(
+            keys.verify(&token, "CAother", None, now),
+            Err(HandoffError::WrongCall)
+        );
         assert_eq!(
             keys.verify(&token, "CA1234567890ABCDE", Some("us-east"), now),
             Err(HandoffError::WrongRegion("eu-west".into()))
         );
-        let long = HandoffClaims { exp: claims().iat + 61, ..claims() };
+        let long = HandoffClaims {
+            exp: claims().iat + 61,
+            ..claims()
+        };
         assert_eq!(keys.issue(&long), Err(HandoffError::LifetimeTooLong));
     }
 
@@ -413,18 +468,32 @@ mod tests {
     fn fallback_is_compatible_both_ways() {
         // An empty fallback issues exactly the old token…
         assert_eq!(
-            ring().issue_with(&claims(), &HandoffFallback::default()).unwrap(),
+            ring()
+                .issue_with(&claims(), &HandoffFallback::default())
+                .unwrap(),
             ring().issue(&claims()).unwrap()
         );
         // …which a new bridge reads with an empty fallback.
         let old = ring().issue(&claims()).unwrap();
-        let (_, fb) = ring().verify_with_fallback(&old, "CA1234567890ABCDE", None, 1_700_000_010).unwrap();
+        let (_, fb) = ring()
+            .verify_with_fallback(&old, "CA1234567890ABCDE", None, 1_700_000_010)
+            .unwrap();
         assert!(fb.is_empty());
         // A bridge that predates the fallback fields still verifies a token carrying them.
         let new = ring().issue_with(&claims(), &fallback()).unwrap();
-        assert_eq!(ring().verify(&new, "CA1234567890ABCDE", None, 1_700_000_010).unwrap(), claims());
-        let payload = URL_SAFE_NO_PAD.decode(new.split('.').nth(2).unwrap()).unwrap();
-        assert_eq!(serde_json::from_slice::<HandoffClaims>(&payload).unwrap(), claims());
+        assert_eq!(
+            ring()
+                .verify(&new, "CA1234567890ABCDE", None, 1_700_000_010)
+                .unwrap(),
+            claims()
+        );
+        let payload = URL_SAFE_NO_PAD
+            .decode(new.split('.').nth(2).unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<HandoffClaims>(&payload).unwrap(),
+            claims()
+        );
     }
 
     #[test]
@@ -435,7 +504,10 @@ mod tests {
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let wire = WireOut {
             claims: &claims(),
-            fallback: &HandoffFallback { fallback_number: Some("+19005550100".into()), ..fallback() },
+            fallback: &HandoffFallback {
+                fallback_number: Some("+19005550100".into()),
+                ..fallback()
+            },
         };
         parts[2] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap());
         assert_eq!(
@@ -443,19 +515,43 @@ mod tests {
             Err(HandoffError::BadSignature)
         );
         // An apology too long to travel is left out; the rest stays.
-        let long = HandoffFallback { apology: Some("a".repeat(MAX_APOLOGY_CHARS + 1)), ..fallback() };
+        let long = HandoffFallback {
+            apology: Some("a".repeat(MAX_APOLOGY_CHARS + 1)),
+            ..fallback()
+        };
         let token = keys.issue_with(&claims(), &long).unwrap();
-        let (_, fb) = keys.verify_with_fallback(&token, "CA1234567890ABCDE", None, 1_700_000_010).unwrap();
-        assert_eq!(fb, HandoffFallback { apology: None, ..fallback() });
-        let blank = HandoffFallback { fallback_number: Some("  ".into()), ..Default::default() };
+        let (_, fb) = keys
+            .verify_with_fallback(&token, "CA1234567890ABCDE", None, 1_700_000_010)
+            .unwrap();
+        assert_eq!(
+            fb,
+            HandoffFallback {
+                apology: None,
+                ..fallback()
+            }
+        );
+        let blank = HandoffFallback {
+            fallback_number: Some("  ".into()),
+            ..Default::default()
+        };
         assert!(blank.bounded().is_empty());
     }
 
     #[test]
     fn key_ring_errors_never_print_secrets() {
-        for spec in ["", "nocolon", "k1:tinysecret", "k1:first-key-0123456789,k1:first-key-0123456789"] {
-            let err = HandoffKeys::parse(&Secret::new(spec)).unwrap_err().to_string();
-            assert!(!err.contains("first-key") && !err.contains("tinysecret"), "{err}");
+        for spec in [
+            "",
+            "nocolon",
+            "k1:tinysecret",
+            "k1:first-key-0123456789,k1:first-key-0123456789",
+        ] {
+            let err = HandoffKeys::parse(&Secret::new(spec))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("first-key") && !err.contains("tinysecret"),
+                "{err}"
+            );
         }
         assert!(!format!("{:?}", ring()).contains("key-0123"));
     }

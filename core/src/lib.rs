@@ -4,6 +4,7 @@
 //!
 //! Modules:
 //! - [`addr`]: is an address loopback (the guard on every test-only switch).
+//! - [`agent`]: the ElevenLabs agent and client tools a restaurant needs, and their drift.
 //! - [`call_record`]: the record of one finished call (bridge → outbox → dashboard).
 //! - [`config`]: the restaurant configuration and knowledge-base model, as served by the dashboard
 //!   API (`api/openapi.yaml`). Every restaurant-specific value lives here; nothing is hard-coded.
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod agent;
 pub mod call_record;
 pub mod config;
 pub mod crypto;

@@ -962,7 +962,10 @@ mod tests {
         assert_eq!(root.children()[0].text(), "Sorry & one moment");
         assert_eq!(root.children()[1].text(), "+15550001111");
         // Nothing to say: just the transfer (never an empty <Say>).
-        assert_eq!(parse(&it.fallback(Some("+15550001111"), " ")).names(), ["Dial"]);
+        assert_eq!(
+            parse(&it.fallback(Some("+15550001111"), " ")).names(),
+            ["Dial"]
+        );
         assert_eq!(parse(&it.fallback(None, "")).names(), ["Hangup"]);
         for none in [None, Some(""), Some(" ")] {
             let root = parse(&it.fallback(none, "Sorry & goodbye"));
@@ -989,7 +992,10 @@ mod tests {
         assert_eq!(root.names(), ["Say", "Hangup"]);
         let root = parse(&SayVoice::default().say_record("m", 5, "https://b/twilio/recording"));
         assert_eq!(root.names(), ["Say", "Record", "Hangup"]);
-        assert_eq!(root.children()[1].attr("action"), Some("https://b/twilio/recording"));
+        assert_eq!(
+            root.children()[1].attr("action"),
+            Some("https://b/twilio/recording")
+        );
     }
 
     #[test]

@@ -421,7 +421,11 @@ mod tests {
             "cHVsc2FyYS13ZWJob29rcw",
         ] {
             let s = [Secret::new(form)];
-            assert_eq!(sign(&s[0], ID, TS, BODY).as_deref(), Ok(PADDED_SIG), "{form}");
+            assert_eq!(
+                sign(&s[0], ID, TS, BODY).as_deref(),
+                Ok(PADDED_SIG),
+                "{form}"
+            );
             verify(&s, Some(ID), Some(&ts), Some(PADDED_SIG), BODY, TS).unwrap();
         }
         // The reference ignores non-zero trailing bits too: "YR" is the key "a", like "YQ".
@@ -454,7 +458,12 @@ mod tests {
     fn secret_lists_are_checked_entry_by_entry_without_echoing_values() {
         let list = parse_secrets(&format!(" {SECRET}, whsec_cHVsc2FyYS13ZWJob29rcw\n")).unwrap();
         assert_eq!(list.len(), 2);
-        assert_eq!(parse_secrets(&format!("{SECRET} {PADDED_SECRET}")).unwrap().len(), 2);
+        assert_eq!(
+            parse_secrets(&format!("{SECRET} {PADDED_SECRET}"))
+                .unwrap()
+                .len(),
+            2
+        );
         let err = parse_secrets(&format!("{SECRET},whsec_n0t!base64")).unwrap_err();
         assert_eq!(
             err,
@@ -465,7 +474,10 @@ mod tests {
         );
         let text = err.to_string();
         assert!(text.contains("entry 2 of 2"), "{text}");
-        assert!(!text.contains("n0t!base64") && !text.contains("C2FVsBQI"), "{text}");
+        assert!(
+            !text.contains("n0t!base64") && !text.contains("C2FVsBQI"),
+            "{text}"
+        );
         assert_eq!(parse_secrets(" , "), Err(SecretListError::Empty));
         assert_eq!(parse_secrets(""), Err(SecretListError::Empty));
     }

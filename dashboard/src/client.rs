@@ -320,7 +320,9 @@ impl DashboardClient {
             }
             match page.next_after {
                 // A page that does not move forward would loop for ever.
-                Some(next) if after.as_deref().is_none_or(|a| next.as_str() > a) => after = Some(next),
+                Some(next) if after.as_deref().is_none_or(|a| next.as_str() > a) => {
+                    after = Some(next)
+                }
                 _ => return Ok(out),
             }
         }

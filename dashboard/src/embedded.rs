@@ -94,9 +94,14 @@ impl EmbeddedDashboard {
         let state = AppState::new(store.clone(), opts.signing_keys, clock);
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve_with(listener, state.clone(), net, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(server::serve_with(
+            listener,
+            state.clone(),
+            net,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         tracing::info!(%addr, "embedded dashboard listening");
         Ok(Self {
             addr,

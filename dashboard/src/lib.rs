@@ -13,6 +13,8 @@
 //! - [`embedded`]: open + seed + serve in one call ([`embedded::EmbeddedDashboard::start`]).
 //!
 //! Client side (used by the bridge, whether the dashboard is embedded or remote):
+//! - [`agents`]: the ElevenLabs agents and tools API client and one restaurant's agent sync
+//!   (create, drift, repair), for `pulsara agents` and a sync job.
 //! - [`client`]: typed HTTP client that signs every request.
 //! - [`cache`]: config/KB cache with ETag revalidation, TTL, stale-if-error and single-flight.
 //! - [`webhook_in`]: `POST /webhooks/dashboard` handler that invalidates the cache.
@@ -28,6 +30,7 @@
 //! transaction) → [`outbox::Dispatcher`] → `POST /v1/calls` (+ SMTP, Twilio) → [`store`].
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod auth;
 pub mod cache;
 pub mod client;

@@ -308,13 +308,19 @@ pub struct TwilioSms {
 
 impl TwilioSms {
     pub fn new(base: &str, account_sid: &str, auth_token: Secret) -> Self {
-        Self { rest: TwilioRest::new(reqwest::Client::new(), base, account_sid, auth_token) }
+        Self {
+            rest: TwilioRest::new(reqwest::Client::new(), base, account_sid, auth_token),
+        }
     }
 
     /// # Errors
     /// See [`SendError`]; HTTP 408/429/5xx and transport errors are transient.
     pub async fn send(&self, job: &SmsJob) -> Result<(), SendError> {
-        match self.rest.send_sms(&job.to, &job.from, &job.body, SMS_TIMEOUT).await {
+        match self
+            .rest
+            .send_sms(&job.to, &job.from, &job.body, SMS_TIMEOUT)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if e.is_transient() => Err(SendError::Transient(e.to_string())),
             Err(e) => Err(SendError::Permanent(e.to_string())),
@@ -397,16 +403,21 @@ mod tests {
         assert!(plan_for(&r, &c).1.is_none());
         // The caller was already texted during the call (a policy's send_sms) → no second SMS.
         let mut texted = r.clone();
-        texted.notifications.push(pulsara_core::call_record::Notification {
-            channel: "sms".into(),
-            to: texted.caller.clone(),
-            subject: None,
-            body: "Your order is confirmed".into(),
-            status: "requested".into(),
-            error: None,
-        });
+        texted
+            .notifications
+            .push(pulsara_core::call_record::Notification {
+                channel: "sms".into(),
+                to: texted.caller.clone(),
+                subject: None,
+                body: "Your order is confirmed".into(),
+                status: "requested".into(),
+                error: None,
+            });
         assert!(plan_for(&texted, &cfg()).1.is_none());
-        assert!(plan_for(&texted, &cfg()).0.is_some(), "the restaurant still gets its email");
+        assert!(
+            plan_for(&texted, &cfg()).0.is_some(),
+            "the restaurant still gets its email"
+        );
         // Anonymous caller → no SMS.
         r.caller = "anonymous".into();
         assert!(plan_for(&r, &cfg()).1.is_none());

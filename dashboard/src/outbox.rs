@@ -243,7 +243,9 @@ impl OutboxCollector {
     ///
     /// # Errors
     /// Never for these fixed names; the type is the registry's.
-    pub fn new(stats: impl Fn() -> Result<OutboxStats, OutboxError> + Send + Sync + 'static) -> prometheus::Result<Self> {
+    pub fn new(
+        stats: impl Fn() -> Result<OutboxStats, OutboxError> + Send + Sync + 'static,
+    ) -> prometheus::Result<Self> {
         let errors = prometheus::IntCounter::new(
             "pulsara_outbox_stats_errors_total",
             "Scrapes for which the outbox's statistics could not be read.",
@@ -629,7 +631,9 @@ impl Outbox {
         &self,
         f: impl FnOnce(&mut Db) -> Result<R, OutboxError> + Send + 'static,
     ) -> Result<R, OutboxError> {
-        self.db.call_blocking(f).unwrap_or_else(|| Err(self.stopped()))
+        self.db
+            .call_blocking(f)
+            .unwrap_or_else(|| Err(self.stopped()))
     }
 
     /// Runs `f` on the database thread and awaits its answer.
@@ -846,9 +850,7 @@ impl Outbox {
         deliverer: &Arc<D>,
         policy: &RetryPolicy,
     ) -> Result<usize, OutboxError> {
-        let due = self
-            .due_async(now_ms(), policy.concurrency.max(1))
-            .await?;
+        let due = self.due_async(now_ms(), policy.concurrency.max(1)).await?;
         let n = due.len();
         let mut set = tokio::task::JoinSet::new();
         for entry in due {
@@ -913,15 +915,26 @@ pub async fn run<D: Deliver>(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    for kind in [EntryKind::CallRecord, EntryKind::CallEvent, EntryKind::Email, EntryKind::Sms] {
+    for kind in [
+        EntryKind::CallRecord,
+        EntryKind::CallEvent,
+        EntryKind::Email,
+        EntryKind::Sms,
+    ] {
         if !deliverer.configured(kind) {
             tracing::info!(kind = kind.as_str(), "outbox channel not configured: its entries are parked (pulsara_outbox_parked_unconfigured), not retried");
             continue;
         }
         match outbox.requeue_unconfigured_async(kind, now_ms()).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(kind = kind.as_str(), requeued = n, "outbox channel configured now: entries parked for want of it are queued again"),
-            Err(e) => tracing::error!(error = %e, "outbox could not requeue entries parked for an unconfigured channel"),
+            Ok(n) => tracing::info!(
+                kind = kind.as_str(),
+                requeued = n,
+                "outbox channel configured now: entries parked for want of it are queued again"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox could not requeue entries parked for an unconfigured channel")
+            }
         }
     }
     loop {
@@ -1001,8 +1014,10 @@ impl Deliver for Dispatcher {
                     .dashboard
                     .as_ref()
                     .ok_or_else(|| SendError::Transient("no dashboard client configured".into()))?;
-                let stored: serde_json::Value = serde_json::from_str(&entry.payload)
-                    .map_err(|e| SendError::Permanent(format!("stored call event is invalid: {e}")))?;
+                let stored: serde_json::Value =
+                    serde_json::from_str(&entry.payload).map_err(|e| {
+                        SendError::Permanent(format!("stored call event is invalid: {e}"))
+                    })?;
                 let sid = stored["call_sid"].as_str().unwrap_or_default();
                 match client.post_event(sid, &stored["event"]).await {
                     Ok(()) => Ok(()),
@@ -1220,7 +1235,10 @@ impl MemoryQueue {
         self.persisted_total
             .fetch_add(persisted as u64, Ordering::Relaxed);
         if persisted > 0 && held.units.is_empty() {
-            tracing::info!(persisted, "everything held in memory is in the outbox again");
+            tracing::info!(
+                persisted,
+                "everything held in memory is in the outbox again"
+            );
         }
         refusal
     }
@@ -1302,7 +1320,10 @@ impl MemoryQueue {
 /// # Errors
 /// The first entry that could not be delivered, with its key; it and the later ones stay in
 /// `unit`.
-pub async fn deliver_directly<D: Deliver>(deliverer: &D, unit: &mut HeldUnit) -> Result<(), String> {
+pub async fn deliver_directly<D: Deliver>(
+    deliverer: &D,
+    unit: &mut HeldUnit,
+) -> Result<(), String> {
     while let Some(e) = unit.entries.first() {
         let entry = OutboxEntry {
             id: 0,
@@ -1456,19 +1477,39 @@ mod tests {
         assert_eq!(back.label, "call record CA4");
         assert_eq!(back.entries.len(), 2, "handed back whole");
         assert!(reason.contains("still waiting"), "{reason}");
-        assert_eq!(q.labels(), ["call record CA1", "call record CA2", "call record CA3"]);
+        assert_eq!(
+            q.labels(),
+            ["call record CA1", "call record CA2", "call record CA3"]
+        );
         let st = q.stats(4_000);
-        assert_eq!((st.held, st.capacity, st.held_total, st.full_total), (3, 3, 3, 1));
+        assert_eq!(
+            (st.held, st.capacity, st.held_total, st.full_total),
+            (3, 3, 3, 1)
+        );
         assert_eq!(st.oldest_age_secs, 3.0);
         assert_eq!(st.held_bytes as usize, 3 * unit("CA1").bytes());
         let registry = prometheus::Registry::new();
         let memory = st.clone();
-        let collector = OutboxCollector::new(move || Ok(OutboxStats { memory: memory.clone(), ..OutboxStats::default() })).unwrap();
+        let collector = OutboxCollector::new(move || {
+            Ok(OutboxStats {
+                memory: memory.clone(),
+                ..OutboxStats::default()
+            })
+        })
+        .unwrap();
         registry.register(Box::new(collector)).unwrap();
         let text = pulsara_net::metrics::render(&registry);
-        assert!(text.contains("# TYPE pulsara_outbox_memory_held gauge\npulsara_outbox_memory_held 3\n"), "{text}");
+        assert!(
+            text.contains(
+                "# TYPE pulsara_outbox_memory_held gauge\npulsara_outbox_memory_held 3\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("# TYPE pulsara_outbox_memory_full_total counter\npulsara_outbox_memory_full_total 1\n"), "{text}");
-        assert!(text.contains("pulsara_outbox_stats_errors_total 0\n"), "{text}");
+        assert!(
+            text.contains("pulsara_outbox_stats_errors_total 0\n"),
+            "{text}"
+        );
         assert_eq!(q.drain(&ob, 2_000), 3, "still full: nothing moves");
         assert!(ob.stats(0).unwrap().enqueue_errors_total >= 4);
 
@@ -1477,7 +1518,10 @@ mod tests {
             max_bytes: 5_000,
             ..Default::default()
         });
-        assert!(matches!(small.submit(&ob, unit("CA9"), 0), Submitted::Full { .. }));
+        assert!(matches!(
+            small.submit(&ob, unit("CA9"), 0),
+            Submitted::Full { .. }
+        ));
 
         // Space again: held units go in oldest first; a duplicate key is not queued twice.
         ob.set_max_pages(1 << 20).unwrap();
@@ -1510,7 +1554,10 @@ mod tests {
             if entry.kind == EntryKind::Email && !self.smtp {
                 return Err(SendError::Unconfigured(SMTP_UNCONFIGURED.into()));
             }
-            self.seen.lock().unwrap().push(entry.idempotency_key.clone());
+            self.seen
+                .lock()
+                .unwrap()
+                .push(entry.idempotency_key.clone());
             Ok(())
         }
         fn configured(&self, kind: EntryKind) -> bool {
@@ -1529,7 +1576,12 @@ mod tests {
         // The production dispatcher without SMTP_URL.
         let d = Dispatcher::default();
         assert!(!d.configured(EntryKind::Email) && !d.configured(EntryKind::Sms));
-        let e = ob.list(None).unwrap().into_iter().find(|e| e.kind == EntryKind::Email).unwrap();
+        let e = ob
+            .list(None)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == EntryKind::Email)
+            .unwrap();
         let err = d.deliver(&e).await.unwrap_err();
         assert!(matches!(err, SendError::Unconfigured(_)), "{err:?}");
 
@@ -1537,17 +1589,34 @@ mod tests {
         let without = Arc::new(Counting::default());
         ob.deliver_due(&without, &policy).await.unwrap();
         let st = ob.stats(0).unwrap();
-        assert_eq!((st.depth, st.parked, st.parked_unconfigured), (0, 1, 1), "{st:?}");
-        assert_eq!(st.failed_attempts_total, 0, "not a retry: no false 'stuck' alarm");
+        assert_eq!(
+            (st.depth, st.parked, st.parked_unconfigured),
+            (0, 1, 1),
+            "{st:?}"
+        );
+        assert_eq!(
+            st.failed_attempts_total, 0,
+            "not a retry: no false 'stuck' alarm"
+        );
         let parked = &ob.list(Some("parked")).unwrap()[0];
         assert_eq!(parked.kind, EntryKind::Email);
         assert!(
-            parked.last_error.as_deref().unwrap().starts_with("not configured: SMTP_URL is not set"),
+            parked
+                .last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("not configured: SMTP_URL is not set"),
             "{parked:?}"
         );
         assert_eq!(st.parked_unconfigured, 1, "{st:?}");
         // Restarting without SMTP leaves it parked.
-        run(ob.clone(), without.clone(), policy.clone(), std::future::ready(())).await;
+        run(
+            ob.clone(),
+            without.clone(),
+            policy.clone(),
+            std::future::ready(()),
+        )
+        .await;
         assert_eq!(ob.stats(0).unwrap().parked_unconfigured, 1);
 
         // A start with SMTP configured requeues and sends it.
@@ -1558,7 +1627,11 @@ mod tests {
         run(ob.clone(), with.clone(), policy, std::future::ready(())).await;
         assert_eq!(*with.seen.lock().unwrap(), ["CA1:email"]);
         let st = ob.stats(0).unwrap();
-        assert_eq!((st.depth, st.parked, st.parked_unconfigured), (0, 0, 0), "{st:?}");
+        assert_eq!(
+            (st.depth, st.parked, st.parked_unconfigured),
+            (0, 0, 0),
+            "{st:?}"
+        );
     }
 
     #[tokio::test]
@@ -1576,7 +1649,10 @@ mod tests {
         let d = FailEmail(Mutex::default());
         let mut u = unit("CA5");
         let err = deliver_directly(&d, &mut u).await.unwrap_err();
-        assert!(err.contains("email CA5:email") && err.contains("smtp down"), "{err}");
+        assert!(
+            err.contains("email CA5:email") && err.contains("smtp down"),
+            "{err}"
+        );
         assert_eq!(*d.0.lock().unwrap(), ["CA5"]);
         assert_eq!(u.entries.len(), 1, "the record is not sent twice");
         assert_eq!(u.entries[0].kind, EntryKind::Email);

@@ -201,7 +201,10 @@ pub fn enqueue_voicemail(
     cfg: Option<&RestaurantConfig>,
     now_ms: i64,
 ) -> Result<usize, OutboxError> {
-    outbox.enqueue(&voicemail_entries(call_sid, restaurant_id, event, cfg), now_ms)
+    outbox.enqueue(
+        &voicemail_entries(call_sid, restaurant_id, event, cfg),
+        now_ms,
+    )
 }
 
 /// The outbox entries [`enqueue_voicemail`] commits (pure).
@@ -222,7 +225,11 @@ pub fn voicemail_entries(
         idempotency_key: format!("{call_sid}:recording:{id}"),
         payload: serde_json::json!({"call_sid": call_sid, "event": event}).to_string(),
     }];
-    if let Some(email) = vm.as_ref().zip(cfg).and_then(|(v, c)| crate::voicemail::email(c, v)) {
+    if let Some(email) = vm
+        .as_ref()
+        .zip(cfg)
+        .and_then(|(v, c)| crate::voicemail::email(c, v))
+    {
         entries.push(NewEntry {
             kind: EntryKind::Email,
             lane: format!("email:{restaurant_id}"),
@@ -249,18 +256,27 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        assert!(!cfg.notifications.email.is_empty(), "the example restaurant takes email");
+        assert!(
+            !cfg.notifications.email.is_empty(),
+            "the example restaurant takes email"
+        );
         let event = crate::voicemail::event(
             &[
                 ("CallSid".into(), "CA7".into()),
                 ("RecordingSid".into(), "RE7".into()),
-                ("RecordingUrl".into(), "https://api.twilio.com/rec/RE7".into()),
+                (
+                    "RecordingUrl".into(),
+                    "https://api.twilio.com/rec/RE7".into(),
+                ),
                 ("RecordingStatus".into(), "completed".into()),
                 ("RecordingDuration".into(), "31".into()),
             ],
             Some("+393331110002"),
         );
-        assert_eq!(enqueue_voicemail(&ob, "CA7", &cfg.id, event.clone(), Some(&cfg), 0).unwrap(), 2);
+        assert_eq!(
+            enqueue_voicemail(&ob, "CA7", &cfg.id, event.clone(), Some(&cfg), 0).unwrap(),
+            2
+        );
         assert_eq!(
             enqueue_voicemail(&ob, "CA7", &cfg.id, event, Some(&cfg), 0).unwrap(),
             0,
@@ -269,9 +285,20 @@ mod tests {
         let entries = ob.list(None).unwrap();
         let kinds: Vec<_> = entries.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![EntryKind::CallEvent, EntryKind::Email]);
-        assert_eq!(entries[0].lane, cfg.id, "after the call's record, in its lane");
+        assert_eq!(
+            entries[0].lane, cfg.id,
+            "after the call's record, in its lane"
+        );
         let email: EmailJob = serde_json::from_str(&entries[1].payload).unwrap();
-        assert!(email.subject.contains("voicemail from +393331110002"), "{}", email.subject);
-        assert!(email.body.contains("https://api.twilio.com/rec/RE7") && email.body.contains("31 s"), "{}", email.body);
+        assert!(
+            email.subject.contains("voicemail from +393331110002"),
+            "{}",
+            email.subject
+        );
+        assert!(
+            email.body.contains("https://api.twilio.com/rec/RE7") && email.body.contains("31 s"),
+            "{}",
+            email.body
+        );
     }
 }

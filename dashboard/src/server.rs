@@ -142,10 +142,21 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Signed {
     type Rejection = Response;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let uri = req.extensions().get::<OriginalUri>().cloned().unwrap_or_else(|| OriginalUri(req.uri().clone()));
+        let uri = req
+            .extensions()
+            .get::<OriginalUri>()
+            .cloned()
+            .unwrap_or_else(|| OriginalUri(req.uri().clone()));
         let (method, headers) = (req.method().clone(), req.headers().clone());
-        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
-        Ok(Self { method, uri, headers, body })
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            method,
+            uri,
+            headers,
+            body,
+        })
     }
 }
 
@@ -182,7 +193,14 @@ impl AppState {
     ) -> Result<T, ApiError> {
         self.blocking(move |st| {
             let pq = req.uri.0.path_and_query().map_or("/", |p| p.as_str());
-            st.auth.check(req.method.as_str(), pq, &req.headers, &req.body, (st.clock)(), allowed)?;
+            st.auth.check(
+                req.method.as_str(),
+                pq,
+                &req.headers,
+                &req.body,
+                (st.clock)(),
+                allowed,
+            )?;
             f(st, req)
         })
         .await
@@ -227,7 +245,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, pulsara_net::ServeConfig::default(), shutdown).await
+    serve_with(
+        listener,
+        state,
+        pulsara_net::ServeConfig::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// As [`serve`], with the listener's deadlines and caps from `net`.
@@ -313,11 +337,7 @@ async fn list_restaurants(
     .await
 }
 
-async fn by_number(
-    State(st): State<AppState>,
-    Path(e164): Path<String>,
-    req: Signed,
-) -> ApiResult {
+async fn by_number(State(st): State<AppState>, Path(e164): Path<String>, req: Signed) -> ApiResult {
     st.authorized(req, READERS, move |st, Signed { headers, .. }| {
         let cfg = st
             .store
@@ -328,11 +348,7 @@ async fn by_number(
     .await
 }
 
-async fn restaurant(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    req: Signed,
-) -> ApiResult {
+async fn restaurant(State(st): State<AppState>, Path(id): Path<String>, req: Signed) -> ApiResult {
     st.authorized(req, READERS, move |st, Signed { headers, .. }| {
         let cfg = st
             .store
@@ -358,11 +374,7 @@ async fn knowledge_base(
     .await
 }
 
-async fn policy(
-    State(st): State<AppState>,
-    Path(sha): Path<String>,
-    req: Signed,
-) -> ApiResult {
+async fn policy(State(st): State<AppState>, Path(sha): Path<String>, req: Signed) -> ApiResult {
     st.authorized(req, BRIDGE, move |st, _| {
         if !pulsara_core::crypto::is_sha256_hex(&sha.to_ascii_lowercase()) {
             return Err(ApiError::bad_request(
@@ -386,10 +398,7 @@ async fn policy(
     .await
 }
 
-async fn post_call_record(
-    State(st): State<AppState>,
-    req: Signed,
-) -> ApiResult {
+async fn post_call_record(State(st): State<AppState>, req: Signed) -> ApiResult {
     st.authorized(req, BRIDGE, move |st, Signed { headers, body, .. }| {
         let mut record: CallRecord = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("body is not a CallRecord: {e}")))?;
@@ -450,11 +459,7 @@ async fn list_calls(
     .await
 }
 
-async fn get_call(
-    State(st): State<AppState>,
-    Path(sid): Path<String>,
-    req: Signed,
-) -> ApiResult {
+async fn get_call(State(st): State<AppState>, Path(sid): Path<String>, req: Signed) -> ApiResult {
     st.authorized(req, ADMIN, move |st, _| {
         let mut call = st
             .store
@@ -469,11 +474,7 @@ async fn get_call(
     .await
 }
 
-async fn post_event(
-    State(st): State<AppState>,
-    Path(sid): Path<String>,
-    req: Signed,
-) -> ApiResult {
+async fn post_event(State(st): State<AppState>, Path(sid): Path<String>, req: Signed) -> ApiResult {
     st.authorized(req, READERS, move |st, Signed { body, .. }| {
         let event: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("event is not JSON: {e}")))?;
@@ -486,10 +487,7 @@ async fn post_event(
     .await
 }
 
-async fn post_post_call(
-    State(st): State<AppState>,
-    req: Signed,
-) -> ApiResult {
+async fn post_post_call(State(st): State<AppState>, req: Signed) -> ApiResult {
     st.authorized(req, READERS, move |st, Signed { body, .. }| {
         let payload: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("payload is not JSON: {e}")))?;
@@ -617,10 +615,7 @@ struct WebhookReq {
     secret: Option<String>,
 }
 
-async fn admin_add_webhook(
-    State(st): State<AppState>,
-    req: Signed,
-) -> ApiResult {
+async fn admin_add_webhook(State(st): State<AppState>, req: Signed) -> ApiResult {
     st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
         let req: WebhookReq = parse_json(&body, "webhook subscription")?;
         if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {

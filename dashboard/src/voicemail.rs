@@ -42,7 +42,9 @@ pub fn from_event(event: &Value) -> Option<Voicemail> {
         duration_secs: text("RecordingDuration").and_then(|d| d.parse().ok()),
         transcript: None,
         recording_sid: text("RecordingSid"),
-        caller: text("From").or_else(|| text("Caller")).or_else(|| text(CALLER_KEY)),
+        caller: text("From")
+            .or_else(|| text("Caller"))
+            .or_else(|| text(CALLER_KEY)),
     })
 }
 
@@ -119,13 +121,19 @@ mod tests {
         let mut status = ev.clone();
         status["PulsaraEventKind"] = "status".into();
         assert!(from_event(&status).is_none());
-        assert!(from_event(&json!({"PulsaraEventKind":"recording"})).is_none(), "no URL, no voicemail");
+        assert!(
+            from_event(&json!({"PulsaraEventKind":"recording"})).is_none(),
+            "no URL, no voicemail"
+        );
     }
 
     #[test]
     fn merge_keeps_the_records_caller() {
         let mut rec = json!({"call_sid":"CA1","caller":"+15550001111"});
-        let vm = Voicemail { recording_url: Some("u".into()), ..Default::default() };
+        let vm = Voicemail {
+            recording_url: Some("u".into()),
+            ..Default::default()
+        };
         merge(&mut rec, &vm);
         assert_eq!(rec["voicemail"]["caller"], "+15550001111");
         assert_eq!(rec["voicemail"]["recording_url"], "u");

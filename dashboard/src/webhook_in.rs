@@ -208,7 +208,8 @@ mod tests {
             assert_eq!(err.status_code().0, StatusCode::BAD_REQUEST);
         }
         // The sender's corrected retry, same id: accepted and handled.
-        let good = br#"{"type":"restaurant.updated","data":{"restaurant_id":"sakura-sushi","version":2}}"#;
+        let good =
+            br#"{"type":"restaurant.updated","data":{"restaurant_id":"sakura-sushi","version":2}}"#;
         let ev = rx.receive(&delivery(id, good), good).unwrap();
         assert_eq!(ev.data.restaurant_id, "sakura-sushi");
         assert_eq!(ran.load(Ordering::SeqCst), 1);
@@ -220,7 +221,10 @@ mod tests {
         // A forged delivery with a fresh id burns nothing either.
         let mut forged = delivery("msg_forged", good);
         forged.insert("webhook-signature", "v1,AAAA".parse().unwrap());
-        assert!(matches!(rx.receive(&forged, good), Err(ReceiveError::Verify(_))));
+        assert!(matches!(
+            rx.receive(&forged, good),
+            Err(ReceiveError::Verify(_))
+        ));
         assert!(rx.receive(&delivery("msg_forged", good), good).is_ok());
     }
 }

@@ -444,7 +444,10 @@ async fn call_records_are_idempotent_enriched_and_merged_with_post_call_in_any_o
             &[
                 ("CallSid".to_owned(), sid.to_owned()),
                 ("RecordingSid".to_owned(), format!("RE{sid}")),
-                ("RecordingUrl".to_owned(), format!("https://api.twilio.com/rec/RE{sid}")),
+                (
+                    "RecordingUrl".to_owned(),
+                    format!("https://api.twilio.com/rec/RE{sid}"),
+                ),
                 ("RecordingStatus".to_owned(), "completed".to_owned()),
                 ("RecordingDuration".to_owned(), "12".to_owned()),
             ],

@@ -19,7 +19,10 @@ async fn closed_by_server(s: &TcpStream) -> bool {
     let t0 = Instant::now();
     let mut buf = [0u8; 64];
     while t0.elapsed() < WITHIN {
-        if tokio::time::timeout(Duration::from_secs(1), s.readable()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), s.readable())
+            .await
+            .is_err()
+        {
             continue;
         }
         match s.try_read(&mut buf) {
@@ -35,7 +38,8 @@ async fn closed_by_server(s: &TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_are_closed_and_requests_still_answered() {
     let store = Store::open_in_memory().unwrap();
-    let keys = SigningKeys::parse(&Secret::new("edge1:edge:edge-signing-secret-0123456789")).unwrap();
+    let keys =
+        SigningKeys::parse(&Secret::new("edge1:edge:edge-signing-secret-0123456789")).unwrap();
     let state = AppState::new(store, keys, Arc::new(|| chrono::Utc::now().timestamp()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -50,9 +54,11 @@ async fn silent_sockets_are_closed_and_requests_still_answered() {
         silent.push(TcpStream::connect(addr).await.unwrap());
     }
     // Unsigned, so refused: but answered.
-    let resp = reqwest::get(format!("http://{addr}/v1/restaurants/by-number/+390612345678"))
-        .await
-        .unwrap();
+    let resp = reqwest::get(format!(
+        "http://{addr}/v1/restaurants/by-number/+390612345678"
+    ))
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 401);
     for s in &silent {
         assert!(closed_by_server(s).await, "a silent socket was held open");

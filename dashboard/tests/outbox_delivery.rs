@@ -78,7 +78,9 @@ async fn dashboard_down_then_back_delivers_each_record_once_in_order() {
     assert!(
         eventually(10, || ob
             .stats(outbox::now_ms())
-            .is_ok_and(|st| st.failed_attempts_total >= 4 && st.oldest_age_secs > 0.5))
+            .is_ok_and(
+                |st| st.failed_attempts_total >= 4 && st.oldest_age_secs > 0.5
+            ))
         .await,
         "{:?}",
         ob.stats(outbox::now_ms())

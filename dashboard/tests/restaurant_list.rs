@@ -32,7 +32,10 @@ async fn lists_every_restaurant_with_its_version_across_pages() {
     }
     let c = d.client("bridge1", BRIDGE_SECRET);
     // The bound is enforced, not ignored.
-    assert!(matches!(c.restaurants(2).await, Err(ClientError::InvalidInput(_))));
+    assert!(matches!(
+        c.restaurants(2).await,
+        Err(ClientError::InvalidInput(_))
+    ));
 
     // Paging by hand: two, then one, then the end.
     let http = reqwest::Client::new();
@@ -42,7 +45,15 @@ async fn lists_every_restaurant_with_its_version_across_pages() {
         let path = format!("/v1/restaurants{q}");
         let n = nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let headers = if signed {
-            request_auth::sign("bridge1", &Secret::new(BRIDGE_SECRET), "GET", &path, d.clock.now(), &format!("n-list-{n}"), b"")
+            request_auth::sign(
+                "bridge1",
+                &Secret::new(BRIDGE_SECRET),
+                "GET",
+                &path,
+                d.clock.now(),
+                &format!("n-list-{n}"),
+                b"",
+            )
         } else {
             Vec::new()
         };

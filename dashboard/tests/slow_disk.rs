@@ -105,7 +105,9 @@ async fn a_locked_outbox_file_delays_deliveries_not_the_media_pump() {
     for lane in ["roma", "sakura", "taqueria"] {
         for i in 0..3 {
             let key = format!("CA-{lane}-{i}");
-            want.entry(lane.to_owned()).or_insert_with(Vec::new).push(key.clone());
+            want.entry(lane.to_owned())
+                .or_insert_with(Vec::new)
+                .push(key.clone());
             entries.push(NewEntry {
                 kind: EntryKind::CallRecord,
                 lane: lane.into(),
@@ -145,7 +147,11 @@ async fn a_locked_outbox_file_delays_deliveries_not_the_media_pump() {
         stuck < TOLERATED,
         "media frames were {stuck:?} late while the outbox waited for its file"
     );
-    assert_eq!(*delivered.borrow(), 3, "the three lane heads, nothing after them");
+    assert_eq!(
+        *delivered.borrow(),
+        3,
+        "the three lane heads, nothing after them"
+    );
     let left: i64 = locker
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
         .unwrap();
@@ -156,8 +162,16 @@ async fn a_locked_outbox_file_delays_deliveries_not_the_media_pump() {
     stop.send(()).unwrap();
     run.await.unwrap();
     let st = ob.stats_async(outbox::now_ms()).await.unwrap();
-    assert_eq!((st.depth, st.parked, st.delivered_total), (0, 0, 9), "{st:?}");
-    assert_eq!(*deliverer.lanes.lock().unwrap(), want, "each once, in lane order");
+    assert_eq!(
+        (st.depth, st.parked, st.delivered_total),
+        (0, 0, 9),
+        "{st:?}"
+    );
+    assert_eq!(
+        *deliverer.lanes.lock().unwrap(),
+        want,
+        "each once, in lane order"
+    );
     let late = pump.max_late();
     assert!(late < TOLERATED, "media frames were {late:?} late");
     println!("outbox: media frames at most {stuck:?} late while locked, {late:?} overall");
@@ -176,7 +190,8 @@ async fn a_locked_dashboard_database_delays_its_requests_not_the_media_pump() {
         .iter()
         .map(|sid| {
             let (bridge, sid) = (bridge.clone(), sid.clone());
-            let body = serde_json::to_vec(&record(&sid, "trattoria-roma", "A table for two.")).unwrap();
+            let body =
+                serde_json::to_vec(&record(&sid, "trattoria-roma", "A table for two.")).unwrap();
             tokio::spawn(async move { bridge.post_call_record(&body, &sid).await })
         })
         .collect();

@@ -50,6 +50,11 @@ pub fn config(id: &str) -> RestaurantConfig {
             twilio_say: None,
             busy_message: None,
             apology_message: Some("Sorry about that.".into()),
+
+            audio_format: None,
+            llm: None,
+            turn: None,
+            synced: None,
         },
         dtmf: Default::default(),
         tools: vec![],

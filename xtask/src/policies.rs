@@ -4,8 +4,10 @@
 //! release mode with the wasm compiler from [`crate::toolchain`] (no edge tools), turns every policy crate's core
 //! module into a WebAssembly component for the `tool` world (`policies/wit`) with `wit-component`
 //! (in-process: no external binaries), and writes `target/policies/<name>.wasm` plus
-//! `target/policies/manifest.json` (`{name: sha256}`, [`pulsara_policy_abi::manifest`]), the
-//! table the embedded dashboard seeds `builtin:<name>` module references from.
+//! `target/policies/manifest.json` ([`pulsara_policy_abi::manifest`]: each module's sha256 and,
+//! from the `tool.json` in its crate, its tool specification), the table the embedded dashboard
+//! seeds `builtin:<name>` module references and the agents' client tools from. Built-ins and
+//! examples must have a `tool.json`; test guests may.
 //! `target/policies/builtins/` holds the same for the built-in policies alone: what a production
 //! bridge ships (the container recipe and the systemd unit copy it), without the examples and the
 //! test guests.
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use pulsara_core::agent::ToolSpec;
 use pulsara_policy_abi::manifest::{self, Manifest};
 use sha2::{Digest, Sha256};
 
@@ -56,10 +59,11 @@ pub fn build(tc: &Wasm) -> Result<()> {
             std::fs::write(&dest, &component).with_context(|| format!("could not write {}", dest.display()))?;
         }
         eprintln!("    {name:<24} {:>8} bytes  sha256 {hash}", component.len());
+        let tool = tool_spec(&guests.join(group).join(&name), group != "testing")?;
         if group == SHIPPED {
-            shipped.insert(name.clone(), (hash.clone(), component));
+            shipped.insert(name.clone(), (hash.clone(), component, tool.clone()));
         }
-        manifest.insert(&name, &hash, &out_dir);
+        manifest.insert(&name, &hash, &out_dir, tool);
     }
     write_manifest(&out_dir, &manifest)?;
     eprintln!("    wrote {} modules and manifest.json to {}", manifest.len(), out_dir.display());
@@ -71,10 +75,10 @@ pub fn build(tc: &Wasm) -> Result<()> {
     }
     std::fs::create_dir_all(&ship_dir).with_context(|| format!("could not create {}", ship_dir.display()))?;
     let mut ship_manifest = Manifest::default();
-    for (name, (hash, component)) in shipped {
+    for (name, (hash, component, tool)) in shipped {
         let dest = ship_dir.join(format!("{name}.wasm"));
         std::fs::write(&dest, &component).with_context(|| format!("could not write {}", dest.display()))?;
-        ship_manifest.insert(&name, &hash, &ship_dir);
+        ship_manifest.insert(&name, &hash, &ship_dir, tool);
     }
     write_manifest(&ship_dir, &ship_manifest)?;
     eprintln!("    wrote the {} built-ins a production bridge ships to {}", ship_manifest.len(), ship_dir.display());
@@ -84,6 +88,17 @@ pub fn build(tc: &Wasm) -> Result<()> {
 /// The group of policy crates a production bridge ships, and the subdirectory of
 /// `target/policies` they are written to.
 const SHIPPED: &str = "builtins";
+
+/// The crate's `tool.json`, checked as ElevenLabs checks a client tool.
+fn tool_spec(crate_dir: &Path, required: bool) -> Result<Option<ToolSpec>> {
+    let path = crate_dir.join("tool.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("could not read {} (every built-in and example policy needs one)", path.display())),
+    };
+    ToolSpec::from_json(&text).map(Some).with_context(|| format!("{} is not a tool specification ElevenLabs accepts", path.display()))
+}
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
     let path = dir.join(manifest::FILE_NAME);

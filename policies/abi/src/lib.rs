@@ -190,10 +190,21 @@ pub struct ToolOutput {
 pub enum Action {
     RecordOrder(Order),
     RecordBooking(Booking),
-    TransferToStaff { reason: String },
-    SendSms { to: String, body: String },
-    SendEmail { to: String, subject: String, body: String },
-    EndCall { reason: String },
+    TransferToStaff {
+        reason: String,
+    },
+    SendSms {
+        to: String,
+        body: String,
+    },
+    SendEmail {
+        to: String,
+        subject: String,
+        body: String,
+    },
+    EndCall {
+        reason: String,
+    },
 }
 
 /// Every action kind, as used in `Grants::actions`.
@@ -316,9 +327,16 @@ impl std::error::Error for OutputProblem {}
 ///
 /// # Errors
 /// The first problem found; nothing from an invalid answer is used.
-pub fn check_output(raw: &str, max_bytes: usize, granted: &[String]) -> Result<ToolOutput, OutputProblem> {
+pub fn check_output(
+    raw: &str,
+    max_bytes: usize,
+    granted: &[String],
+) -> Result<ToolOutput, OutputProblem> {
     if raw.len() > max_bytes {
-        return Err(OutputProblem::TooLarge { bytes: raw.len(), max: max_bytes });
+        return Err(OutputProblem::TooLarge {
+            bytes: raw.len(),
+            max: max_bytes,
+        });
     }
     let out: ToolOutput =
         serde_json::from_str(raw).map_err(|e| OutputProblem::NotJson(e.to_string()))?;
@@ -337,15 +355,24 @@ mod tests {
 
     #[test]
     fn actions_are_tagged_snake_case() {
-        let a = Action::TransferToStaff { reason: "complaint".into() };
+        let a = Action::TransferToStaff {
+            reason: "complaint".into(),
+        };
         let json = serde_json::to_value(&a).unwrap();
-        assert_eq!(json, serde_json::json!({"type": "transfer_to_staff", "reason": "complaint"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "transfer_to_staff", "reason": "complaint"})
+        );
         let order = Action::RecordOrder(Order {
             items: vec![OrderLine {
                 item_id: "m1".into(),
                 name: "Margherita".into(),
                 quantity: 2,
-                modifiers: vec![OrderModifier { group: "Size".into(), option: "Large".into(), price_minor: 300 }],
+                modifiers: vec![OrderModifier {
+                    group: "Size".into(),
+                    option: "Large".into(),
+                    price_minor: 300,
+                }],
                 unit_price_minor: 1200,
                 line_total_minor: 2400,
             }],
@@ -372,10 +399,21 @@ mod tests {
     #[test]
     fn every_kind_is_listed() {
         let samples = [
-            Action::TransferToStaff { reason: String::new() },
-            Action::SendSms { to: String::new(), body: String::new() },
-            Action::SendEmail { to: String::new(), subject: String::new(), body: String::new() },
-            Action::EndCall { reason: String::new() },
+            Action::TransferToStaff {
+                reason: String::new(),
+            },
+            Action::SendSms {
+                to: String::new(),
+                body: String::new(),
+            },
+            Action::SendEmail {
+                to: String::new(),
+                subject: String::new(),
+                body: String::new(),
+            },
+            Action::EndCall {
+                reason: String::new(),
+            },
         ];
         for a in samples {
             assert!(ACTION_KINDS.contains(&a.kind()));
@@ -393,12 +431,22 @@ mod tests {
         );
         let ok = check_output(raw, MAX_OUTPUT_BYTES, &["end_call".to_owned()]).unwrap();
         assert_eq!(ok.result, "ok");
-        assert!(matches!(check_output("{nope", 100, &[]), Err(OutputProblem::NotJson(_))));
         assert!(matches!(
-            check_output(r#"{"result":"ok","actions":[{"type":"launch_rockets"}]}"#, 1000, &[]),
+            check_output("{nope", 100, &[]),
             Err(OutputProblem::NotJson(_))
         ));
-        assert!(matches!(check_output(raw, 10, &[]), Err(OutputProblem::TooLarge { max: 10, .. })));
+        assert!(matches!(
+            check_output(
+                r#"{"result":"ok","actions":[{"type":"launch_rockets"}]}"#,
+                1000,
+                &[]
+            ),
+            Err(OutputProblem::NotJson(_))
+        ));
+        assert!(matches!(
+            check_output(raw, 10, &[]),
+            Err(OutputProblem::TooLarge { max: 10, .. })
+        ));
     }
 
     #[test]
@@ -419,7 +467,10 @@ mod tests {
                 partial: false,
                 reason: String::new(),
             }],
-            offsets: vec![UtcOffset { since: "2026-11-01T06:00:00Z".parse().unwrap(), offset: -18000 }],
+            offsets: vec![UtcOffset {
+                since: "2026-11-01T06:00:00Z".parse().unwrap(),
+                offset: -18000,
+            }],
         };
         let json = serde_json::to_string(&facts).unwrap();
         assert_eq!(

@@ -4,12 +4,16 @@
 //! tool's `builtin:<name>` reference into the module's sha256 (and file).
 //!
 //! Accepted manifest shapes: `{"modules": {...}}` or the map itself, where the map is
-//! `name → "sha256"` (what the build writes), `name → {"sha256": "...", "path"|"file": "..."}`, or
-//! a list of `{"name", "sha256", "path"}`. Module files default to `<manifest dir>/<name>.wasm`.
+//! `name → "sha256"`, `name → {"sha256": "...", "path"|"file": "...", "tool": {...}}` (what the
+//! build writes for a policy with a `tool.json`), or a list of `{"name", "sha256", "path",
+//! "tool"}`. Module files default to `<manifest dir>/<name>.wasm`. `tool` is the policy's
+//! [`ToolSpec`] (description and parameter schema for the voice agent), read from the `tool.json`
+//! in its crate.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use pulsara_core::agent::ToolSpec;
 use serde_json::Value;
 
 /// The manifest's file name in a policy module directory.
@@ -31,6 +35,8 @@ pub struct ManifestModule {
     /// The module file (absolute, or relative to the working directory when the manifest's
     /// directory was).
     pub path: PathBuf,
+    /// What the voice agent needs to call it, when the policy has a `tool.json`.
+    pub tool: Option<ToolSpec>,
 }
 
 /// A policy build manifest: built-in name → module.
@@ -85,8 +91,8 @@ impl Manifest {
         let modules = v.get("modules").unwrap_or(v);
         let mut out = Manifest::default();
         let mut add = |name: &str, entry: &Value| -> Result<(), ManifestError> {
-            let (sha, file) = match entry {
-                Value::String(s) => (s.clone(), None),
+            let (sha, file, tool) = match entry {
+                Value::String(s) => (s.clone(), None, None),
                 Value::Object(o) => (
                     o.get("sha256")
                         .and_then(Value::as_str)
@@ -96,6 +102,7 @@ impl Manifest {
                         .or_else(|| o.get("file"))
                         .and_then(Value::as_str)
                         .map(str::to_owned),
+                    o.get("tool"),
                 ),
                 _ => {
                     return Err(ManifestError::Shape(format!(
@@ -109,6 +116,18 @@ impl Manifest {
                     "manifest entry {name:?} has no valid sha256"
                 )));
             }
+            let tool = match tool {
+                None => None,
+                Some(t) => {
+                    let spec: ToolSpec = serde_json::from_value(t.clone()).map_err(|e| {
+                        ManifestError::Shape(format!("manifest entry {name:?} has a bad tool: {e}"))
+                    })?;
+                    spec.validate().map_err(|e| {
+                        ManifestError::Shape(format!("manifest entry {name:?} has a bad tool: {e}"))
+                    })?;
+                    Some(spec)
+                }
+            };
             let file = file
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
@@ -117,8 +136,14 @@ impl Manifest {
             } else {
                 dir.join(file)
             };
-            out.modules
-                .insert(name.to_owned(), ManifestModule { sha256: sha, path });
+            out.modules.insert(
+                name.to_owned(),
+                ManifestModule {
+                    sha256: sha,
+                    path,
+                    tool,
+                },
+            );
             Ok(())
         };
         match modules {
@@ -144,24 +169,33 @@ impl Manifest {
         Ok(out)
     }
 
-    /// Adds (or replaces) module `name` with `sha256`, stored as `<dir>/<name>.wasm`.
-    pub fn insert(&mut self, name: &str, sha256: &str, dir: &Path) {
+    /// Adds (or replaces) module `name` with `sha256` and its tool specification, stored as
+    /// `<dir>/<name>.wasm`.
+    pub fn insert(&mut self, name: &str, sha256: &str, dir: &Path, tool: Option<ToolSpec>) {
         let module = ManifestModule {
             sha256: sha256.to_owned(),
             path: dir.join(format!("{name}.wasm")),
+            tool,
         };
         self.modules.insert(name.to_owned(), module);
     }
 
-    /// The manifest as the build writes it: `{name: sha256}`, names sorted, pretty-printed.
+    /// The manifest as the build writes it: `{name: sha256}` for a module without a tool
+    /// specification, `{name: {"sha256", "tool"}}` with one; names sorted, pretty-printed.
     pub fn to_json(&self) -> String {
-        let flat: BTreeMap<&str, &str> = self
+        let entries: BTreeMap<&str, Value> = self
             .modules
             .iter()
-            .map(|(n, m)| (n.as_str(), m.sha256.as_str()))
+            .map(|(n, m)| {
+                let entry = match &m.tool {
+                    None => Value::String(m.sha256.clone()),
+                    Some(t) => serde_json::json!({ "sha256": m.sha256, "tool": t }),
+                };
+                (n.as_str(), entry)
+            })
             .collect();
-        serde_json::to_string_pretty(&flat)
-            .unwrap_or_else(|_| unreachable!("a map of strings always serialises"))
+        serde_json::to_string_pretty(&entries)
+            .unwrap_or_else(|_| unreachable!("strings and tool specifications always serialise"))
     }
 
     /// Built-in module `name`.
@@ -225,6 +259,7 @@ mod tests {
             let want = ManifestModule {
                 sha256: A.into(),
                 path: PathBuf::from("/p/a.wasm"),
+                tool: None,
             };
             assert_eq!(m.get("a"), Some(&want), "{shape}");
             assert_eq!(m.len(), 1);
@@ -247,6 +282,14 @@ mod tests {
             (json!({ "a": 7 }), "\"a\" has an unknown shape"),
             (json!([{ "sha256": A }]), "without a name"),
             (json!("a"), "object or list"),
+            (
+                json!({ "a": { "sha256": A, "tool": { "description": "d" } } }),
+                "\"a\" has a bad tool",
+            ),
+            (
+                json!({ "a": { "sha256": A, "tool": { "description": "d", "parameters": { "type": "string" } } } }),
+                "parameters.type",
+            ),
         ] {
             let err = Manifest::from_json(&bad, dir).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
@@ -257,8 +300,14 @@ mod tests {
     fn what_the_build_writes_reads_back() {
         let dir = Path::new("/out");
         let mut m = Manifest::default();
-        m.insert("b", A, dir);
-        m.insert("a", A, dir);
+        let tool = ToolSpec {
+            description: "Quote a price.".into(),
+            parameters: json!({"type": "object", "properties": {}}),
+            expects_response: true,
+            response_timeout_secs: None,
+        };
+        m.insert("b", A, dir, Some(tool));
+        m.insert("a", A, dir, None);
         let json = m.to_json();
         assert!(
             json.find("\"a\"").unwrap() < json.find("\"b\"").unwrap(),
