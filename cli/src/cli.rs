@@ -27,6 +27,8 @@ pub enum Command {
     #[cfg(feature = "local")]
     /// Load-test the bridge with simulated calls against an in-process agent emulator.
     Bench(pulsara_local::bench::BenchArgs),
+    /// Provision restaurants' ElevenLabs agents from their configuration (sync, show).
+    Agents(crate::agents_cli::AgentsArgs),
     /// Manage API keys of the embedded dashboard (create, list, revoke, rotate).
     Keys(crate::keys_cli::KeysArgs),
     /// Run a tool policy module locally, or replay a recorded run.
@@ -52,6 +54,13 @@ pub struct ServeArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Agents(args) => {
+            if crate::agents_cli::run(args, &mut std::io::stdout()).await? {
+                Ok(())
+            } else {
+                anyhow::bail!("some restaurants could not be synced (see above)")
+            }
+        }
         Command::Keys(args) => crate::keys_cli::run(args, &mut std::io::stdout()),
         Command::Policy(args) => crate::policy_cli::run(args),
         #[cfg(feature = "local")]

@@ -2,6 +2,7 @@
 //! [`cli::run`].
 #![forbid(unsafe_code)]
 
+mod agents_cli;
 mod cli;
 mod keys_cli;
 mod policy_cli;
@@ -13,7 +14,11 @@ async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // The demo prints its own report; only warnings and errors interleave with it.
     #[cfg(feature = "local")]
-    let default_level = if matches!(cli.command, cli::Command::Demo(_)) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, cli::Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     #[cfg(not(feature = "local"))]
     let default_level = "info";
     tracing_subscriber::fmt()

@@ -13,12 +13,25 @@ const NOT_IN_PRODUCTION: [&str; 3] = ["pulsara-emulators", "pulsara-local", "rox
 fn tree(args: &[&str]) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "--edges", "normal,build", "--prefix", "none", "--format", "{p}"])
+        .args([
+            "tree",
+            "--offline",
+            "--edges",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
         .args(args)
         .current_dir(&root)
         .output()
         .expect("cargo runs");
-    assert!(out.status.success(), "cargo tree {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .expect("utf-8")
         .lines()
@@ -33,9 +46,15 @@ fn the_production_bridge_links_no_stand_in() {
         &["--package", "pulsara-cli", "--no-default-features"][..],
     ] {
         let crates = tree(args);
-        assert!(crates.iter().any(|c| c == "pulsara-bridge"), "{args:?}: {crates:?}");
+        assert!(
+            crates.iter().any(|c| c == "pulsara-bridge"),
+            "{args:?}: {crates:?}"
+        );
         for banned in NOT_IN_PRODUCTION {
-            assert!(!crates.iter().any(|c| c == banned), "{args:?} links {banned}");
+            assert!(
+                !crates.iter().any(|c| c == banned),
+                "{args:?} links {banned}"
+            );
         }
     }
 }
@@ -45,7 +64,10 @@ fn the_default_command_keeps_the_local_stack() {
     // The check above must be able to fail: the default build does link the stand-ins.
     let crates = tree(&["--package", "pulsara-cli"]);
     for wanted in ["pulsara-local", "pulsara-emulators"] {
-        assert!(crates.iter().any(|c| c == wanted), "the default `pulsara` lost {wanted}");
+        assert!(
+            crates.iter().any(|c| c == wanted),
+            "the default `pulsara` lost {wanted}"
+        );
     }
 }
 
@@ -63,7 +85,11 @@ fn the_container_recipe_ships_production_code_and_built_in_policies_only() {
         .lines()
         .find(|l| l.starts_with("RUN cargo build"))
         .expect("the recipe builds the binary");
-    for part in ["--release", "--package pulsara-cli", "--no-default-features"] {
+    for part in [
+        "--release",
+        "--package pulsara-cli",
+        "--no-default-features",
+    ] {
         assert!(build.contains(part), "{build:?} lacks {part}");
     }
     let from_context: Vec<&str> = recipe
@@ -73,7 +99,11 @@ fn the_container_recipe_ships_production_code_and_built_in_policies_only() {
         .collect();
     // The first stage copies the sources to build them; the image only what it runs.
     let shipped: Vec<&str> = from_context.into_iter().filter(|src| *src != ".").collect();
-    assert_eq!(shipped, ["restaurants", "target/policies/builtins"], "the image copies {shipped:?}");
+    assert_eq!(
+        shipped,
+        ["restaurants", "target/policies/builtins"],
+        "the image copies {shipped:?}"
+    );
 }
 
 /// What `target/policies/builtins` holds (written by `cargo xtask build-policies`): exactly the
@@ -83,7 +113,9 @@ fn the_shipped_policy_directory_holds_the_built_ins_alone() {
     let dir = root().join("target/policies/builtins");
     let names = |path: &Path, keep: &dyn Fn(&Path) -> bool| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask build-policies`)", path.display()))
+            .unwrap_or_else(|e| {
+                panic!("{}: {e} (run `cargo xtask build-policies`)", path.display())
+            })
             .map(|e| e.unwrap().path())
             .filter(|p| keep(p))
             .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
@@ -91,15 +123,24 @@ fn the_shipped_policy_directory_holds_the_built_ins_alone() {
         v.sort();
         v
     };
-    let crates = names(&root().join("policies/guests/builtins"), &|p| p.join("Cargo.toml").is_file());
+    let crates = names(&root().join("policies/guests/builtins"), &|p| {
+        p.join("Cargo.toml").is_file()
+    });
     assert!(crates.len() >= 5, "{crates:?}");
     let modules = names(&dir, &|p| p.extension().is_some_and(|e| e == "wasm"));
     assert_eq!(modules, crates);
-    let manifest = pulsara_policy_abi::manifest::Manifest::read(&dir.join("manifest.json")).unwrap();
-    assert_eq!(manifest.modules().keys().cloned().collect::<Vec<_>>(), crates);
+    let manifest =
+        pulsara_policy_abi::manifest::Manifest::read(&dir.join("manifest.json")).unwrap();
+    assert_eq!(
+        manifest.modules().keys().cloned().collect::<Vec<_>>(),
+        crates
+    );
     // Every built-in carries its tool specification (from its crate's tool.json) to the agent sync.
     for (name, m) in manifest.modules() {
-        assert!(m.tool.is_some(), "built-in {name} has no tool specification in the manifest");
+        assert!(
+            m.tool.is_some(),
+            "built-in {name} has no tool specification in the manifest"
+        );
     }
     assert!(!dir.join("test_memory_bomb.wasm").exists());
 }

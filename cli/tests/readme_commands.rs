@@ -1076,8 +1076,14 @@ fn bench_runs_calls_through_pulsara_serve() {
     assert!(sent >= 150, "{frames}");
     assert!(number_after("echoed back ") * 10 >= sent * 9, "{frames}");
     // Its bridge kept dashboard, outbox and policy state in the bench's own directory.
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "the bench wrote into its working directory: {left:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the bench wrote into its working directory: {left:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pulsara_core::agent::ToolSpec;
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig, ToolBinding};
 use pulsara_core::request_auth;
 use pulsara_core::secret::Secret;
@@ -363,12 +364,7 @@ impl DashboardClient {
 
     /// `GET /v1/policies/{sha256}`; the bytes are checked against the hash.
     pub async fn policy(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
-        let want = sha256.to_ascii_lowercase();
-        if !pulsara_core::crypto::is_sha256_hex(&want) {
-            return Err(ClientError::InvalidInput(
-                "policy id must be a 64-character hex sha256".into(),
-            ));
-        }
+        let want = Self::module_sha(sha256)?;
         let resp = self
             .send(
                 reqwest::Method::GET,
@@ -455,13 +451,66 @@ impl DashboardClient {
     /// `GET /v1/calls/{call_sid}` (admin).
     pub async fn call(&self, call_sid: &str) -> Result<Value, ClientError> {
         let path = format!("/v1/calls/{}", segment(call_sid)?);
-        let resp = self.send(reqwest::Method::GET, &path, None, &[]).await?;
+        self.get_json(&path, &format!("call {call_sid}")).await
+    }
+
+    /// `GET` of a JSON document.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(reqwest::Method::GET, path, None, &[]).await?;
         if !resp.status().is_success() {
-            return Err(Self::error_from(resp, &format!("call {call_sid}")).await);
+            return Err(Self::error_from(resp, what).await);
         }
         resp.json()
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /v1/policies/{sha256}/tool`: the module's tool specification (description and
+    /// parameter schema for the voice agent).
+    pub async fn policy_tool(&self, sha256: &str) -> Result<ToolSpec, ClientError> {
+        let sha = Self::module_sha(sha256)?;
+        self.get_json(
+            &format!("/v1/policies/{sha}/tool"),
+            &format!("tool specification of module {sha}"),
+        )
+        .await
+    }
+
+    /// `PUT /v1/admin/policies/{sha256}/tool` (admin): stores the module's tool specification;
+    /// every restaurant offering it gets an agent sync.
+    pub async fn admin_put_policy_tool(
+        &self,
+        sha256: &str,
+        spec: &ToolSpec,
+    ) -> Result<ToolSpec, ClientError> {
+        let sha = Self::module_sha(sha256)?;
+        self.put_json(
+            &format!("/v1/admin/policies/{sha}/tool"),
+            spec,
+            "tool specification",
+        )
+        .await
+    }
+
+    /// `GET /v1/admin/agent-sync` (admin): each restaurant's agent sync state.
+    pub async fn admin_agent_sync(&self) -> Result<Value, ClientError> {
+        self.get_json("/v1/admin/agent-sync", "agent sync state")
+            .await
+    }
+
+    fn module_sha(sha256: &str) -> Result<String, ClientError> {
+        let sha = sha256.to_ascii_lowercase();
+        if pulsara_core::crypto::is_sha256_hex(&sha) {
+            Ok(sha)
+        } else {
+            Err(ClientError::InvalidInput(
+                "policy id must be a 64-character hex sha256".into(),
+            ))
+        }
     }
 
     async fn put_json<T: DeserializeOwned>(

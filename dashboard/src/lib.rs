@@ -14,7 +14,8 @@
 //!
 //! Client side (used by the bridge, whether the dashboard is embedded or remote):
 //! - [`agents`]: the ElevenLabs agents and tools API client and one restaurant's agent sync
-//!   (create, drift, repair), for `pulsara agents` and a sync job.
+//!   (create, drift, repair), for `pulsara agents` and [`agent_sync`], the embedded dashboard's
+//!   durable job that syncs a restaurant's agent after every edit.
 //! - [`client`]: typed HTTP client that signs every request.
 //! - [`cache`]: config/KB cache with ETag revalidation, TTL, stale-if-error and single-flight.
 //! - [`webhook_in`]: `POST /webhooks/dashboard` handler that invalidates the cache.
@@ -30,6 +31,7 @@
 //! transaction) → [`outbox::Dispatcher`] → `POST /v1/calls` (+ SMTP, Twilio) → [`store`].
 #![forbid(unsafe_code)]
 
+pub mod agent_sync;
 pub mod agents;
 pub mod auth;
 pub mod cache;

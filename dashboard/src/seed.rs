@@ -4,8 +4,10 @@
 //!
 //! Tool modules may be referenced as `"builtin:<name>"`; they are resolved through the policy
 //! build manifest (`target/policies/manifest.json`, written by `cargo xtask build-wasm`) to the
-//! module's sha256, and the module bytes are stored so `GET /v1/policies/{sha256}` serves them.
-//! The bytes are hashed here and must match the manifest.
+//! module's sha256, and the module bytes are stored so `GET /v1/policies/{sha256}` serves them,
+//! with the tool specification the manifest carries (`GET /v1/policies/{sha256}/tool`).
+//! The bytes are hashed here and must match the manifest. Every restaurant read requests an
+//! agent sync ([`crate::agent_sync`]).
 //!
 //! Every configuration must pass [`RestaurantConfig::validate`] (the ElevenLabs agent language and
 //! the Twilio `<Say>` locale and voice); the error names the file and the field.
@@ -154,6 +156,9 @@ pub fn seed_from_dir(
                                 });
                             }
                             store.put_policy(name, &bytes)?;
+                            if let Some(spec) = &m.tool {
+                                store.put_policy_tool(&sha, spec)?;
+                            }
                             stored_modules.insert(name.to_owned(), sha.clone());
                             report.modules.push((name.to_owned(), sha.clone()));
                             Some(sha)
@@ -198,6 +203,8 @@ pub fn seed_from_dir(
             store.upsert_restaurant(&cfg, now)?;
             report.seeded.push(cfg.id.clone());
         }
+        // Kept ones too: the policy build may have changed a tool's specification.
+        store.request_agent_sync(&cfg.id, now)?;
         let kb_path = rdir.join("knowledge_base.json");
         if kb_path.is_file() {
             let kb: KnowledgeBase = read_json(&kb_path)?;

@@ -47,6 +47,8 @@ pub struct AppState {
     auth: Arc<Authenticator>,
     webhooks: WebhookSender,
     clock: Clock,
+    /// Wakes the agent sync job ([`crate::agent_sync`]) when an edit requests a sync.
+    agent_sync_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -56,11 +58,32 @@ impl AppState {
             webhooks: WebhookSender::new(store.clone(), clock.clone()),
             store,
             clock,
+            agent_sync_wake: Arc::default(),
         }
     }
 
     pub fn webhooks(&self) -> &WebhookSender {
         &self.webhooks
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The notifier the agent sync job waits on.
+    pub fn agent_sync_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.agent_sync_wake.clone()
+    }
+
+    /// Requests a sync of the restaurant's agent (durably) and wakes the job.
+    ///
+    /// # Errors
+    /// The store fails.
+    pub fn request_agent_sync(&self, restaurant_id: &str) -> Result<(), StoreError> {
+        self.store
+            .request_agent_sync(restaurant_id, (self.clock)())?;
+        self.agent_sync_wake.notify_one();
+        Ok(())
     }
 }
 
@@ -219,6 +242,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/restaurants/{id}", get(restaurant))
         .route("/v1/restaurants/{id}/knowledge-base", get(knowledge_base))
         .route("/v1/policies/{sha256}", get(policy))
+        .route("/v1/policies/{sha256}/tool", get(policy_tool))
+        .route(
+            "/v1/admin/policies/{sha256}/tool",
+            put(admin_put_policy_tool),
+        )
+        .route("/v1/admin/agent-sync", get(admin_agent_sync))
         .route("/v1/calls", post(post_call_record).get(list_calls))
         .route("/v1/calls/{call_sid}", get(get_call))
         .route("/v1/calls/{call_sid}/events", post(post_event))
@@ -398,6 +427,103 @@ async fn policy(State(st): State<AppState>, Path(sha): Path<String>, req: Signed
     .await
 }
 
+/// The policy path parameter as a lower-case sha256, or a 400.
+fn module_sha(sha: &str) -> Result<String, ApiError> {
+    let sha = sha.to_ascii_lowercase();
+    if pulsara_core::crypto::is_sha256_hex(&sha) {
+        Ok(sha)
+    } else {
+        Err(ApiError::bad_request(
+            "policy id must be a 64-character hex sha256",
+        ))
+    }
+}
+
+async fn policy_tool(
+    State(st): State<AppState>,
+    Path(sha): Path<String>,
+    req: Signed,
+) -> ApiResult {
+    st.authorized(req, BRIDGE, move |st, _| {
+        let sha = module_sha(&sha)?;
+        let spec = st
+            .store
+            .policy_tool(&sha)?
+            .ok_or_else(|| ApiError::not_found(format!("tool specification of module {sha}")))?;
+        Ok(Json(spec).into_response())
+    })
+    .await
+}
+
+async fn admin_put_policy_tool(
+    State(st): State<AppState>,
+    Path(sha): Path<String>,
+    req: Signed,
+) -> ApiResult {
+    st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
+        let sha = module_sha(&sha)?;
+        if st.store.policy(&sha)?.is_none() {
+            return Err(ApiError::not_found(format!(
+                "policy module {sha} (upload it first: POST /v1/admin/policies)"
+            )));
+        }
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::bad_request("body is not UTF-8 JSON"))?;
+        let spec = pulsara_core::agent::ToolSpec::from_json(text).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_tool",
+                e.to_string(),
+            )
+        })?;
+        st.store.put_policy_tool(&sha, &spec)?;
+        // Every restaurant offering the tool gets its agent's copy updated.
+        for id in st.store.restaurants_using(&sha)? {
+            st.request_agent_sync(&id)?;
+        }
+        Ok(Json(spec).into_response())
+    })
+    .await
+}
+
+async fn admin_agent_sync(State(st): State<AppState>, req: Signed) -> ApiResult {
+    st.authorized(req, ADMIN, move |st, _| {
+        let rows = st.store.agent_syncs()?;
+        let restaurants: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                let agent_id = st
+                    .store
+                    .restaurant(&r.restaurant_id)
+                    .ok()
+                    .flatten()
+                    .map(|c| c.agent.elevenlabs_agent_id)
+                    .unwrap_or_default();
+                let state = if r.requested <= r.done {
+                    "synced"
+                } else if r.attempts > 0 {
+                    "retrying"
+                } else {
+                    "pending"
+                };
+                json!({
+                    "restaurant_id": r.restaurant_id,
+                    "state": state,
+                    "agent_id": agent_id,
+                    "requested": r.requested,
+                    "done": r.done,
+                    "attempts": r.attempts,
+                    "next_at": r.next_at,
+                    "last_error": r.last_error,
+                    "updated_at": r.updated_at,
+                })
+            })
+            .collect();
+        Ok(Json(json!({ "restaurants": restaurants })).into_response())
+    })
+    .await
+}
+
 async fn post_call_record(State(st): State<AppState>, req: Signed) -> ApiResult {
     st.authorized(req, BRIDGE, move |st, Signed { headers, body, .. }| {
         let mut record: CallRecord = serde_json::from_slice(&body)
@@ -514,11 +640,20 @@ async fn admin_put_restaurant(
     req: Signed,
 ) -> ApiResult {
     st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
-        let cfg: RestaurantConfig = parse_json(&body, "RestaurantConfig")?;
+        let mut cfg: RestaurantConfig = parse_json(&body, "RestaurantConfig")?;
         if cfg.id != id {
             return Err(ApiError::bad_request("body id differs from the path id"));
         }
+        // The agent id and synced state belong to the agent sync: an edit that leaves the id
+        // out keeps them (so it never makes the sync create a second agent).
+        if cfg.agent.elevenlabs_agent_id.is_empty() {
+            if let Some(current) = st.store.restaurant(&id)? {
+                cfg.agent.elevenlabs_agent_id = current.agent.elevenlabs_agent_id;
+                cfg.agent.synced = current.agent.synced;
+            }
+        }
         let stored = st.store.update_restaurant(cfg, (st.clock)())?;
+        st.request_agent_sync(&id)?;
         st.webhooks.publish(DashboardEvent::new(
             EventType::RestaurantUpdated,
             &id,
@@ -574,6 +709,7 @@ async fn admin_put_tools(
             .ok_or_else(|| ApiError::not_found(format!("restaurant {id:?}")))?;
         cfg.tools = tools;
         let stored = st.store.update_restaurant(cfg, (st.clock)())?;
+        st.request_agent_sync(&id)?;
         st.webhooks.publish(DashboardEvent::new(
             EventType::PolicyUpdated,
             &id,

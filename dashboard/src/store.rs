@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pulsara_core::agent::ToolSpec;
 use pulsara_core::call_record::CallRecord;
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -70,6 +71,19 @@ impl std::fmt::Debug for WebhookSubscription {
 
 /// Handle to the embedded dashboard database; cheap to clone. Its methods block (see the module
 /// docs).
+/// One restaurant's agent sync: generations requested and done (pending while
+/// `requested > done`), failed attempts since the last success, when the next is due (unix s).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentSyncState {
+    pub restaurant_id: String,
+    pub requested: i64,
+    pub done: i64,
+    pub attempts: i64,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+    pub updated_at: i64,
+}
+
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
@@ -95,6 +109,19 @@ CREATE TABLE IF NOT EXISTS policies (
     sha256 TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     bytes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policy_tools (
+    sha256 TEXT PRIMARY KEY,
+    spec_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_sync (
+    restaurant_id TEXT PRIMARY KEY,
+    requested INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS calls (
     call_sid TEXT PRIMARY KEY,
@@ -366,6 +393,176 @@ impl Store {
             )
             .optional()
             .map_err(db("read policy"))
+    }
+
+    /// Stores the tool specification (`tool.json`) of the module `sha256`, replacing any earlier
+    /// one. The specification is validated by the caller.
+    pub fn put_policy_tool(&self, sha256: &str, spec: &ToolSpec) -> Result<(), StoreError> {
+        let json = serde_json::to_string(spec).map_err(|source| StoreError::Json {
+            what: sha256.to_owned(),
+            source,
+        })?;
+        self.lock()
+            .execute(
+                "INSERT INTO policy_tools (sha256, spec_json) VALUES (?1, ?2)
+                 ON CONFLICT(sha256) DO UPDATE SET spec_json = ?2",
+                params![sha256, json],
+            )
+            .map_err(db("write policy tool"))?;
+        Ok(())
+    }
+
+    pub fn policy_tool(&self, sha256: &str) -> Result<Option<ToolSpec>, StoreError> {
+        let json: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT spec_json FROM policy_tools WHERE sha256 = ?1",
+                [sha256],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db("read policy tool"))?;
+        json.map(|j| parse(&j, sha256)).transpose()
+    }
+
+    /// The restaurants with a tool on module `sha256`.
+    pub fn restaurants_using(&self, sha256: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.restaurant_ids()? {
+            if let Some(cfg) = self.restaurant(&id)? {
+                if cfg.tools.iter().any(|t| t.module_sha256 == sha256) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- agent sync ----------------------------------------------------------------------------
+
+    /// Asks for the restaurant's agent to be brought to its specification: the request
+    /// generation goes up and the job retries from now. Returns the new generation.
+    pub fn request_agent_sync(&self, restaurant_id: &str, now: i64) -> Result<i64, StoreError> {
+        self.lock()
+            .query_row(
+                "INSERT INTO agent_sync (restaurant_id, requested, next_at, updated_at)
+                 VALUES (?1, 1, ?2, ?2)
+                 ON CONFLICT(restaurant_id) DO UPDATE
+                   SET requested = requested + 1, next_at = ?2, attempts = 0, updated_at = ?2
+                 RETURNING requested",
+                params![restaurant_id, now],
+                |r| r.get(0),
+            )
+            .map_err(db("request agent sync"))
+    }
+
+    /// Syncs due at `now`: requested past what was done, and not waiting out a backoff.
+    pub fn due_agent_syncs(&self, now: i64) -> Result<Vec<AgentSyncState>, StoreError> {
+        Ok(self
+            .agent_syncs()?
+            .into_iter()
+            .filter(|s| s.requested > s.done && s.next_at <= now)
+            .collect())
+    }
+
+    /// The earliest `next_at` of a pending sync.
+    pub fn next_agent_sync_at(&self) -> Result<Option<i64>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT MIN(next_at) FROM agent_sync WHERE requested > done",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db("read agent sync"))
+    }
+
+    /// Every restaurant's sync state, by restaurant id.
+    pub fn agent_syncs(&self) -> Result<Vec<AgentSyncState>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT restaurant_id, requested, done, attempts, next_at, last_error, updated_at
+                 FROM agent_sync ORDER BY restaurant_id",
+            )
+            .map_err(db("list agent sync"))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(AgentSyncState {
+                    restaurant_id: r.get(0)?,
+                    requested: r.get(1)?,
+                    done: r.get(2)?,
+                    attempts: r.get(3)?,
+                    next_at: r.get(4)?,
+                    last_error: r.get(5)?,
+                    updated_at: r.get(6)?,
+                })
+            })
+            .map_err(db("list agent sync"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(db("list agent sync"))
+    }
+
+    /// Records a successful sync of generation `generation` (later requests stay pending).
+    pub fn agent_sync_done(
+        &self,
+        restaurant_id: &str,
+        generation: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE agent_sync SET done = MAX(done, ?2), attempts = 0, last_error = NULL,
+                   updated_at = ?3 WHERE restaurant_id = ?1",
+                params![restaurant_id, generation, now],
+            )
+            .map_err(db("record agent sync"))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; the next is due at `next_at`.
+    pub fn agent_sync_failed(
+        &self,
+        restaurant_id: &str,
+        error: &str,
+        next_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE agent_sync SET attempts = attempts + 1, last_error = ?2, next_at = ?3,
+                   updated_at = ?4 WHERE restaurant_id = ?1",
+                params![restaurant_id, error, next_at, now],
+            )
+            .map_err(db("record agent sync"))?;
+        Ok(())
+    }
+
+    /// Writes the result of a sync (agent id and synced state) into the restaurant as version
+    /// `expected + 1`, only if it is still at version `expected`: an edit made meanwhile wins,
+    /// and has requested its own sync. Returns the stored configuration when written.
+    pub fn record_agent_synced(
+        &self,
+        cfg: &RestaurantConfig,
+        expected: u64,
+        now: i64,
+    ) -> Result<Option<RestaurantConfig>, StoreError> {
+        let mut out = cfg.clone();
+        out.version = expected + 1;
+        let json = serde_json::to_string(&out).map_err(|source| StoreError::Json {
+            what: cfg.id.clone(),
+            source,
+        })?;
+        // One statement: the version check and the write cannot be separated by an edit. The
+        // write-back changes only agent fields, never the phone numbers.
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE restaurants SET version = ?2, config_json = ?3, updated_at = ?4
+                 WHERE id = ?1 AND version = ?5",
+                params![cfg.id, out.version as i64, json, now, expected as i64],
+            )
+            .map_err(db("write restaurant"))?;
+        Ok((n == 1).then_some(out))
     }
 
     // ---- calls -------------------------------------------------------------------------------

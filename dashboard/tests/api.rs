@@ -552,3 +552,105 @@ async fn policy_upload_and_tool_swap_bump_version_and_send_policy_updated() {
         matches!(admin.admin_put_tools("sakura-sushi", &tools).await, Err(ClientError::Status { status: 422, ref code, .. }) if code == "unknown_module")
     );
 }
+
+#[tokio::test]
+async fn tool_specifications_and_agent_sync_requests() {
+    let d = start_dashboard().await;
+    let admin = d.client("admin1", ADMIN_SECRET);
+    let bridge = d.client("bridge1", BRIDGE_SECRET);
+    // Seeding requested a sync of every restaurant.
+    let state = admin.admin_agent_sync().await.unwrap();
+    let rows = state["restaurants"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{state}");
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] == "pending" && r["requested"] == 1 && r["done"] == 0),
+        "{state}"
+    );
+
+    let cfg = d.dash.store.restaurant("sakura-sushi").unwrap().unwrap();
+    let sha = cfg.tools[0].module_sha256.clone();
+    // The seed stored the specification the policy manifest carries.
+    assert_eq!(
+        bridge.policy_tool(&sha).await.unwrap().description,
+        format!("The {} tool.", cfg.tools[0].name)
+    );
+    let spec = pulsara_core::agent::ToolSpec::from_json(
+        r#"{"description": "Book a table.", "parameters": {"type": "object",
+            "properties": {"party_size": {"type": "integer", "description": "People"}}, "required": ["party_size"]},
+            "response_timeout_secs": 20}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        admin.admin_put_policy_tool(&sha, &spec).await.unwrap(),
+        spec
+    );
+    assert_eq!(bridge.policy_tool(&sha).await.unwrap(), spec);
+    // Every restaurant offering the module gets a new sync generation.
+    let state = admin.admin_agent_sync().await.unwrap();
+    let sakura = state["restaurants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["restaurant_id"] == "sakura-sushi")
+        .unwrap()
+        .clone();
+    assert_eq!(sakura["requested"], 2, "{state}");
+
+    // A specification ElevenLabs would refuse is a 422 naming the field; unknown modules 404.
+    let mut bad = spec.clone();
+    bad.response_timeout_secs = Some(500);
+    assert!(matches!(admin.admin_put_policy_tool(&sha, &bad).await,
+        Err(ClientError::Status { status: 422, ref code, ref message }) if code == "invalid_tool" && message.contains("response_timeout_secs")));
+    assert!(matches!(
+        admin.admin_put_policy_tool(&"cd".repeat(32), &spec).await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        bridge.policy_tool(&"cd".repeat(32)).await,
+        Err(ClientError::NotFound(_))
+    ));
+    // Only admins write specifications.
+    assert!(matches!(
+        bridge.admin_put_policy_tool(&sha, &spec).await,
+        Err(ClientError::Status { status: 403, .. })
+    ));
+
+    // An edit that leaves out the agent id keeps the one the sync stored, and requests a sync.
+    let mut synced = cfg.clone();
+    synced.agent.elevenlabs_agent_id = "agent_123".into();
+    let synced = d
+        .dash
+        .store
+        .record_agent_synced(&synced, cfg.version, d.clock.now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(synced.version, cfg.version + 1);
+    assert!(
+        d.dash
+            .store
+            .record_agent_synced(&synced, cfg.version, d.clock.now())
+            .unwrap()
+            .is_none(),
+        "a stale write-back loses"
+    );
+    let mut edit = synced.clone();
+    edit.agent.elevenlabs_agent_id.clear();
+    edit.agent.first_message = "Hello from Sakura.".into();
+    let stored = admin.admin_put_restaurant(&edit).await.unwrap();
+    assert_eq!(stored.agent.elevenlabs_agent_id, "agent_123");
+    assert_eq!(stored.agent.first_message, "Hello from Sakura.");
+    let state = admin.admin_agent_sync().await.unwrap();
+    let sakura = state["restaurants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["restaurant_id"] == "sakura-sushi")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (sakura["requested"].as_i64(), sakura["agent_id"].as_str()),
+        (Some(3), Some("agent_123")),
+        "{state}"
+    );
+}

@@ -152,6 +152,9 @@ fn document_has_every_contract_endpoint() {
         ("/v1/admin/restaurants/{id}", "put"),
         ("/v1/admin/restaurants/{id}/knowledge-base", "put"),
         ("/v1/admin/restaurants/{id}/tools", "put"),
+        ("/v1/policies/{sha256}/tool", "get"),
+        ("/v1/admin/policies/{sha256}/tool", "put"),
+        ("/v1/admin/agent-sync", "get"),
     ] {
         assert!(
             d["paths"][path][method].is_object(),

@@ -72,7 +72,8 @@ pub fn fake_manifest(dir: &Path) -> PathBuf {
         let mut bytes = b"\0asm\x01\0\0\0".to_vec();
         bytes.extend_from_slice(n.as_bytes());
         std::fs::write(dir.join(format!("{n}.wasm")), &bytes).unwrap();
-        modules.insert(n.clone(), serde_json::json!({"sha256": pulsara_core::crypto::sha256_hex(&bytes), "path": format!("{n}.wasm")}));
+        modules.insert(n.clone(), serde_json::json!({"sha256": pulsara_core::crypto::sha256_hex(&bytes), "path": format!("{n}.wasm"),
+            "tool": {"description": format!("The {n} tool."), "parameters": {"type": "object", "properties": {}}}}));
     }
     let path = dir.join("manifest.json");
     std::fs::write(
