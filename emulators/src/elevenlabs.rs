@@ -10,6 +10,8 @@
 //!   foreign signature is refused (403); the public form without signature is accepted unless
 //!   `require_signed_url` is set.
 //! - `GET /emulator/conversations` → JSON of every [`ConversationRecord`].
+//! - the agents and tools API (`/v1/convai/agents…`, `/v1/convai/tools…`): see
+//!   [`crate::workspace`]; its state is [`Recorder::workspace`].
 //!
 //! Conversation behaviour (see [`Engine`], which is sans-IO): after the client's optional
 //! `conversation_initiation_client_data` (waited for up to 2 s) the emulator picks the script
@@ -50,6 +52,7 @@ use tokio::sync::{watch, Notify};
 use crate::scenario::{AgentScript, Scenario};
 use crate::synth::{self, Voice};
 use crate::vad::{Vad, VadEvent};
+use crate::workspace::{self, Workspace};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Raw user audio kept per conversation for assertions (pass-through byte checks).
@@ -173,6 +176,8 @@ pub struct Recorder {
     conversations: Mutex<Vec<Arc<Mutex<ConversationRecord>>>>,
     signed_urls: Mutex<Vec<SignedUrlRequest>>,
     changed: Notify,
+    /// The agents and tools API's state (served next to the conversation routes).
+    workspace: Arc<Workspace>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -206,6 +211,12 @@ impl Recorder {
             .into_iter()
             .filter(|c| c.scenario.as_deref() == Some(name))
             .collect()
+    }
+
+    /// The workspace behind the agents and tools API: its agents, tools, injected faults and
+    /// request log.
+    pub fn workspace(&self) -> Arc<Workspace> {
+        self.workspace.clone()
     }
 
     /// Every signed-URL request with the status answered.
@@ -273,6 +284,7 @@ pub async fn run(
         }
         agents.entry(s.agent.agent_id.clone()).or_default().push(s);
     }
+    let workspace_api = workspace::router(recorder.workspace(), config.api_key.clone());
     let state = Arc::new(ElState {
         api_key: config.api_key,
         agents,
@@ -299,7 +311,8 @@ pub async fn run(
         .route("/v1/convai/conversation", get(conversation_ws))
         .route("/emulator/conversations", get(list_conversations))
         .route("/emulator/healthz", get(|| async { "ok" }))
-        .with_state(state);
+        .with_state(state)
+        .merge(workspace_api);
     tracing::info!(%addr, "ElevenLabs emulator listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -5,6 +5,8 @@
 //!   WebSocket) driven by scenario scripts; records everything it receives.
 //! - [`caller`]: a Twilio caller simulator: connects to a bridge's Media Streams endpoint as
 //!   Twilio does, speaks a caller script, plays received audio in (virtual) real time.
+//! - [`workspace`]: the ElevenLabs agents and tools API (agents, client tools, injected faults,
+//!   request log), served by the [`elevenlabs`] emulator next to its conversation routes.
 //! - [`twilio_rest`]: the Twilio REST API subset the bridge uses (call update, SMS).
 //! - [`scenario`]: the TOML scenario format shared by all three and the demo.
 //! - [`scripted`]: an agent and a caller scripted by frame count, for the bridge's tests and
@@ -34,3 +36,4 @@ pub mod synth;
 pub mod twilio_rest;
 pub mod twiml;
 pub mod vad;
+pub mod workspace;
