@@ -17,6 +17,9 @@
 //! - Tool modules are loaded before calls need them: every restaurant the dashboard lists
 //!   (`GET /v1/restaurants`, remote or embedded) at start-up, and a restaurant's new modules on
 //!   `policy.updated`; `policies.warm_up_parallelism` compile at a time, on the blocking pool.
+//! - With the embedded dashboard, its agent sync job runs here too
+//!   ([`pulsara_dashboard::agent_sync`]): every restaurant or tool edit reaches the restaurant's
+//!   ElevenLabs agent at `elevenlabs_base_url` with no command to run.
 //! - Tests only: `test_clock.now` with `test_clock.allow` and loopback addresses starts the
 //!   process clock at a scenario's instant (see [`BridgeConfig::test_instant`]); tokens and
 //!   signatures stay on the wall clock the edge and the dashboard keep.
@@ -194,12 +197,28 @@ pub async fn serve(
     )?;
     wired.app.registry.register(Box::new(warm_done))?;
     wired.app.registry.register(Box::new(warm_ready))?;
+    // The embedded dashboard keeps every restaurant's ElevenLabs agent at its specification:
+    // each edit requests a sync and this job carries it out (a remote dashboard runs its own).
+    let mut sync_task = None;
+    if let (Some(dash), Some(key)) = (&embedded, &cfg.elevenlabs_api_key) {
+        let api = pulsara_dashboard::agents::AgentsApi::new(pulsara_dashboard::agents::AgentsApiConfig::new(
+            cfg.elevenlabs_base_url.clone(),
+            key.clone(),
+        ))
+        .map_err(|e| anyhow::anyhow!("agents API client: {e}"))?;
+        let (job, task) = dash.start_agent_sync(api, stop.clone());
+        wired.app.registry.register(Box::new(job.collector()?))?;
+        sync_task = Some(task);
+    }
     let (app, router, outbox_task) = (wired.app.clone(), wired.router, wired.outbox_task);
     crate::server::run_router(listener, router, app, shutdown).await?;
 
     // The bridge has drained and flushed its sink; stop the rest.
     stop.cancel();
     let _ = outbox_task.await;
+    if let Some(t) = sync_task {
+        let _ = t.await;
+    }
     if let Some(t) = edge_task {
         let _ = t.await;
     }

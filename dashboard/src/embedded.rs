@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::agent_sync::AgentSyncJob;
+use crate::agents::AgentsApi;
 use crate::auth::SigningKeys;
 use crate::seed::{seed_from_dir, SeedError, SeedOptions, SeedReport};
 use crate::server::{self, AppState};
@@ -111,6 +113,19 @@ impl EmbeddedDashboard {
             stop: Some(tx),
             task,
         })
+    }
+
+    /// Starts the agent sync job over this dashboard ([`crate::agent_sync`]): pending syncs of
+    /// an earlier run at once, then every sync an edit requests, until `stop`. The job is
+    /// returned for its metrics ([`AgentSyncJob::collector`]).
+    pub fn start_agent_sync(
+        &self,
+        api: AgentsApi,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> (AgentSyncJob, JoinHandle<()>) {
+        let job = AgentSyncJob::new(self.state.clone(), api);
+        let task = tokio::spawn(job.clone().run(stop));
+        (job, task)
     }
 
     /// `http://<addr>` for clients.
