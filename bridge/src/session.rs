@@ -416,8 +416,16 @@ impl Call {
         let kb = self.kb.clone();
         let caller = self.m.info().caller.clone();
         tokio::spawn(async move {
-            let init =
+            let (init, skipped) =
                 crate::vars::initiation(&cfg, &kb, &caller, app.clock.now(), first_message.as_deref());
+            if !skipped.is_empty() {
+                let fields: Vec<&str> = skipped.iter().map(|o| o.path()).collect();
+                warn!(
+                    restaurant = %cfg.id,
+                    skipped = ?fields,
+                    "overrides not sent: the restaurant's agent does not allow them (pulsara agents sync repairs it)"
+                );
+            }
             let timeout = ms(app.cfg.limits.agent_connect_timeout_ms);
             let mut last = None;
             for attempt in 0..attempts {
