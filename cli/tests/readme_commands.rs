@@ -116,6 +116,30 @@ const EXERCISED: &[Exercised] = &[
         needle: "fn keys_create_list_rotate_revoke",
     },
     Exercised {
+        command: "pulsara agents sync --restaurant <id> --dry-run",
+        by: "cli/tests/agents_cli.rs, against the embedded dashboard and the ElevenLabs emulator",
+        file: "cli/tests/agents_cli.rs",
+        needle: "&[\"sync\", \"--restaurant\", \"roma-nuova\", \"--dry-run\"]",
+    },
+    Exercised {
+        command: "pulsara agents sync --restaurant <id>",
+        by: "cli/tests/agents_cli.rs",
+        file: "cli/tests/agents_cli.rs",
+        needle: "&[\"sync\", \"--restaurant\", \"roma-nuova\"]",
+    },
+    Exercised {
+        command: "pulsara agents sync",
+        by: "cli/tests/agents_cli.rs",
+        file: "cli/tests/agents_cli.rs",
+        needle: "&[\"sync\"]",
+    },
+    Exercised {
+        command: "pulsara agents show <id>",
+        by: "cli/tests/agents_cli.rs",
+        file: "cli/tests/agents_cli.rs",
+        needle: "&[\"show\", \"roma-nuova\"]",
+    },
+    Exercised {
         command: "pulsara keys revoke <id>",
         by: "this file",
         file: THIS_FILE,
