@@ -216,8 +216,14 @@ pub async fn serve(
     // The bridge has drained and flushed its sink; stop the rest.
     stop.cancel();
     let _ = outbox_task.await;
+    // A sync in flight gets a moment to finish its requests and write-back; no longer, so an
+    // unreachable agents API cannot hold up the shutdown.
     if let Some(t) = sync_task {
-        let _ = t.await;
+        let abort = t.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), t).await.is_err() {
+            tracing::warn!("agent sync still running at shutdown; stopped (requested syncs resume at the next start)");
+            abort.abort();
+        }
     }
     if let Some(t) = edge_task {
         let _ = t.await;
