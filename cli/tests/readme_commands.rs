@@ -1303,10 +1303,13 @@ async fn deploy_recipes_start_a_ready_bridge() {
         assert!(bridge.terminate().success(), "{name}: unclean stop");
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         // No warnings either: a recipe that misses the policy modules still starts, but drops
-        // every tool ("module builtin:… not built").
-        assert!(
-            !logged.contains("ERROR") && !logged.contains("WARN"),
-            "{name}:\n{logged}"
-        );
+        // every tool ("module builtin:… not built"). The one exception is the agent sync: no
+        // ElevenLabs answers here, so its attempts fail (and are retried) as they should.
+        let problems: Vec<&str> = logged
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .filter(|l| !l.contains("agent sync"))
+            .collect();
+        assert!(problems.is_empty(), "{name}:\n{logged}");
     }
 }
