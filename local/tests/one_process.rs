@@ -476,5 +476,9 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
     assert_eq!(rec["restaurant_id"], "trattoria-roma");
     assert_eq!(rec["end_reason"], "caller_hung_up", "{rec}");
     assert_eq!(agent.logs().len(), 1, "the agent was connected once");
+    // The embedded dashboard's agent sync job runs in this process: the seeded restaurants'
+    // syncs are requested, and none can succeed against an agent with no agents API.
+    assert_eq!(serve.metric("pulsara_agent_sync_pending", &[]).await, Some(3.0));
+    assert_eq!(serve.metric("pulsara_agent_sync_succeeded_total", &[]).await, Some(0.0));
     serve.stop().await;
 }
