@@ -534,7 +534,7 @@ impl CallMachine {
                     self.turns[t].interrupted = true;
                 }
             }
-            ServerMessage::AgentResponse { text } => {
+            ServerMessage::AgentResponse { text, .. } => {
                 if let Some(idx) = self.push_line(Role::Agent, text, now_ms) {
                     match self.current_turn {
                         Some(t) if self.turns[t].line.is_none() => self.turns[t].line = Some(idx),
@@ -548,6 +548,7 @@ impl CallMachine {
             ServerMessage::AgentResponseCorrection {
                 original,
                 corrected,
+                ..
             } => {
                 if let Some(line) = self
                     .transcript
@@ -560,7 +561,7 @@ impl CallMachine {
                     line.cut = true;
                 }
             }
-            ServerMessage::UserTranscript { text } => {
+            ServerMessage::UserTranscript { text, .. } => {
                 self.current_turn = None;
                 self.push_line(Role::Caller, text, now_ms);
             }
@@ -571,6 +572,7 @@ impl CallMachine {
                 tool_name,
                 tool_call_id,
                 parameters,
+                ..
             }) => {
                 out.push(Out::RunTool {
                     tool_call_id,

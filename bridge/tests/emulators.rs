@@ -10,16 +10,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pulsara_bridge::config::BridgeConfig;
 use pulsara_bridge::ports::{
-    CallSink, FileConfigSource, MemorySink, ToolContext, ToolError, ToolOutcome, ToolRunner,
+    CallSink, FileConfigSource, MemoryConfigSource, MemorySink, ToolContext, ToolError,
+    ToolOutcome, ToolRunner,
 };
-use pulsara_emulators::twilio_rest::{self, RestRecorder};
 use pulsara_bridge::App;
+use pulsara_core::agent::ToolSpec;
 use pulsara_core::call_record::{CallRecord, EndReason, Role};
 use pulsara_core::handoff::{HandoffClaims, HandoffKeys};
 use pulsara_core::secret::Secret;
+use pulsara_dashboard::agents::{sync, tool_specs, AgentsApi, AgentsApiConfig};
 use pulsara_emulators::caller::{run_call, CallEnd, CallParams, CallResult, CallerOptions};
 use pulsara_emulators::elevenlabs::{spawn, ConversationRecord, ElevenLabsConfig};
 use pulsara_emulators::scenario::Scenario;
+use pulsara_emulators::twilio_rest::{self, RestRecorder};
 
 const KEYS: &str = "k1:handoff-test-key-0123456789";
 
@@ -47,6 +50,48 @@ impl ToolRunner for ScenarioTools {
     }
 }
 
+/// The shipped restaurants after a sync against the emulator, as in production: each agent
+/// created from the restaurant and its tools' `tool.json`, its id and synced state written back.
+async fn synced_restaurants(
+    root: &Path,
+    emu: &pulsara_emulators::elevenlabs::Running,
+    synced: bool,
+) -> Arc<MemoryConfigSource> {
+    let el_base = emu.base_url();
+    let api = AgentsApi::new(AgentsApiConfig::new(el_base, Secret::new("xi-emulated"))).unwrap();
+    let files = FileConfigSource::load(root.join("restaurants")).unwrap();
+    let out = Arc::new(MemoryConfigSource::new());
+    for (cfg, kb) in files.all() {
+        let tools = tool_specs(&cfg, |module| {
+            let name = module.strip_prefix("builtin:")?;
+            let text = std::fs::read_to_string(
+                root.join(format!("policies/guests/builtins/{name}/tool.json")),
+            )
+            .ok()?;
+            ToolSpec::from_json(&text).ok()
+        })
+        .unwrap();
+        if !synced {
+            // Clicked together by hand: the platform's defaults (no override allowed), tagged so
+            // the emulator plays the restaurant's scripts, and no synced state.
+            let r = emu.recorder.workspace().request(
+                "POST",
+                "/v1/convai/agents/create",
+                &serde_json::json!({"name": cfg.name, "conversation_config": {}, "tags": [format!("restaurant:{}", cfg.id)]}),
+            );
+            let mut cfg = (*cfg).clone();
+            assert_eq!(r.status, 200, "{}", r.body);
+            cfg.agent.elevenlabs_agent_id = r.body["agent_id"].as_str().unwrap().to_owned();
+            out.insert(cfg, (*kb).clone());
+            continue;
+        }
+        let report = sync(&api, &cfg, &tools, false).await.unwrap();
+        assert!(report.created_agent, "{}", cfg.id);
+        out.insert(report.apply(&cfg), (*kb).clone());
+    }
+    out
+}
+
 struct Run {
     res: CallResult,
     conv: ConversationRecord,
@@ -55,6 +100,11 @@ struct Run {
 }
 
 async fn play(name: &str, speed: f64) -> Run {
+    play_with(name, speed, true).await
+}
+
+/// `name` through the bridge, its restaurants' agents synced or (`synced` false) made by hand.
+async fn play_with(name: &str, speed: f64, synced: bool) -> Run {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let all = Scenario::load_dir(&root.join("scenarios")).unwrap();
     let sc = all.iter().find(|s| s.name == name).unwrap().clone();
@@ -76,10 +126,10 @@ async fn play(name: &str, speed: f64) -> Run {
     let mut cfg = cfg;
     cfg.limits.caller_audio_burst_ms = 3_600_000;
     let sink = Arc::new(MemorySink::new(100));
-    let configs = FileConfigSource::load(root.join("restaurants")).unwrap();
+    let configs = synced_restaurants(&root, &emu, synced).await;
     let app = App::new(
         cfg,
-        Arc::new(configs),
+        configs,
         Arc::new(ScenarioTools),
         sink.clone() as Arc<dyn CallSink>,
     )
@@ -297,4 +347,21 @@ async fn agent_drop_scenario_falls_back_through_the_bridge() {
         "fallback at {} ms, last agent audio {last_agent_ms} ms",
         fb.at_ms
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_never_synced_refuses_the_call_as_production_does() {
+    // The bridge sends every override (it knows of no permission); the agent allows none, so the
+    // server refuses the conversation and the caller gets the fallback, never dead air.
+    let Run { conv, rec, .. } = play_with("trattoria-order", 8.0, false).await;
+    assert_eq!(conv.ended.as_deref(), Some("override_error"));
+    assert!(conv.refused_override.is_some());
+    assert_eq!(rec.end_reason, EndReason::AgentFailed);
+    let detail = rec
+        .end_reason_detail
+        .as_ref()
+        .expect("the server's reason on the record");
+    assert_eq!(detail.error_type.as_deref(), Some("override_error"));
+    assert_eq!(detail.close_code, Some(1008));
+    assert!(rec.fallback.is_some(), "{rec:?}");
 }

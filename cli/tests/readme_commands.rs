@@ -1031,7 +1031,23 @@ async fn emulate_serves_elevenlabs_and_twilio_rest() {
     );
     let base = format!("http://{listen}");
     wait_until_up(&http, &format!("{base}/emulator/healthz"), &mut el).await;
-    let url = format!("{base}/v1/convai/conversation/get-signed-url?agent_id=agent_trattoria_roma");
+    // Agents exist once created through the agents API, as on the real service.
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/convai/agents/create"))
+        .header("xi-api-key", "xi-readme")
+        .json(
+            &serde_json::json!({"conversation_config": {}, "tags": ["restaurant:trattoria-roma"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent_id = created["agent_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    let url = format!("{base}/v1/convai/conversation/get-signed-url?agent_id={agent_id}");
     let wrong = http
         .get(&url)
         .header("xi-api-key", "nope")

@@ -128,6 +128,36 @@ impl EmbeddedDashboard {
         (job, task)
     }
 
+    /// Waits until every requested agent sync is done (a started [`Self::start_agent_sync`]
+    /// job does them), polling every 50 ms.
+    ///
+    /// # Errors
+    /// At `timeout`, the restaurants still pending with their last errors.
+    pub async fn wait_agent_syncs(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let store = self.store.clone();
+            let pending: Vec<String> = tokio::task::spawn_blocking(move || store.agent_syncs())
+                .await
+                .map_err(|e| format!("reading agent syncs: {e}"))?
+                .map_err(|e| format!("reading agent syncs: {e}"))?
+                .into_iter()
+                .filter(|s| s.requested > s.done)
+                .map(|s| match s.last_error {
+                    Some(e) => format!("{}: {e}", s.restaurant_id),
+                    None => s.restaurant_id,
+                })
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("agent syncs still pending: {}", pending.join("; ")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// `http://<addr>` for clients.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -42,7 +42,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
-use pulsara_media::audio::Format;
 use pulsara_media::convai::{self, ClientMessage, InitiationMetadata, ServerMessage, ToolCall};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -50,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::scenario::{AgentScript, Scenario};
+use crate::stored_agent::{self, ConversationAgent};
 use crate::synth::{self, Voice};
 use crate::vad::{Vad, VadEvent};
 use crate::workspace::{self, Workspace};
@@ -162,6 +162,11 @@ pub struct ConversationRecord {
     pub interruptions: Vec<InterruptionRecord>,
     pub turns_completed: usize,
     pub unscripted_utterances: usize,
+    /// Tool calls the script asked for that the server would never make (undeclared tool,
+    /// arguments breaking its schema).
+    pub refused_tool_calls: Vec<String>,
+    /// The override field the agent does not allow, when the conversation was refused for it.
+    pub refused_override: Option<String>,
     /// Scenario expectations that failed (tool results, timeouts, unknown tool call ids).
     pub failures: Vec<String>,
     pub malformed: Vec<String>,
@@ -249,13 +254,16 @@ impl Recorder {
 
 struct ElState {
     api_key: String,
-    agents: HashMap<String, Vec<Scenario>>,
+    /// The scripts by restaurant id: a conversation plays one of the scripts of the
+    /// restaurant its agent is tagged with (`restaurant:<id>`).
+    scripts: HashMap<String, Vec<Scenario>>,
     ws_base: String,
     require_signed_url: bool,
     record_audio: bool,
     max_conversations: usize,
     recorder: Arc<Recorder>,
     signatures: Mutex<HashMap<String, String>>,
+    /// Signed-URL refusals still to come, by restaurant id.
     refusals: Mutex<HashMap<String, u32>>,
     counter: AtomicU64,
     live: AtomicU64,
@@ -275,19 +283,18 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
-    let mut agents: HashMap<String, Vec<Scenario>> = HashMap::new();
+    let mut scripts: HashMap<String, Vec<Scenario>> = HashMap::new();
     let mut refusals = HashMap::new();
     for s in config.scenarios {
         if s.agent.faults.refuse_signed_url > 0 {
-            *refusals.entry(s.agent.agent_id.clone()).or_insert(0) +=
-                s.agent.faults.refuse_signed_url;
+            *refusals.entry(s.restaurant.clone()).or_insert(0) += s.agent.faults.refuse_signed_url;
         }
-        agents.entry(s.agent.agent_id.clone()).or_default().push(s);
+        scripts.entry(s.restaurant.clone()).or_default().push(s);
     }
     let workspace_api = workspace::router(recorder.workspace(), config.api_key.clone());
     let state = Arc::new(ElState {
         api_key: config.api_key,
-        agents,
+        scripts,
         ws_base: config.ws_base.unwrap_or_else(|| {
             // A wildcard bind still hands out a connectable loopback URL.
             let mut a = addr;
@@ -411,18 +418,23 @@ async fn signed_url(
     let key_ok = headers
         .get("xi-api-key")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|k| bool::from(subtle::ConstantTimeEq::ct_eq(k.as_bytes(), st.api_key.as_bytes())));
+        .is_some_and(|k| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                k.as_bytes(),
+                st.api_key.as_bytes(),
+            ))
+        });
     if !key_ok {
         record(StatusCode::UNAUTHORIZED);
         return detail(StatusCode::UNAUTHORIZED, "invalid_api_key");
     }
-    if !st.agents.contains_key(&agent_id) {
+    let Some(Ok(agent)) = st.recorder.workspace.conversation_agent(&agent_id) else {
         record(StatusCode::NOT_FOUND);
         return detail(StatusCode::NOT_FOUND, "agent not found");
-    }
-    {
+    };
+    if let Some(restaurant) = &agent.restaurant {
         let mut refusals = lock(&st.refusals);
-        if let Some(n) = refusals.get_mut(&agent_id).filter(|n| **n > 0) {
+        if let Some(n) = refusals.get_mut(restaurant).filter(|n| **n > 0) {
             *n -= 1;
             drop(refusals);
             record(StatusCode::SERVICE_UNAVAILABLE);
@@ -464,9 +476,11 @@ async fn conversation_ws(
     ws: WebSocketUpgrade,
 ) -> Response {
     let agent_id = q.get("agent_id").cloned().unwrap_or_default();
-    if !st.agents.contains_key(&agent_id) {
-        return detail(StatusCode::NOT_FOUND, "agent not found");
-    }
+    let agent = match st.recorder.workspace.conversation_agent(&agent_id) {
+        Some(Ok(agent)) => agent,
+        Some(Err(e)) => return detail(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        None => return detail(StatusCode::NOT_FOUND, "agent not found"),
+    };
     let signature = q.get("conversation_signature").or_else(|| q.get("token"));
     let via_signed_url = match signature {
         Some(sig) => {
@@ -490,12 +504,15 @@ async fn conversation_ws(
         .max_frame_size(convai::MAX_CLIENT_BYTES)
         .on_upgrade(move |socket| async move {
             st.live.fetch_add(1, Ordering::Relaxed);
-            conversation(st.clone(), socket, agent_id, via_signed_url).await;
+            conversation(st.clone(), socket, agent, via_signed_url).await;
             st.live.fetch_sub(1, Ordering::Relaxed);
         })
 }
 
-fn pick_script<'a>(scripts: &'a [Scenario], vars: &BTreeMap<String, Value>) -> &'a Scenario {
+fn pick_script<'a>(
+    scripts: &'a [Scenario],
+    vars: &BTreeMap<String, Value>,
+) -> Option<&'a Scenario> {
     let digits = |s: &str| s.chars().filter(|c| c.is_ascii_digit()).collect::<String>();
     let caller = vars
         .get("caller_number")
@@ -506,7 +523,7 @@ fn pick_script<'a>(scripts: &'a [Scenario], vars: &BTreeMap<String, Value>) -> &
         .iter()
         .find(|s| !caller.is_empty() && digits(&s.call.from) == caller)
         .or_else(|| scripts.iter().find(|s| s.call.from.is_empty()))
-        .unwrap_or(&scripts[0])
+        .or(scripts.first())
 }
 
 /// What the shell must do after feeding the engine.
@@ -529,6 +546,7 @@ struct PendingTool {
 /// The conversation state machine, sans-IO: feed it client messages and timer events with
 /// `now`, get frames to send.
 pub struct Engine {
+    agent: ConversationAgent,
     script: AgentScript,
     vars: BTreeMap<String, Value>,
     record: Arc<Mutex<ConversationRecord>>,
@@ -550,15 +568,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A conversation for `script`, with the client's dynamic variables.
+    /// A conversation of the stored `agent` playing `script`, with the client's dynamic
+    /// variables.
     pub fn new(
+        agent: ConversationAgent,
         script: AgentScript,
         vars: BTreeMap<String, Value>,
         record: Arc<Mutex<ConversationRecord>>,
         record_audio: bool,
     ) -> Self {
-        let vad = Vad::new(script.input_format.sample_rate());
+        let vad = Vad::new(agent.input_format.sample_rate());
         Engine {
+            agent,
             script,
             vars,
             record,
@@ -579,6 +600,25 @@ impl Engine {
 
     fn now_ms(&self) -> u64 {
         self.vad.now_ms()
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        id
+    }
+
+    /// Queue `msg` if the agent's `client_events` include its type (the server sends nothing
+    /// else).
+    fn emit(&self, msg: ServerMessage<'_>, out: &mut Vec<Output>) {
+        if self.agent.sends(msg.kind()) {
+            out.push(Output::Send(msg.to_json()));
+        }
+    }
+
+    /// Whether the server pings this client at all.
+    pub fn pings(&self) -> bool {
+        self.agent.sends("ping")
     }
 
     fn event(&self, dir: &'static str, kind: &str, detail: impl Into<String>) {
@@ -618,17 +658,18 @@ impl Engine {
     ) -> Vec<Output> {
         let meta = ServerMessage::ConversationInitiationMetadata(InitiationMetadata {
             conversation_id: conversation_id.to_owned(),
-            agent_output_audio_format: self.script.output_format.to_string(),
-            user_input_audio_format: self.script.input_format.to_string(),
+            agent_output_audio_format: self.agent.output_format.to_string(),
+            user_input_audio_format: self.agent.input_format.to_string(),
         });
-        let mut out = vec![Output::Send(meta.to_json())];
-        let greeting = first_message_override
-            .filter(|_| self.script.allow_overrides)
-            .or_else(|| self.script.greeting.clone())
-            .unwrap_or_else(|| "Hello, how can I help you?".to_owned());
-        let greeting = self.substitute(&greeting);
-        let now = self.now_ms();
-        self.speak_at(&greeting, now, &mut out);
+        let mut out = Vec::new();
+        self.emit(meta, &mut out);
+        // The override was checked against the agent's permissions before the engine started.
+        let greeting = first_message_override.unwrap_or_else(|| self.agent.first_message.clone());
+        if !greeting.is_empty() {
+            let greeting = self.substitute(&greeting);
+            let now = self.now_ms();
+            self.speak_at(&greeting, now, &mut out);
+        }
         out
     }
 
@@ -648,18 +689,20 @@ impl Engine {
 
     /// Emit `text` and its audio; the audio starts playing at `at_ms` (or after what is playing).
     fn speak_at(&mut self, text: &str, at_ms: u64, out: &mut Vec<Output>) {
-        out.push(Output::Send(
+        let id = self.next_id();
+        self.emit(
             ServerMessage::AgentResponse {
                 text: text.to_owned(),
-            }
-            .to_json(),
-        ));
+                event_id: Some(id),
+            },
+            out,
+        );
         self.event("out", "agent_response", text);
         lock(&self.record).agent_responses.push(text.to_owned());
         if self.script.faults.mute {
             return;
         }
-        let fmt = self.script.output_format;
+        let fmt = self.agent.output_format;
         let samples = synth::synthesize(text, Voice::AGENT, fmt.sample_rate());
         let mut bytes = Vec::with_capacity(samples.len() * 2);
         fmt.encode(&samples, &mut bytes);
@@ -667,11 +710,12 @@ impl Engine {
         let chunk = fmt.bytes_per_second() * AUDIO_CHUNK_MS / 1000;
         let mut last_id = 0;
         for c in bytes.chunks(chunk.max(2)) {
-            last_id = self.next_event_id;
-            self.next_event_id += 1;
+            last_id = self.next_id();
             let b64 = B64.encode(c);
             // Encoding our own base64 cannot fail validation.
-            if let Ok(frame) = convai::audio_json(&b64, last_id) {
+            if let (true, Ok(frame)) =
+                (self.agent.sends("audio"), convai::audio_json(&b64, last_id))
+            {
                 out.push(Output::Send(frame));
             }
         }
@@ -687,10 +731,13 @@ impl Engine {
 
     /// A ping to send now.
     pub fn ping(&mut self, now: Instant) -> Vec<Output> {
-        let id = self.next_event_id;
-        self.next_event_id += 1;
+        if !self.pings() {
+            return Vec::new();
+        }
+        let id = self.next_id();
         self.outstanding_pings.insert(id, now);
         lock(&self.record).pings_sent += 1;
+        // `ping_ms` is null until a pong has measured the round trip.
         vec![Output::Send(
             ServerMessage::Ping {
                 event_id: id,
@@ -710,11 +757,10 @@ impl Engine {
         let mut out = Vec::new();
         if let Some(p) = self.pending.take_if(|p| now >= p.deadline) {
             self.fail(format!(
-                "turn {}: no client_tool_result for {} ({}) within {} ms",
+                "turn {}: no client_tool_result for {} ({}) within its response_timeout_secs",
                 p.turn + 1,
                 p.call.tool_name,
                 p.call.tool_call_id,
-                self.script.tool_timeout_ms
             ));
             self.last_result = String::new();
             self.speak("Sorry, I could not complete that right now.", &mut out);
@@ -759,7 +805,7 @@ impl Engine {
                     }
                 }
                 self.decoded.clear();
-                self.script.input_format.decode(&bytes, &mut self.decoded);
+                self.agent.input_format.decode(&bytes, &mut self.decoded);
                 let samples = std::mem::take(&mut self.decoded);
                 for ev in self.vad.push(&samples) {
                     match ev {
@@ -850,16 +896,16 @@ impl Engine {
         let heard = at_ms.saturating_sub(start) as f64 / dur.max(1) as f64;
         let corrected = cut_text(&text, heard);
         self.playing_until_ms = at_ms;
-        out.push(Output::Send(
-            ServerMessage::Interruption { event_id: last_id }.to_json(),
-        ));
-        out.push(Output::Send(
+        self.emit(ServerMessage::Interruption { event_id: last_id }, out);
+        let id = self.next_id();
+        self.emit(
             ServerMessage::AgentResponseCorrection {
                 original: text.clone(),
                 corrected: corrected.clone(),
-            }
-            .to_json(),
-        ));
+                event_id: Some(id),
+            },
+            out,
+        );
         self.event("out", "interruption", corrected.clone());
         lock(&self.record).interruptions.push(InterruptionRecord {
             at_ms,
@@ -875,20 +921,27 @@ impl Engine {
         }
         let Some(turn) = self.script.turns.get(self.next_turn).cloned() else {
             lock(&self.record).unscripted_utterances += 1;
-            out.push(Output::Send(
-                ServerMessage::UserTranscript { text: "...".into() }.to_json(),
-            ));
+            let id = self.next_id();
+            self.emit(
+                ServerMessage::UserTranscript {
+                    text: "...".into(),
+                    event_id: Some(id),
+                },
+                out,
+            );
             self.speak("Sorry, could you say that again?", out);
             return;
         };
         let idx = self.next_turn;
         self.next_turn += 1;
-        out.push(Output::Send(
+        let id = self.next_id();
+        self.emit(
             ServerMessage::UserTranscript {
                 text: turn.user.clone(),
-            }
-            .to_json(),
-        ));
+                event_id: Some(id),
+            },
+            out,
+        );
         self.event("out", "user_transcript", turn.user.clone());
         lock(&self.record).user_transcripts.push(turn.user.clone());
         self.next_tool_or_reply(idx, 0, now, out);
@@ -902,21 +955,46 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let t = &self.script.turns[turn];
-        if let Some(call) = t.tool_calls.get(index) {
-            let id = format!(
-                "toolu_{:02}_{:02}_{}",
-                turn + 1,
-                index + 1,
-                self.next_event_id
-            );
+        if let Some(call) = t.tool_calls.get(index).cloned() {
+            // The LLM only calls tools the agent declares, with arguments their schema admits;
+            // anything else never reaches the client.
+            let refusal = match self.agent.tools.get(&call.tool) {
+                None => Some(format!(
+                    "turn {}: {} is not a client tool of agent {}; the LLM cannot call it",
+                    turn + 1,
+                    call.tool,
+                    self.agent.agent_id
+                )),
+                Some(declared) => {
+                    let errors = stored_agent::check_arguments(&declared.parameters, &call.params);
+                    (!errors.is_empty()).then(|| {
+                        format!(
+                            "turn {}: {} parameters break the tool's schema: {}",
+                            turn + 1,
+                            call.tool,
+                            errors.join("; ")
+                        )
+                    })
+                }
+            };
+            if let Some(why) = refusal {
+                self.event("out", "tool_call_refused", why.clone());
+                lock(&self.record).refused_tool_calls.push(why.clone());
+                self.fail(why);
+                self.last_result = String::new();
+                return self.next_tool_or_reply(turn, index + 1, now, out);
+            }
+            let timeout_secs = self.agent.tools[&call.tool].response_timeout_secs;
+            let event_id = self.next_id();
             let tc = ToolCall {
                 tool_name: call.tool.clone(),
-                tool_call_id: id,
+                tool_call_id: format!("toolu_{:02}_{:02}_{event_id}", turn + 1, index + 1),
                 parameters: call.params.clone(),
+                event_id: Some(event_id),
             };
-            out.push(Output::Send(
-                ServerMessage::ClientToolCall(tc.clone()).to_json(),
-            ));
+            // Not sent when `client_tool_call` is not enabled: the server still waits for a
+            // result it can never get, and the call times out.
+            self.emit(ServerMessage::ClientToolCall(tc.clone()), out);
             self.event(
                 "out",
                 "client_tool_call",
@@ -927,7 +1005,7 @@ impl Engine {
                 index,
                 call: tc,
                 sent_at: now,
-                deadline: now + Duration::from_millis(self.script.tool_timeout_ms),
+                deadline: now + Duration::from_secs(timeout_secs),
             });
             return;
         }
@@ -1028,11 +1106,12 @@ pub fn cut_text(text: &str, fraction: f64) -> String {
 async fn conversation(
     st: Arc<ElState>,
     mut socket: WebSocket,
-    agent_id: String,
+    agent: ConversationAgent,
     via_signed_url: bool,
 ) {
     let n = st.counter.fetch_add(1, Ordering::Relaxed);
     let conversation_id = format!("conv_emu_{n:06}");
+    let agent_id = agent.agent_id.clone();
     let mut shutdown = st.shutdown.clone();
     // Optional initiation data first.
     let mut first_audio: Option<String> = None;
@@ -1045,12 +1124,22 @@ async fn conversation(
         Ok(None) => return,
         Err(_) => {}
     }
-    let scripts = &st.agents[&agent_id];
+    let no_scripts = Vec::new();
+    let scripts = agent
+        .restaurant
+        .as_ref()
+        .and_then(|r| st.scripts.get(r))
+        .unwrap_or(&no_scripts);
     let vars = initiation
         .as_ref()
         .map(|d| d.dynamic_variables.clone())
         .unwrap_or_default();
     let script = pick_script(scripts, &vars);
+    let config_override = initiation
+        .as_ref()
+        .and_then(|d| d.conversation_config_override.as_ref())
+        .and_then(|o| serde_json::to_value(o).ok())
+        .unwrap_or(Value::Null);
     let override_first = initiation
         .as_ref()
         .and_then(|d| d.conversation_config_override.as_ref())
@@ -1059,7 +1148,7 @@ async fn conversation(
     let record = st.recorder.add(ConversationRecord {
         conversation_id: conversation_id.clone(),
         agent_id: agent_id.clone(),
-        scenario: Some(script.name.clone()),
+        scenario: script.map(|s| s.name.clone()),
         via_signed_url,
         initiation: initiation.as_ref().map(|d| {
             serde_json::from_str(
@@ -1070,8 +1159,41 @@ async fn conversation(
         dynamic_variables: vars.clone(),
         ..Default::default()
     });
+    if let Some((field, path)) = agent.refused_override(&config_override) {
+        // What the server does: an error event, then close 1008 (policy violation).
+        let message = format!("Override for field '{field}' is not allowed by config.");
+        let event = ServerMessage::Error(convai::AgentErrorEvent {
+            error_type: Some("override_error".into()),
+            code: Some(1008),
+            message: Some(message.clone()),
+        });
+        let _ = socket.send(Message::Text(event.to_json().into())).await;
+        let _ = socket
+            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: 1008,
+                reason: message.into(),
+            })))
+            .await;
+        {
+            let mut r = lock(&record);
+            r.refused_override = Some(path.clone());
+            r.ended = Some("override_error".into());
+        }
+        st.recorder.changed.notify_waiters();
+        tracing::info!(%conversation_id, %agent_id, field = %path, "emulated conversation refused: override not allowed");
+        return;
+    }
+    let script = script
+        .cloned()
+        .unwrap_or_else(|| Scenario::unscripted(&agent_id));
     tracing::info!(%conversation_id, %agent_id, scenario = %script.name, "emulated conversation started");
-    let mut engine = Engine::new(script.agent.clone(), vars, record.clone(), st.record_audio);
+    let mut engine = Engine::new(
+        agent,
+        script.agent.clone(),
+        vars,
+        record.clone(),
+        st.record_audio,
+    );
     let ping_every = script.agent.ping_interval_ms;
     let mut outputs = engine.start(&conversation_id, override_first);
     if let Some(text) = first_audio {
@@ -1101,13 +1223,13 @@ async fn conversation(
                 Some(Ok(_)) => {}
                 Some(Err(_)) => break "client connection error",
             },
-            _ = ping.tick(), if ping_every > 0 => outputs = engine.ping(Instant::now()),
+            _ = ping.tick(), if ping_every > 0 && engine.pings() => outputs = engine.ping(Instant::now()),
             _ = sleep_until_opt(tool_deadline) => outputs = engine.on_tool_timeout(Instant::now()),
             _ = sleep_until_opt(drop_at.map(|d| d.into_std())) => {
                 lock(&record).dropped_by_fault = true;
                 let refuse = script.agent.faults.refuse_signed_url_after_drop;
                 if refuse > 0 {
-                    *lock(&st.refusals).entry(agent_id.clone()).or_insert(0) += refuse;
+                    *lock(&st.refusals).entry(script.restaurant.clone()).or_insert(0) += refuse;
                 }
                 engine.finish("dropped by fault injection", Instant::now());
                 st.recorder.changed.notify_waiters();
@@ -1142,42 +1264,149 @@ async fn next_text(socket: &mut WebSocket) -> Option<String> {
     }
 }
 
-/// The format helpers the shell and tests share.
-pub fn formats_of(script: &AgentScript) -> (Format, Format) {
-    (script.input_format, script.output_format)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use proptest::strategy::Strategy as _;
 
+    /// A stored agent speaking `format`, sending `events`, declaring tool `t` (`{x: integer}`).
+    fn stored(format: &str, events: &[&str]) -> ConversationAgent {
+        let agent = json!({
+            "agent_id": "a",
+            "conversation_config": {
+                "asr": {"user_input_audio_format": format},
+                "tts": {"agent_output_audio_format": format},
+                "conversation": {"client_events": events},
+                "agent": {"first_message": "Hello, how can I help you?", "prompt": {"tool_ids": ["tool_t"]}},
+            },
+        });
+        let tools = [
+            json!({"id": "tool_t", "tool_config": {"type": "client", "name": "t",
+            "parameters": {"type": "object", "properties": {"x": {"type": "integer", "description": "x"}}},
+            "response_timeout_secs": 2}}),
+        ];
+        ConversationAgent::from_stored(&agent, &tools).unwrap()
+    }
+
+    const ALL_EVENTS: &[&str] = &[
+        "conversation_initiation_metadata",
+        "ping",
+        "audio",
+        "interruption",
+        "user_transcript",
+        "agent_response",
+        "agent_response_correction",
+        "client_tool_call",
+    ];
+
     fn engine() -> (Engine, Arc<Mutex<ConversationRecord>>) {
+        engine_with(stored("pcm_16000", ALL_EVENTS), "{ x = 1 }", "t")
+    }
+
+    fn engine_with(
+        agent: ConversationAgent,
+        params: &str,
+        tool: &str,
+    ) -> (Engine, Arc<Mutex<ConversationRecord>>) {
         let sc = Scenario::from_toml(
-            r#"
+            &format!(
+                r#"
 name = "p"
-[agent]
-agent_id = "a"
-input_format = "pcm_16000"
+restaurant = "r"
 [[agent.turns]]
 user = "u1"
-agent = "Reply one with {result}"
+agent = "Reply one with {{result}}"
 [[agent.turns.tool_calls]]
-tool = "t"
-params = { x = 1 }
+tool = "{tool}"
+params = {params}
 [[agent.turns]]
 user = "u2"
 agent = "Reply two"
-"#,
+"#
+            ),
             "inline",
         )
         .unwrap();
         let rec = Arc::new(Mutex::new(ConversationRecord::default()));
         (
-            Engine::new(sc.agent, BTreeMap::new(), rec.clone(), true),
+            Engine::new(agent, sc.agent, BTreeMap::new(), rec.clone(), true),
             rec,
         )
+    }
+
+    /// Caller speech at 16 kHz PCM after 3 s of silence; the server frames it caused.
+    fn speak(e: &mut Engine, now: Instant) -> Vec<ServerMessage<'static>> {
+        let speech = crate::synth::synthesize("hello there friend", Voice::CALLER, 16000);
+        let mut pcm = vec![0i16; 48000];
+        pcm.extend_from_slice(&speech);
+        pcm.extend(vec![0i16; 16000]);
+        let mut got = Vec::new();
+        for c in pcm.chunks(320) {
+            let bytes = pulsara_media::audio::pcm::samples_to_bytes(c);
+            let frame = convai::user_audio_chunk_json(&B64.encode(bytes)).unwrap();
+            for o in e.on_text(&frame, now) {
+                if let Output::Send(t) = o {
+                    got.push(convai::parse_server(&t).unwrap().into_owned());
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn only_the_agents_client_events_are_sent() {
+        // Without client_tool_call the call is made but never reaches the client: it times out.
+        let events = ["audio", "agent_response", "user_transcript"];
+        let (mut e, rec) = engine_with(stored("pcm_16000", &events), "{ x = 1 }", "t");
+        let now = Instant::now();
+        let start = e.start("c", None);
+        assert!(start.iter().all(
+            |o| matches!(o, Output::Send(t) if !t.contains("conversation_initiation_metadata"))
+        ));
+        assert!(e.ping(now).is_empty() && !e.pings());
+        let got = speak(&mut e, now);
+        assert_eq!(
+            got.iter().map(|m| m.kind()).collect::<Vec<_>>(),
+            ["user_transcript"]
+        );
+        assert!(e
+            .tool_deadline()
+            .is_some_and(|d| d <= now + Duration::from_secs(2)));
+        let out = e.on_tool_timeout(now + Duration::from_secs(2));
+        assert!(!out.is_empty(), "the apology is spoken");
+        assert!(lock(&rec).failures[0].contains("no client_tool_result for t"));
+    }
+
+    #[test]
+    fn undeclared_tools_and_bad_arguments_are_never_called() {
+        for (params, tool, why) in [
+            (
+                "{ x = 1 }",
+                "not_declared",
+                "is not a client tool of agent a",
+            ),
+            ("{ x = \"one\" }", "t", "/x: expected integer"),
+            ("{ y = 1 }", "t", "/y: property not in the tool's schema"),
+        ] {
+            let (mut e, rec) = engine_with(stored("pcm_16000", ALL_EVENTS), params, tool);
+            let now = Instant::now();
+            let _ = e.start("c", None);
+            let got = speak(&mut e, now);
+            let kinds: Vec<_> = got.iter().map(|m| m.kind()).collect();
+            assert!(!kinds.contains(&"client_tool_call"), "{kinds:?}");
+            assert!(
+                kinds.contains(&"agent_response"),
+                "the turn goes on: {kinds:?}"
+            );
+            let r = lock(&rec);
+            assert!(
+                r.refused_tool_calls[0].contains(why),
+                "{:?}",
+                r.refused_tool_calls
+            );
+            assert_eq!(r.failures, r.refused_tool_calls);
+        }
     }
 
     proptest::proptest! {
@@ -1215,40 +1444,40 @@ agent = "Reply two"
         // metadata, agent_response, then the greeting audio in 250 ms chunks.
         let greeting_ms = crate::synth::duration_ms("Hello, how can I help you?");
         assert_eq!(start.len() as u64, 2 + greeting_ms.div_ceil(250));
-        // Speech at 16 kHz PCM after 3 s of silence.
-        let speech = crate::synth::synthesize("hello there friend", Voice::CALLER, 16000);
-        let mut pcm = vec![0i16; 48000];
-        pcm.extend_from_slice(&speech);
-        pcm.extend(vec![0i16; 16000]);
-        let mut kinds = Vec::new();
-        for c in pcm.chunks(320) {
-            let bytes = pulsara_media::audio::pcm::samples_to_bytes(c);
-            let frame = convai::user_audio_chunk_json(&B64.encode(bytes)).unwrap();
-            for o in e.on_text(&frame, now) {
-                if let Output::Send(t) = o {
-                    kinds.push(convai::parse_server(&t).unwrap().into_owned());
-                }
-            }
-        }
+        // The first ping has no round trip to report yet: `ping_ms` is null, not absent.
+        let Output::Send(ping) = &e.ping(now)[0] else {
+            panic!()
+        };
+        assert!(ping.contains(r#""ping_ms":null"#), "{ping}");
+        let kinds = speak(&mut e, now);
         assert_eq!(kinds.len(), 2, "{kinds:?}");
-        assert_eq!(
-            kinds[0],
-            ServerMessage::UserTranscript { text: "u1".into() }
-        );
+        let ServerMessage::UserTranscript {
+            text,
+            event_id: Some(_),
+        } = &kinds[0]
+        else {
+            panic!("{kinds:?}")
+        };
+        assert_eq!(text, "u1");
         let ServerMessage::ClientToolCall(call) = &kinds[1] else {
             panic!()
         };
+        assert!(call.event_id.is_some());
         let result = ClientMessage::ClientToolResult {
             tool_call_id: call.tool_call_id.clone(),
             result: "R!".into(),
             is_error: false,
         };
         let out = e.on_text(&result.to_json(), now);
-        let ServerMessage::AgentResponse { text } = convai::parse_server(match &out[0] {
+        let ServerMessage::AgentResponse {
+            text,
+            event_id: Some(_),
+        } = convai::parse_server(match &out[0] {
             Output::Send(t) => t,
             _ => panic!(),
         })
-        .unwrap() else {
+        .unwrap()
+        else {
             panic!()
         };
         assert_eq!(text, "Reply one with R!");
@@ -1262,8 +1491,8 @@ agent = "Reply two"
         let sc = Scenario::from_toml(
             r#"
 name = "d"
+restaurant = "r"
 [agent]
-agent_id = "a"
 response_delay_ms = 600
 [[agent.turns]]
 user = "u1"
@@ -1276,7 +1505,13 @@ agent = "Reply two"
         )
         .unwrap();
         let rec = Arc::new(Mutex::new(ConversationRecord::default()));
-        let mut e = Engine::new(sc.agent, BTreeMap::new(), rec.clone(), false);
+        let mut e = Engine::new(
+            stored("ulaw_8000", ALL_EVENTS),
+            sc.agent,
+            BTreeMap::new(),
+            rec.clone(),
+            false,
+        );
         let now = Instant::now();
         let _ = e.start("c", None);
         let speech: Vec<u8> = crate::synth::synthesize("hello there", Voice::CALLER, 8000)

@@ -32,6 +32,7 @@ pub mod elevenlabs;
 pub mod exposition;
 pub mod scenario;
 pub mod scripted;
+pub mod stored_agent;
 pub mod synth;
 pub mod twilio_rest;
 pub mod twiml;

@@ -5,7 +5,8 @@
 //! ```toml
 //! name = "trattoria-order"                 # unique; used for output file names
 //! description = "Takeaway order with a modifier and an 86'd item"
-//! restaurant = "trattoria-roma"            # restaurants/<id>
+//! restaurant = "trattoria-roma"            # restaurants/<id>; the emulator plays this
+//!                                          # script for the agent tagged `restaurant:<id>`
 //!
 //! [call]
 //! from = "+393331110001"                   # caller number (E.164); it also selects this
@@ -16,13 +17,7 @@
 //!                                          # jumps there; equal instants run concurrently)
 //!
 //! [agent]
-//! agent_id = "agent_trattoria_roma"
-//! input_format = "ulaw_8000"               # user_input_audio_format (what the bridge must send)
-//! output_format = "ulaw_8000"              # agent_output_audio_format (what the emulator sends)
-//! greeting = "Buongiorno!"                 # optional; a first_message override wins when
-//!                                          # allow_overrides is true (default)
 //! ping_interval_ms = 2000                  # 0 = no pings
-//! tool_timeout_ms = 10000                  # wait for client_tool_result this long
 //! response_delay_ms = 0                    # "thinking" time before each reply (user-audio clock)
 //!
 //! [[agent.turns]]                          # consumed one per caller utterance, in order
@@ -69,19 +64,19 @@
 //! say_voice = "Polly.Bianca"               # … and this voice (at least one <Say> must exist)
 //! ```
 //!
-//! Audio: caller utterances are synthesized ([`crate::synth`]) with the caller voice as μ-law
-//! 8 kHz; agent replies with the agent voice in `output_format`.
+//! Everything else about the agent comes from the agent stored in the emulator's workspace (as
+//! a sync creates it from the restaurant): its audio formats, first message, `client_events`,
+//! override permissions, and the client tools it may call (a scripted call to a tool the agent
+//! does not declare, or with arguments its schema refuses, is never made; the conversation
+//! records it as a failure). A tool's wait for its result is its `response_timeout_secs`.
 //!
-//! Tool parameter shapes used by the shipped scenarios (the built-in policies accept these):
-//! - `take_order`: `{"items":[{"name","quantity","modifiers":[…]}],"fulfillment":"pickup"|"delivery","pickup_time":"HH:MM","postcode","customer_name"}`
-//! - `book_table`: `{"date":"YYYY-MM-DD","time":"HH:MM","party_size":N,"name":"…"}`
-//! - `answer_question`: `{"question":"…"}`
-//! - `transfer_to_staff`: `{"reason":"…"}`
-//! - `send_confirmation`: `{"channel":"sms"|"email"}`
+//! Audio: caller utterances are synthesized ([`crate::synth`]) with the caller voice as μ-law
+//! 8 kHz; agent replies with the agent voice in the agent's output format.
+//!
+//! Tool parameters follow the tool's schema: `parameters` in the policy's `tool.json`.
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pulsara_media::audio::Format;
 use serde::{Deserialize, Serialize};
 
 /// Why a scenario could not be loaded.
@@ -109,6 +104,7 @@ pub struct Scenario {
     pub restaurant: String,
     #[serde(default)]
     pub call: CallInfo,
+    #[serde(default)]
     pub agent: AgentScript,
     #[serde(default)]
     pub caller: CallerScript,
@@ -130,40 +126,19 @@ pub struct CallInfo {
     pub at: Option<String>,
 }
 
-fn default_format() -> Format {
-    Format::Ulaw8000
-}
-fn default_true() -> bool {
-    true
-}
 fn default_ping() -> u64 {
     2000
-}
-fn default_tool_timeout() -> u64 {
-    10_000
 }
 fn default_drop_delay() -> u64 {
     300
 }
 
-/// The agent's side of a call, played by the ElevenLabs emulator.
+/// The agent's side of a call, played by the ElevenLabs emulator for the restaurant's agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentScript {
-    pub agent_id: String,
-    #[serde(default = "default_format")]
-    pub input_format: Format,
-    #[serde(default = "default_format")]
-    pub output_format: Format,
-    #[serde(default)]
-    pub greeting: Option<String>,
-    /// Honour `conversation_config_override` (first message, prompt, language).
-    #[serde(default = "default_true")]
-    pub allow_overrides: bool,
     #[serde(default = "default_ping")]
     pub ping_interval_ms: u64,
-    #[serde(default = "default_tool_timeout")]
-    pub tool_timeout_ms: u64,
     /// "Thinking" time before each reply (not the greeting), on the user-audio clock: the
     /// reply is released once this much more caller audio has arrived. 0 = immediate.
     #[serde(default)]
@@ -172,6 +147,17 @@ pub struct AgentScript {
     pub turns: Vec<Turn>,
     #[serde(default)]
     pub faults: Faults,
+}
+
+impl Default for AgentScript {
+    fn default() -> Self {
+        AgentScript {
+            ping_interval_ms: default_ping(),
+            response_delay_ms: 0,
+            turns: Vec::new(),
+            faults: Faults::default(),
+        }
+    }
 }
 
 /// One exchange: a caller utterance and the agent's answer.
@@ -403,6 +389,20 @@ impl Scenario {
         Ok(out)
     }
 
+    /// The script of an agent no scenario covers: the greeting, then "could you say that
+    /// again?" to every utterance.
+    pub fn unscripted(agent_id: &str) -> Scenario {
+        Scenario {
+            name: format!("unscripted:{agent_id}"),
+            description: String::new(),
+            restaurant: String::new(),
+            call: CallInfo::default(),
+            agent: AgentScript::default(),
+            caller: CallerScript::default(),
+            expect: Expect::default(),
+        }
+    }
+
     fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |message: String| ScenarioError::Invalid {
             name: self.name.clone(),
@@ -411,8 +411,11 @@ impl Scenario {
         if self.name.is_empty() {
             return Err(bad("name is empty".into()));
         }
-        if self.agent.agent_id.is_empty() {
-            return Err(bad("agent.agent_id is empty".into()));
+        if self.restaurant.is_empty() {
+            return Err(bad(
+                "restaurant is empty (the emulator plays a script for the agent of its restaurant)"
+                    .into(),
+            ));
         }
         if let Some(at) = &self.call.at {
             if !looks_like_rfc3339(at) {
@@ -494,12 +497,12 @@ mod tests {
 
     const EXAMPLE: &str = r#"
 name = "t"
+restaurant = "r1"
 [call]
 from = "+15550001"
 to = "+15550002"
 [agent]
-agent_id = "a1"
-output_format = "pcm_16000"
+response_delay_ms = 20
 [[agent.turns]]
 user = "hi"
 agent = "hello {result}"
@@ -522,8 +525,11 @@ custom_check = 3
     #[test]
     fn parses_the_documented_shape() {
         let s = Scenario::from_toml(EXAMPLE, "inline").unwrap();
-        assert_eq!(s.agent.input_format, Format::Ulaw8000);
-        assert_eq!(s.agent.output_format, Format::Pcm(16000));
+        assert_eq!(
+            (s.restaurant.as_str(), s.agent.response_delay_ms),
+            ("r1", 20)
+        );
+        assert_eq!(s.agent.ping_interval_ms, 2000);
         assert_eq!(s.agent.turns[0].tool_calls[0].params["party_size"], 4);
         assert_eq!(
             s.caller.steps[0].parts().unwrap(),
@@ -549,10 +555,16 @@ custom_check = 3
             Scenario::from_toml(&bad_dtmf, "x"),
             Err(ScenarioError::Invalid { .. })
         ));
-        let bad_fmt = EXAMPLE.replace("pcm_16000", "mp3_44100");
+        // The agent's formats are the stored agent's, not the script's.
+        let fmt = EXAMPLE.replace("response_delay_ms = 20", "output_format = \"pcm_16000\"");
         assert!(matches!(
-            Scenario::from_toml(&bad_fmt, "x"),
+            Scenario::from_toml(&fmt, "x"),
             Err(ScenarioError::Parse { .. })
+        ));
+        let no_restaurant = EXAMPLE.replace("restaurant = \"r1\"", "");
+        assert!(matches!(
+            Scenario::from_toml(&no_restaurant, "x"),
+            Err(ScenarioError::Invalid { .. })
         ));
         let bad_at = EXAMPLE.replace(
             "to = \"+15550002\"",
@@ -591,11 +603,11 @@ custom_check = 3
             assert!(!s.call.from.is_empty(), "{}", s.name);
             assert!(s.call.at.is_some(), "{} has no instant", s.name);
         }
-        // Every caller number picks exactly one script per agent.
+        // Every caller number picks exactly one script per restaurant.
         let mut seen = std::collections::HashSet::new();
         for s in &all {
             assert!(
-                seen.insert((s.agent.agent_id.clone(), s.call.from.clone())),
+                seen.insert((s.restaurant.clone(), s.call.from.clone())),
                 "{} reuses a caller number",
                 s.name
             );

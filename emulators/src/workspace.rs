@@ -34,6 +34,8 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
+use crate::stored_agent::ConversationAgent;
+
 /// Largest request body accepted; above it the answer is 413.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Agents a workspace holds at most.
@@ -48,16 +50,9 @@ const MAX_DRAINED_BYTES: usize = 8 * 1024 * 1024;
 const PAGE_SIZE_DEFAULT: usize = 30;
 const PAGE_SIZE_MAX: usize = 100;
 
-/// `AsrInputFormat` / `TtsOutputFormat` (SDK `types/asr_input_format.py`, `tts_output_format.py`).
-pub const AUDIO_FORMATS: &[&str] = &[
-    "pcm_8000",
-    "pcm_16000",
-    "pcm_22050",
-    "pcm_24000",
-    "pcm_44100",
-    "pcm_48000",
-    "ulaw_8000",
-];
+/// `AsrInputFormat` / `TtsOutputFormat`: the format names the media crate speaks, which are
+/// the SDK's (`types/asr_input_format.py`, `tts_output_format.py`).
+const AUDIO_FORMATS: &[&str] = &pulsara_media::audio::FORMAT_NAMES;
 
 /// `ClientEvent` (SDK `types/client_event.py`).
 pub const CLIENT_EVENTS: &[&str] = &[
@@ -454,6 +449,16 @@ impl Workspace {
             .cloned()
     }
 
+    /// The stored agent with this id as a conversation uses it; `None` when there is none.
+    ///
+    /// # Errors
+    /// See [`ConversationAgent::from_stored`].
+    pub fn conversation_agent(&self, agent_id: &str) -> Option<Result<ConversationAgent, String>> {
+        let store = lock(&self.store);
+        let agent = store.agents.iter().find(|a| a["agent_id"] == agent_id)?;
+        Some(ConversationAgent::from_stored(agent, &store.tools))
+    }
+
     /// Every stored tool (as `GET /v1/convai/tools/{id}` returns it), oldest first.
     pub fn tools(&self) -> Vec<Value> {
         lock(&self.store).tools.clone()
@@ -472,6 +477,23 @@ impl Workspace {
     /// Every agents/tools API request so far: (method, path, status answered), in order.
     pub fn requests(&self) -> Vec<(String, String, u16)> {
         lock(&self.store).requests.clone()
+    }
+
+    /// Serve `method path` with a JSON `body` as a client holding the right API key would send
+    /// it, with every check of [`Workspace::handle`]: for setting a workspace up without HTTP.
+    pub fn request(&self, method: &str, path: &str, body: &Value) -> ApiResponse {
+        let body = body.to_string();
+        let now_unix_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.handle(&ApiRequest {
+            method,
+            path,
+            query: &[],
+            key_ok: true,
+            body: (body.len() <= MAX_BODY_BYTES).then_some(body.as_bytes()),
+            now_unix_secs,
+        })
     }
 
     /// Serve one request (sans-IO) and record it.

@@ -101,10 +101,9 @@ async fn echo_server(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
 
 const SCRIPT: &str = r#"
 name = "echo"
+restaurant = "unused"
 [call]
 from = "+15550100"
-[agent]
-agent_id = "unused"
 [caller]
 max_duration_ms = 20000
 [[caller.steps]]

@@ -1,4 +1,6 @@
 //! ElevenLabs emulator over loopback, driven by a small in-test ConvAI client.
+#[path = "common/agents.rs"]
+mod agents;
 #[path = "common/http.rs"]
 mod http;
 
@@ -6,9 +8,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
+use pulsara_core::agent;
 use pulsara_emulators::elevenlabs::{spawn, ElevenLabsConfig, Running};
 use pulsara_emulators::scenario::Scenario;
 use pulsara_emulators::synth::{self, Voice};
+use pulsara_emulators::workspace::Workspace;
 use pulsara_media::audio::{mulaw, Format};
 use pulsara_media::convai::{
     self, AgentOverride, ClientMessage, ConfigOverride, InitiationClientData, ServerMessage,
@@ -21,13 +25,10 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 const SCENARIO: &str = r#"
 name = "test-booking"
+restaurant = "testaurant"
 [call]
 from = "+1 (555) 000-1"
 [agent]
-agent_id = "agent_test"
-input_format = "ulaw_8000"
-output_format = "pcm_16000"
-greeting = "Scenario greeting"
 ping_interval_ms = 150
 [[agent.turns]]
 user = "A table for two at eight please."
@@ -50,21 +51,85 @@ hangup = true
 
 const OTHER: &str = r#"
 name = "other"
+restaurant = "testaurant"
 [call]
 from = "+15559999"
-[agent]
-agent_id = "agent_test"
-greeting = "Other script"
 [agent.faults]
 refuse_signed_url = 1
 "#;
 
-async fn start(extra: &[&str]) -> Running {
+/// The emulator with the scripts `extra` besides [`SCENARIO`], and the agents of
+/// "testaurant" (μ-law in, PCM 16 kHz out, `book_table`, every event the bridge consumes, the
+/// first message overridable) and "droptown" (μ-law, `take_order`).
+async fn start(extra: &[&str]) -> (Running, String, String) {
     let mut scenarios = vec![Scenario::from_toml(SCENARIO, "test").unwrap()];
     for e in extra {
         scenarios.push(Scenario::from_toml(e, "extra").unwrap());
     }
-    spawn(ElevenLabsConfig::new(KEY, scenarios)).await.unwrap()
+    let emu = spawn(ElevenLabsConfig::new(KEY, scenarios)).await.unwrap();
+    let ws = emu.recorder.workspace();
+    let test = create_agent(
+        &ws,
+        "testaurant",
+        "pcm_16000",
+        &["book_table"],
+        agent::CLIENT_EVENTS,
+        true,
+    );
+    let drop = create_agent(
+        &ws,
+        "droptown",
+        "ulaw_8000",
+        &["take_order"],
+        agent::CLIENT_EVENTS,
+        true,
+    );
+    (emu, test, drop)
+}
+
+/// An agent tagged `restaurant:<restaurant>`, hearing μ-law, speaking `output`, with built-in
+/// `tools`, `events` (none: the server's default) and the first message overridable or not.
+fn create_agent(
+    ws: &Workspace,
+    restaurant: &str,
+    output: &str,
+    tools: &[&str],
+    events: &[&str],
+    first_message_overridable: bool,
+) -> String {
+    let tool_ids: Vec<String> = tools
+        .iter()
+        .map(|t| {
+            let config = agent::tool_config(t, &agents::builtin_spec(t));
+            let r = ws.request(
+                "POST",
+                "/v1/convai/tools",
+                &json!({ "tool_config": config }),
+            );
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut conversation = json!({});
+    if !events.is_empty() {
+        conversation["client_events"] = json!(events);
+    }
+    let doc = json!({
+        "name": restaurant,
+        "tags": [agent::TAG, agent::restaurant_tag(restaurant)],
+        "conversation_config": {
+            "asr": {"user_input_audio_format": "ulaw_8000"},
+            "tts": {"agent_output_audio_format": output},
+            "conversation": conversation,
+            "agent": {"first_message": "Scenario greeting", "prompt": {"prompt": "p", "tool_ids": tool_ids}},
+        },
+        "platform_settings": {"overrides": {"conversation_config_override": {
+            "agent": {"first_message": first_message_overridable},
+        }}},
+    });
+    let r = ws.request("POST", "/v1/convai/agents/create", &doc);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["agent_id"].as_str().unwrap().to_owned()
 }
 
 type Ws =
@@ -136,6 +201,21 @@ impl Client {
     }
 }
 
+/// The text of an agent response or user transcript, which must carry an `event_id`.
+fn text_of<'a>(m: &'a ServerMessage<'_>) -> &'a str {
+    match m {
+        ServerMessage::AgentResponse {
+            text,
+            event_id: Some(_),
+        }
+        | ServerMessage::UserTranscript {
+            text,
+            event_id: Some(_),
+        } => text,
+        other => panic!("not a text event with an event_id: {other:?}"),
+    }
+}
+
 fn speech(text: &str) -> Vec<u8> {
     synth::synthesize(text, Voice::CALLER, 8000)
         .iter()
@@ -162,8 +242,9 @@ fn audio_ms(msgs: &[ServerMessage<'_>], fmt: Format) -> u64 {
 
 #[tokio::test]
 async fn signed_url_checks_the_api_key_and_the_agent() {
-    let emu = start(&[OTHER]).await;
-    let path = "/v1/convai/conversation/get-signed-url?agent_id=agent_test";
+    let (emu, test, _) = start(&[OTHER]).await;
+    let path = format!("/v1/convai/conversation/get-signed-url?agent_id={test}");
+    let path = path.as_str();
     assert_eq!(
         http::request(emu.addr, "GET", path, &[], "").await.status,
         401
@@ -195,7 +276,7 @@ async fn signed_url_checks_the_api_key_and_the_agent() {
     let url = ok.json()["signed_url"].as_str().unwrap().to_owned();
     assert!(
         url.starts_with(&format!(
-            "ws://{}/v1/convai/conversation?agent_id=agent_test&conversation_signature=",
+            "ws://{}/v1/convai/conversation?agent_id={test}&conversation_signature=",
             emu.addr
         )),
         "{url}"
@@ -223,10 +304,7 @@ async fn signed_url_checks_the_api_key_and_the_agent() {
         "conversation_initiation_metadata"
     );
     drop(c);
-    let public = format!(
-        "ws://{}/v1/convai/conversation?agent_id=agent_test",
-        emu.addr
-    );
+    let public = format!("ws://{}/v1/convai/conversation?agent_id={test}", emu.addr);
     let mut p = Client::connect(&public).await;
     p.send(
         ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json(),
@@ -244,11 +322,8 @@ async fn signed_url_checks_the_api_key_and_the_agent() {
 
 #[tokio::test]
 async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
-    let emu = start(&[OTHER]).await;
-    let url = format!(
-        "ws://{}/v1/convai/conversation?agent_id=agent_test",
-        emu.addr
-    );
+    let (emu, test, _) = start(&[OTHER]).await;
+    let url = format!("ws://{}/v1/convai/conversation?agent_id={test}", emu.addr);
     let mut c = Client::connect(&url).await;
     let mut vars = std::collections::BTreeMap::new();
     vars.insert("caller_number".to_owned(), json!("+15550001"));
@@ -266,7 +341,7 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     c.send(ClientMessage::ConversationInitiationClientData(init).to_json())
         .await;
 
-    // Metadata with the script's formats, then the (overridden, substituted) greeting with audio.
+    // Metadata with the agent's formats, then the (overridden, substituted) greeting with audio.
     let ServerMessage::ConversationInitiationMetadata(meta) = c.next().await.unwrap() else {
         panic!("metadata first")
     };
@@ -277,12 +352,14 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
         ),
         ("ulaw_8000", "pcm_16000")
     );
-    assert_eq!(
-        c.next().await.unwrap(),
-        ServerMessage::AgentResponse {
-            text: "Hi from Testaurant".into()
-        }
-    );
+    let ServerMessage::AgentResponse {
+        text,
+        event_id: Some(_),
+    } = c.next().await.unwrap()
+    else {
+        panic!("greeting with its event_id")
+    };
+    assert_eq!(text, "Hi from Testaurant");
     let first_audio = c.next().await.unwrap();
     let ServerMessage::Audio { audio_b64, .. } = &first_audio else {
         panic!("audio after greeting")
@@ -300,9 +377,10 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     c.send_ulaw(&sent).await;
     let msgs = c.until("client_tool_call").await;
     assert!(
-        msgs.contains(&ServerMessage::UserTranscript {
-            text: "A table for two at eight please.".into()
-        }),
+        msgs.iter().any(
+            |m| matches!(m, ServerMessage::UserTranscript { text, event_id: Some(_) }
+            if text == "A table for two at eight please.")
+        ),
         "{msgs:?}"
     );
     assert!(
@@ -324,12 +402,7 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     )
     .await;
     let msgs = c.until("agent_response").await;
-    assert_eq!(
-        msgs.last().unwrap(),
-        &ServerMessage::AgentResponse {
-            text: "Done: Booked at 20:00".into()
-        }
-    );
+    assert_eq!(text_of(msgs.last().unwrap()), "Done: Booked at 20:00");
 
     // A wrong pong is recorded as such.
     c.send(convai::pong_json(99_999)).await;
@@ -341,9 +414,7 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     sent2.extend(silence(700));
     c.send_ulaw(&sent2).await;
     let msgs = c.until("agent_response").await;
-    let ServerMessage::AgentResponse { text: long } = msgs.last().unwrap().clone() else {
-        unreachable!()
-    };
+    let long = text_of(msgs.last().unwrap()).to_owned();
     assert!(long.starts_with("Tonight we have"));
     // 1.5 s into the long answer the caller speaks.
     let mut barge = silence(1500);
@@ -358,6 +429,7 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
     let ServerMessage::AgentResponseCorrection {
         original,
         corrected,
+        event_id: Some(_),
     } = &msgs[interruption + 1]
     else {
         panic!("correction follows interruption: {msgs:?}")
@@ -369,18 +441,11 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
             && long.starts_with(corrected.as_str()),
         "{corrected}"
     );
-    assert_eq!(
-        msgs.last().unwrap(),
-        &ServerMessage::UserTranscript {
-            text: "Just the brisket.".into()
-        }
-    );
+    assert_eq!(text_of(msgs.last().unwrap()), "Just the brisket.");
     let msgs = c.until("agent_response").await;
     assert_eq!(
-        msgs.last().unwrap(),
-        &ServerMessage::AgentResponse {
-            text: "The brisket is twenty four dollars.".into()
-        }
+        text_of(msgs.last().unwrap()),
+        "The brisket is twenty four dollars."
     );
     let tail = c.until("audio").await;
     assert!(audio_ms(&tail, Format::Pcm(16000)) > 0);
@@ -430,10 +495,10 @@ async fn scripted_conversation_with_tool_call_pings_and_barge_in() {
 async fn tool_expectations_and_drop_fault() {
     let dropping = r#"
 name = "drop"
+restaurant = "droptown"
 [call]
 from = "+15557777"
 [agent]
-agent_id = "agent_drop"
 ping_interval_ms = 0
 [[agent.turns]]
 user = "Order please."
@@ -448,9 +513,9 @@ drop_after_turn = 1
 drop_delay_ms = 50
 refuse_signed_url_after_drop = 2
 "#;
-    let emu = start(&[dropping]).await;
+    let (emu, _, drop_agent) = start(&[dropping]).await;
     let url = format!(
-        "ws://{}/v1/convai/conversation?agent_id=agent_drop",
+        "ws://{}/v1/convai/conversation?agent_id={drop_agent}",
         emu.addr
     );
     let mut c = Client::connect(&url).await;
@@ -504,7 +569,8 @@ refuse_signed_url_after_drop = 2
     assert!(r.dropped_by_fault);
     assert_eq!(r.failures.len(), 3, "{:?}", r.failures); // unknown id, missing "Brisket", is_error
                                                          // Reconnects are refused after the drop.
-    let path = "/v1/convai/conversation/get-signed-url?agent_id=agent_drop";
+    let path = format!("/v1/convai/conversation/get-signed-url?agent_id={drop_agent}");
+    let path = path.as_str();
     assert_eq!(
         http::request(emu.addr, "GET", path, &[("xi-api-key", KEY)], "")
             .await
@@ -528,11 +594,8 @@ refuse_signed_url_after_drop = 2
 
 #[tokio::test]
 async fn unanswered_pings_are_recorded_as_missing() {
-    let emu = start(&[]).await;
-    let url = format!(
-        "ws://{}/v1/convai/conversation?agent_id=agent_test",
-        emu.addr
-    );
+    let (emu, test, _) = start(&[]).await;
+    let url = format!("ws://{}/v1/convai/conversation?agent_id={test}", emu.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
@@ -564,5 +627,110 @@ async fn unanswered_pings_are_recorded_as_missing() {
         r.pongs_missing
     );
     assert!(r.pongs_missing.iter().all(|id| pings.contains(id)));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_override_the_agent_does_not_allow_refuses_the_conversation() {
+    let (emu, _, _) = start(&[]).await;
+    let locked = create_agent(
+        &emu.recorder.workspace(),
+        "lockedtown",
+        "ulaw_8000",
+        &[],
+        agent::CLIENT_EVENTS,
+        false,
+    );
+    let url = format!("ws://{}/v1/convai/conversation?agent_id={locked}", emu.addr);
+    let mut c = Client::connect(&url).await;
+    let init = InitiationClientData {
+        conversation_config_override: Some(ConfigOverride {
+            agent: Some(AgentOverride {
+                first_message: Some("Hi".into()),
+                ..Default::default()
+            }),
+            tts: None,
+        }),
+        dynamic_variables: Default::default(),
+    };
+    c.send(ClientMessage::ConversationInitiationClientData(init).to_json())
+        .await;
+    // An error event, then close 1008, and nothing else.
+    let ServerMessage::Error(e) = c.next().await.unwrap() else {
+        panic!("error event first: {:?}", c.seen)
+    };
+    assert_eq!(
+        (e.error_type.as_deref(), e.code),
+        (Some("override_error"), Some(1008))
+    );
+    assert!(e.message.unwrap().contains("'first_message'"));
+    let close = tokio::time::timeout(Duration::from_secs(5), c.ws.next())
+        .await
+        .unwrap();
+    let Some(Ok(Message::Close(Some(frame)))) = close else {
+        panic!("close frame: {close:?}")
+    };
+    assert_eq!(u16::from(frame.code), 1008);
+    let recs = emu.recorder.wait_ended(1, Duration::from_secs(5)).await;
+    assert_eq!(recs[0].ended.as_deref(), Some("override_error"));
+    assert_eq!(
+        recs[0].refused_override.as_deref(),
+        Some("agent.first_message")
+    );
+    // Without the override the same agent talks.
+    let mut c = Client::connect(&url).await;
+    c.send(
+        ClientMessage::ConversationInitiationClientData(InitiationClientData::default()).to_json(),
+    )
+    .await;
+    assert_eq!(
+        c.next().await.unwrap().kind(),
+        "conversation_initiation_metadata"
+    );
+    assert_eq!(text_of(&c.next().await.unwrap()), "Scenario greeting");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_with_the_default_client_events_never_sends_tool_calls() {
+    // The server's default events lack client_tool_call: the booking turn's call never reaches
+    // the client, which hears only the transcript, then the apology after the tool's timeout.
+    let (emu, _, _) = start(&[]).await;
+    let ws = emu.recorder.workspace();
+    let plain = create_agent(&ws, "testaurant", "pcm_16000", &["book_table"], &[], true);
+    let stored = ws.agent(&plain).unwrap();
+    assert_eq!(
+        stored["conversation_config"]["conversation"]["client_events"],
+        json!(pulsara_emulators::workspace::DEFAULT_CLIENT_EVENTS)
+    );
+    let url = format!("ws://{}/v1/convai/conversation?agent_id={plain}", emu.addr);
+    let mut c = Client::connect(&url).await;
+    let mut vars = std::collections::BTreeMap::new();
+    vars.insert("caller_number".to_owned(), json!("+15550001"));
+    c.send(
+        ClientMessage::ConversationInitiationClientData(InitiationClientData {
+            conversation_config_override: None,
+            dynamic_variables: vars,
+        })
+        .to_json(),
+    )
+    .await;
+    c.until("audio").await;
+    let mut sent = silence(synth::duration_ms("Scenario greeting") as usize + 300);
+    sent.extend(speech("A table for two at eight please."));
+    sent.extend(silence(700));
+    c.send_ulaw(&sent).await;
+    let msgs = c.until("user_transcript").await;
+    assert!(
+        !msgs.iter().any(|m| m.kind() == "client_tool_call"),
+        "{msgs:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, c.next()).await {
+        assert_ne!(m.kind(), "client_tool_call");
+    }
+    drop(c);
+    let recs = emu.recorder.wait_ended(1, Duration::from_secs(5)).await;
+    assert!(recs[0].tool_results.is_empty());
     emu.shutdown().await;
 }

@@ -2,6 +2,9 @@
 //! pass-through relay written here (standing in for the bridge) ⇄ the ElevenLabs emulator.
 //! This checks that the scenarios' timings and triggers work together (greeting, turns, tool
 //! calls, barge-in with clear and marks), independent of the real bridge.
+#[path = "common/agents.rs"]
+mod agents;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -135,12 +138,13 @@ async fn play(
     let emu = spawn(ElevenLabsConfig::new("k", all.clone()))
         .await
         .unwrap();
+    let agent_ids = agents::provision(&emu.recorder.workspace());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let relay_task = tokio::spawn(relay(
         listener,
         format!("ws://{}", emu.addr),
-        sc.agent.agent_id.clone(),
+        agent_ids[&sc.restaurant].clone(),
     ));
     let mut params = CallParams::numbered(42, &sc.call.from, &sc.call.to);
     params
@@ -242,7 +246,19 @@ async fn barge_in_scenario_clears_and_no_stale_audio_follows() {
 async fn transcoded_scenarios_run_end_to_end() {
     for (name, rate) in [("brooklyn-booking", 16000u32), ("sakura-question", 24000)] {
         let (sc, res, rec) = play(name, 8.0).await;
-        assert_eq!(sc.agent.output_format, Format::Pcm(rate));
+        // The agent a sync makes from the restaurant speaks its `audio_format`.
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                agents::root().join(format!("restaurants/{}/restaurant.json", sc.restaurant)),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg["agent"]["audio_format"],
+            format!("pcm_{rate}"),
+            "{name}"
+        );
         assert_eq!(res.end, CallEnd::Hangup, "{name}: {:?}", res.steps);
         assert!(
             res.steps.iter().all(|s| !s.timed_out),

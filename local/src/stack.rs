@@ -146,6 +146,18 @@ impl Stack {
         )
         .await
         .map_err(|e| start_err("embedded dashboard")(e.to_string()))?;
+        // As in production, calls reach agents a sync created from the restaurants: the seeded
+        // restaurants' syncs are pending, the job does them (and every later edit's) until
+        // shutdown, and the first call waits for them.
+        let agents_api = pulsara_dashboard::agents::AgentsApi::new(
+            pulsara_dashboard::agents::AgentsApiConfig::new(elevenlabs.base_url(), elevenlabs_key.clone()),
+        )
+        .map_err(|e| start_err("agents API client")(e.to_string()))?;
+        let (_agent_sync, agent_sync_task) = dashboard.start_agent_sync(agents_api, shutdown.clone());
+        dashboard
+            .wait_agent_syncs(Duration::from_secs(30))
+            .await
+            .map_err(start_err("agent sync"))?;
         let dash_url = dashboard.url();
         let client_cfg = ClientConfig {
             base_url: dash_url.clone(),
@@ -227,7 +239,7 @@ impl Stack {
             .map_err(|e| start_err("edge")(e.to_string()))?
             .with_clock(clock.as_fn());
 
-        let mut tasks = vec![smtp_task, wired.outbox_task];
+        let mut tasks = vec![smtp_task, wired.outbox_task, agent_sync_task];
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let _ = pulsara_edge::native::serve(edge_listener, edge_state, async move { stop.cancelled().await }).await;

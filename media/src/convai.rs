@@ -106,6 +106,9 @@ pub struct ToolCall {
     pub tool_call_id: String,
     #[serde(default)]
     pub parameters: Value,
+    /// Required on the wire from the server (AsyncAPI); read leniently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<u64>,
 }
 
 /// A message from ElevenLabs to the client.
@@ -121,15 +124,19 @@ pub enum ServerMessage<'a> {
     Interruption {
         event_id: u64,
     },
+    /// `event_id` is required on the wire from the server (AsyncAPI); read leniently.
     AgentResponse {
         text: String,
+        event_id: Option<u64>,
     },
     AgentResponseCorrection {
         original: String,
         corrected: String,
+        event_id: Option<u64>,
     },
     UserTranscript {
         text: String,
+        event_id: Option<u64>,
     },
     Ping {
         event_id: u64,
@@ -343,6 +350,12 @@ impl ClientMessage<'_> {
 
 // ---------------------------------------------------------------- server → client
 
+fn with_event_id(event: &mut Value, event_id: Option<u64>) {
+    if let Some(id) = event_id {
+        event["event_id"] = json!(id);
+    }
+}
+
 #[derive(Deserialize)]
 struct RawServer<'a> {
     #[serde(rename = "type", borrow)]
@@ -378,6 +391,7 @@ struct RawEventId {
 #[derive(Deserialize)]
 struct RawAgentResponse {
     agent_response: String,
+    event_id: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -385,11 +399,13 @@ struct RawCorrection {
     #[serde(default)]
     original_agent_response: String,
     corrected_agent_response: String,
+    event_id: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct RawTranscript {
     user_transcript: String,
+    event_id: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -438,12 +454,15 @@ pub fn parse_server(text: &str) -> Result<ServerMessage<'_>, CodecError> {
         "interruption" => ServerMessage::Interruption {
             event_id: raw.interruption_event.map(|e| e.event_id).unwrap_or(0),
         },
-        "agent_response" => ServerMessage::AgentResponse {
-            text: raw
+        "agent_response" => {
+            let r = raw
                 .agent_response_event
-                .ok_or(missing("agent_response", "agent_response_event"))?
-                .agent_response,
-        },
+                .ok_or(missing("agent_response", "agent_response_event"))?;
+            ServerMessage::AgentResponse {
+                text: r.agent_response,
+                event_id: r.event_id,
+            }
+        }
         "agent_response_correction" => {
             let c = raw.agent_response_correction_event.ok_or(missing(
                 "agent_response_correction",
@@ -452,14 +471,18 @@ pub fn parse_server(text: &str) -> Result<ServerMessage<'_>, CodecError> {
             ServerMessage::AgentResponseCorrection {
                 original: c.original_agent_response,
                 corrected: c.corrected_agent_response,
+                event_id: c.event_id,
             }
         }
-        "user_transcript" => ServerMessage::UserTranscript {
-            text: raw
+        "user_transcript" => {
+            let t = raw
                 .user_transcription_event
-                .ok_or(missing("user_transcript", "user_transcription_event"))?
-                .user_transcript,
-        },
+                .ok_or(missing("user_transcript", "user_transcription_event"))?;
+            ServerMessage::UserTranscript {
+                text: t.user_transcript,
+                event_id: t.event_id,
+            }
+        }
         "ping" => {
             let p = raw.ping_event.ok_or(missing("ping", "ping_event"))?;
             ServerMessage::Ping {
@@ -542,19 +565,28 @@ impl ServerMessage<'_> {
             ServerMessage::Interruption { event_id } => {
                 json!({"type":"interruption","interruption_event":{"event_id":event_id}}).to_string()
             }
-            ServerMessage::AgentResponse { text } => {
-                json!({"type":"agent_response","agent_response_event":{"agent_response":text}}).to_string()
+            ServerMessage::AgentResponse { text, event_id } => {
+                let mut e = json!({ "agent_response": text });
+                with_event_id(&mut e, *event_id);
+                json!({"type":"agent_response","agent_response_event":e}).to_string()
             }
-            ServerMessage::AgentResponseCorrection { original, corrected } => json!({
-                "type": "agent_response_correction",
-                "agent_response_correction_event": {
+            ServerMessage::AgentResponseCorrection {
+                original,
+                corrected,
+                event_id,
+            } => {
+                let mut e = json!({
                     "original_agent_response": original,
                     "corrected_agent_response": corrected,
-                }
-            })
-            .to_string(),
-            ServerMessage::UserTranscript { text } => {
-                json!({"type":"user_transcript","user_transcription_event":{"user_transcript":text}}).to_string()
+                });
+                with_event_id(&mut e, *event_id);
+                json!({"type":"agent_response_correction","agent_response_correction_event":e})
+                    .to_string()
+            }
+            ServerMessage::UserTranscript { text, event_id } => {
+                let mut e = json!({ "user_transcript": text });
+                with_event_id(&mut e, *event_id);
+                json!({"type":"user_transcript","user_transcription_event":e}).to_string()
             }
             ServerMessage::Ping { event_id, ping_ms } => {
                 // `ping_ms` is always present, `null` on the first ping (the SDK reads the key).
@@ -601,15 +633,21 @@ impl ServerMessage<'_> {
                 ServerMessage::ConversationInitiationMetadata(m)
             }
             ServerMessage::Interruption { event_id } => ServerMessage::Interruption { event_id },
-            ServerMessage::AgentResponse { text } => ServerMessage::AgentResponse { text },
+            ServerMessage::AgentResponse { text, event_id } => {
+                ServerMessage::AgentResponse { text, event_id }
+            }
             ServerMessage::AgentResponseCorrection {
                 original,
                 corrected,
+                event_id,
             } => ServerMessage::AgentResponseCorrection {
                 original,
                 corrected,
+                event_id,
             },
-            ServerMessage::UserTranscript { text } => ServerMessage::UserTranscript { text },
+            ServerMessage::UserTranscript { text, event_id } => {
+                ServerMessage::UserTranscript { text, event_id }
+            }
             ServerMessage::Ping { event_id, ping_ms } => ServerMessage::Ping { event_id, ping_ms },
             ServerMessage::ClientToolCall(c) => ServerMessage::ClientToolCall(c),
             ServerMessage::Error(e) => ServerMessage::Error(e),
@@ -630,11 +668,11 @@ mod tests {
         r#"{"type":"conversation_initiation_metadata","conversation_initiation_metadata_event":{"conversation_id":"conv_1","agent_output_audio_format":"ulaw_8000","user_input_audio_format":"ulaw_8000"}}"#,
         r#"{"type":"audio","audio_event":{"audio_base_64":"/////w==","event_id":3}}"#,
         r#"{"type":"interruption","interruption_event":{"event_id":4}}"#,
-        r#"{"type":"agent_response","agent_response_event":{"agent_response":"Ciao! Trattoria Roma."}}"#,
-        r#"{"type":"agent_response_correction","agent_response_correction_event":{"original_agent_response":"We open at nine and","corrected_agent_response":"We open at nine"}}"#,
-        r#"{"type":"user_transcript","user_transcription_event":{"user_transcript":"Two margheritas please"}}"#,
+        r#"{"type":"agent_response","agent_response_event":{"agent_response":"Ciao! Trattoria Roma.","event_id":5}}"#,
+        r#"{"type":"agent_response_correction","agent_response_correction_event":{"original_agent_response":"We open at nine and","corrected_agent_response":"We open at nine","event_id":6}}"#,
+        r#"{"type":"user_transcript","user_transcription_event":{"user_transcript":"Two margheritas please","event_id":5}}"#,
         r#"{"type":"ping","ping_event":{"event_id":7,"ping_ms":42}}"#,
-        r#"{"type":"client_tool_call","client_tool_call":{"tool_name":"take_order","tool_call_id":"call_1","parameters":{"items":[{"name":"Margherita","quantity":2}]}}}"#,
+        r#"{"type":"client_tool_call","client_tool_call":{"tool_name":"take_order","tool_call_id":"call_1","parameters":{"items":[{"name":"Margherita","quantity":2}]},"event_id":8}}"#,
         r#"{"type":"vad_score","vad_score_event":{"vad_score":0.75}}"#,
         r#"{"type":"internal_tentative_agent_response","tentative_agent_response_internal_event":{"tentative_agent_response":"Sure"}}"#,
         r#"{"type":"error","error_event":{"error_type":"override_error","code":1008,"message":"Override for field 'first_message' is not allowed by config."}}"#,
@@ -683,20 +721,23 @@ mod tests {
         assert_eq!(
             parsed[3],
             ServerMessage::AgentResponse {
-                text: "Ciao! Trattoria Roma.".into()
+                text: "Ciao! Trattoria Roma.".into(),
+                event_id: Some(5),
             }
         );
         assert_eq!(
             parsed[4],
             ServerMessage::AgentResponseCorrection {
                 original: "We open at nine and".into(),
-                corrected: "We open at nine".into()
+                corrected: "We open at nine".into(),
+                event_id: Some(6),
             }
         );
         assert_eq!(
             parsed[5],
             ServerMessage::UserTranscript {
-                text: "Two margheritas please".into()
+                text: "Two margheritas please".into(),
+                event_id: Some(5),
             }
         );
         assert_eq!(
@@ -714,6 +755,7 @@ mod tests {
             ("take_order", "call_1")
         );
         assert_eq!(c.parameters["items"][0]["quantity"], 2);
+        assert_eq!(c.event_id, Some(8));
         assert_eq!(parsed[8], ServerMessage::VadScore { score: 0.75 });
         assert_eq!(
             parsed[9],
@@ -724,7 +766,10 @@ mod tests {
         let ServerMessage::Error(e) = &parsed[10] else {
             panic!("{:?}", parsed[10])
         };
-        assert_eq!((e.error_type.as_deref(), e.code), (Some("override_error"), Some(1008)));
+        assert_eq!(
+            (e.error_type.as_deref(), e.code),
+            (Some("override_error"), Some(1008))
+        );
         // An error event without details is still an error, not a malformed frame.
         assert_eq!(
             parse_server(r#"{"type":"error"}"#).unwrap(),
@@ -874,7 +919,7 @@ mod tests {
 
         #[test]
         fn text_fields_round_trip(t in "\\PC{0,100}", id in 0u64..u64::MAX) {
-            for m in [ServerMessage::AgentResponse { text: t.clone() }, ServerMessage::UserTranscript { text: t.clone() },
+            for m in [ServerMessage::AgentResponse { text: t.clone(), event_id: Some(id) }, ServerMessage::UserTranscript { text: t.clone(), event_id: None },
                       ServerMessage::Ping { event_id: id, ping_ms: None }, ServerMessage::Unknown { kind: format!("x-{t}") }] {
                 let text = m.to_json();
                 proptest::prop_assert_eq!(parse_server(&text).unwrap(), m);
