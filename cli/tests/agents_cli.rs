@@ -101,12 +101,19 @@ async fn agents_sync_creates_then_changes_nothing_and_dry_run_shows_drift() {
     }
     assert_eq!(writes(&emu), before, "dry runs write nothing");
 
-    // Every restaurant: the seeded ones name agents this workspace does not have. Each says so,
-    // the drifted one is repaired anyway, and the exit status is a failure.
+    // Every restaurant: the seeded ones get their agents, one naming an agent this workspace
+    // does not have says so, the drifted one is repaired anyway, and the exit status is a failure.
+    let mut gone = dash.store.restaurant("sakura-sushi").unwrap().unwrap();
+    gone.agent.elevenlabs_agent_id = "agent_gone".into();
+    dash.store.upsert_restaurant(&gone, now).unwrap();
     let (ok, text) = pulsara(&dash, &admin_key, &emu, &["sync"]).await;
     assert!(!ok, "{text}");
     assert!(text.contains("restaurant sakura-sushi: FAILED") && text.contains("does not exist"), "{text}");
     assert!(text.contains("repaired"), "{text}");
+    for seeded in ["trattoria-roma", "brooklyn-smokehouse"] {
+        let id = dash.store.restaurant(seeded).unwrap().unwrap().agent.elevenlabs_agent_id;
+        assert!(emu.recorder.workspace().agent(&id).is_some(), "{seeded}: {text}");
+    }
     let agent = emu.recorder.workspace().agent(&agent_id).unwrap();
     assert_eq!(agent["conversation_config"]["agent"]["first_message"], json!(cfg.agent.first_message));
 

@@ -63,6 +63,8 @@ impl Fixture {
         let (job, _task) = dash.start_agent_sync(api(&emu, XI_KEY), stop.clone());
         let metrics = prometheus::Registry::new();
         metrics.register(Box::new(job.collector().unwrap())).unwrap();
+        // The seeded restaurants have no agents yet: the job creates them first.
+        dash.wait_agent_syncs(Duration::from_secs(30)).await.expect("seeded agents synced");
         Fixture { emu, dash, admin, metrics, stop }
     }
 
@@ -149,6 +151,8 @@ fn generation(f: &Fixture, id: &str) -> i64 {
 async fn an_edit_reaches_the_agent_with_no_command_and_a_second_sync_writes_nothing() {
     let f = Fixture::start().await;
     // A new restaurant: its agent and client tools are created and the id stored back.
+    let created_before = f.metric("pulsara_agent_sync_agents_created_total");
+    assert_eq!(created_before, 3.0, "the seeded restaurants' agents");
     let cfg = new_restaurant(&f, "roma-due", "+390699900001");
     f.onboard(&cfg);
     let stored = f.synced("roma-due", generation(&f, "roma-due")).await;
@@ -170,7 +174,7 @@ async fn an_edit_reaches_the_agent_with_no_command_and_a_second_sync_writes_noth
     tool_ids.sort_by_key(ToString::to_string);
     have_ids.sort_by_key(ToString::to_string);
     assert_eq!(have_ids, tool_ids);
-    assert_eq!(f.metric("pulsara_agent_sync_agents_created_total"), 1.0);
+    assert_eq!(f.metric("pulsara_agent_sync_agents_created_total"), created_before + 1.0);
 
     // An edit that changes nothing the agent sees: the sync reads and writes nothing.
     let writes = f.workspace_writes().len();
@@ -178,7 +182,7 @@ async fn an_edit_reaches_the_agent_with_no_command_and_a_second_sync_writes_noth
     let again = f.synced("roma-due", generation(&f, "roma-due")).await;
     assert_eq!(again.agent.elevenlabs_agent_id, agent_id, "one agent per restaurant");
     assert_eq!(f.workspace_writes().len(), writes, "{:?}", f.workspace_writes());
-    assert_eq!(f.emu.recorder.workspace().agents().len(), 1);
+    assert_eq!(f.emu.recorder.workspace().agents().len(), 4, "the seeded three and this one");
 
     // A first message edited in the dashboard is on the agent at once.
     let mut edit = new_restaurant(&f, "roma-due", "+390699900001");
@@ -289,14 +293,17 @@ async fn rate_limits_and_outages_are_retried_until_the_agent_is_synced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_agent_id_and_a_refused_key_are_clear_errors_without_the_key() {
     let f = Fixture::start().await;
-    // The seeded restaurants name agents the workspace does not have: each sync fails saying so.
-    let row = f.failed("sakura-sushi", 1).await;
+    // A restaurant naming an agent the workspace does not have: its sync fails saying so.
+    let mut gone = new_restaurant(&f, "roma-persa", "+390699900009");
+    gone.agent.elevenlabs_agent_id = "agent_gone".into();
+    f.onboard(&gone);
+    let row = f.failed("roma-persa", 1).await;
     let err = row.last_error.unwrap();
-    assert!(err.contains("agent_sakura_sushi") && err.contains("does not exist"), "{err}");
+    assert!(err.contains("agent_gone") && err.contains("does not exist"), "{err}");
     assert!(f.metric("pulsara_agent_sync_failing") >= 1.0);
     let state = f.admin.admin_agent_sync().await.unwrap();
-    let sakura = state["restaurants"].as_array().unwrap().iter().find(|r| r["restaurant_id"] == "sakura-sushi").unwrap().clone();
-    assert_eq!(sakura["state"], "retrying", "{state}");
+    let persa = state["restaurants"].as_array().unwrap().iter().find(|r| r["restaurant_id"] == "roma-persa").unwrap().clone();
+    assert_eq!(persa["state"], "retrying", "{state}");
 
     // A key the API refuses names the setting, never the key.
     let cfg = new_restaurant(&f, "roma-sette", "+390699900006");
