@@ -61,6 +61,14 @@ impl ConfigSource for DashboardConfigSource {
             .await
             .map_err(|e| config_error(id, e))
     }
+    async fn restaurant_fresh(&self, id: &str) -> Result<Arc<RestaurantConfig>, ConfigError> {
+        self.cache.invalidate(&pulsara_dashboard::events::DashboardEvent::new(
+            pulsara_dashboard::events::EventType::RestaurantUpdated,
+            id,
+            0,
+        ));
+        self.restaurant(id).await
+    }
 }
 
 /// [`CallSink`] that queues records (and their notifications) in the durable outbox.

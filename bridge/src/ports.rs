@@ -46,6 +46,14 @@ pub trait ConfigSource: Send + Sync + 'static {
     /// # Errors
     /// As [`ConfigSource::restaurant`].
     async fn knowledge_base(&self, id: &str) -> Result<Arc<KnowledgeBase>, ConfigError>;
+    /// The restaurant read again from its origin, past any cache: for a call routed on a newer
+    /// version than the one [`ConfigSource::restaurant`] returned.
+    ///
+    /// # Errors
+    /// As [`ConfigSource::restaurant`].
+    async fn restaurant_fresh(&self, id: &str) -> Result<Arc<RestaurantConfig>, ConfigError> {
+        self.restaurant(id).await
+    }
 }
 
 /// One restaurant's configuration and knowledge base, as a call holds them.

@@ -201,6 +201,17 @@ async fn authenticate(
     );
     match loaded {
         Ok((cfg, kb)) => {
+            // The edge routed on a newer version than the cache holds (an edit or an agent sync
+            // whose notice has not arrived yet): read it again rather than call with stale
+            // settings such as an agent id written back a moment ago.
+            let cfg = if cfg.version < claims.config_version {
+                app.configs
+                    .restaurant_fresh(&claims.restaurant_id)
+                    .await
+                    .unwrap_or(cfg)
+            } else {
+                cfg
+            };
             if cfg.version != claims.config_version {
                 debug!(
                     token_version = claims.config_version,

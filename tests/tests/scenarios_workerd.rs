@@ -126,6 +126,31 @@ fn pulsara(
 }
 
 /// Waits until `url` answers 200, failing with the process's log if it exits or takes 60 s.
+/// Waits until `pulsara serve`'s `/metrics` shows no agent sync pending.
+async fn wait_agents_synced(http: &reqwest::Client, metrics_url: &str, serve: &mut ProcessGroup) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = match http.get(metrics_url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let pending = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pulsara_agent_sync_pending "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if pending == Some(0.0) {
+            return;
+        }
+        assert!(!serve.exited(), "pulsara serve exited:\n{}", serve.log_tail(60));
+        assert!(
+            Instant::now() < deadline,
+            "agent syncs still pending ({pending:?}):\n{}",
+            serve.log_tail(60)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_ready(http: &reqwest::Client, url: &str, process: &mut ProcessGroup, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -318,6 +343,9 @@ async fn every_scenario_through_the_edge_in_workerd() {
             "pulsara serve",
         )
         .await;
+        // As in production, calls reach agents a sync made: this fresh dashboard's seeded
+        // restaurants get theirs from serve's agent sync job before the wave is placed.
+        wait_agents_synced(&http, &format!("http://{bridge_addr}/metrics"), &mut serve).await;
 
         let names: Vec<&str> = wave.iter().map(|(_, s)| s.name.as_str()).collect();
         eprintln!(
