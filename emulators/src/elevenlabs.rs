@@ -709,13 +709,14 @@ impl Engine {
         let dur = fmt.duration_ms(bytes.len());
         let chunk = fmt.bytes_per_second() * AUDIO_CHUNK_MS / 1000;
         let mut last_id = 0;
+        let sends_audio = self.agent.sends("audio");
         for c in bytes.chunks(chunk.max(2)) {
             last_id = self.next_id();
-            let b64 = B64.encode(c);
+            if !sends_audio {
+                continue;
+            }
             // Encoding our own base64 cannot fail validation.
-            if let (true, Ok(frame)) =
-                (self.agent.sends("audio"), convai::audio_json(&b64, last_id))
-            {
+            if let Ok(frame) = convai::audio_json(&B64.encode(c), last_id) {
                 out.push(Output::Send(frame));
             }
         }
@@ -1289,17 +1290,8 @@ mod tests {
         ConversationAgent::from_stored(&agent, &tools).unwrap()
     }
 
-    const ALL_EVENTS: &[&str] = &[
-        "conversation_initiation_metadata",
-        "ping",
-        "audio",
-        "interruption",
-        "user_transcript",
-        "agent_response",
-        "agent_response_correction",
-        "client_tool_call",
-    ];
-
+    /// Every event the bridge consumes, as a synced agent has them.
+    const ALL_EVENTS: &[&str] = pulsara_core::agent::CLIENT_EVENTS;
     fn engine() -> (Engine, Arc<Mutex<ConversationRecord>>) {
         engine_with(stored("pcm_16000", ALL_EVENTS), "{ x = 1 }", "t")
     }
