@@ -1009,7 +1009,7 @@ mod tests {
 
     #[test]
     fn every_documented_agent_format_is_usable_both_ways() {
-        for name in pulsara_media::audio::FORMAT_NAMES {
+        for &name in pulsara_media::audio::FORMAT_NAMES {
             let mut m = machine();
             let mut out = Vec::new();
             m.on_agent_connected(&meta(name), &mut out)

@@ -74,7 +74,7 @@ impl ModuleSource for DashboardModules {
 /// A port that cannot be bound, a database that cannot be opened, edge settings the edge
 /// refuses (named, never with a secret).
 pub async fn serve(
-    cfg: BridgeConfig,
+    mut cfg: BridgeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let clock = Clock::system();
@@ -118,6 +118,11 @@ pub async fn serve(
         embedded = Some(dash);
     }
     let embedded_url = embedded.as_ref().map(EmbeddedDashboard::url);
+    // The embedded dashboard tells this process's bridge (and co-hosted edge) about edits with
+    // signed webhooks, as a remote one would: with no secret configured, one for this run.
+    if embedded.is_some() && cfg.dashboard.webhook_secrets.is_none() {
+        cfg.dashboard.webhook_secrets = Some(Secret::new(pulsara_dashboard::server::new_webhook_secret()));
+    }
 
     let link_cfg = DashboardLinkConfig::from_config(&cfg, embedded_url.as_deref()).context("dashboard link")?;
     // Compiled policy modules survive restarts here (deserialised, not recompiled).
@@ -168,10 +173,14 @@ pub async fn serve(
         let settings = pulsara_edge::settings::Settings::co_hosted(&cfg.edge.vars, &defaults, &shared_with_edge(&cfg))
             .map_err(|e| anyhow::anyhow!("edge settings (co-hosted, edge.listen): {e}"))?;
         tracing::info!(public = %settings.public_base_url, dashboard = %settings.dashboard_url, "co-hosted edge settings");
+        let edge_webhook_secret = settings.dashboard_webhook_secrets.first().cloned();
         let state = pulsara_edge::native::EdgeState::new(settings)
             .map_err(|e| anyhow::anyhow!("edge HTTP client: {e}"))?;
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding the edge on {addr}"))?;
         tracing::info!(listen = %addr, "edge (native shell) listening");
+        if let (Some(dash), Some(secret)) = (&embedded, edge_webhook_secret) {
+            subscribe_local(dash, &listener, secret, "edge");
+        }
         let edge_stop = stop.clone();
         let net = cfg.limits.http();
         edge_task = Some(tokio::spawn(async move {
@@ -184,6 +193,12 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, region = %cfg.region, "bridge listening");
+    if let Some(dash) = &embedded {
+        let first = cfg.dashboard.webhook_secrets.as_ref().and_then(|s| pulsara_core::webhooks::parse_secrets(s.expose()).ok());
+        if let Some(secret) = first.and_then(|v| v.into_iter().next()) {
+            subscribe_local(dash, &listener, secret, "bridge");
+        }
+    }
     let (warm_state, ready_state) = (warmed.clone(), warmed.clone());
     let warm_done = prometheus::PullingGauge::new(
         "pulsara_tools_warm_up_done",
@@ -293,6 +308,19 @@ impl Wiring {
         let router = crate::server::router(app.clone()).merge(link.webhook_router);
         Ok(Wired { app, router, warm, outbox_task: link.outbox_task })
     }
+}
+
+/// Subscribes this process's `POST /webhooks/dashboard` on `listener` to the embedded
+/// dashboard's edits, signed with `secret` (one the receiver accepts). A listener on every
+/// interface is reached over loopback.
+fn subscribe_local(dash: &EmbeddedDashboard, listener: &tokio::net::TcpListener, secret: Secret, who: &str) {
+    let Ok(mut addr) = listener.local_addr() else { return };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let url = format!("http://{addr}/webhooks/dashboard");
+    tracing::info!(%url, receiver = who, "embedded dashboard sends its webhooks here");
+    dash.state.webhooks().subscribe_local(pulsara_dashboard::store::WebhookSubscription { url, secret });
 }
 
 /// The first `edge`-scoped key of `PULSARA_DASHBOARD_SIGNING_KEYS` (already validated), for the

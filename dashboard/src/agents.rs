@@ -12,6 +12,11 @@
 //! 4. the result ([`SyncReport::synced`] and the agent id) is what the caller writes back to the
 //!    restaurant, so the bridge knows which overrides the agent allows.
 //!
+//! A restaurant with no agent id is first looked up by its `restaurant:<id>` tag: an agent an
+//! earlier sync created but could not write back (a crash, the dashboard down) is adopted with
+//! the tools it declares, never created a second time. Two tagged agents are an error naming
+//! both, for a human to choose.
+//!
 //! Requests carry `xi-api-key`; 429 and 5xx are retried with exponential backoff (honouring
 //! `Retry-After`) within a bounded number of attempts. Errors never include the key.
 
@@ -78,6 +83,12 @@ pub enum AgentsError {
     },
     #[error("the ElevenLabs API answered {what} with something unexpected: {detail}")]
     Protocol { what: String, detail: String },
+    #[error("restaurant {restaurant:?} has no agent id and {} agents are tagged {tag:?} ({}): set agent.elevenlabs_agent_id to the one to keep", ids.len(), ids.join(", "))]
+    Ambiguous {
+        restaurant: String,
+        tag: String,
+        ids: Vec<String>,
+    },
 }
 
 impl AgentsError {
@@ -97,6 +108,7 @@ pub struct AgentsApi {
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 const MAX_DETAIL: usize = 300;
+const MAX_LIST_PAGES: usize = 50;
 
 impl AgentsApi {
     /// # Errors
@@ -221,6 +233,37 @@ impl AgentsApi {
         .await
     }
 
+    /// `GET /v1/convai/agents?tags=…`, every page → the ids of the agents tagged `tag` that are
+    /// not archived, newest first as the API lists them.
+    pub async fn agents_tagged(&self, tag: &str) -> Result<Vec<String>, AgentsError> {
+        let what = format!("agents tagged {tag:?}");
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        // Bounded: a workspace holds at most a few thousand agents, 100 a page.
+        for _ in 0..MAX_LIST_PAGES {
+            let mut path = format!("v1/convai/agents?page_size=100&archived=false&tags={}", seg(tag));
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", seg(c)));
+            }
+            let page = self.must(reqwest::Method::GET, &path, None, &what).await?;
+            let Some(agents) = page["agents"].as_array() else {
+                return Err(AgentsError::Protocol { what, detail: "no \"agents\" list in the answer".into() });
+            };
+            for a in agents {
+                // The filter is the API's; the tag is checked again so a looser server cannot
+                // make another restaurant's agent ours.
+                if a["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == tag)) {
+                    ids.push(id_field(a, "agent_id", &what)?);
+                }
+            }
+            match (page["has_more"].as_bool(), page["next_cursor"].as_str()) {
+                (Some(true), Some(next)) if !next.is_empty() => cursor = Some(next.to_owned()),
+                _ => return Ok(ids),
+            }
+        }
+        Err(AgentsError::Protocol { what, detail: format!("more than {MAX_LIST_PAGES} pages") })
+    }
+
     /// `POST /v1/convai/agents/create` → the new agent's id.
     pub async fn create_agent(&self, doc: &Value) -> Result<String, AgentsError> {
         let v = self
@@ -286,20 +329,17 @@ impl AgentsApi {
     }
 }
 
-fn seg(id: &str) -> String {
-    form_urlencoded_segment(id)
-}
+/// Everything but RFC 3986's unreserved characters.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-/// Percent-encodes a path segment (ids are opaque strings from the API or the configuration).
-fn form_urlencoded_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Percent-encodes a path segment or query value (ids and cursors are opaque strings from the
+/// API or the configuration).
+fn seg(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, NOT_UNRESERVED).to_string()
 }
 
 fn id_field(v: &Value, field: &str, what: &str) -> Result<String, AgentsError> {
@@ -339,6 +379,8 @@ pub struct SyncReport {
     /// The agent's id (empty only for a dry run that would create it).
     pub agent_id: String,
     pub created_agent: bool,
+    /// The restaurant had no agent id and the agent tagged for it was taken as its own.
+    pub adopted_agent: bool,
     /// Tool names created (or, in a dry run, to be created).
     pub created_tools: Vec<String>,
     /// Per tool name, what drifted (and was repaired unless a dry run).
@@ -391,6 +433,14 @@ impl SyncReport {
             &self.agent_id
         };
         let _ = writeln!(out, "restaurant {} → agent {agent}", self.restaurant_id);
+        if self.adopted_agent {
+            let _ = writeln!(
+                out,
+                "  {} the agent tagged {} (created earlier, its id never stored)",
+                verb("adopted", "would adopt"),
+                agent::restaurant_tag(&self.restaurant_id)
+            );
+        }
         if self.is_noop() {
             let _ = writeln!(out, "  in sync: nothing to change");
             return out;
@@ -475,7 +525,17 @@ pub async fn sync(
     };
     // 1. Read before writing anything.
     let existing_agent = if cfg.agent.elevenlabs_agent_id.is_empty() {
-        None
+        let tag = agent::restaurant_tag(&cfg.id);
+        match api.agents_tagged(&tag).await?.as_slice() {
+            [] => None,
+            [id] => {
+                tracing::warn!(restaurant = %cfg.id, agent = %id, "adopting the agent tagged for this restaurant (an earlier sync created it without storing its id)");
+                report.agent_id = id.clone();
+                report.adopted_agent = true;
+                Some(api.agent(id).await?.ok_or_else(|| AgentsError::NotFound { what: format!("agent {id:?} (listed, then gone)") })?)
+            }
+            ids => return Err(AgentsError::Ambiguous { restaurant: cfg.id.clone(), tag, ids: ids.to_vec() }),
+        }
     } else {
         Some(
             api.agent(&cfg.agent.elevenlabs_agent_id)
@@ -488,14 +548,30 @@ pub async fn sync(
                 })?,
         )
     };
-    let known_ids = cfg
+    let mut known_ids = cfg
         .agent
         .synced
         .as_ref()
         .map(|s| s.tool_ids.clone())
         .unwrap_or_default();
     let mut existing_tools = BTreeMap::new();
+    // An adopted agent's client tools are this restaurant's too, by name.
+    if let (true, Some(have)) = (report.adopted_agent, &existing_agent) {
+        let declared = agent::at(have, "conversation_config.agent.prompt.tool_ids").and_then(Value::as_array).cloned().unwrap_or_default();
+        for id in declared.iter().filter_map(Value::as_str) {
+            let Some(t) = api.tool(id).await? else { continue };
+            if let Some(name) = t["tool_config"]["name"].as_str() {
+                if tools.iter().any(|(n, _)| n == name) && !known_ids.contains_key(name) {
+                    known_ids.insert(name.to_owned(), id.to_owned());
+                    existing_tools.insert(name.to_owned(), (id.to_owned(), t.clone()));
+                }
+            }
+        }
+    }
     for (name, _) in tools {
+        if existing_tools.contains_key(name) {
+            continue;
+        }
         if let Some(id) = known_ids.get(name) {
             if let Some(t) = api.tool(id).await? {
                 existing_tools.insert(name.clone(), (id.clone(), t));
@@ -569,7 +645,7 @@ pub async fn sync(
             if d.is_empty() || dry_run {
                 have
             } else {
-                api.patch_agent(&cfg.agent.elevenlabs_agent_id, &agent::patch_for(&d))
+                api.patch_agent(&report.agent_id, &agent::patch_for(&d))
                     .await?
             }
         }

@@ -644,14 +644,17 @@ async fn admin_put_restaurant(
         if cfg.id != id {
             return Err(ApiError::bad_request("body id differs from the path id"));
         }
+        check_tool_modules(st, &cfg.tools)?;
+        let current = st.store.restaurant(&id)?;
         // The agent id and synced state belong to the agent sync: an edit that leaves the id
         // out keeps them (so it never makes the sync create a second agent).
         if cfg.agent.elevenlabs_agent_id.is_empty() {
-            if let Some(current) = st.store.restaurant(&id)? {
-                cfg.agent.elevenlabs_agent_id = current.agent.elevenlabs_agent_id;
-                cfg.agent.synced = current.agent.synced;
+            if let Some(current) = &current {
+                cfg.agent.elevenlabs_agent_id.clone_from(&current.agent.elevenlabs_agent_id);
+                cfg.agent.synced.clone_from(&current.agent.synced);
             }
         }
+        let tools_changed = current.is_none_or(|c| c.tools != cfg.tools);
         let stored = st.store.update_restaurant(cfg, (st.clock)())?;
         st.request_agent_sync(&id)?;
         st.webhooks.publish(DashboardEvent::new(
@@ -659,6 +662,10 @@ async fn admin_put_restaurant(
             &id,
             stored.version,
         ));
+        // Bridges load a restaurant's new modules on `policy.updated`, as after a tools edit.
+        if tools_changed {
+            st.webhooks.publish(DashboardEvent::new(EventType::PolicyUpdated, &id, stored.version));
+        }
         Ok(versioned(&HeaderMap::new(), stored.version, &stored))
     })
     .await
@@ -694,15 +701,7 @@ async fn admin_put_tools(
 ) -> ApiResult {
     st.authorized(req, ADMIN, move |st, Signed { body, .. }| {
         let tools: Vec<ToolBinding> = parse_json(&body, "list of ToolBinding")?;
-        for t in &tools {
-            if st.store.policy(&t.module_sha256)?.is_none() {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_module",
-                    format!("tool {:?} references module {} which is not uploaded (POST /v1/admin/policies)", t.name, t.module_sha256),
-                ));
-            }
-        }
+        check_tool_modules(st, &tools)?;
         let mut cfg = st
             .store
             .restaurant(&id)?
@@ -718,6 +717,27 @@ async fn admin_put_tools(
         Ok(versioned(&HeaderMap::new(), stored.version, &stored))
     })
     .await
+}
+
+/// Every tool names a module the dashboard holds (`422 unknown_module` otherwise): a restaurant
+/// is never stored with a tool no bridge can load and no agent sync can describe.
+fn check_tool_modules(st: &AppState, tools: &[ToolBinding]) -> Result<(), ApiError> {
+    for t in tools {
+        if st.store.policy(&t.module_sha256)?.is_some() {
+            continue;
+        }
+        let hint = if t.module_sha256.starts_with("builtin:") {
+            "builtin:<name> is resolved only when seeding from files; name the module by the sha256 `POST /v1/admin/policies` returned"
+        } else {
+            "upload it first (POST /v1/admin/policies)"
+        };
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_module",
+            format!("tool {:?} references module {:?}, which is not uploaded: {hint}", t.name, t.module_sha256),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

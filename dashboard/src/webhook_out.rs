@@ -3,7 +3,13 @@
 //! on edges and bridges) is told, signed with its `whsec_` secret via
 //! `pulsara_core::webhooks::sign`. Delivery is best-effort with a few retries: receivers also
 //! expire their caches by TTL, so a lost webhook delays a change, it does not lose it.
+//!
+//! Receivers are the subscriptions stored with `POST /v1/admin/webhooks`, plus the ones a
+//! process hosting the dashboard adds for its own bridge and edge ([`WebhookSender::subscribe_local`]):
+//! those live as long as the process, so a restart on other ports leaves no dead subscription.
+//! Each receiver is delivered to on its own, so one that is down delays no other.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::events::DashboardEvent;
@@ -22,6 +28,7 @@ pub struct WebhookSender {
     http: reqwest::Client,
     store: Store,
     clock: Clock,
+    local: Arc<Mutex<Vec<WebhookSubscription>>>,
 }
 
 /// Result of delivering one event to one receiver.
@@ -38,7 +45,15 @@ impl WebhookSender {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, store, clock }
+        Self { http, store, clock, local: Arc::default() }
+    }
+
+    /// Adds a receiver of this process (not stored): same signing and retries as a stored one.
+    /// A stored subscription of the same URL takes precedence.
+    pub fn subscribe_local(&self, sub: WebhookSubscription) {
+        let mut local = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        local.retain(|s| s.url != sub.url);
+        local.push(sub);
     }
 
     /// Sends `event` to every subscriber in the background.
@@ -59,7 +74,7 @@ impl WebhookSender {
     /// Sends `event` to every subscriber and waits for the outcome.
     pub async fn deliver(&self, event: &DashboardEvent) -> Vec<Delivery> {
         let store = self.store.clone();
-        let subs = match tokio::task::spawn_blocking(move || store.webhooks()).await {
+        let mut subs = match tokio::task::spawn_blocking(move || store.webhooks()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read webhook subscriptions");
@@ -72,12 +87,31 @@ impl WebhookSender {
             Ok(b) => b,
             Err(_) => return Vec::new(),
         };
-        let id = format!("msg_{}", pulsara_core::random::hex_token(12));
-        let mut out = Vec::new();
-        for sub in subs {
-            out.push(self.deliver_one(&sub, &id, &body).await);
+        {
+            let local = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for sub in local.iter() {
+                if subs.iter().all(|s| s.url != sub.url) {
+                    subs.push(sub.clone());
+                }
+            }
         }
-        out
+        let id: Arc<str> = format!("msg_{}", pulsara_core::random::hex_token(12)).into();
+        let body: Arc<[u8]> = body.into();
+        let mut deliveries = tokio::task::JoinSet::new();
+        for (i, sub) in subs.into_iter().enumerate() {
+            let (this, id, body) = (self.clone(), id.clone(), body.clone());
+            deliveries.spawn(async move { (i, this.deliver_one(&sub, &id, &body).await) });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = deliveries.join_next().await {
+            match done {
+                Ok(d) => out.push(d),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, d)| d).collect()
     }
 
     async fn deliver_one(&self, sub: &WebhookSubscription, id: &str, body: &[u8]) -> Delivery {

@@ -551,6 +551,42 @@ async fn policy_upload_and_tool_swap_bump_version_and_send_policy_updated() {
     assert!(
         matches!(admin.admin_put_tools("sakura-sushi", &tools).await, Err(ClientError::Status { status: 422, ref code, .. }) if code == "unknown_module")
     );
+    // So is a whole restaurant with one, and a `builtin:` reference (resolved only by seeding)
+    // is named with what to do instead; nothing is stored.
+    let mut edit = d.dash.store.restaurant("sakura-sushi").unwrap().unwrap();
+    edit.tools[0].module_sha256 = "builtin:book_table".into();
+    let err = admin.admin_put_restaurant(&edit).await.unwrap_err();
+    let ClientError::Status { status: 422, ref code, ref message, .. } = err else { panic!("{err:?}") };
+    assert_eq!(code, "unknown_module");
+    assert!(message.contains("builtin:book_table") && message.contains("sha256"), "{message}");
+    let kept = d.dash.store.restaurant("sakura-sushi").unwrap().unwrap();
+    assert_eq!((kept.version, &kept.tools), (stored.version, &stored.tools));
+
+    // A restaurant edit that changes its tools also sends policy.updated (bridges load the new
+    // modules on it), to the process's own receivers too; a receiver that is down (first in
+    // line, retried for seconds) delays no other.
+    let local: Arc<Mutex<Vec<DashboardEvent>>> = Arc::default();
+    let l2 = local.clone();
+    let rx = WebhookReceiver::new(vec![secret.clone()], d.clock.clock())
+        .on_event(Arc::new(move |ev| l2.lock().unwrap().push(ev.clone())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local_hook = format!("http://{}/webhooks/dashboard", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, webhook_in::router(Arc::new(rx))).await });
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    for url in [format!("http://{dead}/webhooks/dashboard"), local_hook] {
+        d.dash.state.webhooks().subscribe_local(pulsara_dashboard::store::WebhookSubscription { url, secret: secret.clone() });
+    }
+    got.lock().unwrap().clear();
+    let mut edit = kept.clone();
+    edit.tools.pop();
+    let stored = admin.admin_put_restaurant(&edit).await.unwrap();
+    let both = |evs: &[DashboardEvent]| {
+        [EventType::RestaurantUpdated, EventType::PolicyUpdated]
+            .iter()
+            .all(|k| evs.iter().any(|e| e.kind == *k && e.data.version == stored.version))
+    };
+    assert!(eventually(5, || both(&got.lock().unwrap())).await, "{:?}", got.lock().unwrap());
+    assert!(eventually(5, || both(&local.lock().unwrap())).await, "{:?}", local.lock().unwrap());
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ const PAGE_SIZE_MAX: usize = 100;
 
 /// `AsrInputFormat` / `TtsOutputFormat`: the format names the media crate speaks, which are
 /// the SDK's (`types/asr_input_format.py`, `tts_output_format.py`).
-const AUDIO_FORMATS: &[&str] = &pulsara_media::audio::FORMAT_NAMES;
+const AUDIO_FORMATS: &[&str] = pulsara_media::audio::FORMAT_NAMES;
 
 /// `ClientEvent` (SDK `types/client_event.py`).
 pub const CLIENT_EVENTS: &[&str] = &[

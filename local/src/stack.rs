@@ -258,10 +258,10 @@ impl Stack {
         )
         .map_err(|e| start_err("dashboard admin client")(e.to_string()))?;
         for url in [format!("{edge_url}/webhooks/dashboard"), format!("http://{bridge_addr}/webhooks/dashboard")] {
-            admin
-                .admin_add_webhook(&url, Some(&webhook_secret))
-                .await
-                .map_err(|e| start_err("registering dashboard webhooks")(e.to_string()))?;
+            dashboard.state.webhooks().subscribe_local(pulsara_dashboard::store::WebhookSubscription {
+                url,
+                secret: webhook_secret.clone(),
+            });
         }
 
         Ok(Stack {

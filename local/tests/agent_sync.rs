@@ -1,7 +1,8 @@
 //! The agent sync job of the embedded dashboard against the ElevenLabs emulator's agents API:
 //! edits reach the agent with nobody running a command; a second sync writes nothing; drift is
 //! repaired; a new tool becomes the agent's; rate limits and outages are retried; an unknown
-//! agent id and a refused key are clear errors without the key.
+//! agent id and a refused key are clear errors without the key; an agent created by a sync that
+//! never stored its id is adopted, not created again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -313,5 +314,46 @@ async fn an_unknown_agent_id_and_a_refused_key_are_clear_errors_without_the_key(
     let text = format!("{e} {e:?}");
     assert!(text.contains("ELEVENLABS_API_KEY") && !text.contains(wrong) && !text.contains(XI_KEY), "{text}");
     assert!(!err.contains(XI_KEY));
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_created_without_its_id_stored_is_adopted_not_created_again() {
+    let f = Fixture::start().await;
+    let ws = f.emu.recorder.workspace();
+    let cfg = new_restaurant(&f, "roma-otto", "+390699900008");
+    // A sync that created the agent and its tools, then died before the write-back.
+    let tools = agents::tool_specs(&cfg, |sha| f.dash.store.policy_tool(sha).unwrap()).unwrap();
+    let lost = agents::sync(&api(&f.emu, XI_KEY), &cfg, &tools, false).await.unwrap();
+    assert!(lost.created_agent && !lost.agent_id.is_empty(), "{lost:?}");
+    let (agents_before, tools_before) = (ws.agents().len(), ws.tools().len());
+
+    // The next sync finds it by its restaurant tag and keeps it and its tools.
+    let dry = agents::show(&api(&f.emu, XI_KEY), &cfg, &tools).await.unwrap();
+    assert!(dry.adopted_agent && !dry.created_agent && dry.created_tools.is_empty(), "{dry:?}");
+    assert!(dry.render().contains("would adopt the agent tagged restaurant:roma-otto"), "{}", dry.render());
+    f.onboard(&cfg);
+    let stored = f.synced("roma-otto", generation(&f, "roma-otto")).await;
+    assert_eq!(stored.agent.elevenlabs_agent_id, lost.agent_id);
+    assert_eq!(stored.agent.synced.unwrap().tool_ids, lost.synced.tool_ids);
+    assert_eq!((ws.agents().len(), ws.tools().len()), (agents_before, tools_before), "nothing created twice");
+
+    // A second agent tagged for the restaurant (a copy made by hand): a restaurant without an
+    // agent id is then an error naming both, and nothing is written.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/convai/agents/create", f.emu.base_url()))
+        .header("xi-api-key", XI_KEY)
+        .json(&json!({"name": "Roma Otto (copy)", "conversation_config": {}, "tags": ["restaurant:roma-otto"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let copy = r.json::<Value>().await.unwrap()["agent_id"].as_str().unwrap().to_owned();
+    let writes = f.workspace_writes().len();
+    let e = agents::sync(&api(&f.emu, XI_KEY), &cfg, &tools, false).await.unwrap_err();
+    assert!(matches!(e, AgentsError::Ambiguous { ref ids, .. } if ids.len() == 2), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains(&copy) && text.contains(&lost.agent_id) && text.contains("agent.elevenlabs_agent_id"), "{text}");
+    assert_eq!(f.workspace_writes().len(), writes);
     f.stop().await;
 }

@@ -6,7 +6,8 @@
 //! - with a remote dashboard, the tool modules are loaded before the first call, so that call's
 //!   tool run loads nothing, and a `policy.updated` loads the new module without any call;
 //! - one process serves the bridge, the edge shell and the embedded dashboard together: a signed
-//!   voice webhook at the edge, then a stream upgrade signed over the bridge's own URL.
+//!   voice webhook at the edge, then a stream upgrade signed over the bridge's own URL; an
+//!   admin edit reaches the bridge's cache by the embedded dashboard's signed webhook.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -433,6 +434,8 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
     ] {
         vars.insert(k.to_owned(), v);
     }
+    // No webhook secret: the process makes one for its own receivers.
+    vars.remove("DASHBOARD_WEBHOOK_SECRETS");
     let serve = Serve::start(vars).await;
 
     // Twilio rings the edge: a signed voice webhook to the edge's own URL.
@@ -480,5 +483,19 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
     // syncs are requested, and none can succeed against an agent with no agents API.
     assert_eq!(serve.metric("pulsara_agent_sync_pending", &[]).await, Some(3.0));
     assert_eq!(serve.metric("pulsara_agent_sync_succeeded_total", &[]).await, Some(0.0));
+
+    // An admin edit reaches this process's bridge as from a remote dashboard: a signed webhook
+    // to its own receiver drops the restaurant from its cache.
+    let invalidated = serve.metric("pulsara_config_cache_invalidations_total", &[]).await.unwrap();
+    let pulsara_dashboard::client::Fetched::Fresh { value: mut roma, .. } = dash.restaurant("trattoria-roma", None).await.unwrap() else {
+        panic!("no restaurant");
+    };
+    roma.agent.first_message = "Pronto, Trattoria Roma!".into();
+    dash.admin_put_restaurant(&roma).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while serve.metric("pulsara_config_cache_invalidations_total", &[]).await.unwrap() <= invalidated {
+        assert!(tokio::time::Instant::now() < deadline, "the edit's webhook never reached the bridge:\n{}", serve.metrics().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     serve.stop().await;
 }

@@ -34,16 +34,9 @@ pub enum Format {
 /// `asr_input_format`).
 pub const PCM_RATES: [u32; 6] = [8000, 16000, 22050, 24000, 44100, 48000];
 
-/// Every format name an ElevenLabs agent may use, both ways.
-pub const FORMAT_NAMES: [&str; 7] = [
-    "ulaw_8000",
-    "pcm_8000",
-    "pcm_16000",
-    "pcm_22050",
-    "pcm_24000",
-    "pcm_44100",
-    "pcm_48000",
-];
+/// Every format name an ElevenLabs agent may use, both ways: the list restaurant configurations
+/// are checked against, each of which parses to a [`Format`].
+pub use pulsara_core::agent::AUDIO_FORMATS as FORMAT_NAMES;
 
 impl Format {
     /// The default ElevenLabs agent format.
@@ -247,7 +240,7 @@ mod tests {
                 f
             );
         }
-        for name in FORMAT_NAMES {
+        for &name in FORMAT_NAMES {
             assert_eq!(name.parse::<Format>().unwrap().to_string(), name);
         }
         for bad in [
