@@ -1051,8 +1051,10 @@ async fn agent_ending_the_conversation_hangs_up_after_the_goodbye_plays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_conversation_keeps_elevenlabs_reason_on_the_record_and_in_metrics() {
+    // An agent that does not allow the language override; the restaurant was never synced, so
+    // the bridge sends it, and the agent refuses as the server does.
     let script = AgentScript {
-        refuse: Some("override_error".into()),
+        allowed_overrides: vec!["agent.prompt.prompt".into(), "agent.first_message".into(), "tts.voice_id".into()],
         ..Default::default()
     };
     let s = stack(script).await;

@@ -91,6 +91,11 @@ pub struct AgentScript {
     /// Refuse the conversation at initiation as ElevenLabs does (an `error` event of this type,
     /// then close 1008) instead of sending `conversation_initiation_metadata`.
     pub refuse: Option<String>,
+    /// The `conversation_config_override` fields the agent allows, as dotted paths. Any other
+    /// field in the initiation refuses the conversation as the server does (`override_error`,
+    /// close 1008). Default: the prompt, first message, language and voice, what an agent
+    /// synced by Pulsara allows.
+    pub allowed_overrides: Vec<String>,
 }
 
 impl Default for AgentScript {
@@ -103,6 +108,9 @@ impl Default for AgentScript {
             echo: false,
             record_payloads: true,
             refuse: None,
+            allowed_overrides: ["agent.prompt.prompt", "agent.first_message", "agent.language", "tts.voice_id"]
+                .map(str::to_owned)
+                .to_vec(),
         }
     }
 }
@@ -259,6 +267,25 @@ async fn fail(socket: &mut WebSocket, error_type: &str, close_code: u16) {
         .await;
 }
 
+/// The dotted paths of the non-null leaves of `v` (an override document).
+fn leaf_paths(v: &Value, at: &mut String, out: &mut Vec<String>) {
+    match v {
+        Value::Null => {}
+        Value::Object(map) => {
+            for (k, child) in map {
+                let len = at.len();
+                if !at.is_empty() {
+                    at.push('.');
+                }
+                at.push_str(k);
+                leaf_paths(child, at, out);
+                at.truncate(len);
+            }
+        }
+        _ => out.push(at.clone()),
+    }
+}
+
 fn chunk_b64(format: &str, fill: u8) -> String {
     // 20 ms of audio in the agent's output format.
     let bytes = match format {
@@ -294,8 +321,11 @@ async fn agent_conversation(mut socket: WebSocket, script: AgentScript, log: Arc
         .as_str()
         .unwrap_or("")
         .to_owned();
+    let mut overridden = Vec::new();
+    leaf_paths(&init["conversation_config_override"], &mut String::new(), &mut overridden);
+    let refused = overridden.iter().any(|p| !script.allowed_overrides.contains(p));
     log.lock().unwrap().initiation = Some(init);
-    if let Some(error_type) = &script.refuse {
+    if let Some(error_type) = script.refuse.as_deref().or(refused.then_some("override_error")) {
         fail(&mut socket, error_type, 1008).await;
         return;
     }
