@@ -17,6 +17,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type AgentSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// An agent session opened up to its `conversation_initiation_metadata`, or why it was not.
+pub type ConnectResult = Result<(AgentSocket, InitiationMetadata), AgentError>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("signed URL request failed: HTTP {0}")]

@@ -35,6 +35,8 @@ pub struct App {
     pub cfg: BridgeConfig,
     pub keys: HandoffKeys,
     pub replay: ReplayCache,
+    /// Agent sessions opened ahead of their streams (`POST /prepare`).
+    pub prepared: crate::prepare::Preparations,
     pub configs: Arc<dyn ConfigSource>,
     pub tools: Arc<dyn ToolRunner>,
     pub sink: Arc<dyn CallSink>,
@@ -112,6 +114,7 @@ impl App {
     ) -> Result<Arc<App>, AppError> {
         let metrics =
             Arc::new(Metrics::new(&registry).map_err(|e| AppError::Metrics(e.to_string()))?);
+        let prepared = crate::prepare::Preparations::new(&registry).map_err(|e| AppError::Metrics(e.to_string()))?;
         let keys = cfg.handoff_ring()?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -132,6 +135,7 @@ impl App {
         );
         Ok(Arc::new(App {
             replay: ReplayCache::new(cfg.limits.replay_cache_entries),
+            prepared,
             keys,
             configs,
             tools,

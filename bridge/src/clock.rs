@@ -42,7 +42,12 @@ impl Clock {
 
     /// Unix seconds by the clock the peers issue tokens and sign requests with.
     pub fn peer_unix(&self) -> i64 {
-        (Utc::now() + chrono::Duration::milliseconds(self.peer_offset_ms.load(Ordering::Relaxed))).timestamp()
+        self.peer_unix_ms().div_euclid(1000)
+    }
+
+    /// Unix milliseconds by the peers' clock (the edge's `answered_at_ms` is on it).
+    pub fn peer_unix_ms(&self) -> i64 {
+        (Utc::now() + chrono::Duration::milliseconds(self.peer_offset_ms.load(Ordering::Relaxed))).timestamp_millis()
     }
 
     /// From now on, `now()` continues from `at`, and so does the clock of the peers (the whole

@@ -82,6 +82,12 @@ pub struct Limits {
     /// HTTP listener: connections not yet upgraded that wait for or are inside a request; the
     /// oldest is closed for a newcomer. Unset: a quarter of the descriptor limit, 16..=1024.
     pub http_max_unserved: Option<usize>,
+    /// How long an ElevenLabs session prepared for a call (`POST /prepare`) waits for its
+    /// stream before it is closed.
+    pub prepare_ttl_ms: u64,
+    /// Prepared sessions held at once in this process, and per restaurant.
+    pub max_prepared: usize,
+    pub max_prepared_per_restaurant: usize,
 }
 
 impl Default for Limits {
@@ -110,6 +116,9 @@ impl Default for Limits {
             http_idle_timeout_ms: ms_of(pulsara_net::config::DEFAULT_IDLE_TIMEOUT),
             http_request_timeout_ms: ms_of(pulsara_net::config::DEFAULT_REQUEST_TIMEOUT),
             http_max_unserved: None,
+            prepare_ttl_ms: 10_000,
+            max_prepared: 64,
+            max_prepared_per_restaurant: 8,
         }
     }
 }
@@ -191,6 +200,9 @@ pub const SETTINGS: &[Setting] = &[
     file_only("limits.max_transcript_lines", "transcript lines kept per call (2000)"),
     file_only("limits.max_tool_runs", "tool runs kept per call (200)"),
     file_only("limits.max_tools_in_flight", "tool calls running at once in one call (4)"),
+    file_only("limits.prepare_ttl_ms", "how long an ElevenLabs session prepared by the edge (`POST /prepare`) waits for its call's stream before it is closed, 100..=60000 (10000)"),
+    file_only("limits.max_prepared", "prepared sessions held at once; more are refused and those calls connect when their stream arrives (64)"),
+    file_only("limits.max_prepared_per_restaurant", "prepared sessions held at once per restaurant (8)"),
     s("dashboard.url", "DASHBOARD_URL", "a remote dashboard; unset: this process starts the embedded one"),
     s("dashboard.key_id", "DASHBOARD_KEY_ID", "key id the bridge signs its dashboard requests with"),
     s("dashboard.signing_secret", "DASHBOARD_SIGNING_SECRET", "secret: that key (with `DASHBOARD_KEY_ID`; or use `DASHBOARD_API_KEY`)"),
@@ -565,6 +577,9 @@ impl BridgeConfig {
         }
         if l.ws_max_frame_bytes < 4096 {
             return Err(invalid("limits.ws_max_frame_bytes", "must be at least 4096"));
+        }
+        if !(100..=60_000).contains(&l.prepare_ttl_ms) {
+            return Err(invalid("limits.prepare_ttl_ms", "must be 100..=60000"));
         }
         if l.tool_timeout_ms == 0 || l.tool_timeout_ms > 60_000 {
             return Err(invalid("limits.tool_timeout_ms", "must be 1..=60000"));

@@ -29,6 +29,7 @@ use pulsara_media::convai::{self, InitiationMetadata, ServerMessage, ToolCall};
 use pulsara_media::twilio::{self as tw, Inbound};
 use pulsara_policy_abi::{Action, EarlierResult};
 
+use crate::latency::Latency;
 use crate::ports::{ToolError, ToolOutcome};
 
 /// Most marks remembered while unanswered (≈ minutes of audio); older ones are forgotten.
@@ -190,6 +191,8 @@ pub struct CallMachine {
     pub stats: FrameStats,
     police: AudioPolice,
     scratch_pcm: Vec<u8>,
+    /// What the caller waits for; the shell adds the bridge's share.
+    pub latency: Latency,
 }
 
 impl CallMachine {
@@ -225,6 +228,7 @@ impl CallMachine {
             stats: FrameStats::default(),
             police: AudioPolice::default(),
             scratch_pcm: Vec::new(),
+            latency: Latency::default(),
         }
     }
 
@@ -289,6 +293,7 @@ impl CallMachine {
         while let Some(payload) = self.early.pop_front() {
             self.forward_caller_audio(&payload, out);
         }
+        self.latency.on_early_flushed();
         Ok(())
     }
 
@@ -317,9 +322,11 @@ impl CallMachine {
                     self.stats.policed_frames += 1;
                     return;
                 }
+                self.latency.on_caller_frame(&m.payload, now_ms);
                 match self.agent {
                     AgentState::Ready => self.forward_caller_audio(&m.payload, out),
                     AgentState::Connecting => {
+                        self.latency.on_early_frame(now_ms);
                         if self.early.len() >= self.limits.early_audio_frames {
                             self.early.pop_front();
                             self.stats.dropped_frames += 1;
@@ -523,7 +530,7 @@ impl CallMachine {
                     self.stats.dropped_frames += 1;
                     return;
                 }
-                self.on_agent_audio(&audio_b64, out);
+                self.on_agent_audio(&audio_b64, now_ms, out);
             }
             ServerMessage::Interruption { event_id } => {
                 self.interrupted_up_to =
@@ -604,7 +611,7 @@ impl CallMachine {
         Some(self.transcript.len() - 1)
     }
 
-    fn on_agent_audio(&mut self, audio_b64: &str, out: &mut Vec<Out>) {
+    fn on_agent_audio(&mut self, audio_b64: &str, now_ms: u64, out: &mut Vec<Out>) {
         let (payload, ms) = match &mut self.to_caller {
             None => {
                 let bytes = b64_len(audio_b64);
@@ -634,6 +641,8 @@ impl CallMachine {
         let turn = match self.current_turn {
             Some(t) => t,
             None => {
+                // The first audio of a response: what the caller waited for ends here.
+                self.latency.on_response_audio(now_ms);
                 self.turns.push(Turn {
                     line: self.unassigned_line.take(),
                     ..Default::default()
@@ -805,6 +814,7 @@ impl CallMachine {
             fallback: self.fallback,
             agent_audio_format: self.agent_format_name,
             end_reason_detail: self.end_detail,
+            latency: self.latency.finish(),
         }
     }
 }

@@ -33,6 +33,14 @@ const START_WAIT_BUCKETS_US: [u64; 12] = [
     10_000_000, 30_000_000,
 ];
 
+/// Bucket upper bounds in microseconds for what the caller waits for (first audio, a turn).
+const CALLER_WAIT_BUCKETS_US: [u64; 14] = [
+    50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_000_000,
+    3_000_000, 5_000_000, 7_500_000, 10_000_000, 20_000_000,
+];
+/// Distinct restaurants kept as labels of the caller-wait families; the rest count as `other`.
+const MAX_LATENCY_RESTAURANTS: usize = 200;
+
 /// Distinct ElevenLabs error types kept as labels; the rest count as `other`.
 const MAX_AGENT_ERROR_TYPES: usize = 32;
 
@@ -74,6 +82,13 @@ pub struct Metrics {
     /// ElevenLabs `error` event types (or `close_<code>` without one), bounded in number.
     agent_errors: IntCounterVec,
     agent_error_types: Mutex<HashSet<String>>,
+    /// `pulsara_caller_wait_seconds{restaurant, wait}`: first audio (from stream start and from
+    /// the webhook) and turns, as the caller felt them.
+    caller_wait: HistogramVec,
+    /// `pulsara_bridge_share_seconds{restaurant, wait}`: the bridge's own part of the first
+    /// audio and of each turn, and each barge-in (interruption read to clear written).
+    bridge_share: HistogramVec,
+    latency_restaurants: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -161,6 +176,22 @@ impl Metrics {
             Opts::new("pulsara_calls_ended_total", "Finished calls by end reason."),
             &["reason"],
         )?;
+        let caller_wait = HistogramVec::new(
+            histogram(
+                "pulsara_caller_wait_seconds",
+                "What the caller waited for: first agent audio from the stream start (first_audio) or the voice webhook (first_audio_from_webhook), and the end of their speech to the response (turn).",
+                &CALLER_WAIT_BUCKETS_US,
+            ),
+            &["restaurant", "wait"],
+        )?;
+        let bridge_share = HistogramVec::new(
+            histogram(
+                "pulsara_bridge_share_seconds",
+                "The bridge's own part of a caller wait (first_audio, turn), and barge-in reaction (interruption read to clear written).",
+                &LATENCY_BUCKETS_US,
+            ),
+            &["restaurant", "wait"],
+        )?;
 
         let m = Metrics {
             frames_in_twilio: frames.with_label_values(&["in_twilio"]),
@@ -185,6 +216,9 @@ impl Metrics {
             ended,
             agent_errors,
             agent_error_types: Mutex::new(HashSet::new()),
+            caller_wait,
+            bridge_share,
+            latency_restaurants: Mutex::new(HashSet::new()),
         };
         registry.register(Box::new(m.live.gauge.clone()))?;
         registry.register(Box::new(frames))?;
@@ -200,7 +234,44 @@ impl Metrics {
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.agent_errors.clone()))?;
         registry.register(Box::new(m.ended.clone()))?;
+        registry.register(Box::new(m.caller_wait.clone()))?;
+        registry.register(Box::new(m.bridge_share.clone()))?;
         Ok(m)
+    }
+
+    /// One finished call's waits, under its restaurant (the first
+    /// [`MAX_LATENCY_RESTAURANTS`] seen; `other` after them).
+    pub fn call_latency(&self, restaurant: &str, l: &pulsara_core::call_record::CallLatency) {
+        let label = {
+            let mut known = self.latency_restaurants.lock().unwrap_or_else(|e| e.into_inner());
+            if known.contains(restaurant) || known.len() < MAX_LATENCY_RESTAURANTS {
+                known.insert(restaurant.to_owned());
+                restaurant
+            } else {
+                "other"
+            }
+        };
+        let ms = |v: u64| v as f64 / 1e3;
+        let wait = |w: &str, v: f64| self.caller_wait.with_label_values(&[label, w]).observe(v);
+        let share = |w: &str, us: u64| self.bridge_share.with_label_values(&[label, w]).observe(secs(us));
+        if let Some(v) = l.first_audio_ms {
+            wait("first_audio", ms(v));
+        }
+        if let Some(v) = l.first_audio_from_webhook_ms {
+            wait("first_audio_from_webhook", ms(v));
+        }
+        for &v in &l.turn_ms {
+            wait("turn", ms(v));
+        }
+        if let Some(us) = l.first_audio_bridge_us {
+            share("first_audio", us);
+        }
+        for &us in &l.turn_bridge_us {
+            share("turn", us);
+        }
+        for &us in &l.barge_in_us {
+            share("barge_in", us);
+        }
     }
 
     pub fn call_started(&self) {
@@ -350,6 +421,34 @@ fn counted(family: &IntCounterVec, label: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_waits_by_restaurant_with_bounded_labels() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        let l = pulsara_core::call_record::CallLatency {
+            first_audio_ms: Some(850),
+            first_audio_from_webhook_ms: Some(1400),
+            first_audio_bridge_us: Some(420),
+            turn_ms: vec![600, 900],
+            turn_bridge_us: vec![30, 45],
+            barge_in_us: vec![70],
+            ..Default::default()
+        };
+        for i in 0..MAX_LATENCY_RESTAURANTS + 5 {
+            m.call_latency(&format!("r{i}"), &l);
+        }
+        let text = pulsara_net::metrics::render(&registry);
+        assert!(text.contains("pulsara_caller_wait_seconds_bucket{restaurant=\"r0\",wait=\"first_audio\",le=\"1\"} 1"), "{text}");
+        assert!(text.contains("pulsara_caller_wait_seconds_bucket{restaurant=\"r0\",wait=\"first_audio\",le=\"0.75\"} 0"));
+        assert!(text.contains("pulsara_caller_wait_seconds_count{restaurant=\"r0\",wait=\"turn\"} 2"));
+        assert!(text.contains("pulsara_caller_wait_seconds_count{restaurant=\"r0\",wait=\"first_audio_from_webhook\"} 1"));
+        assert!(text.contains("pulsara_bridge_share_seconds_count{restaurant=\"r0\",wait=\"barge_in\"} 1"));
+        assert!(text.contains("pulsara_bridge_share_seconds_bucket{restaurant=\"r0\",wait=\"first_audio\",le=\"0.0005\"} 1"));
+        // Past the bound, restaurants share one label.
+        assert!(text.contains("pulsara_caller_wait_seconds_count{restaurant=\"other\",wait=\"first_audio\"} 5"), "{text}");
+        assert!(!text.contains(&format!("restaurant=\"r{}\"", MAX_LATENCY_RESTAURANTS)));
+    }
 
     #[test]
     fn renders_counters_gauges_and_histograms() {

@@ -1,5 +1,5 @@
-//! The bridge's HTTP shell over the shared state ([`App`]): the axum [`router`] (`/media`, `/healthz`,
-//! `/readyz`, `/metrics`) and [`run`], which serves on `pulsara-net`'s hardened listener until the
+//! The bridge's HTTP shell over the shared state ([`App`]): the axum [`router`] (`/media`,
+//! `/prepare` ([`crate::prepare`]), `/healthz`, `/readyz`, `/metrics`) and [`run`], which serves on `pulsara-net`'s hardened listener until the
 //! shutdown future resolves and then drains: `/readyz` answers 503 "draining", new streams are
 //! refused with 503, live calls continue for the grace period, are then ended politely, and the
 //! sink is flushed. The listener stays open through all of it (probes and `/metrics` keep
@@ -36,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/prepare", axum::routing::post(crate::prepare::prepare))
         .route(crate::voicemail::PATH, axum::routing::post(crate::voicemail::recording))
         .with_state(app)
 }

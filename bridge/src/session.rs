@@ -19,7 +19,7 @@ use pulsara_core::call_record::{CallRecord, EndReason, Fallback};
 use pulsara_core::config::{KnowledgeBase, RestaurantConfig};
 use pulsara_core::handoff::{HandoffClaims, HandoffFallback};
 use pulsara_core::twiml::{self, SayVoice};
-use pulsara_media::convai::{self, InitiationMetadata};
+use pulsara_media::convai;
 use pulsara_media::twilio::{self as tw, Inbound, Start};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as AgMessage;
@@ -55,7 +55,52 @@ struct ToolDone {
     duration_us: u64,
 }
 
-type ConnectResult = Result<(AgentSocket, InitiationMetadata), AgentError>;
+use crate::agent::ConnectResult;
+
+/// Opens the agent session of a call to `cfg`'s agent (signed URL, socket, initiation) in the
+/// background, with up to `attempts` tries: for a stream, and for a session prepared ahead of
+/// one ([`crate::prepare`]).
+pub(crate) fn connect_task(
+    app: Arc<App>,
+    cfg: Arc<RestaurantConfig>,
+    kb: Arc<KnowledgeBase>,
+    caller: String,
+    attempts: u32,
+    first_message: Option<String>,
+) -> tokio::task::JoinHandle<ConnectResult> {
+    tokio::spawn(async move {
+        let (init, skipped) =
+            crate::vars::initiation(&cfg, &kb, &caller, app.clock.now(), first_message.as_deref());
+        if !skipped.is_empty() {
+            let fields: Vec<&str> = skipped.iter().map(|o| o.path()).collect();
+            warn!(
+                restaurant = %cfg.id,
+                skipped = ?fields,
+                "overrides not sent: the restaurant's agent does not allow them (pulsara agents sync repairs it)"
+            );
+        }
+        let timeout = ms(app.cfg.limits.agent_connect_timeout_ms);
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            match app
+                .agent
+                .connect(&cfg.agent.elevenlabs_agent_id, &init, timeout)
+                .await
+            {
+                Ok(ok) => return Ok(ok),
+                Err(e) => {
+                    app.metrics.error("agent_connect");
+                    warn!(attempt, error = %e, "agent connect failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(AgentError::ClosedEarly))
+    })
+}
 
 /// Runs one Media Stream to completion; `pending` holds its place among the streams waiting for
 /// `start` and carries when it was upgraded.
@@ -68,13 +113,16 @@ pub async fn run(socket: WebSocket, app: Arc<App>, pending: PendingStart) {
             return;
         }
     };
+    let start_read = Instant::now();
+    let start_peer_ms = app.clock.peer_unix_ms();
     let span = tracing::info_span!("call", call_sid = %start.call_sid, stream_sid = %start.stream_sid, restaurant_id = tracing::field::Empty);
     async move {
+        // The stream started when its `start` was read: call times count from there.
+        let started_at = app.clock.now();
         let Some((cfg, kb, version)) = authenticate(&start, &app, &mut tx).await else {
             return;
         };
         tracing::Span::current().record("restaurant_id", cfg.id.as_str());
-        let started_at = app.clock.now();
         let caller = start
             .custom_parameters
             .get("caller")
@@ -94,15 +142,40 @@ pub async fn run(socket: WebSocket, app: Arc<App>, pending: PendingStart) {
             called,
             started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         };
+        // The agent session prepared for this call while Twilio connected, if any (only with
+        // the very token this stream carries).
+        let token = start.custom_parameters.get("handoff").map(String::as_str).unwrap_or("");
+        let prepared = app.prepared.claim(&start.call_sid, token);
         let Some(admission) = app.admit(&cfg.id, cfg.max_concurrent_calls) else {
+            if let Some(p) = prepared {
+                p.abort();
+            }
             busy(&app, info, &mut tx).await;
             return;
         };
         app.metrics.call_started();
         info!(caller = %caller, "call started");
-        let call = Call::new(app.clone(), info, kb, tx, rx);
-        let record = call.run().await;
+        let mut call = Call::new(app.clone(), info, kb, tx, rx);
+        call.started = start_read;
+        if prepared.is_some() {
+            call.m.latency.note_prepared();
+            info!("adopting the agent session prepared for this call");
+        }
+        call.prepared = prepared;
+        // The bridge's own part of the first audio begins with handling `start`.
+        call.m.latency.note_start_share(start_read.elapsed().as_micros() as u64);
+        let mut record = call.run().await;
         app.metrics.call_ended(record.end_reason.as_str());
+        if let Some(lat) = record.latency.as_mut() {
+            // When the edge answered, against when the first audio went out, both on the
+            // peers' clock.
+            let answered = start.custom_parameters.get("answered_at_ms").and_then(|v| v.parse::<i64>().ok());
+            if let (Some(answered), Some(first)) = (answered, lat.first_audio_ms) {
+                let first_unix_ms = start_peer_ms.saturating_add(i64::try_from(first).unwrap_or(i64::MAX));
+                lat.first_audio_from_webhook_ms = crate::latency::from_webhook(answered, first_unix_ms);
+            }
+            app.metrics.call_latency(&record.restaurant_id, lat);
+        }
         drop(admission);
         info!(
             end_reason = record.end_reason.as_str(),
@@ -376,6 +449,8 @@ struct Call {
     /// The agent ended the conversation: hang up once its audio has played (or at this deadline).
     hangup_after_playback: Option<tokio::time::Instant>,
     done: bool,
+    /// The agent session prepared ahead of the stream, adopted instead of connecting.
+    prepared: Option<tokio::task::JoinHandle<ConnectResult>>,
 }
 
 impl Call {
@@ -410,7 +485,15 @@ impl Call {
             reconnects_left: 1,
             hangup_after_playback: None,
             done: false,
+            prepared: None,
         }
+    }
+
+    /// A connect to start only when called (after a prepared session turned out to be unusable).
+    fn connect_later(&self, attempts: u32) -> impl FnOnce() -> tokio::task::JoinHandle<ConnectResult> + Send + 'static {
+        let (app, info, kb) = (self.app.clone(), self.m.info(), self.kb.clone());
+        let (cfg, caller) = (info.restaurant.clone(), info.caller.clone());
+        move || connect_task(app, cfg, kb, caller, attempts, None)
     }
 
     fn now_ms(&self) -> u64 {
@@ -422,46 +505,28 @@ impl Call {
         attempts: u32,
         first_message: Option<String>,
     ) -> tokio::task::JoinHandle<ConnectResult> {
-        let app = self.app.clone();
-        let cfg = self.m.info().restaurant.clone();
-        let kb = self.kb.clone();
-        let caller = self.m.info().caller.clone();
-        tokio::spawn(async move {
-            let (init, skipped) =
-                crate::vars::initiation(&cfg, &kb, &caller, app.clock.now(), first_message.as_deref());
-            if !skipped.is_empty() {
-                let fields: Vec<&str> = skipped.iter().map(|o| o.path()).collect();
-                warn!(
-                    restaurant = %cfg.id,
-                    skipped = ?fields,
-                    "overrides not sent: the restaurant's agent does not allow them (pulsara agents sync repairs it)"
-                );
-            }
-            let timeout = ms(app.cfg.limits.agent_connect_timeout_ms);
-            let mut last = None;
-            for attempt in 0..attempts {
-                if attempt > 0 {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                match app
-                    .agent
-                    .connect(&cfg.agent.elevenlabs_agent_id, &init, timeout)
-                    .await
-                {
-                    Ok(ok) => return Ok(ok),
-                    Err(e) => {
-                        app.metrics.error("agent_connect");
-                        warn!(attempt, error = %e, "agent connect failed");
-                        last = Some(e);
-                    }
-                }
-            }
-            Err(last.unwrap_or(AgentError::ClosedEarly))
-        })
+        let info = self.m.info();
+        connect_task(self.app.clone(), info.restaurant.clone(), self.kb.clone(), info.caller.clone(), attempts, first_message)
     }
 
     async fn run(mut self) -> CallRecord {
-        let mut connecting = Some(self.connect(2, None));
+        let mut connecting = Some(match self.prepared.take() {
+            // The session prepared while Twilio connected; if it failed, the usual connect.
+            Some(prepared) => {
+                let fresh = self.connect_later(2);
+                tokio::spawn(async move {
+                    match prepared.await {
+                        Ok(Ok(session)) => Ok(session),
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "prepared agent session failed; connecting now");
+                            fresh().await.unwrap_or(Err(AgentError::ClosedEarly))
+                        }
+                        Err(_) => fresh().await.unwrap_or(Err(AgentError::ClosedEarly)),
+                    }
+                })
+            }
+            None => self.connect(2, None),
+        });
         let hard_stop = self.app.hard_stop.clone();
         while !self.done {
             // The goodbye's last mark came back (or nothing was left to play): hang up now.
@@ -686,6 +751,7 @@ impl Call {
             self.agent_said(detail);
         }
         let is_audio = matches!(parsed, convai::ServerMessage::Audio { .. });
+        let is_interruption = matches!(parsed, convai::ServerMessage::Interruption { .. });
         if is_audio {
             self.app.metrics.frames_in_agent.inc();
         }
@@ -693,6 +759,12 @@ impl Call {
         let mut out = std::mem::take(&mut self.out);
         self.m.on_agent(parsed, now, &mut out);
         let sent = self.flush(out).await;
+        if self.m.latency.wants_share() {
+            self.m.latency.note_frame_share(t0.elapsed().as_micros() as u64);
+        }
+        if is_interruption && sent {
+            self.m.latency.note_barge_in(t0.elapsed().as_micros() as u64);
+        }
         if is_audio && sent {
             self.app
                 .metrics

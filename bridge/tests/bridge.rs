@@ -371,6 +371,10 @@ async fn barge_in_clears_and_no_interrupted_audio_reaches_the_caller() {
         .find(|l| l.text == "Sure, go ahead.")
         .unwrap();
     assert!(!second.cut);
+    // The barge-in and the first audio are measured, with the bridge's own share.
+    let lat = rec.latency.expect("latency figures");
+    assert_eq!(lat.barge_in_us.len(), 1, "{lat:?}");
+    assert!(lat.first_audio_ms.is_some() && lat.first_audio_bridge_us.is_some(), "{lat:?}");
     s.shutdown().await;
 }
 
@@ -1188,5 +1192,126 @@ async fn agent_down_voicemail_reports_to_a_signed_route_that_keeps_it() {
     let action_reply = post(vec![("CallSid", "CA1060"), ("RecordingUrl", "https://x/RE1060"), ("Digits", "hangup")], None).await;
     assert_eq!(action_reply.status(), 200);
     assert!(action_reply.text().await.unwrap().contains("<Hangup/>"));
+    s.shutdown().await;
+}
+
+impl Stack {
+    /// `POST /prepare` as the edge sends it; the status.
+    async fn prepare(&self, call_sid: &str, handoff: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}/prepare", self.http_base))
+            .json(&json!({"call_sid": call_sid, "handoff": handoff, "caller": format!("+1555{}", &call_sid[2..]), "called": "+390612345678"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.http_base)).await.unwrap().text().await.unwrap();
+        exposition::parse(&text).unwrap().value(name, labels)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_prepared_while_twilio_connects_is_adopted_by_its_stream() {
+    let script = AgentScript { on_start: vec![say("Buongiorno, Trattoria Roma!", 10, 1, 0x11)], ..Default::default() };
+    let s = stack(script).await;
+    let caller = s.caller("CA2001", "trattoria-roma", 40);
+    let token = caller.params["handoff"].clone();
+    assert_eq!(s.prepare("CA2001", &token).await, 202);
+    // The agent session is open, initiated, before any stream exists.
+    eventually("the prepared session", Duration::from_secs(5), || s.agent.logs().first().is_some_and(|l| l.initiation.is_some())).await;
+    assert_eq!(s.metric("pulsara_prepared_sessions", &[]).await, Some(1.0));
+    let log = run_caller(caller).await.unwrap();
+    let rec = s.record("CA2001").await;
+    assert_eq!(s.agent.logs().len(), 1, "the stream adopted the prepared session instead of opening another");
+    assert_eq!(s.agent.signed_url_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(log.media.len(), 10, "the greeting played");
+    assert_eq!(agent_texts(&rec, Role::Agent), ["Buongiorno, Trattoria Roma!"]);
+    let lat = rec.latency.expect("latency figures");
+    assert!(lat.prepared, "{lat:?}");
+    assert_eq!(s.agent.logs()[0].audio_chunks, 40, "every caller frame reached the agent, in order");
+    assert_eq!(s.metric("pulsara_prepare_claimed_total", &[]).await, Some(1.0));
+    assert_eq!(s.metric("pulsara_prepared_sessions", &[]).await, Some(0.0));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_session_nobody_claims_is_closed_in_time_and_costed() {
+    let s = stack_with(AgentScript::default(), 50, |c| c.limits.prepare_ttl_ms = 300).await;
+    let caller = s.caller("CA2002", "trattoria-roma", 30);
+    let token = caller.params["handoff"].clone();
+    assert_eq!(s.prepare("CA2002", &token).await, 202);
+    eventually("the prepared session closed", Duration::from_secs(3), || s.agent.logs().first().is_some_and(|l| l.closed)).await;
+    assert_eq!(s.metric("pulsara_prepare_unclaimed_total", &[]).await, Some(1.0));
+    let held_ms = s.metric("pulsara_prepare_unclaimed_agent_ms_total", &[]).await.unwrap();
+    assert!((100.0..3000.0).contains(&held_ms), "{held_ms}");
+    assert_eq!(s.metric("pulsara_prepared_sessions", &[]).await, Some(0.0));
+    // The call's stream, arriving late, connects as it always did.
+    run_caller(caller).await.unwrap();
+    let rec = s.record("CA2002").await;
+    assert_eq!(rec.end_reason, EndReason::CallerHungUp);
+    assert!(!rec.latency.is_some_and(|l| l.prepared));
+    assert_eq!(s.agent.logs().len(), 2);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_other_region_and_excess_prepares_are_refused() {
+    let s = stack_with(AgentScript::default(), 50, |c| {
+        c.region = "eu-west".into();
+        c.limits.max_prepared_per_restaurant = 1;
+    })
+    .await;
+    let forged = token(&HandoffKeys::parse(&Secret::new("k1:some-other-key-0123456789")).unwrap(), "CA2003", "trattoria-roma", now());
+    assert_eq!(s.prepare("CA2003", &forged).await, 403);
+    let good = token(&s.keys, "CA2003", "trattoria-roma", now());
+    assert_eq!(s.prepare("CA2099", &good).await, 403, "another call's token");
+    let us = s.keys.issue(&HandoffClaims {
+        call_sid: "CA2004".into(),
+        restaurant_id: "trattoria-roma".into(),
+        config_version: 1,
+        region: "us-east".into(),
+        iat: now(),
+        exp: now() + 60,
+    });
+    assert_eq!(s.prepare("CA2004", &us.unwrap()).await, 403, "a token for another region");
+    let malformed = reqwest::Client::new().post(format!("{}/prepare", s.http_base)).body("{not json").send().await.unwrap();
+    assert_eq!(malformed.status().as_u16(), 400);
+    assert_eq!(s.prepare("CA2003", &good).await, 202);
+    assert_eq!(s.prepare("CA2003", &good).await, 409, "single use");
+    // One per restaurant here: another Roma call is refused, a Brooklyn one is taken.
+    assert_eq!(s.prepare("CA2005", &token(&s.keys, "CA2005", "trattoria-roma", now())).await, 429);
+    assert_eq!(s.prepare("CA2006", &token(&s.keys, "CA2006", "brooklyn-smokehouse", now())).await, 202);
+    assert_eq!(s.metric("pulsara_prepare_refused_total", &[("reason", "bad_token")]).await, Some(3.0));
+    assert_eq!(s.metric("pulsara_prepare_refused_total", &[("reason", "replayed")]).await, Some(1.0));
+    assert_eq!(s.metric("pulsara_prepare_refused_total", &[("reason", "restaurant_full")]).await, Some(1.0));
+    assert_eq!(s.metric("pulsara_prepare_refused_total", &[("reason", "malformed")]).await, Some(1.0));
+    // A stream carrying a different token for a prepared call does not adopt its session.
+    let mut other = s.caller("CA2006", "brooklyn-smokehouse", 20);
+    other.params.insert("handoff".into(), token(&s.keys, "CA2006", "brooklyn-smokehouse", now() - 1));
+    run_caller(other).await.unwrap();
+    assert!(!s.record("CA2006").await.latency.is_some_and(|l| l.prepared));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_that_fails_leaves_the_call_to_connect_on_its_stream() {
+    let script = AgentScript { on_start: vec![say("Hello!", 5, 1, 0x11)], ..Default::default() };
+    let s = stack(script).await;
+    // ElevenLabs refuses the prepare's signed URL once; the stream's own connect succeeds.
+    s.agent.refuse_signed_url.store(1, std::sync::atomic::Ordering::SeqCst);
+    let caller = s.caller("CA2007", "sakura-sushi", 30);
+    let token = caller.params["handoff"].clone();
+    assert_eq!(s.prepare("CA2007", &token).await, 202);
+    eventually("the prepare's attempt", Duration::from_secs(3), || s.agent.signed_url_requests.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
+    let log = run_caller(caller).await.unwrap();
+    let rec = s.record("CA2007").await;
+    assert_eq!(rec.end_reason, EndReason::CallerHungUp, "{rec:?}");
+    assert!(rec.fallback.is_none(), "{:?}", rec.fallback);
+    assert_eq!(log.media.len(), 5, "the greeting played");
+    assert_eq!(s.agent.logs().len(), 1);
     s.shutdown().await;
 }

@@ -297,6 +297,10 @@ async fn barge_in_scenario_through_the_bridge() {
         "{line:?}"
     );
     assert!(line.text.len() < full.len());
+    // The caller's turns and the barge-in are on the record.
+    let lat = rec.latency.as_ref().expect("latency figures");
+    assert_eq!(lat.barge_in_us.len(), 1, "{lat:?}");
+    assert!(!lat.turn_ms.is_empty() && lat.turn_bridge_us.len() == lat.turn_ms.len(), "{lat:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,51 @@ pub struct CallRecord {
     /// close code and reason. Empty when the conversation ended normally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason_detail: Option<EndReasonDetail>,
+    /// What the caller waited for: first audio, each turn, each barge-in. Empty for calls that
+    /// never reached an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<CallLatency>,
+}
+
+/// Most turn and barge-in figures kept on one record (the histograms count every one).
+pub const MAX_LATENCY_SAMPLES: usize = 64;
+
+/// The waits a caller felt on one call, and the bridge's own share of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLatency {
+    /// From the Media Stream's `start` to the first agent audio frame sent to Twilio, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_audio_ms: Option<u64>,
+    /// From the edge answering the voice webhook (the stream's `answered_at_ms` parameter, on
+    /// the edge's clock) to the first agent audio frame sent, ms; absent when the clocks
+    /// disagree (negative or over a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_audio_from_webhook_ms: Option<u64>,
+    /// The bridge's own part of the first audio, µs: from reading `start` to asking ElevenLabs
+    /// for the session (handoff, configuration, admission), plus processing the first agent
+    /// frame (read to written to Twilio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_audio_bridge_us: Option<u64>,
+    /// Each agent response that followed the caller speaking: from the end of the caller's
+    /// speech (the last voiced caller frame) to the response's first audio frame sent, ms.
+    #[serde(default)]
+    pub turn_ms: Vec<u64>,
+    /// The bridge's own part of each of those (the first frame read to written), µs.
+    #[serde(default)]
+    pub turn_bridge_us: Vec<u64>,
+    /// Each barge-in: ElevenLabs' `interruption` read to Twilio's `clear` written, µs.
+    #[serde(default)]
+    pub barge_in_us: Vec<u64>,
+    /// Caller frames held while the agent connected (all delivered in order once it was ready,
+    /// unless over the bound), and how long the first of them waited, ms.
+    #[serde(default)]
+    pub early_frames: u64,
+    #[serde(default)]
+    pub early_wait_ms: u64,
+    /// The ElevenLabs session was prepared while Twilio connected (`POST /prepare` from the
+    /// edge) and adopted by this call's stream.
+    #[serde(default)]
+    pub prepared: bool,
 }
 
 /// What ElevenLabs said when it refused or ended a conversation.

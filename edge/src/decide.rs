@@ -323,12 +323,16 @@ pub fn answer_call(
         Err(e) => return fallback(format!("handoff token: {e}")),
     };
     let version = config.version.to_string();
+    // When this answer left, so the bridge can tell how long the caller waited for the first
+    // audio from here (unsigned: it only feeds measurements, which clamp it).
+    let answered_at = now.timestamp_millis().to_string();
     let params = [
         ("handoff", token.as_str()),
         ("restaurant_id", config.id.as_str()),
         ("config_version", version.as_str()),
         ("caller", call.from.as_str()),
         ("called", call.to.as_str()),
+        ("answered_at_ms", answered_at.as_str()),
     ];
     match twiml::stream(stream_url, &params) {
         Ok(body) => (
@@ -726,6 +730,7 @@ mod tests {
         assert_eq!(parameter(&reply.body, "config_version"), "3");
         assert_eq!(parameter(&reply.body, "caller"), "+14155550100");
         assert_eq!(parameter(&reply.body, "called"), "+390600000001");
+        assert_eq!(parameter(&reply.body, "answered_at_ms"), now().timestamp_millis().to_string());
         let bridge_keys = HandoffKeys::parse(&Secret::new("k1:handoff-secret-0123456789")).unwrap();
         let token = parameter(&reply.body, "handoff");
         let claims = bridge_keys

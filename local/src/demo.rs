@@ -129,6 +129,30 @@ fn fmt_metric(v: Option<f64>) -> String {
     v.map(|v| format!("{v}")).unwrap_or_else(|| "?".into())
 }
 
+/// What the caller waited for on one call, in one line: first audio (from the webhook and from
+/// the stream start, with the bridge's own share), turns and barge-ins.
+pub fn latency_line(l: &pulsara_core::call_record::CallLatency) -> String {
+    let mut parts = Vec::new();
+    if let Some(ms) = l.first_audio_ms {
+        let webhook = l.first_audio_from_webhook_ms.map(|w| format!("{w} ms from the webhook, ")).unwrap_or_default();
+        let bridge = l.first_audio_bridge_us.map(|us| format!(" (bridge {us} µs)")).unwrap_or_default();
+        parts.push(format!("first audio {webhook}{ms} ms from stream start{bridge}"));
+    }
+    if !l.turn_ms.is_empty() {
+        let turns: Vec<String> = l.turn_ms.iter().map(u64::to_string).collect();
+        let worst_bridge = l.turn_bridge_us.iter().max().copied().unwrap_or(0);
+        parts.push(format!("turns {} ms (bridge ≤ {worst_bridge} µs)", turns.join("/")));
+    }
+    if !l.barge_in_us.is_empty() {
+        let b: Vec<String> = l.barge_in_us.iter().map(u64::to_string).collect();
+        parts.push(format!("barge-in {} µs", b.join("/")));
+    }
+    if l.early_frames > 0 {
+        parts.push(format!("{} caller frames held {} ms while the agent connected", l.early_frames, l.early_wait_ms));
+    }
+    parts.join("; ")
+}
+
 /// Runs scenarios grouped by their instant, each group concurrently, and checks expectations.
 pub async fn run_scenarios(stack: &Stack, scenarios: &[Scenario], out: Option<&Path>) -> Vec<ScenarioOutcome> {
     let mut waves: BTreeMap<Option<DateTime<Utc>>, Vec<&Scenario>> = BTreeMap::new();
@@ -382,6 +406,9 @@ fn render_report(
     let _ = writeln!(o, "  edge      {decision}");
     if let Some(r) = record {
         let _ = writeln!(o, "  ended     {:?} after {:.1} s", r.end_reason, r.duration_ms as f64 / 1000.0);
+        if let Some(l) = &r.latency {
+            let _ = writeln!(o, "  waits     {}", latency_line(l));
+        }
         let _ = writeln!(o, "  transcript (what the caller heard):");
         for l in &r.transcript {
             let who = match l.role {

@@ -108,6 +108,21 @@ async fn a_tool_added_in_the_dashboard_is_called_by_the_agent_after_the_automati
     assert!(after.failures.is_empty(), "{}\n{:?}", after.report, after.failures);
     let record = after.record.expect("the second call's record");
     assert_eq!(record.tool_runs.iter().map(|t| t.tool.as_str()).collect::<Vec<_>>(), ["book_table"], "{record:?}");
+    // What the caller waited for: the first audio counted from the webhook includes Twilio's
+    // stream set-up, so it is the longer; the turn includes the agent noticing the end of speech
+    // (the emulator's 400 ms of silence), so it is no shorter than that.
+    let lat = record.latency.expect("latency figures");
+    let (first, from_webhook) = (lat.first_audio_ms.unwrap(), lat.first_audio_from_webhook_ms.unwrap());
+    assert!(from_webhook >= first && from_webhook < 10_000, "{lat:?}");
+    assert!(lat.first_audio_bridge_us.is_some_and(|us| us < 1_000_000), "{lat:?}");
+    assert_eq!(lat.turn_ms.len(), 1, "{lat:?}");
+    assert!((400..5_000).contains(&lat.turn_ms[0]), "{lat:?}");
+    assert!(after.report.contains("first audio") && after.report.contains("turns"), "{}", after.report);
+    let metrics_url = stack.bridge_url.replace("ws://", "http://").replace("/media", "/metrics");
+    let metrics = reqwest::get(metrics_url).await.unwrap().text().await.unwrap();
+    let parsed = pulsara_emulators::exposition::parse(&metrics).unwrap();
+    let turns = parsed.value("pulsara_caller_wait_seconds_count", &[("restaurant", "trattoria-roma"), ("wait", "turn")]);
+    assert_eq!(turns, Some(2.0), "one turn on each of the two calls\n{metrics}");
     stack.stop().await;
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -326,6 +326,9 @@ async fn edge_worker_in_workerd() {
     assert_eq!(parameter(&body, "restaurant_id"), "trattoria-roma");
     assert_eq!(parameter(&body, "caller"), "+14155550123");
     assert_eq!(parameter(&body, "called"), ROMA);
+    // When the Worker answered, in ms on its clock (the wall clock, not the test instant).
+    let answered: i64 = parameter(&body, "answered_at_ms").parse().unwrap();
+    assert!((chrono::Utc::now().timestamp_millis() - answered).abs() < 60_000, "{answered}");
     assert!(keys
         .verify(
             &token,
