@@ -25,6 +25,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use pulsara_core::handoff::HandoffClaims;
+
 use crate::agent::ConnectResult;
 use crate::app::App;
 use crate::config::ms;
@@ -54,18 +56,16 @@ pub enum PrepareRefusal {
     Full,
     RestaurantFull,
     Draining,
-    ConfigUnavailable,
 }
 
 impl PrepareRefusal {
-    pub const ALL: [PrepareRefusal; 7] = [
+    pub const ALL: [PrepareRefusal; 6] = [
         PrepareRefusal::Malformed,
         PrepareRefusal::BadToken,
         PrepareRefusal::Replayed,
         PrepareRefusal::Full,
         PrepareRefusal::RestaurantFull,
         PrepareRefusal::Draining,
-        PrepareRefusal::ConfigUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -76,7 +76,6 @@ impl PrepareRefusal {
             PrepareRefusal::Full => "full",
             PrepareRefusal::RestaurantFull => "restaurant_full",
             PrepareRefusal::Draining => "draining",
-            PrepareRefusal::ConfigUnavailable => "config_unavailable",
         }
     }
 
@@ -86,7 +85,7 @@ impl PrepareRefusal {
             PrepareRefusal::BadToken => StatusCode::FORBIDDEN,
             PrepareRefusal::Replayed => StatusCode::CONFLICT,
             PrepareRefusal::Full | PrepareRefusal::RestaurantFull => StatusCode::TOO_MANY_REQUESTS,
-            PrepareRefusal::Draining | PrepareRefusal::ConfigUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PrepareRefusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -135,6 +134,11 @@ pub struct Preparations {
     metrics: PrepareMetrics,
 }
 
+/// The replay-cache key a prepare and its stream meet at.
+fn prepare_key(claims: &HandoffClaims) -> String {
+    format!("prepare:{}", claims.replay_key())
+}
+
 fn digest(token: &str) -> String {
     pulsara_core::crypto::sha256_hex(token.as_bytes())
 }
@@ -174,19 +178,6 @@ impl Preparations {
         self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The prepared session of `call_sid`, when one was prepared with this very `token`: its
-    /// connection, finished or still under way.
-    pub fn claim(&self, call_sid: &str, token: &str) -> Option<JoinHandle<ConnectResult>> {
-        let mut held = self.lock();
-        if held.by_call.get(call_sid)?.token_digest != digest(token) {
-            return None;
-        }
-        let e = held.take(call_sid)?;
-        self.metrics.held.set(held.by_call.len() as i64);
-        self.metrics.claimed.inc();
-        Some(e.connect)
-    }
-
     /// Sessions waiting for their stream now.
     pub fn held(&self) -> usize {
         self.lock().by_call.len()
@@ -198,36 +189,43 @@ impl Preparations {
         (why.status(), why.label()).into_response()
     }
 
-    /// Whether a session for `restaurant` could be held now (checked again when reserving).
-    fn room_for(&self, app: &App, restaurant: &str) -> Result<(), PrepareRefusal> {
-        let l = &app.cfg.limits;
-        let held = self.lock();
-        if held.by_call.len() >= l.max_prepared {
-            return Err(PrepareRefusal::Full);
-        }
-        if held.per_restaurant.get(restaurant).copied().unwrap_or(0) >= l.max_prepared_per_restaurant {
-            return Err(PrepareRefusal::RestaurantFull);
-        }
-        Ok(())
-    }
-
-    /// Reserves a place for `call_sid` of `restaurant`, or says why there is none.
-    fn reserve(&self, app: &App, call_sid: &str, restaurant: &str, entry: impl FnOnce() -> Entry) -> Result<(), PrepareRefusal> {
+    /// Takes the place of `call_sid` for a prepare, or says why there is none. The token's
+    /// prepare key is used under the same lock a stream claims under, so a prepare and its
+    /// stream never both miss each other: whichever comes first decides.
+    fn reserve(&self, app: &App, claims: &HandoffClaims, call_sid: &str, entry: impl FnOnce() -> Entry) -> Result<(), PrepareRefusal> {
         let l = &app.cfg.limits;
         let mut held = self.lock();
-        if held.by_call.contains_key(call_sid) {
+        if !app.replay.first_use(&prepare_key(claims), claims.exp, app.clock.peer_unix()) || held.by_call.contains_key(call_sid) {
             return Err(PrepareRefusal::Replayed);
         }
         if held.by_call.len() >= l.max_prepared {
             return Err(PrepareRefusal::Full);
         }
+        let restaurant = &claims.restaurant_id;
         if held.per_restaurant.get(restaurant).copied().unwrap_or(0) >= l.max_prepared_per_restaurant {
             return Err(PrepareRefusal::RestaurantFull);
         }
-        *held.per_restaurant.entry(restaurant.to_owned()).or_default() += 1;
+        *held.per_restaurant.entry(restaurant.clone()).or_default() += 1;
         held.by_call.insert(call_sid.to_owned(), entry());
         self.metrics.held.set(held.by_call.len() as i64);
         Ok(())
+    }
+
+    /// For a stream that has just started: the session prepared for it with this very `token`,
+    /// if one is (its connection, finished or under way). When none was prepared, a prepare
+    /// arriving later is refused (the stream connects on its own).
+    pub fn claim_for_stream(&self, app: &App, claims: &HandoffClaims, call_sid: &str, token: &str) -> Option<JoinHandle<ConnectResult>> {
+        let mut held = self.lock();
+        if app.replay.first_use(&prepare_key(claims), claims.exp, app.clock.peer_unix()) {
+            return None;
+        }
+        if held.by_call.get(call_sid)?.token_digest != digest(token) {
+            return None;
+        }
+        let e = held.take(call_sid)?;
+        self.metrics.held.set(held.by_call.len() as i64);
+        self.metrics.claimed.inc();
+        Some(e.connect)
     }
 
     /// Closes `call_sid`'s session if it is still unclaimed.
@@ -274,40 +272,34 @@ pub async fn prepare(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(c) => c,
         Err(e) => return p.refuse(PrepareRefusal::BadToken, &e.to_string()),
     };
-    // One prepare per token; the stream's own single use of the token is separate.
-    if !app.replay.first_use(&format!("prepare:{}", claims.replay_key()), claims.exp, now) {
-        return p.refuse(PrepareRefusal::Replayed, "token already prepared");
-    }
-    // Nothing is opened for a call that could not be held.
-    if let Err(why) = p.room_for(&app, &claims.restaurant_id) {
-        return p.refuse(why, "no room for another prepared session");
-    }
-    let loaded = tokio::try_join!(
-        app.configs.restaurant(&claims.restaurant_id),
-        app.configs.knowledge_base(&claims.restaurant_id)
-    );
-    let (cfg, kb) = match loaded {
-        Ok(l) => l,
-        Err(e) => return p.refuse(PrepareRefusal::ConfigUnavailable, &e.to_string()),
-    };
     let opened: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mark_open = opened.clone();
-    let connect = crate::session::connect_task(app.clone(), cfg, kb, req.caller.clone(), 1, None);
-    let connect = tokio::spawn(async move {
-        let r = match connect.await {
-            Ok(r) => r,
-            Err(_) => Err(crate::agent::AgentError::ClosedEarly),
-        };
-        if r.is_ok() {
-            *mark_open.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        }
-        r
-    });
-    let abort = connect.abort_handle();
-    let entry = || Entry { restaurant: claims.restaurant_id.clone(), token_digest: digest(&req.handoff), connect, opened };
-    if let Err(why) = p.reserve(&app, &req.call_sid, &claims.restaurant_id, entry) {
-        abort.abort();
-        return p.refuse(why, "no room for another prepared session");
+    let (app2, restaurant, caller) = (app.clone(), claims.restaurant_id.clone(), req.caller.clone());
+    // Everything slow (configuration, signed URL, socket, initiation) runs in the session's
+    // own task, so the place is held from the first moment.
+    let connect = move || {
+        tokio::spawn(async move {
+            let loaded = tokio::try_join!(app2.configs.restaurant(&restaurant), app2.configs.knowledge_base(&restaurant));
+            let (cfg, kb) = match loaded {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(restaurant, error = %e, "prepare: configuration unavailable; the stream will connect on its own");
+                    return Err(crate::agent::AgentError::ClosedEarly);
+                }
+            };
+            let r = match crate::session::connect_task(app2.clone(), cfg, kb, caller, 1, None).await {
+                Ok(r) => r,
+                Err(_) => Err(crate::agent::AgentError::ClosedEarly),
+            };
+            if r.is_ok() {
+                *mark_open.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+            }
+            r
+        })
+    };
+    let entry = || Entry { restaurant: claims.restaurant_id.clone(), token_digest: digest(&req.handoff), connect: connect(), opened };
+    if let Err(why) = p.reserve(&app, &claims, &req.call_sid, entry) {
+        return p.refuse(why, "not prepared");
     }
     p.metrics.accepted.inc();
     info!(call_sid = %req.call_sid, restaurant = %claims.restaurant_id, "preparing the agent session ahead of the stream");

@@ -310,14 +310,21 @@ impl Wiring {
     }
 }
 
+/// How this process reaches its own listener on `addr`: over loopback when it listens on every
+/// interface.
+fn loopback_if_any(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    addr
+}
+
 /// Subscribes this process's `POST /webhooks/dashboard` on `listener` to the embedded
 /// dashboard's edits, signed with `secret` (one the receiver accepts). A listener on every
 /// interface is reached over loopback.
 fn subscribe_local(dash: &EmbeddedDashboard, listener: &tokio::net::TcpListener, secret: Secret, who: &str) {
-    let Ok(mut addr) = listener.local_addr() else { return };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-    }
+    let Ok(addr) = listener.local_addr() else { return };
+    let addr = loopback_if_any(addr);
     let url = format!("http://{addr}/webhooks/dashboard");
     tracing::info!(%url, receiver = who, "embedded dashboard sends its webhooks here");
     dash.state.webhooks().subscribe_local(pulsara_dashboard::store::WebhookSubscription { url, secret });
@@ -357,6 +364,9 @@ fn co_hosted_edge_defaults(
         let region = if cfg.region.is_empty() { "default" } else { cfg.region.as_str() };
         d.insert("BRIDGE_URLS".to_owned(), format!("{region}={media}"));
         d.insert("DEFAULT_REGION".to_owned(), region.to_owned());
+        // The edge in this process prepares calls' agent sessions over loopback, without TLS.
+        let listen = loopback_if_any(cfg.listen);
+        d.insert("BRIDGE_PREPARE_URLS".to_owned(), format!("{region}=http://{listen}/prepare"));
     }
     d
 }

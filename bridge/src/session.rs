@@ -119,7 +119,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, pending: PendingStart) {
     async move {
         // The stream started when its `start` was read: call times count from there.
         let started_at = app.clock.now();
-        let Some((cfg, kb, version)) = authenticate(&start, &app, &mut tx).await else {
+        let Some((cfg, kb, claims)) = authenticate(&start, &app, &mut tx).await else {
             return;
         };
         tracing::Span::current().record("restaurant_id", cfg.id.as_str());
@@ -137,7 +137,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, pending: PendingStart) {
             call_sid: start.call_sid.clone(),
             stream_sid: start.stream_sid.clone(),
             restaurant: cfg.clone(),
-            config_version: version,
+            config_version: claims.config_version,
             caller: caller.clone(),
             called,
             started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -145,7 +145,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, pending: PendingStart) {
         // The agent session prepared for this call while Twilio connected, if any (only with
         // the very token this stream carries).
         let token = start.custom_parameters.get("handoff").map(String::as_str).unwrap_or("");
-        let prepared = app.prepared.claim(&start.call_sid, token);
+        let prepared = app.prepared.claim_for_stream(&app, &claims, &start.call_sid, token);
         let Some(admission) = app.admit(&cfg.id, cfg.max_concurrent_calls) else {
             if let Some(p) = prepared {
                 p.abort();
@@ -248,7 +248,7 @@ async fn authenticate(
     start: &Start,
     app: &App,
     tx: &mut TwTx,
-) -> Option<(Arc<RestaurantConfig>, Arc<KnowledgeBase>, u64)> {
+) -> Option<(Arc<RestaurantConfig>, Arc<KnowledgeBase>, HandoffClaims)> {
     let token = start
         .custom_parameters
         .get("handoff")
@@ -292,7 +292,7 @@ async fn authenticate(
                     "config version moved on since routing"
                 );
             }
-            Some((cfg, kb, claims.config_version))
+            Some((cfg, kb, claims))
         }
         Err(e) => {
             config_unavailable(app, start, &claims, &fallback, &e.to_string(), tx).await;

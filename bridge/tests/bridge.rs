@@ -1315,3 +1315,17 @@ async fn a_prepare_that_fails_leaves_the_call_to_connect_on_its_stream() {
     assert_eq!(s.agent.logs().len(), 1);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_arriving_after_its_stream_started_opens_nothing() {
+    let s = stack(AgentScript::default()).await;
+    let caller = s.caller("CA2008", "trattoria-roma", 30);
+    let token = caller.params["handoff"].clone();
+    let call = tokio::spawn(run_caller(caller));
+    eventually("the stream's own agent session", Duration::from_secs(5), || s.agent.logs().len() == 1).await;
+    assert_eq!(s.prepare("CA2008", &token).await, 409, "the stream came first");
+    call.await.unwrap().unwrap();
+    s.record("CA2008").await;
+    assert_eq!(s.agent.logs().len(), 1, "no second session was opened");
+    s.shutdown().await;
+}

@@ -234,6 +234,19 @@ pub fn hours_instant(settings: &Settings, req: &Inbound, now: DateTime<Utc>) -> 
         .unwrap_or(now)
 }
 
+/// How long the edge's `POST /prepare` to a bridge may take (it runs after the reply).
+pub const PREPARE_TIMEOUT_MS: u64 = 3_000;
+
+/// The reply to a voice webhook, and the bridge's `POST /prepare` to send after it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub reply: Reply,
+    pub outcome: VoiceOutcome,
+    /// For an open restaurant (with `PREPARE_SESSIONS` on): the request that has the bridge open
+    /// the agent session while Twilio connects to it.
+    pub prepare: Option<Outbound>,
+}
+
 /// Decides the TwiML for a verified call, given the config lookup.
 ///
 /// `now` is the real time (token issue time); `hours_at` is the instant the opening hours are
@@ -244,6 +257,63 @@ pub fn answer_call(
     lookup: &ConfigLookup,
     now: DateTime<Utc>,
     hours_at: DateTime<Utc>,
+) -> (Reply, VoiceOutcome) {
+    let a = answer(settings, call, lookup, now, hours_at);
+    (a.reply, a.outcome)
+}
+
+/// As [`answer_call`], with the bridge's prepare request.
+pub fn answer(
+    settings: &Settings,
+    call: &VoiceCall,
+    lookup: &ConfigLookup,
+    now: DateTime<Utc>,
+    hours_at: DateTime<Utc>,
+) -> Answer {
+    let mut prepare = None;
+    let (reply, outcome) = decide_answer(settings, call, lookup, now, hours_at, &mut prepare);
+    Answer { reply, outcome, prepare }
+}
+
+/// The bridge's `POST /prepare` URL for a region: `BRIDGE_PREPARE_URLS`' entry, else derived from
+/// its Stream URL (`wss://host/media` → `https://host/prepare`); `None` for a URL that is not
+/// ws(s).
+pub fn prepare_url(settings: &Settings, region: &str, stream_url: &str) -> Option<String> {
+    if let Some(url) = settings.prepare_urls.get(region) {
+        return Some(url.clone());
+    }
+    let (scheme, rest) = if let Some(r) = stream_url.strip_prefix("wss://") {
+        ("https://", r)
+    } else {
+        ("http://", stream_url.strip_prefix("ws://")?)
+    };
+    let base = rest.strip_suffix("/media").unwrap_or(rest).trim_end_matches('/');
+    Some(format!("{scheme}{base}/prepare"))
+}
+
+/// The bridge's `POST /prepare` at `url` with the call's handoff token.
+pub fn prepare_request(url: String, call: &VoiceCall, token: &str) -> Option<Outbound> {
+    let body = serde_json::json!({
+        "call_sid": call.call_sid,
+        "handoff": token,
+        "caller": call.from,
+        "called": call.to,
+    });
+    Some(Outbound {
+        method: "POST",
+        url,
+        headers: vec![("content-type".into(), JSON.into())],
+        body: serde_json::to_vec(&body).ok()?,
+    })
+}
+
+fn decide_answer(
+    settings: &Settings,
+    call: &VoiceCall,
+    lookup: &ConfigLookup,
+    now: DateTime<Utc>,
+    hours_at: DateTime<Utc>,
+    prepare: &mut Option<Outbound>,
 ) -> (Reply, VoiceOutcome) {
     let (config, source) = match lookup {
         ConfigLookup::Found { config, source } => (config.as_ref(), *source),
@@ -335,15 +405,20 @@ pub fn answer_call(
         ("answered_at_ms", answered_at.as_str()),
     ];
     match twiml::stream(stream_url, &params) {
-        Ok(body) => (
-            Reply::twiml(body),
-            VoiceOutcome::Stream {
-                restaurant_id: config.id.clone(),
-                region: region.to_owned(),
-                config_version: config.version,
-                source,
-            },
-        ),
+        Ok(body) => {
+            if settings.prepare_sessions {
+                *prepare = prepare_url(settings, region, stream_url).and_then(|url| prepare_request(url, call, &token));
+            }
+            (
+                Reply::twiml(body),
+                VoiceOutcome::Stream {
+                    restaurant_id: config.id.clone(),
+                    region: region.to_owned(),
+                    config_version: config.version,
+                    source,
+                },
+            )
+        }
         Err(e) => fallback(format!("stream TwiML: {e}")),
     }
 }
@@ -710,6 +785,27 @@ mod tests {
             body.contains("<Dial") && body.contains("+390600000099"),
             "{body}"
         );
+    }
+
+    #[test]
+    fn an_open_call_has_its_bridge_prepare_the_agent_session() {
+        let s = settings();
+        let call = voice_call(&s, &signed(&s, "/twilio/voice", "", &CALL)).unwrap();
+        let a = answer(&s, &call, &found(config("r1")), now(), now());
+        let p = a.prepare.expect("a prepare for an open restaurant");
+        assert_eq!((p.method, p.url.as_str()), ("POST", "https://eu.bridge.example.com/prepare"));
+        let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(body["handoff"], parameter(&a.reply.body, "handoff"), "the TwiML's own token");
+        assert_eq!((body["call_sid"].as_str(), body["caller"].as_str()), (Some("CA1234567890ABCDE"), Some("+14155550100")));
+        // A configured URL wins (a bridge reached without TLS); off means none.
+        let mut direct = s.clone();
+        direct.prepare_urls.insert("eu-west".into(), "http://10.0.0.5:8080/prepare".into());
+        let p = answer(&direct, &call, &found(config("r1")), now(), now()).prepare.unwrap();
+        assert_eq!(p.url, "http://10.0.0.5:8080/prepare");
+        let mut off = s.clone();
+        off.prepare_sessions = false;
+        assert!(answer(&off, &call, &found(config("r1")), now(), now()).prepare.is_none());
+        assert!(answer(&s, &call, &ConfigLookup::UnknownNumber, now(), now()).prepare.is_none());
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub trait Ports {
     ) -> impl Future<Output = Result<Upstream, PortError>>;
     /// A fresh unpredictable nonce for a signed dashboard request.
     fn nonce(&self) -> String;
+    /// Sends a request after the reply, without the reply waiting for it (the Worker's
+    /// `waitUntil`, a spawned task natively); its outcome is only logged.
+    fn background(&self, req: Outbound, timeout_ms: u64);
 }
 
 /// What happened, for the shell's log line (never contains secrets).
@@ -115,8 +118,12 @@ async fn voice<P: Ports>(
     };
     let lookup = lookup_config(settings, ports, &call.to, now.timestamp()).await;
     let hours_at = decide::hours_instant(settings, req, now);
-    let (reply, outcome) = decide::answer_call(settings, &call, &lookup, now, hours_at);
-    (reply, Outcome::Voice(outcome))
+    let answer = decide::answer(settings, &call, &lookup, now, hours_at);
+    // The bridge opens the agent session while Twilio sets up the stream.
+    if let Some(prepare) = answer.prepare {
+        ports.background(prepare, decide::PREPARE_TIMEOUT_MS);
+    }
+    (answer.reply, Outcome::Voice(answer.outcome))
 }
 
 /// Config for the number `e164` through the cache policy: fresh cache → use; otherwise ask the
@@ -304,6 +311,7 @@ mod tests {
         /// What the dashboard answers next (`None`: it is down).
         dashboard: RefCell<Option<Upstream>>,
         sent: RefCell<Vec<Outbound>>,
+        background: RefCell<Vec<Outbound>>,
     }
 
     impl Fake {
@@ -312,6 +320,7 @@ mod tests {
                 cache: RefCell::default(),
                 dashboard: RefCell::new(None),
                 sent: RefCell::default(),
+                background: RefCell::default(),
             }
         }
         fn serve(&self, config: &RestaurantConfig) {
@@ -351,6 +360,9 @@ mod tests {
         }
         fn nonce(&self) -> String {
             format!("nonce-{}", self.sent.borrow().len())
+        }
+        fn background(&self, req: Outbound, _timeout_ms: u64) {
+            self.background.borrow_mut().push(req);
         }
     }
 
@@ -433,6 +445,13 @@ mod tests {
             ports.sent.borrow()[0].url,
             "http://127.0.0.1:9/v1/restaurants/by-number/+390600000001"
         );
+        // The call's bridge is asked to prepare the agent session, after the reply.
+        let prepares = ports.background.borrow();
+        assert_eq!(prepares.len(), 1);
+        let body: serde_json::Value = serde_json::from_slice(&prepares[0].body).unwrap();
+        assert_eq!(body["call_sid"], "CA1");
+        assert!(reply.body.contains(body["handoff"].as_str().unwrap()), "the TwiML's own token");
+        drop(prepares);
         // Within the TTL the dashboard is not asked again.
         let (_, outcome) = handle(Ok(&s), &ports, &call(&s, "CA2"), at(T0 + 299)).await;
         assert_eq!(source(&outcome), Some(Source::Cache));

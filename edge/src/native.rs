@@ -294,6 +294,23 @@ impl Ports for NativePorts {
             .unwrap_or(Err(PortError::Timeout(timeout_ms)))
     }
 
+    fn background(&self, req: Outbound, timeout_ms: u64) {
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            let url = req.url.clone();
+            let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else { return };
+            let mut builder = http.request(method, &req.url).timeout(Duration::from_millis(timeout_ms));
+            for (k, v) in &req.headers {
+                builder = builder.header(k, v);
+            }
+            match builder.body(req.body).send().await {
+                Ok(r) if r.status().is_success() => tracing::debug!(%url, status = r.status().as_u16(), "background request done"),
+                Ok(r) => tracing::info!(%url, status = r.status().as_u16(), "background request refused"),
+                Err(e) => tracing::info!(%url, error = %e.without_url(), "background request failed"),
+            }
+        });
+    }
+
     fn nonce(&self) -> String {
         // If the system random source fails, time and a counter keep the nonce unique.
         use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,6 +13,8 @@
 //! | `CONFIG_STALE_SECS` | var | how long a cached config may still serve calls while the dashboard fails (default 86400) |
 //! | `DASHBOARD_TIMEOUT_MS` | var | dashboard request timeout (default 2000) |
 //! | `HANDOFF_TTL_SECS` | var | handoff token lifetime (default 60, at most 60) |
+//! | `BRIDGE_PREPARE_URLS` | var | optional `region=https://host/prepare[,…]`: where to post a region's prepares when not `https://<its BRIDGE_URLS host>/prepare` (a bridge reached without TLS, as on one machine) |
+//! | `PREPARE_SESSIONS` | var | `1` (default) or `0`: with the TwiML of an open restaurant's call, also post its handoff token to the bridge's `POST /prepare` (after the reply, never delaying it), so the ElevenLabs session opens while Twilio connects |
 //! | `ALLOW_TEST_CLOCK` | var | test only: `1` honours the `X-Pulsara-Test-Now` header for the opening-hours decision; refused unless `PUBLIC_BASE_URL` is loopback |
 //! | `TWILIO_AUTH_TOKEN` | secret | Twilio account auth token |
 //! | `HANDOFF_KEYS` | secret | `kid:secret[,kid:secret]`, first one signs |
@@ -91,6 +93,10 @@ pub struct Settings {
     pub handoff_ttl_secs: i64,
     /// Test only (see the module docs).
     pub allow_test_clock: bool,
+    /// Ask the bridge to prepare each open call's agent session (`PREPARE_SESSIONS`).
+    pub prepare_sessions: bool,
+    /// Region → the bridge's `POST /prepare` URL, where it is not derived from the Stream URL.
+    pub prepare_urls: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -209,6 +215,21 @@ impl Settings {
         ) as i64;
 
         let allow_test_clock = matches!(get("ALLOW_TEST_CLOCK").as_deref(), Some("1" | "true"));
+        let prepare_urls = match get("BRIDGE_PREPARE_URLS") {
+            None => BTreeMap::new(),
+            Some(spec) => parse_prepare_urls(&spec).unwrap_or_else(|e| {
+                problems.push(e);
+                BTreeMap::new()
+            }),
+        };
+        let prepare_sessions = match get("PREPARE_SESSIONS").as_deref() {
+            None | Some("1" | "true") => true,
+            Some("0" | "false") => false,
+            Some(_) => {
+                problems.push("PREPARE_SESSIONS must be 1 or 0".into());
+                true
+            }
+        };
         if allow_test_clock
             && !url_host(&public_base_url, &["http://", "https://"])
                 .is_some_and(pulsara_core::addr::is_loopback)
@@ -236,6 +257,8 @@ impl Settings {
             dashboard_timeout_ms,
             handoff_ttl_secs,
             allow_test_clock,
+            prepare_sessions,
+            prepare_urls,
         })
     }
 
@@ -321,6 +344,24 @@ fn url_host<'a>(url: &'a str, schemes: &[&str]) -> Option<&'a str> {
     let rest = &url[scheme.len()..];
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     (!host.is_empty() && !host.contains(char::is_whitespace)).then_some(host)
+}
+
+/// Parses `region=http(s)://host/path[,region=…]`.
+fn parse_prepare_urls(spec: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (region, url) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("BRIDGE_PREPARE_URLS entry {entry:?} is not region=https://host/prepare"))?;
+        let (region, url) = (region.trim(), url.trim());
+        if region.is_empty() || url_host(url, &["https://", "http://"]).is_none() || url.contains(['?', '#']) {
+            return Err(format!("BRIDGE_PREPARE_URLS entry {entry:?} is not region=http(s)://host/path"));
+        }
+        if out.insert(region.to_owned(), url.to_owned()).is_some() {
+            return Err(format!("BRIDGE_PREPARE_URLS names region {region:?} twice"));
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `region=wss://host[/path][,region=…]`.
@@ -474,6 +515,17 @@ pub(crate) mod tests {
             .contains("ALLOW_TEST_CLOCK"));
         v.insert("PUBLIC_BASE_URL", "http://127.0.0.1:8787");
         assert!(settings_from(&v).unwrap().allow_test_clock);
+        assert!(settings_from(&v).unwrap().prepare_sessions, "on by default");
+        v.insert("PREPARE_SESSIONS", "0");
+        assert!(!settings_from(&v).unwrap().prepare_sessions);
+        v.insert("PREPARE_SESSIONS", "maybe");
+        assert!(settings_from(&v).unwrap_err().problems.iter().any(|p| p.contains("PREPARE_SESSIONS")));
+        v.insert("PREPARE_SESSIONS", "1");
+        v.insert("BRIDGE_PREPARE_URLS", "eu-west=http://127.0.0.1:8080/prepare");
+        assert_eq!(settings_from(&v).unwrap().prepare_urls["eu-west"], "http://127.0.0.1:8080/prepare");
+        v.insert("BRIDGE_PREPARE_URLS", "eu-west=wss://nope");
+        assert!(settings_from(&v).unwrap_err().problems.iter().any(|p| p.contains("BRIDGE_PREPARE_URLS")));
+        v.remove("BRIDGE_PREPARE_URLS");
     }
 
     #[test]

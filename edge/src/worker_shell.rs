@@ -21,6 +21,7 @@ pub const KV_BINDING: &str = "CONFIG_CACHE";
 
 struct WorkerPorts {
     kv: Option<KvStore>,
+    ctx: Context,
 }
 
 fn storage(e: impl std::fmt::Display) -> PortError {
@@ -50,50 +51,19 @@ impl Ports for WorkerPorts {
     }
 
     async fn send(&self, req: Outbound, timeout_ms: u64) -> Result<Upstream, PortError> {
-        let controller = AbortController::default();
-        let signal = controller.signal();
-        let exchange = async move {
-            let headers = Headers::new();
-            for (k, v) in &req.headers {
-                headers
-                    .set(k, v)
-                    .map_err(|e| PortError::Network(e.to_string()))?;
+        exchange(req, timeout_ms).await
+    }
+
+    fn background(&self, req: Outbound, timeout_ms: u64) {
+        // After the response, within the request's lifetime (`waitUntil`).
+        self.ctx.wait_until(async move {
+            let url = req.url.clone();
+            match exchange(req, timeout_ms).await {
+                Ok(r) if (200..300).contains(&r.status) => {}
+                Ok(r) => console_log!("background {url} -> {}", r.status),
+                Err(e) => console_log!("background {url} failed: {e}"),
             }
-            let mut init = RequestInit::new();
-            init.with_method(Method::from(req.method.to_owned()))
-                .with_headers(headers);
-            if !req.body.is_empty() {
-                init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(
-                    req.body.as_slice(),
-                ))));
-            }
-            let request = Request::new_with_init(&req.url, &init)
-                .map_err(|e| PortError::Network(e.to_string()))?;
-            let mut resp = Fetch::Request(request)
-                .send_with_signal(&signal)
-                .await
-                .map_err(|e| PortError::Network(e.to_string()))?;
-            let status = resp.status_code();
-            let etag = resp.headers().get("etag").ok().flatten();
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| PortError::Network(e.to_string()))?;
-            if body.len() > MAX_UPSTREAM_BYTES {
-                return Err(PortError::Network(format!(
-                    "dashboard response over {MAX_UPSTREAM_BYTES} bytes"
-                )));
-            }
-            Ok(Upstream { status, etag, body })
-        };
-        let delay = Delay::from(Duration::from_millis(timeout_ms));
-        match select(Box::pin(exchange), delay).await {
-            Either::Left((result, _)) => result,
-            Either::Right(_) => {
-                controller.abort();
-                Err(PortError::Timeout(timeout_ms))
-            }
-        }
+        });
     }
 
     fn nonce(&self) -> String {
@@ -106,6 +76,55 @@ impl Ports for WorkerPorts {
             bytes[8..].copy_from_slice(&r.to_le_bytes());
             bytes
         })
+    }
+}
+
+/// One `fetch` exchange, the whole of it within `timeout_ms`; bodies over
+/// [`MAX_UPSTREAM_BYTES`] are an error.
+async fn exchange(req: Outbound, timeout_ms: u64) -> Result<Upstream, PortError> {
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let exchange = async move {
+        let headers = Headers::new();
+        for (k, v) in &req.headers {
+            headers
+                .set(k, v)
+                .map_err(|e| PortError::Network(e.to_string()))?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::from(req.method.to_owned()))
+            .with_headers(headers);
+        if !req.body.is_empty() {
+            init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(
+                req.body.as_slice(),
+            ))));
+        }
+        let request = Request::new_with_init(&req.url, &init)
+            .map_err(|e| PortError::Network(e.to_string()))?;
+        let mut resp = Fetch::Request(request)
+            .send_with_signal(&signal)
+            .await
+            .map_err(|e| PortError::Network(e.to_string()))?;
+        let status = resp.status_code();
+        let etag = resp.headers().get("etag").ok().flatten();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| PortError::Network(e.to_string()))?;
+        if body.len() > MAX_UPSTREAM_BYTES {
+            return Err(PortError::Network(format!(
+                "dashboard response over {MAX_UPSTREAM_BYTES} bytes"
+            )));
+        }
+        Ok(Upstream { status, etag, body })
+    };
+    let delay = Delay::from(Duration::from_millis(timeout_ms));
+    match select(Box::pin(exchange), delay).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => {
+            controller.abort();
+            Err(PortError::Timeout(timeout_ms))
+        }
     }
 }
 
@@ -152,7 +171,7 @@ fn response(reply: Reply) -> worker::Result<Response> {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let settings = Settings::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
     if let Err(e) = &settings {
         console_error!("{e}");
@@ -163,6 +182,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     };
     let ports = WorkerPorts {
         kv: env.kv(KV_BINDING).ok(),
+        ctx,
     };
     let now =
         DateTime::<Utc>::from_timestamp_millis(Date::now().as_millis() as i64).unwrap_or_default();

@@ -532,6 +532,9 @@ pub struct CallArgs {
     /// Write the stereo recording here.
     #[arg(long)]
     pub wav: Option<PathBuf>,
+    /// How long "Twilio" waits between the TwiML and opening the stream, as a real call does.
+    #[arg(long, default_value_t = crate::frontdoor::TWILIO_STREAM_SETUP.as_millis() as u64)]
+    pub stream_setup_ms: u64,
 }
 
 /// An admin client of the dashboard at `url`, with the key from the environment.
@@ -612,6 +615,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<bool> {
         account_sid: args.account_sid.clone(),
         auth_token: token,
         http: http.clone(),
+        stream_setup: Duration::from_millis(args.stream_setup_ms),
     };
     let call_sid = call_sid_for(&s.name);
     let placed = door.place_at(&s, &call_sid, None, test_now).await?;

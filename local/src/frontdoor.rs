@@ -74,7 +74,14 @@ pub struct FrontDoor {
     pub account_sid: String,
     pub auth_token: Secret,
     pub http: reqwest::Client,
+    /// How long Twilio takes from receiving the TwiML to opening the Media Stream. Twilio does
+    /// not document it; real calls show a few hundred milliseconds, [`TWILIO_STREAM_SETUP`].
+    pub stream_setup: Duration,
 }
+
+/// The stream set-up the local stack and `pulsara call` assume for Twilio (not documented by
+/// Twilio; what a real call's timeline shows between the TwiML and the stream's `connected`).
+pub const TWILIO_STREAM_SETUP: Duration = Duration::from_millis(250);
 
 impl FrontDoor {
     /// Sends the voice webhook for `scenario`'s numbers and returns the parsed TwiML.
@@ -168,6 +175,7 @@ impl FrontDoor {
         let caller = match &decision {
             EdgeDecision::Stream { url, parameters } => {
                 let ws_url = local_ws_url(url)?;
+                tokio::time::sleep(self.stream_setup).await;
                 let mut params = CallParams::numbered(0, &scenario.call.from, &scenario.call.to);
                 params.account_sid = self.account_sid.clone();
                 params.call_sid = call_sid.to_owned();

@@ -224,6 +224,12 @@ impl Stack {
                     .collect::<Vec<_>>()
                     .join(","),
                 "DEFAULT_REGION" => "default".into(),
+                // The edge reaches this bridge directly, without the TLS Twilio needs.
+                "BRIDGE_PREPARE_URLS" => ["default", "eu-west", "us-east", "ap-northeast"]
+                    .iter()
+                    .map(|r| format!("{r}=http://{bridge_addr}/prepare"))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 "DASHBOARD_URL" => dash_url.clone(),
                 "DASHBOARD_KEY_ID" => "edge".into(),
                 "DASHBOARD_SIGNING_SECRET" => edge_signing.expose().to_owned(),
@@ -290,6 +296,7 @@ impl Stack {
             account_sid: self.account_sid.clone(),
             auth_token: self.twilio_auth_token.clone(),
             http: reqwest::Client::new(),
+            stream_setup: crate::frontdoor::TWILIO_STREAM_SETUP,
         }
     }
 

@@ -444,6 +444,7 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
         account_sid: SID.into(),
         auth_token: Secret::new(TOKEN),
         http: reqwest::Client::new(),
+        stream_setup: Duration::ZERO,
     };
     let call_sid = "CA0000000000000000000000000000ee01";
     // A Tuesday at 13:00 in Rome: Trattoria Roma is open (the edge honours the test clock).
@@ -466,6 +467,13 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
     assert_eq!(url, format!("wss://127.0.0.1:{bridge_port}/media"), "the edge streams to this bridge");
     assert_eq!(parameters["restaurant_id"], "trattoria-roma");
 
+    // The co-hosted edge had this bridge prepare the agent session over loopback while
+    // "Twilio" set up the stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while serve.metric("pulsara_prepare_accepted_total", &[]).await != Some(1.0) {
+        assert!(tokio::time::Instant::now() < deadline, "no prepare reached the bridge:\n{}", serve.metrics().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let ws_url = pulsara_local::frontdoor::local_ws_url(&url).unwrap();
     // Signed over the edge's URL instead: refused.
     let wrong = pulsara_core::twilio::compute_signature(&Secret::new(TOKEN), &format!("{edge_public}/media"), &[]);
@@ -479,6 +487,7 @@ async fn one_process_serves_edge_bridge_and_embedded_dashboard_with_their_own_pu
     assert_eq!(rec["restaurant_id"], "trattoria-roma");
     assert_eq!(rec["end_reason"], "caller_hung_up", "{rec}");
     assert_eq!(agent.logs().len(), 1, "the agent was connected once");
+    assert_eq!(serve.metric("pulsara_prepare_claimed_total", &[]).await, Some(1.0), "the stream adopted the prepared session");
     // The embedded dashboard's agent sync job runs in this process: the seeded restaurants'
     // syncs are requested, and none can succeed against an agent with no agents API.
     assert_eq!(serve.metric("pulsara_agent_sync_pending", &[]).await, Some(3.0));

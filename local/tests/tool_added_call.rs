@@ -115,6 +115,7 @@ async fn a_tool_added_in_the_dashboard_is_called_by_the_agent_after_the_automati
     let (first, from_webhook) = (lat.first_audio_ms.unwrap(), lat.first_audio_from_webhook_ms.unwrap());
     assert!(from_webhook >= first && from_webhook < 10_000, "{lat:?}");
     assert!(lat.first_audio_bridge_us.is_some_and(|us| us < 1_000_000), "{lat:?}");
+    assert!(lat.prepared, "the edge had the bridge prepare the session while Twilio connected: {lat:?}");
     assert_eq!(lat.turn_ms.len(), 1, "{lat:?}");
     assert!((400..5_000).contains(&lat.turn_ms[0]), "{lat:?}");
     assert!(after.report.contains("first audio") && after.report.contains("turns"), "{}", after.report);
