@@ -72,6 +72,34 @@ pub struct ElevenLabsConfig {
     /// Keep the raw user audio of each conversation (up to 4 MiB); off for load tests.
     pub record_audio: bool,
     pub max_conversations: usize,
+    /// How long the service takes, as seen from a bridge (none by default: tests run at
+    /// loopback speed; the latency bench turns them on).
+    pub delays: ServiceDelays,
+}
+
+/// Time the real service spends before it answers, as a client in another datacentre sees it.
+/// ElevenLabs documents none of these; [`ServiceDelays::realistic`] says what the latency bench
+/// assumes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceDelays {
+    /// `GET /v1/convai/conversation/get-signed-url`: request to answer.
+    pub signed_url: Duration,
+    /// The conversation WebSocket's upgrade (TCP, TLS and the HTTP upgrade).
+    pub handshake: Duration,
+    /// From `conversation_initiation_metadata` to the greeting's first audio (speech synthesis).
+    pub greeting: Duration,
+}
+
+impl ServiceDelays {
+    /// What the latency bench assumes: an API round trip of 150 ms for the signed URL, 200 ms
+    /// for the socket's handshake, 350 ms of synthesis before the greeting's first audio.
+    pub fn realistic() -> Self {
+        ServiceDelays {
+            signed_url: Duration::from_millis(150),
+            handshake: Duration::from_millis(200),
+            greeting: Duration::from_millis(350),
+        }
+    }
 }
 
 impl ElevenLabsConfig {
@@ -83,6 +111,7 @@ impl ElevenLabsConfig {
             require_signed_url: false,
             record_audio: true,
             max_conversations: 10_000,
+            delays: ServiceDelays::default(),
         }
     }
 }
@@ -268,6 +297,7 @@ struct ElState {
     counter: AtomicU64,
     live: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    delays: ServiceDelays,
 }
 
 /// Serve the emulator on `listener` until `shutdown` resolves; live conversations are closed
@@ -312,6 +342,7 @@ pub async fn run(
         counter: AtomicU64::new(0),
         live: AtomicU64::new(0),
         shutdown: rx,
+        delays: config.delays,
     });
     let app = Router::new()
         .route("/v1/convai/conversation/get-signed-url", get(signed_url))
@@ -408,6 +439,7 @@ async fn signed_url(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    tokio::time::sleep(st.delays.signed_url).await;
     let agent_id = q.get("agent_id").cloned().unwrap_or_default();
     let record = |status: StatusCode| {
         lock(&st.recorder.signed_urls).push(SignedUrlRequest {
@@ -500,6 +532,7 @@ async fn conversation_ws(
             "too many concurrent conversations",
         );
     }
+    tokio::time::sleep(st.delays.handshake).await;
     ws.max_message_size(convai::MAX_CLIENT_BYTES)
         .max_frame_size(convai::MAX_CLIENT_BYTES)
         .on_upgrade(move |socket| async move {
@@ -1197,6 +1230,23 @@ async fn conversation(
     );
     let ping_every = script.agent.ping_interval_ms;
     let mut outputs = engine.start(&conversation_id, override_first);
+    if !st.delays.greeting.is_zero() {
+        // The metadata at once; the greeting once its speech is synthesized.
+        let greeting_at = outputs
+            .iter()
+            .position(|o| !matches!(o, Output::Send(t) if t.contains("\"conversation_initiation_metadata\"")))
+            .unwrap_or(outputs.len());
+        let greeting = outputs.split_off(greeting_at);
+        for o in outputs.drain(..) {
+            if let Output::Send(text) = o {
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(st.delays.greeting).await;
+        outputs = greeting;
+    }
     if let Some(text) = first_audio {
         outputs.extend(engine.on_text(&text, Instant::now()));
     }

@@ -68,6 +68,13 @@ pub struct BenchArgs {
     /// Soak: the restaurant directory whose `knowledge_base.json` the soak restaurants reuse.
     #[arg(long, default_value = "restaurants/sakura-sushi")]
     pub knowledge_base_from: PathBuf,
+    /// Latency instead: `calls` calls through the whole local stack with realistic vendor
+    /// delays, sequential then prepared, `latency_concurrency` at a time
+    /// ([`crate::latency_bench`]).
+    #[arg(long)]
+    pub latency: bool,
+    #[arg(long, default_value_t = 20)]
+    pub latency_concurrency: usize,
 }
 
 const KEYS: &str = "bench:bench-handoff-key-0123456789";
@@ -96,6 +103,9 @@ fn free_port() -> Result<u16, String> {
 /// # Errors
 /// Set-up failures (ports, child process, readiness), as text.
 pub async fn run(args: BenchArgs) -> Result<String, String> {
+    if args.latency {
+        return crate::latency_bench::run(args.calls, args.latency_concurrency, "target/policies".into(), "restaurants".into()).await;
+    }
     if args.soak {
         return soak(args).await;
     }

@@ -76,6 +76,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         data_dir: state_dir,
         scenarios: scenarios.clone(),
         clock: pulsara_bridge::clock::Clock::system(),
+        prepare_sessions: true,
+        elevenlabs_delays: Default::default(),
     })
     .await?;
     println!("  edge      {}\n  bridge    {}\n  dashboard {}\n", stack.edge_url, stack.bridge_url, stack.dashboard.url());

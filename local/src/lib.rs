@@ -17,4 +17,5 @@ pub mod bench;
 pub mod demo;
 pub mod emulate;
 pub mod frontdoor;
+pub mod latency_bench;
 pub mod stack;

@@ -44,6 +44,10 @@ pub struct StackOptions {
     /// The ElevenLabs emulator's agent scripts.
     pub scenarios: Vec<Scenario>,
     pub clock: Clock,
+    /// The edge has the bridge prepare each open call's agent session (`PREPARE_SESSIONS`).
+    pub prepare_sessions: bool,
+    /// How long the ElevenLabs emulator takes to answer (none: loopback speed).
+    pub elevenlabs_delays: pulsara_emulators::elevenlabs::ServiceDelays,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +128,7 @@ impl Stack {
         .map_err(|e| start_err("Twilio REST emulator")(e.to_string()))?;
         let mut el_cfg = ElevenLabsConfig::new(elevenlabs_key.expose(), opts.scenarios.clone());
         el_cfg.require_signed_url = true;
+        el_cfg.delays = opts.elevenlabs_delays;
         let elevenlabs = elevenlabs::spawn(el_cfg)
             .await
             .map_err(|e| start_err("ElevenLabs emulator")(e.to_string()))?;
@@ -224,6 +229,7 @@ impl Stack {
                     .collect::<Vec<_>>()
                     .join(","),
                 "DEFAULT_REGION" => "default".into(),
+                "PREPARE_SESSIONS" => if opts.prepare_sessions { "1" } else { "0" }.into(),
                 // The edge reaches this bridge directly, without the TLS Twilio needs.
                 "BRIDGE_PREPARE_URLS" => ["default", "eu-west", "us-east", "ap-northeast"]
                     .iter()

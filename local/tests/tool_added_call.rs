@@ -64,6 +64,8 @@ async fn a_tool_added_in_the_dashboard_is_called_by_the_agent_after_the_automati
         data_dir: data.clone(),
         scenarios: vec![scenario.clone()],
         clock: pulsara_bridge::clock::Clock::system(),
+        prepare_sessions: true,
+        elevenlabs_delays: Default::default(),
     })
     .await
     .expect("local stack (run `cargo xtask build-policies` first)");

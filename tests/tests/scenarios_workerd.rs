@@ -277,9 +277,16 @@ async fn every_scenario_through_the_edge_in_workerd() {
         .map(|r| format!("{r}=wss://{bridge_addr}"))
         .collect();
     let bridge_urls = bridge_urls.join(",");
+    // The Worker posts each open call's prepare to serve directly, without the TLS Twilio needs.
+    let prepare_urls: Vec<String> = REGIONS
+        .iter()
+        .map(|r| format!("{r}=http://{bridge_addr}/prepare"))
+        .collect();
+    let prepare_urls = prepare_urls.join(",");
     let edge = WorkerdEdge::start(
         &[
             ("BRIDGE_URLS", &bridge_urls),
+            ("BRIDGE_PREPARE_URLS", &prepare_urls),
             ("DEFAULT_REGION", "default"),
             ("DASHBOARD_URL", &dashboard_url),
             ("DASHBOARD_KEY_ID", "edge"),
@@ -408,6 +415,12 @@ async fn every_scenario_through_the_edge_in_workerd() {
         if failed {
             eprintln!("--- pulsara serve ({at}) ---\n{}", serve.log_tail(80));
         }
+        // The Worker had serve prepare each streamed call's agent session after its TwiML
+        // (waitUntil), and every stream adopted its own.
+        let streamed = results.iter().filter(|p| p.output.contains("media stream to")).count();
+        let metrics = http.get(format!("http://{bridge_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        let claimed = pulsara_emulators::exposition::parse(&metrics).unwrap().value("pulsara_prepare_claimed_total", &[]);
+        assert_eq!(claimed, Some(streamed as f64), "prepared sessions adopted in the {at} wave\n{}", serve.log_tail(40));
         played.extend(results);
         drop(serve);
         // The wave's tool calls left replayable run records where serve was told to keep them.

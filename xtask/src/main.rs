@@ -84,6 +84,13 @@ fn bench(extra: &[String]) -> Result<()> {
         Some("bridge") => {
             util::cargo(&["run", "--release", "--package", "pulsara-cli", "--bin", "pulsara", "--", "bench"])
         }
+        Some("latency") => {
+            // The stack's restaurants use the built-in policies.
+            policies::build(&toolchain::Wasm::compiler()?)?;
+            let mut args = vec!["run", "--release", "--package", "pulsara-cli", "--bin", "pulsara", "--", "bench", "--latency", "--calls", "200"];
+            args.extend(extra[1..].iter().map(String::as_str));
+            util::cargo(&args)
+        }
         Some("soak") => {
             // The soak's restaurants use the built-in answer_question policy.
             policies::build(&toolchain::Wasm::compiler()?)?;
@@ -96,6 +103,6 @@ fn bench(extra: &[String]) -> Result<()> {
             args.extend(extra[1..].iter().map(String::as_str));
             util::cargo(&args)
         }
-        _ => bail!("usage: cargo xtask bench <edge|bridge|policies|soak>"),
+        _ => bail!("usage: cargo xtask bench <edge|bridge|policies|latency|soak>"),
     }
 }
