@@ -73,7 +73,7 @@ pub struct BenchArgs {
     /// ([`crate::latency_bench`]).
     #[arg(long)]
     pub latency: bool,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 8)]
     pub latency_concurrency: usize,
 }
 

@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use pulsara_core::call_record::CallLatency;
 use pulsara_emulators::elevenlabs::ServiceDelays;
@@ -66,7 +67,8 @@ after_agent_ms = 200
 hangup = true
 "#;
 
-/// Runs `calls` calls each way, `concurrency` at a time, and reports.
+/// Runs `calls` calls each way, `concurrency` at a time (at most the bridge's prepared sessions
+/// per restaurant, 8 by default), and reports.
 ///
 /// # Errors
 /// The stack cannot start, or a mode has no successful call to measure.
@@ -116,6 +118,13 @@ async fn mode(
     })
     .await
     .map_err(|e| e.to_string())?;
+    // Trattoria Roma has 4 lines; the bench's calls overlap `concurrency` at a time.
+    let mut roma = stack.dashboard.store.restaurant("trattoria-roma").map_err(|e| e.to_string())?.ok_or("no trattoria-roma")?;
+    roma.max_concurrent_calls = u32::try_from(concurrency).unwrap_or(u32::MAX).max(roma.max_concurrent_calls);
+    stack.admin.admin_put_restaurant(&roma).await.map_err(|e| e.to_string())?;
+    stack.dashboard.wait_agent_syncs(Duration::from_secs(30)).await?;
+    // The edit's webhooks reach the edge's and the bridge's caches.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut records: Vec<Option<CallLatency>> = Vec::new();
     for chunk in scenarios.chunks(concurrency.max(1)) {
         let outcomes = crate::demo::run_scenarios(&stack, chunk, None).await;
