@@ -115,10 +115,6 @@ impl Latency {
         self.rec.prepared = true;
     }
 
-    pub fn first_audio_ms(&self) -> Option<u64> {
-        self.rec.first_audio_ms
-    }
-
     /// The figures, or `None` when the agent never spoke and nothing was held.
     pub fn finish(self) -> Option<CallLatency> {
         let r = self.rec;

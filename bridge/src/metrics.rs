@@ -81,14 +81,37 @@ pub struct Metrics {
     ended: IntCounterVec,
     /// ElevenLabs `error` event types (or `close_<code>` without one), bounded in number.
     agent_errors: IntCounterVec,
-    agent_error_types: Mutex<HashSet<String>>,
+    agent_error_types: BoundedLabels,
     /// `pulsara_caller_wait_seconds{restaurant, wait}`: first audio (from stream start and from
     /// the webhook) and turns, as the caller felt them.
     caller_wait: HistogramVec,
     /// `pulsara_bridge_share_seconds{restaurant, wait}`: the bridge's own part of the first
     /// audio and of each turn, and each barge-in (interruption read to clear written).
     bridge_share: HistogramVec,
-    latency_restaurants: Mutex<HashSet<String>>,
+    latency_restaurants: BoundedLabels,
+}
+
+/// Label values taken from the outside world, kept to the first `max` distinct ones; the rest
+/// share `other`, so a family's series stay bounded.
+struct BoundedLabels {
+    known: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl BoundedLabels {
+    fn new(max: usize) -> Self {
+        BoundedLabels { known: Mutex::new(HashSet::new()), max }
+    }
+
+    fn label<'a>(&self, value: &'a str) -> &'a str {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains(value) || known.len() < self.max {
+            known.insert(value.to_owned());
+            value
+        } else {
+            "other"
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -215,10 +238,10 @@ impl Metrics {
             errors,
             ended,
             agent_errors,
-            agent_error_types: Mutex::new(HashSet::new()),
+            agent_error_types: BoundedLabels::new(MAX_AGENT_ERROR_TYPES),
             caller_wait,
             bridge_share,
-            latency_restaurants: Mutex::new(HashSet::new()),
+            latency_restaurants: BoundedLabels::new(MAX_LATENCY_RESTAURANTS),
         };
         registry.register(Box::new(m.live.gauge.clone()))?;
         registry.register(Box::new(frames))?;
@@ -242,15 +265,7 @@ impl Metrics {
     /// One finished call's waits, under its restaurant (the first
     /// [`MAX_LATENCY_RESTAURANTS`] seen; `other` after them).
     pub fn call_latency(&self, restaurant: &str, l: &pulsara_core::call_record::CallLatency) {
-        let label = {
-            let mut known = self.latency_restaurants.lock().unwrap_or_else(|e| e.into_inner());
-            if known.contains(restaurant) || known.len() < MAX_LATENCY_RESTAURANTS {
-                known.insert(restaurant.to_owned());
-                restaurant
-            } else {
-                "other"
-            }
-        };
+        let label = self.latency_restaurants.label(restaurant);
         let ms = |v: u64| v as f64 / 1e3;
         let wait = |w: &str, v: f64| self.caller_wait.with_label_values(&[label, w]).observe(v);
         let share = |w: &str, us: u64| self.bridge_share.with_label_values(&[label, w]).observe(secs(us));
@@ -313,18 +328,7 @@ impl Metrics {
             && kind
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        let label = {
-            let mut known = self
-                .agent_error_types
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if clean && (known.contains(kind) || known.len() < MAX_AGENT_ERROR_TYPES) {
-                known.insert(kind.to_owned());
-                kind
-            } else {
-                "other"
-            }
-        };
+        let label = if clean { self.agent_error_types.label(kind) } else { "other" };
         self.agent_errors.with_label_values(&[label]).inc();
     }
 

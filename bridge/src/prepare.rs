@@ -13,7 +13,7 @@
 //! nothing for the call: its stream connects as it always has.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -106,7 +106,7 @@ struct Entry {
     token_digest: String,
     connect: JoinHandle<ConnectResult>,
     /// When the agent socket became ready (the ElevenLabs conversation began).
-    opened: Arc<Mutex<Option<Instant>>>,
+    opened: Arc<OnceLock<Instant>>,
 }
 
 #[derive(Default)]
@@ -178,11 +178,6 @@ impl Preparations {
         self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sessions waiting for their stream now.
-    pub fn held(&self) -> usize {
-        self.lock().by_call.len()
-    }
-
     fn refuse(&self, why: PrepareRefusal, detail: &str) -> Response {
         self.metrics.refused.with_label_values(&[why.label()]).inc();
         warn!(reason = why.label(), detail, "prepare refused; the call will connect on its stream");
@@ -238,8 +233,7 @@ impl Preparations {
         };
         let Some(e) = entry else { return };
         self.metrics.unclaimed.inc();
-        let opened = *e.opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(at) = opened {
+        if let Some(at) = e.opened.get() {
             self.metrics.unclaimed_agent_ms.inc_by(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
         }
         if e.connect.is_finished() {
@@ -272,7 +266,7 @@ pub async fn prepare(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(c) => c,
         Err(e) => return p.refuse(PrepareRefusal::BadToken, &e.to_string()),
     };
-    let opened: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let opened: Arc<OnceLock<Instant>> = Arc::default();
     let mark_open = opened.clone();
     let (app2, restaurant, caller) = (app.clone(), claims.restaurant_id.clone(), req.caller.clone());
     // Everything slow (configuration, signed URL, socket, initiation) runs in the session's
@@ -292,7 +286,7 @@ pub async fn prepare(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 Err(_) => Err(crate::agent::AgentError::ClosedEarly),
             };
             if r.is_ok() {
-                *mark_open.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                let _ = mark_open.set(Instant::now());
             }
             r
         })

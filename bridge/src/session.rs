@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::agent::{AgentError, AgentSocket};
+use crate::agent::{AgentError, AgentSocket, ConnectResult};
 use crate::config::ms;
 use crate::machine::{CallInfo, CallMachine, MachineLimits, Out};
 use crate::ports::{ToolContext, ToolError, ToolOutcome};
@@ -54,8 +54,6 @@ struct ToolDone {
     result: Result<ToolOutcome, ToolError>,
     duration_us: u64,
 }
-
-use crate::agent::ConnectResult;
 
 /// Opens the agent session of a call to `cfg`'s agent (signed URL, socket, initiation) in the
 /// background, with up to `attempts` tries: for a stream, and for a session prepared ahead of

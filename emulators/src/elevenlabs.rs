@@ -651,7 +651,12 @@ impl Engine {
 
     /// Whether the server pings this client at all.
     pub fn pings(&self) -> bool {
-        self.agent.sends("ping")
+        self.sends("ping")
+    }
+
+    /// Whether the agent's `client_events` include `event`.
+    pub fn sends(&self, event: &str) -> bool {
+        self.agent.sends(event)
     }
 
     fn event(&self, dir: &'static str, kind: &str, detail: impl Into<String>) {
@@ -1231,11 +1236,9 @@ async fn conversation(
     let ping_every = script.agent.ping_interval_ms;
     let mut outputs = engine.start(&conversation_id, override_first);
     if !st.delays.greeting.is_zero() {
-        // The metadata at once; the greeting once its speech is synthesized.
-        let greeting_at = outputs
-            .iter()
-            .position(|o| !matches!(o, Output::Send(t) if t.contains("\"conversation_initiation_metadata\"")))
-            .unwrap_or(outputs.len());
+        // The metadata at once (the first output, when the agent sends it); the greeting once
+        // its speech is synthesized.
+        let greeting_at = usize::from(engine.sends("conversation_initiation_metadata")).min(outputs.len());
         let greeting = outputs.split_off(greeting_at);
         for o in outputs.drain(..) {
             if let Output::Send(text) = o {

@@ -267,25 +267,6 @@ async fn fail(socket: &mut WebSocket, error_type: &str, close_code: u16) {
         .await;
 }
 
-/// The dotted paths of the non-null leaves of `v` (an override document).
-fn leaf_paths(v: &Value, at: &mut String, out: &mut Vec<String>) {
-    match v {
-        Value::Null => {}
-        Value::Object(map) => {
-            for (k, child) in map {
-                let len = at.len();
-                if !at.is_empty() {
-                    at.push('.');
-                }
-                at.push_str(k);
-                leaf_paths(child, at, out);
-                at.truncate(len);
-            }
-        }
-        _ => out.push(at.clone()),
-    }
-}
-
 fn chunk_b64(format: &str, fill: u8) -> String {
     // 20 ms of audio in the agent's output format.
     let bytes = match format {
@@ -321,9 +302,16 @@ async fn agent_conversation(mut socket: WebSocket, script: AgentScript, log: Arc
         .as_str()
         .unwrap_or("")
         .to_owned();
-    let mut overridden = Vec::new();
-    leaf_paths(&init["conversation_config_override"], &mut String::new(), &mut overridden);
-    let refused = overridden.iter().any(|p| !script.allowed_overrides.contains(p));
+    // The server's check, against permission flags built from the allowed paths.
+    let mut flags = json!({});
+    for path in &script.allowed_overrides {
+        let mut at = &mut flags;
+        for part in path.split('.') {
+            at = &mut at[part];
+        }
+        *at = json!(true);
+    }
+    let refused = crate::stored_agent::refused_override(&flags, &init["conversation_config_override"]).is_some();
     log.lock().unwrap().initiation = Some(init);
     if let Some(error_type) = script.refuse.as_deref().or(refused.then_some("override_error")) {
         fail(&mut socket, error_type, 1008).await;

@@ -129,26 +129,33 @@ impl ConversationAgent {
     /// The first field of `conversation_config_override` the agent does not allow, as the
     /// name the server's message uses (the last path segment) and its dotted path.
     pub fn refused_override(&self, config_override: &Value) -> Option<(String, String)> {
-        fn walk(value: &Value, flags: &Value, path: &mut Vec<String>) -> Option<(String, String)> {
-            match value {
-                Value::Null => None,
-                Value::Object(map) if !flags.is_boolean() => {
-                    for (k, v) in map {
-                        path.push(k.clone());
-                        let found = walk(v, &flags[k.as_str()], path);
-                        path.pop();
-                        if found.is_some() {
-                            return found;
-                        }
-                    }
-                    None
-                }
-                _ if flags.as_bool() == Some(true) => None,
-                _ => Some((path.last().cloned().unwrap_or_default(), path.join("."))),
-            }
-        }
-        walk(config_override, &self.override_flags, &mut Vec::new())
+        refused_override(&self.override_flags, config_override)
     }
+}
+
+/// The first field of `config_override` that `flags` (an agent's
+/// `platform_settings.overrides.conversation_config_override`) does not allow: the name the
+/// server's message uses (the last path segment) and its dotted path.
+pub fn refused_override(flags: &Value, config_override: &Value) -> Option<(String, String)> {
+    fn walk(value: &Value, flags: &Value, path: &mut Vec<String>) -> Option<(String, String)> {
+        match value {
+            Value::Null => None,
+            Value::Object(map) if !flags.is_boolean() => {
+                for (k, v) in map {
+                    path.push(k.clone());
+                    let found = walk(v, &flags[k.as_str()], path);
+                    path.pop();
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+                None
+            }
+            _ if flags.as_bool() == Some(true) => None,
+            _ => Some((path.last().cloned().unwrap_or_default(), path.join("."))),
+        }
+    }
+    walk(config_override, flags, &mut Vec::new())
 }
 
 /// Where `args` break the `schema` (the object-schema subset the tools API accepts: `type`,
